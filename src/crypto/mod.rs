@@ -1,0 +1,6 @@
+//! Cryptography: OpenPGP ([`openpgp`]) and S/MIME ([`smime`]) certificates and, in later
+//! capabilities, message encryption, decryption and recryption. Callers hand whole messages or
+//! certificates here; nothing in this module does I/O.
+
+pub mod openpgp;
+pub mod smime;

@@ -1,0 +1,28 @@
+//! meshmail: a mail transport proxy that makes end-to-end encryption happen for unchanged mail
+//! clients and servers, after the Mathematical Mesh (fingerprint addresses, signed policies,
+//! recryption).
+//!
+//! # Layout
+//!
+//! Data flows one way: listener → session → pipeline → relay.
+//!
+//! - [`address`]: UDF fingerprints and strong (fingerprint) addresses: parse and format only.
+//! - [`policy`]: signed policy documents, their verification (the only maker of
+//!   [`policy::Verified`]), discovery (local store → DNS → HTTPS) and the outcome cache.
+//! - [`keys`]: the account's key store: keys, certificates, sealed secrets, export.
+//! - [`crypto`]: OpenPGP and S/MIME certificates (and, next, message encryption and recryption).
+//! - [`tls`]: rustls configurations; certificates are always verified.
+//! - [`config`]: the TOML configuration.
+//! - [`codes`]: the one table of outcomes → exit codes / SMTP / IMAP replies.
+//! - [`secret`]: secrets as a type (redacted `Debug`, zeroized on drop).
+//!
+//! Next (see DESIGN.md): `smtp` (server, relay), `mime`, `imap`, `pop3`, `crypto::recrypt`.
+
+pub mod address;
+pub mod codes;
+pub mod config;
+pub mod crypto;
+pub mod keys;
+pub mod policy;
+pub mod secret;
+pub mod tls;

@@ -1,0 +1,443 @@
+//! The `meshmail` command: account set-up, keys, addresses and policies. Every subcommand
+//! honours `--home` and `$MESHMAIL_HOME`; exit codes follow DESIGN.md's table
+//! (64 bad usage, 65 no valid policy, 69 not found, 75 temporary, 78 configuration).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use meshmail::address::{udf, Form, Label, StrongAddress};
+use meshmail::codes::Outcome;
+use meshmail::config::Config;
+use meshmail::keys::{export, Account, KeyError};
+use meshmail::policy::{self, PolicyResolver};
+use meshmail::secret::{SecretBytes, SecretString};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "meshmail", version, about = "End-to-end encryption for unchanged mail clients and servers")]
+struct Cli {
+    /// The key store (default: $MESHMAIL_HOME, else ~/.local/share/meshmail).
+    #[arg(long, global = true, env = "MESHMAIL_HOME")]
+    home: Option<PathBuf>,
+    /// Read the key store passphrase from this file.
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
+    /// Read the key store passphrase from this inherited file descriptor.
+    #[arg(long, global = true)]
+    passphrase_fd: Option<u32>,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an account: policy-signing key, OpenPGP and S/MIME certificates, signed policy.
+    Init {
+        /// The routable address, e.g. alice@example.com.
+        #[arg(long)]
+        address: String,
+        /// Ask for a passphrase to protect the secret keys at rest.
+        #[arg(long)]
+        ask_passphrase: bool,
+        /// Days the first policy is valid (at most 730).
+        #[arg(long, default_value_t = 365)]
+        policy_days: i64,
+    },
+    /// Print the account's strong address.
+    Address {
+        #[arg(long, value_enum, default_value_t = FormArg::Suffix)]
+        form: FormArg,
+        #[arg(long, value_enum, default_value_t = LabelArg::Xx)]
+        label: LabelArg,
+        /// Fingerprint precision in bits (120..=235).
+        #[arg(long, default_value_t = udf::DEFAULT_BITS)]
+        bits: usize,
+        /// Print the OpenPGP-fingerprint address instead of the UDF address.
+        #[arg(long)]
+        openpgp: bool,
+    },
+    /// Export keys in standard formats.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Publish, resolve and renew signed policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Check a configuration file and report every problem with its line.
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a certificate (public by default) to stdout or --out.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The OpenPGP certificate (armored).
+    #[arg(long, conflicts_with = "smime", required_unless_present = "smime")]
+    openpgp: bool,
+    /// The S/MIME certificate (PEM; with --secret, PKCS#12).
+    #[arg(long)]
+    smime: bool,
+    /// Include the secret key.
+    #[arg(long)]
+    secret: bool,
+    /// Write here (mode 0600 for secrets) instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Password for the PKCS#12 file, read from this file (default: the key store passphrase,
+    /// else empty).
+    #[arg(long)]
+    p12_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Write the zone lines, the signed policy and the WKD files a domain publishes.
+    Publish {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Discover and verify the policy of a strong address; print it as JSON.
+    Resolve {
+        address: String,
+        /// DNS server to ask (HOST:PORT).
+        #[arg(long)]
+        dns: Option<std::net::SocketAddr>,
+        /// Extra CA for HTTPS fetches.
+        #[arg(long)]
+        https_ca: Option<PathBuf>,
+        /// Test only: port for HTTPS fetches.
+        #[arg(long, hide = true)]
+        https_port: Option<u16>,
+        /// Take [policy] settings from this configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Neither read nor write the local policy store.
+        #[arg(long)]
+        no_store: bool,
+    },
+    /// Re-sign the account's policy with a new expiry.
+    Renew {
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormArg {
+    Suffix,
+    Prefix,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LabelArg {
+    Xx,
+    Mm,
+}
+
+/// A failure of a command: what to print and which exit code.
+struct Failure {
+    outcome: Outcome,
+    message: String,
+}
+
+impl Failure {
+    fn new(outcome: Outcome, message: impl std::fmt::Display) -> Failure {
+        Failure {
+            outcome,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<KeyError> for Failure {
+    fn from(e: KeyError) -> Failure {
+        Failure::new(Outcome::from(&e), e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("meshmail: {}", f.message);
+            ExitCode::from(f.outcome.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let home = home_dir(cli.home.as_deref())?;
+    let pass = PassphraseSource {
+        file: cli.passphrase_file.clone(),
+        fd: cli.passphrase_fd,
+    };
+    match cli.command {
+        Command::Init {
+            address,
+            ask_passphrase,
+            policy_days,
+        } => {
+            let passphrase = if ask_passphrase {
+                Some(prompt_new_passphrase()?)
+            } else {
+                pass.read()?
+            };
+            let account = Account::create(
+                &home,
+                &address,
+                passphrase.as_ref(),
+                time::Duration::days(policy_days),
+            )?;
+            let strong = account.strong_address(Label::Xx, Form::Suffix, udf::DEFAULT_BITS)?;
+            println!("created the account for {} in {}", account.address(), home.display());
+            println!("strong address: {strong}");
+            println!("OpenPGP: {}", account.info().openpgp_fingerprint);
+            println!("next: `meshmail policy publish --out DIR` and publish what it writes");
+            Ok(())
+        }
+        Command::Address {
+            form,
+            label,
+            bits,
+            openpgp,
+        } => {
+            let account = Account::open(&home)?;
+            let label = match label {
+                LabelArg::Xx => Label::Xx,
+                LabelArg::Mm => Label::Mm,
+            };
+            let form = match form {
+                FormArg::Suffix => Form::Suffix,
+                FormArg::Prefix => Form::Prefix,
+            };
+            if !(udf::MIN_BITS..=235).contains(&bits) {
+                return Err(Failure::new(
+                    Outcome::BadUsage,
+                    format!("--bits must be between {} and 235", udf::MIN_BITS),
+                ));
+            }
+            let address = if openpgp {
+                account.openpgp_address(label, form)?
+            } else {
+                account.strong_address(label, form, bits)?
+            };
+            println!("{address}");
+            warn_expiry(&account);
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Export(args),
+        } => export_keys(&home, &pass, args),
+        Command::Policy { command } => match command {
+            PolicyCommand::Publish { out } => {
+                let account = Account::open(&home)?;
+                let publication = policy::publish::publish(&account, &out)?;
+                for line in &publication.zone_lines {
+                    println!("{line}");
+                }
+                for file in &publication.files {
+                    eprintln!("wrote {}", file.display());
+                }
+                warn_expiry(&account);
+                Ok(())
+            }
+            PolicyCommand::Resolve {
+                address,
+                dns,
+                https_ca,
+                https_port,
+                config,
+                no_store,
+            } => {
+                let config = match config {
+                    Some(path) => Config::load(&path).map_err(|e| Failure::new(Outcome::Config, e))?,
+                    None => Config::default(),
+                };
+                let store_home = (!no_store && home.is_dir()).then(|| home.clone());
+                let mut settings = config.resolver_settings(store_home);
+                settings.dns = dns.or(settings.dns);
+                settings.https_ca = https_ca.or(settings.https_ca);
+                settings.https_port = https_port.or(settings.https_port);
+                resolve(&address, &settings)
+            }
+            PolicyCommand::Renew { days } => {
+                let account = Account::open(&home)?;
+                let unlocked = account.unlock(pass.read_or_prompt(&account)?.as_ref())?;
+                let key = unlocked.policy_signing_key()?;
+                let jws = policy::issue::sign_account_policy(&account, &key, time::Duration::days(days))?;
+                account.replace_policy(&jws)?;
+                let expires = policy::issue::account_policy_expiry(&account)?;
+                println!("renewed the policy of {}; it expires {expires}", account.address());
+                println!("publish it again: `meshmail policy publish --out DIR`");
+                Ok(())
+            }
+        },
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file).map_err(|e| Failure::new(Outcome::Config, e))?;
+            if let Some(home) = &config.home {
+                Account::open(home).map_err(|e| Failure::new(Outcome::Config, e))?;
+            }
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+    }
+}
+
+fn resolve(address: &str, settings: &policy::ResolverSettings) -> Result<(), Failure> {
+    let strong = StrongAddress::parse(address)
+        .map_err(|e| Failure::new(Outcome::BadUsage, format!("bad strong address: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Outcome::Temporary, e))?;
+    let resolver = PolicyResolver::new(settings).map_err(|e| Failure::new(Outcome::Config, e))?;
+    match runtime.block_on(resolver.resolve(&strong)) {
+        Ok(verified) => {
+            let text = serde_json::to_string_pretty(&verified.to_json())
+                .map_err(|e| Failure::new(Outcome::Io, e))?;
+            println!("{text}");
+            Ok(())
+        }
+        Err(e) => Err(Failure::new(Outcome::from(&e), e)),
+    }
+}
+
+fn export_keys(home: &Path, pass: &PassphraseSource, args: ExportArgs) -> Result<(), Failure> {
+    let account = Account::open(home)?;
+    let bytes: SecretBytes = match (args.openpgp, args.secret) {
+        (true, false) => SecretBytes::new(export::openpgp_public(&account)?),
+        (false, false) => SecretBytes::new(export::smime_public(&account)?),
+        (true, true) => {
+            let unlocked = account.unlock(pass.read_or_prompt(&account)?.as_ref())?;
+            export::openpgp_secret(&unlocked)?
+        }
+        (false, true) => {
+            let store_pass = pass.read_or_prompt(&account)?;
+            let unlocked = account.unlock(store_pass.as_ref())?;
+            let p12_pass = match &args.p12_passphrase_file {
+                Some(path) => read_passphrase_file(path)?,
+                None => store_pass.unwrap_or_else(|| SecretString::new(String::new())),
+            };
+            export::smime_pkcs12(&account, &unlocked, &p12_pass)?
+        }
+    };
+    match &args.out {
+        Some(path) => {
+            let mode = if args.secret { 0o600 } else { 0o644 };
+            meshmail::keys::account::write_new(path, bytes.expose(), mode)?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => {
+            if args.secret && std::io::stdout().is_terminal() {
+                return Err(Failure::new(
+                    Outcome::BadUsage,
+                    "refusing to print a secret key to a terminal; use --out FILE or a pipe",
+                ));
+            }
+            std::io::stdout()
+                .write_all(bytes.expose())
+                .map_err(|e| Failure::new(Outcome::Io, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn warn_expiry(account: &Account) {
+    if let Some(w) = policy::issue::expiry_warning(account, time::Duration::days(30)) {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// `--home`, else `$MESHMAIL_HOME` (clap reads it), else the user's data directory.
+fn home_dir(flag: Option<&Path>) -> Result<PathBuf, Failure> {
+    if let Some(h) = flag {
+        return Ok(h.to_owned());
+    }
+    dirs::data_dir()
+        .map(|d| d.join("meshmail"))
+        .ok_or_else(|| Failure::new(Outcome::Config, "no home directory: give --home or MESHMAIL_HOME"))
+}
+
+/// Where a passphrase comes from without a prompt (a headless service: a file or an inherited
+/// descriptor, e.g. from systemd-creds).
+struct PassphraseSource {
+    file: Option<PathBuf>,
+    fd: Option<u32>,
+}
+
+impl PassphraseSource {
+    fn read(&self) -> Result<Option<SecretString>, Failure> {
+        if let Some(path) = &self.file {
+            return read_passphrase_file(path).map(Some);
+        }
+        if let Some(fd) = self.fd {
+            // /proc/self/fd avoids an unsafe from_raw_fd.
+            return read_passphrase_file(Path::new(&format!("/proc/self/fd/{fd}"))).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The passphrase when the account needs one: from the file or descriptor, else a prompt
+    /// on a terminal; with neither the store stays locked (exit 75).
+    fn read_or_prompt(&self, account: &Account) -> Result<Option<SecretString>, Failure> {
+        if !account.needs_passphrase()? {
+            return Ok(None);
+        }
+        if let Some(p) = self.read()? {
+            return Ok(Some(p));
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password("key store passphrase: ")
+                .map_err(|e| Failure::new(Outcome::Io, e))?;
+            return Ok(Some(SecretString::new(p)));
+        }
+        Err(KeyError::Locked.into())
+    }
+}
+
+fn read_passphrase_file(path: &Path) -> Result<SecretString, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::new(Outcome::Config, format!("passphrase {}: {e}", path.display())))?;
+    // One trailing newline is not part of the passphrase (echo adds it).
+    let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned();
+    let mut text = text;
+    zeroize::Zeroize::zeroize(&mut text);
+    Ok(SecretString::new(trimmed))
+}
+
+fn prompt_new_passphrase() -> Result<SecretString, Failure> {
+    let first = SecretString::new(
+        rpassword::prompt_password("new key store passphrase: ").map_err(|e| Failure::new(Outcome::Io, e))?,
+    );
+    let again = SecretString::new(
+        rpassword::prompt_password("again: ").map_err(|e| Failure::new(Outcome::Io, e))?,
+    );
+    if first != again {
+        return Err(Failure::new(Outcome::BadUsage, "the passphrases differ"));
+    }
+    Ok(first)
+}

@@ -1,0 +1,70 @@
+//! Issuing the account's own policy: the document that tells senders to encrypt to the
+//! account's OpenPGP certificate (preferred) or S/MIME certificate, signed with the
+//! policy-signing key whose UDF is in the account's strong address.
+
+use super::document::{Format, PolicyDocument, POLICY_VERSION};
+use super::jws;
+use super::verify::MAX_VALIDITY;
+use crate::keys::{Account, KeyError};
+use aws_lc_rs::signature::Ed25519KeyPair;
+use data_encoding::BASE64;
+use time::{Duration, OffsetDateTime};
+
+/// Default validity of a policy; `policy renew` issues a new one before it runs out.
+pub const DEFAULT_VALIDITY: Duration = Duration::days(365);
+
+/// Signs a new policy for `account`, valid from now for `validity` (at most two years).
+pub fn sign_account_policy(
+    account: &Account,
+    key: &Ed25519KeyPair,
+    validity: Duration,
+) -> Result<String, KeyError> {
+    let validity = validity.clamp(Duration::days(1), MAX_VALIDITY);
+    // Whole seconds: RFC 3339 text round-trips exactly.
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let cert = account.openpgp_cert()?;
+    let doc = PolicyDocument {
+        mesh_policy: POLICY_VERSION,
+        address: account.address().to_owned(),
+        created: now,
+        expires: now + validity,
+        encryption: "required".into(),
+        formats: vec![Format::PgpMime.name().into(), Format::Smime.name().into()],
+        openpgp: Some(BASE64.encode(&crate::crypto::openpgp::public_bytes(&cert))),
+        smime: Some(BASE64.encode(&account.smime_cert_der()?)),
+        escrow: None,
+    };
+    let payload = serde_json::to_vec(&doc).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+    Ok(jws::sign(&payload, key))
+}
+
+/// When the account's published policy expires, if it can be read.
+pub fn account_policy_expiry(account: &Account) -> Result<OffsetDateTime, KeyError> {
+    let jws = account.policy_jws()?;
+    let checked = jws::verify(&jws).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+    let doc: PolicyDocument =
+        serde_json::from_slice(&checked.payload).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+    Ok(doc.expires)
+}
+
+/// A warning text when the account's policy expires within `horizon` (or has expired).
+pub fn expiry_warning(account: &Account, horizon: Duration) -> Option<String> {
+    let expires = account_policy_expiry(account).ok()?;
+    let left = expires - OffsetDateTime::now_utc();
+    if left <= Duration::ZERO {
+        Some(format!(
+            "the published policy for {} has expired; senders will refuse to write to its strong address: run `meshmail policy renew` and publish again",
+            account.address()
+        ))
+    } else if left <= horizon {
+        Some(format!(
+            "the published policy for {} expires in {} days: run `meshmail policy renew` and publish again",
+            account.address(),
+            left.whole_days()
+        ))
+    } else {
+        None
+    }
+}

@@ -1,0 +1,121 @@
+//! The local policy store and keyring: other people's policies and certificates kept on disk.
+//!
+//! The store is a cache, not an authority: an entry older than its TTL is refreshed from DNS or
+//! HTTPS, and every entry is verified again when read. It also remembers the newest `created`
+//! seen for each fingerprint, so an older policy is never accepted after a newer one (no
+//! rollback), even when the newer one has since expired.
+//!
+//! ```text
+//! policies/<24 lower-case UDF characters>.json   {"jws", "fetched", "created"}
+//! keyring/*.asc|*.pgp|*.gpg                      certificates the user put there (pinned)
+//! keyring/fetched/<FINGERPRINT>.pgp              certificates meshmail fetched (cache)
+//! ```
+
+use crate::address::Udf;
+use crate::crypto::openpgp;
+use sequoia_openpgp::Cert;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// Files larger than this in the store are ignored.
+const MAX_FILE: u64 = 1024 * 1024;
+
+/// A stored policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    pub jws: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub fetched: OffsetDateTime,
+    /// `created` of the newest valid policy seen for this fingerprint (the rollback floor).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+}
+
+/// Policies and certificates on disk under a key store directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    policies: PathBuf,
+    keyring: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(home: &Path) -> LocalStore {
+        LocalStore {
+            policies: home.join("policies"),
+            keyring: home.join("keyring"),
+        }
+    }
+
+    /// The stored policy for a UDF, if any.
+    pub fn load_policy(&self, udf: &Udf) -> Option<StoredPolicy> {
+        let bytes = read_limited(&self.policy_path(udf))?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Stores a verified policy. Failing to write the cache is logged, never fatal.
+    pub fn save_policy(&self, udf: &Udf, stored: &StoredPolicy) {
+        let result = (|| -> std::io::Result<()> {
+            fs::create_dir_all(&self.policies)?;
+            let path = self.policy_path(udf);
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, serde_json::to_vec_pretty(stored).unwrap_or_default())?;
+            fs::rename(tmp, path)
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot write the local policy store");
+        }
+    }
+
+    /// Certificates in the keyring (pinned and fetched) whose primary fingerprint is `fpr`.
+    pub fn certs_for(&self, fpr: &[u8]) -> Vec<Cert> {
+        let mut found = Vec::new();
+        for dir in [self.keyring.clone(), self.keyring.join("fetched")] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+                if !matches!(ext, "asc" | "pgp" | "gpg") {
+                    continue;
+                }
+                let Some(bytes) = read_limited(&path) else {
+                    continue;
+                };
+                if let Ok(certs) = openpgp::parse_certs(&bytes) {
+                    found.extend(certs.into_iter().filter(|c| c.fingerprint().as_bytes() == fpr));
+                }
+            }
+        }
+        found
+    }
+
+    /// Keeps a fetched certificate (merged with what is already there).
+    pub fn save_fetched_cert(&self, cert: &Cert) {
+        let dir = self.keyring.join("fetched");
+        let result = (|| -> std::io::Result<()> {
+            fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("{}.pgp", cert.fingerprint().to_hex()));
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, openpgp::public_bytes(cert))?;
+            fs::rename(tmp, path)
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot write the local keyring");
+        }
+    }
+
+    fn policy_path(&self, udf: &Udf) -> PathBuf {
+        self.policies.join(format!("{}.json", udf.dns_label()))
+    }
+}
+
+fn read_limited(path: &Path) -> Option<Vec<u8>> {
+    let meta = fs::metadata(path).ok()?;
+    if meta.len() > MAX_FILE {
+        return None;
+    }
+    fs::read(path).ok()
+}
