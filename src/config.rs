@@ -33,7 +33,7 @@ pub struct PolicyConfig {
     pub https_ca: Option<PathBuf>,
     /// Test only: port of HTTPS policy fetches (default 443).
     pub https_port: Option<u16>,
-    /// Seconds for each DNS query or HTTPS request (default 10).
+    /// Seconds for each DNS query or HTTPS request (default 5).
     pub timeout_secs: Option<u64>,
     /// Seconds a stored policy is used before it is refreshed (default 3600).
     pub store_ttl_secs: Option<u64>,

@@ -124,6 +124,9 @@ enum PolicyCommand {
         /// Neither read nor write the local policy store.
         #[arg(long)]
         no_store: bool,
+        /// Seconds for each DNS query or HTTPS request.
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// Re-sign the account's policy with a new expiry.
     Renew {
@@ -271,6 +274,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 https_port,
                 config,
                 no_store,
+                timeout,
             } => {
                 let config = match config {
                     Some(path) => Config::load(&path).map_err(|e| Failure::new(Outcome::Config, e))?,
@@ -281,6 +285,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 settings.dns = dns.or(settings.dns);
                 settings.https_ca = https_ca.or(settings.https_ca);
                 settings.https_port = https_port.or(settings.https_port);
+                if let Some(t) = timeout {
+                    settings.timeout = std::time::Duration::from_secs(t.clamp(1, 120));
+                }
                 resolve(&address, &settings)
             }
             PolicyCommand::Renew { days } => {

@@ -112,7 +112,7 @@ impl Udf {
     pub fn parse_grouped(text: &str) -> Result<Udf, UdfError> {
         let groups: Vec<&str> = text.split('-').collect();
         let (last, full) = groups.split_last().ok_or(UdfError::Empty)?;
-        if full.iter().any(|g| g.len() != 4) || last.is_empty() || last.len() > 4 {
+        if full.iter().any(|g| g.chars().count() != 4) || last.is_empty() || last.chars().count() > 4 {
             return Err(UdfError::BadGrouping);
         }
         Self::from_symbols(&groups.concat())

@@ -64,7 +64,7 @@ impl Default for ResolverSettings {
             dns: None,
             https_ca: None,
             https_port: None,
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
             home: None,
             store_ttl: Duration::from_secs(3600),
         }

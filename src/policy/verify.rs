@@ -350,3 +350,154 @@ fn canonical_address(address: &str) -> String {
         None => address.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{Form, Label};
+    use crate::policy::jws::tests::{sign_with_header, test_key};
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use serde_json::json;
+
+    /// A self-contained policy: an RSA S/MIME certificate made for the test, no OpenPGP.
+    struct Fixture {
+        key: Ed25519KeyPair,
+        smime_b64: String,
+        now: OffsetDateTime,
+    }
+
+    fn fixture() -> Fixture {
+        let (der, _) = crate::keys::generate::smime_cert("alice@example.com").unwrap();
+        Fixture {
+            key: test_key(),
+            smime_b64: BASE64.encode(&der),
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+
+    impl Fixture {
+        fn address(&self, bits: usize) -> StrongAddress {
+            let public: [u8; 32] = self.key.public_key().as_ref().try_into().unwrap();
+            StrongAddress::new(
+                "alice@example.com",
+                Fingerprint::Udf(Udf::of_ed25519_key(&public, bits)),
+                Label::Xx,
+                Form::Suffix,
+            )
+            .unwrap()
+        }
+
+        fn payload(&self) -> serde_json::Value {
+            let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+            json!({
+                "mesh_policy": 1,
+                "address": "alice@example.com",
+                "created": rfc(self.now - Duration::hours(1)),
+                "expires": rfc(self.now + Duration::days(30)),
+                "encryption": "required",
+                "formats": ["smime"],
+                "smime": self.smime_b64,
+            })
+        }
+
+        fn sign(&self, payload: &serde_json::Value) -> String {
+            jws::sign(payload.to_string().as_bytes(), &self.key)
+        }
+
+        fn check(&self, payload: &serde_json::Value) -> Result<Verified, PolicyRefusal> {
+            verify_policy(&self.sign(payload), &self.address(140), Source::Dns, self.now)
+        }
+    }
+
+    #[test]
+    fn a_good_policy_verifies_at_any_precision() {
+        let f = fixture();
+        let jws = f.sign(&f.payload());
+        for bits in [120, 140, 200] {
+            let v = verify_policy(&jws, &f.address(bits), Source::Dns, f.now).unwrap();
+            assert_eq!(v.formats(), &[Format::Smime]);
+            assert_eq!(v.smime_certs().len(), 1);
+        }
+        // The address's domain is compared case-insensitively, as an A-label.
+        let mut p = f.payload();
+        p["address"] = json!("alice@EXAMPLE.com");
+        assert!(f.check(&p).is_ok());
+    }
+
+    #[test]
+    fn refusals_name_the_failed_check() {
+        let f = fixture();
+        let edit = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut p = f.payload();
+            change(&mut p);
+            f.check(&p).unwrap_err()
+        };
+        let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+        assert!(matches!(edit(&|p| p["address"] = json!("bob@example.com")), PolicyRefusal::AddressMismatch { .. }));
+        // The local part is compared byte for byte.
+        assert!(matches!(edit(&|p| p["address"] = json!("Alice@example.com")), PolicyRefusal::AddressMismatch { .. }));
+        assert_eq!(edit(&|p| p["created"] = json!(rfc(f.now + Duration::hours(1)))), PolicyRefusal::CreatedInFuture);
+        assert_eq!(edit(&|p| p["expires"] = json!(rfc(f.now - Duration::seconds(1)))), PolicyRefusal::Expired);
+        assert_eq!(
+            edit(&|p| p["expires"] = json!(rfc(f.now + Duration::days(800)))),
+            PolicyRefusal::ValidityTooLong
+        );
+        assert_eq!(edit(&|p| p["encryption"] = json!("opportunistic")), PolicyRefusal::Encryption("opportunistic".into()));
+        assert_eq!(edit(&|p| p["formats"] = json!(["carrier-pigeon"])), PolicyRefusal::NoFormats);
+        assert_eq!(edit(&|p| p["mesh_policy"] = json!(2)), PolicyRefusal::Version(2));
+        assert!(matches!(edit(&|p| { p.as_object_mut().unwrap().remove("expires"); }), PolicyRefusal::Payload(_)));
+        assert!(matches!(edit(&|p| p["smime"] = json!("AAAA")), PolicyRefusal::SmimeCerts(_)));
+        assert!(matches!(edit(&|p| p["formats"] = json!(["pgp-mime"])), PolicyRefusal::OpenPgpKeys(_)));
+    }
+
+    #[test]
+    fn another_keys_policy_is_a_fingerprint_mismatch() {
+        let f = fixture();
+        let other = Fixture { key: test_key(), ..fixture() };
+        let jws = other.sign(&other.payload());
+        assert_eq!(
+            verify_policy(&jws, &f.address(140), Source::Dns, f.now).unwrap_err(),
+            PolicyRefusal::FingerprintMismatch
+        );
+    }
+
+    #[test]
+    fn duplicate_payload_keys_refused() {
+        let f = fixture();
+        let text = f.payload().to_string().replacen('{', r#"{"address":"mallory@example.com","#, 1);
+        let public: [u8; 32] = f.key.public_key().as_ref().try_into().unwrap();
+        let header = json!({
+            "alg": "EdDSA", "typ": jws::POLICY_TYP,
+            "kid": Udf::of_ed25519_key(&public, 140).to_string(),
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": data_encoding::BASE64URL_NOPAD.encode(&public)},
+        });
+        let jws = sign_with_header(&header, text.as_bytes(), &f.key);
+        assert!(matches!(
+            verify_policy(&jws, &f.address(140), Source::Dns, f.now),
+            Err(PolicyRefusal::Jws(JwsError::PayloadJson(e))) if e.contains("duplicate")
+        ));
+    }
+
+    #[test]
+    fn header_rules_apply_to_policies() {
+        let f = fixture();
+        let public: [u8; 32] = f.key.public_key().as_ref().try_into().unwrap();
+        let mut header = json!({
+            "alg": "none", "typ": jws::POLICY_TYP,
+            "kid": Udf::of_ed25519_key(&public, 140).to_string(),
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": data_encoding::BASE64URL_NOPAD.encode(&public)},
+        });
+        let jws = sign_with_header(&header, f.payload().to_string().as_bytes(), &f.key);
+        assert!(matches!(
+            verify_policy(&jws, &f.address(140), Source::Dns, f.now),
+            Err(PolicyRefusal::Jws(JwsError::Algorithm(_)))
+        ));
+        header["alg"] = json!("EdDSA");
+        header["crit"] = json!(["b64"]);
+        let jws = sign_with_header(&header, f.payload().to_string().as_bytes(), &f.key);
+        assert!(matches!(
+            verify_policy(&jws, &f.address(140), Source::Dns, f.now),
+            Err(PolicyRefusal::Jws(JwsError::RefusedHeader("crit")))
+        ));
+    }
+}
