@@ -28,8 +28,11 @@ pub fn smime_public(account: &Account) -> Result<Vec<u8>, KeyError> {
     Ok(super::account::pem("CERTIFICATE", &account.smime_cert_der()?).into_bytes())
 }
 
-/// The S/MIME certificate and key as PKCS#12, protected by `password`. Encrypted with
-/// PBES2/AES-256 and a SHA-256 MAC (OpenSSL 3's defaults, read by Thunderbird/NSS and gpgsm).
+/// The S/MIME certificate and key as PKCS#12, protected by `password`.
+///
+/// Encrypted with pbeWithSHAAnd3-KeyTripleDES-CBC and an HMAC-SHA1 MAC: GnuPG 2.2's gpgsm
+/// refuses the PBES2 parameters of the modern profile (measured here), while this one is read by
+/// gpgsm, Thunderbird/NSS and OpenSSL alike. The file's protection rests on the password.
 pub fn smime_pkcs12(
     account: &Account,
     unlocked: &Unlocked,
@@ -48,6 +51,10 @@ pub fn smime_pkcs12(
     );
     let bytes = store
         .writer(password.expose())
+        .encryption_algorithm(p12_keystore::EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc)
+        .mac_algorithm(p12_keystore::MacAlgorithm::HmacSha1)
+        .encryption_iterations(100_000)
+        .mac_iterations(100_000)
         .write()
         .map_err(err)?;
     Ok(crate::secret::Secret::new(bytes))
