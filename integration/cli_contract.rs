@@ -19,34 +19,77 @@ fn bin() -> Command {
 fn meshmail_home_and_home_flag_are_honoured_and_init_never_overwrites() {
     let root = tempdir();
     let via_env = root.path().join("env-home");
-    run(bin().env("MESHMAIL_HOME", &via_env).args(["init", "--address", "alice@example.test"])).ok();
-    assert!(via_env.join("account.json").is_file(), "init wrote into $MESHMAIL_HOME");
-    let mode = std::fs::metadata(&via_env).expect("dir").permissions().mode() & 0o777;
+    run(bin()
+        .env("MESHMAIL_HOME", &via_env)
+        .args(["init", "--address", "alice@example.test"]))
+    .ok();
+    assert!(
+        via_env.join("account.json").is_file(),
+        "init wrote into $MESHMAIL_HOME"
+    );
+    let mode = std::fs::metadata(&via_env)
+        .expect("dir")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700, "key store directory is private");
     for secret in ["secrets.json", "openpgp-revocation.asc"] {
-        let mode = std::fs::metadata(via_env.join(secret)).expect(secret).permissions().mode() & 0o777;
+        let mode = std::fs::metadata(via_env.join(secret))
+            .expect(secret)
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{secret} is readable by the owner only");
     }
     let before = std::fs::read(via_env.join("secrets.json")).expect("secrets");
 
     // A second init is refused, whether the home comes from the flag or the environment.
-    let again = run(bin().env("MESHMAIL_HOME", &via_env).args(["init", "--address", "alice@example.test"]));
+    let again =
+        run(bin()
+            .env("MESHMAIL_HOME", &via_env)
+            .args(["init", "--address", "alice@example.test"]));
     assert_eq!(again.code, 73, "{again:#?}");
     assert!(again.stderr.contains("already exists"), "{again:#?}");
-    let again = run(bin().arg("--home").arg(&via_env).args(["init", "--address", "eve@example.test"]));
+    let again =
+        run(bin()
+            .arg("--home")
+            .arg(&via_env)
+            .args(["init", "--address", "eve@example.test"]));
     assert_eq!(again.code, 73, "{again:#?}");
-    assert_eq!(std::fs::read(via_env.join("secrets.json")).expect("secrets"), before, "nothing overwritten");
+    assert_eq!(
+        std::fs::read(via_env.join("secrets.json")).expect("secrets"),
+        before,
+        "nothing overwritten"
+    );
 
     // --home wins over the environment.
     let via_flag = root.path().join("flag-home");
-    run(bin().env("MESHMAIL_HOME", &via_env).arg("--home").arg(&via_flag).args(["init", "--address", "bob@example.test"])).ok();
-    let a = run(bin().env("MESHMAIL_HOME", &via_env).arg("address")).ok().stdout.clone();
-    let b = run(bin().env("MESHMAIL_HOME", &via_env).arg("--home").arg(&via_flag).arg("address")).ok().stdout.clone();
+    run(bin()
+        .env("MESHMAIL_HOME", &via_env)
+        .arg("--home")
+        .arg(&via_flag)
+        .args(["init", "--address", "bob@example.test"]))
+    .ok();
+    let a = run(bin().env("MESHMAIL_HOME", &via_env).arg("address"))
+        .ok()
+        .stdout
+        .clone();
+    let b = run(bin()
+        .env("MESHMAIL_HOME", &via_env)
+        .arg("--home")
+        .arg(&via_flag)
+        .arg("address"))
+    .ok()
+    .stdout
+    .clone();
     assert!(a.starts_with("alice@example.test.xx--"), "{a}");
     assert!(b.starts_with("bob@example.test.xx--"), "{b}");
 
     // No account: exit 69.
-    let none = run(bin().arg("--home").arg(root.path().join("nothing")).arg("address"));
+    let none = run(bin()
+        .arg("--home")
+        .arg(root.path().join("nothing"))
+        .arg("address"));
     assert_eq!(none.code, 69, "{none:#?}");
 }
 
@@ -54,18 +97,42 @@ fn meshmail_home_and_home_flag_are_honoured_and_init_never_overwrites() {
 fn address_forms() {
     let root = tempdir();
     let alice = init_account(root.path(), "alice@example.test");
-    let suffix = run(meshmail(&alice.home).arg("address")).ok().stdout.trim().to_owned();
+    let suffix = run(meshmail(&alice.home).arg("address"))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
     // Suffix form, xx-- label, 140-bit UDF: 28 characters in 7 dashed groups.
-    let fp = suffix.strip_prefix("alice@example.test.xx--").expect("suffix form");
+    let fp = suffix
+        .strip_prefix("alice@example.test.xx--")
+        .expect("suffix form");
     assert_eq!(fp.len(), 34, "{fp}");
     assert_eq!(fp.split('-').count(), 7, "{fp}");
     assert!(fp.starts_with('m'), "SHA-512 UDF type byte: {fp}");
-    let prefix = run(meshmail(&alice.home).args(["address", "--form", "prefix"])).ok().stdout.trim().to_owned();
+    let prefix = run(meshmail(&alice.home).args(["address", "--form", "prefix"]))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
     assert_eq!(prefix, format!("alice@xx--{fp}.example.test"));
-    let mm = run(meshmail(&alice.home).args(["address", "--label", "mm"])).ok().stdout.trim().to_owned();
+    let mm = run(meshmail(&alice.home).args(["address", "--label", "mm"]))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
     assert_eq!(mm, format!("alice@example.test.mm--{fp}"));
-    let openpgp = run(meshmail(&alice.home).args(["address", "--openpgp"])).ok().stdout.trim().to_owned();
-    assert_eq!(openpgp, format!("alice@example.test.xx--{}", alice.openpgp_fingerprint.to_lowercase()));
+    let openpgp = run(meshmail(&alice.home).args(["address", "--openpgp"]))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    assert_eq!(
+        openpgp,
+        format!(
+            "alice@example.test.xx--{}",
+            alice.openpgp_fingerprint.to_lowercase()
+        )
+    );
     let bad = run(meshmail(&alice.home).args(["address", "--bits", "100"]));
     assert_eq!(bad.code, 64, "{bad:#?}");
 }
@@ -73,10 +140,22 @@ fn address_forms() {
 #[test]
 fn init_refuses_bad_addresses() {
     let root = tempdir();
-    for bad in ["alice", "alice@", "@example.test", "alice@example.test.xx--mbqt-w7wu-ggxq-wihh-bu3l-mwed"] {
-        let r = run(bin().arg("--home").arg(root.path().join("h")).args(["init", "--address", bad]));
+    for bad in [
+        "alice",
+        "alice@",
+        "@example.test",
+        "alice@example.test.xx--mbqt-w7wu-ggxq-wihh-bu3l-mwed",
+    ] {
+        let r =
+            run(bin()
+                .arg("--home")
+                .arg(root.path().join("h"))
+                .args(["init", "--address", bad]));
         assert_eq!(r.code, 64, "{bad}: {r:#?}");
-        assert!(!root.path().join("h/secrets.json").exists(), "{bad}: nothing written");
+        assert!(
+            !root.path().join("h/secrets.json").exists(),
+            "{bad}: nothing written"
+        );
     }
 }
 
@@ -86,33 +165,66 @@ fn a_passphrase_locks_the_secrets_and_headless_commands_get_it_from_a_file() {
     let home = root.path().join("locked");
     let pass = root.path().join("pass");
     std::fs::write(&pass, "correct horse battery staple\n").expect("pass");
-    run(bin().arg("--home").arg(&home).arg("--passphrase-file").arg(&pass).args(["init", "--address", "alice@example.test"])).ok();
+    run(bin()
+        .arg("--home")
+        .arg(&home)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .args(["init", "--address", "alice@example.test"]))
+    .ok();
     let sealed = std::fs::read_to_string(home.join("secrets.json")).expect("secrets");
-    assert!(sealed.contains("argon2id"), "sealed with a passphrase: {sealed}");
+    assert!(
+        sealed.contains("argon2id"),
+        "sealed with a passphrase: {sealed}"
+    );
 
     // Public operations need no passphrase.
     run(bin().arg("--home").arg(&home).arg("address")).ok();
-    run(bin().arg("--home").arg(&home).args(["keys", "export", "--openpgp"])).ok();
+    run(bin()
+        .arg("--home")
+        .arg(&home)
+        .args(["keys", "export", "--openpgp"]))
+    .ok();
 
     // A secret operation without the passphrase (no terminal): temporarily unavailable.
-    let locked = run(bin().arg("--home").arg(&home).args(["keys", "export", "--openpgp", "--secret"]));
+    let locked =
+        run(bin()
+            .arg("--home")
+            .arg(&home)
+            .args(["keys", "export", "--openpgp", "--secret"]));
     assert_eq!(locked.code, 75, "{locked:#?}");
     assert!(locked.stderr.contains("locked"), "{locked:#?}");
 
     // A wrong passphrase is refused; the right one, from a file or a descriptor, works.
     let wrong = root.path().join("wrong");
     std::fs::write(&wrong, "tr0ub4dor").expect("wrong");
-    let r = run(bin().arg("--home").arg(&home).arg("--passphrase-file").arg(&wrong).args(["keys", "export", "--openpgp", "--secret"]));
+    let r = run(bin()
+        .arg("--home")
+        .arg(&home)
+        .arg("--passphrase-file")
+        .arg(&wrong)
+        .args(["keys", "export", "--openpgp", "--secret"]));
     assert_eq!(r.code, 64, "{r:#?}");
-    let r = run(bin().arg("--home").arg(&home).arg("--passphrase-file").arg(&pass).args(["keys", "export", "--openpgp", "--secret"]));
-    assert!(r.ok().stdout.contains("BEGIN PGP PRIVATE KEY BLOCK"), "{r:#?}");
+    let r = run(bin()
+        .arg("--home")
+        .arg(&home)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .args(["keys", "export", "--openpgp", "--secret"]));
+    assert!(
+        r.ok().stdout.contains("BEGIN PGP PRIVATE KEY BLOCK"),
+        "{r:#?}"
+    );
     let r = run(Command::new("sh").arg("-c").arg(format!(
         "exec 3<'{}'; '{}' --home '{}' --passphrase-fd 3 keys export --openpgp --secret",
         pass.display(),
         env!("CARGO_BIN_EXE_meshmail"),
         home.display()
     )));
-    assert!(r.ok().stdout.contains("BEGIN PGP PRIVATE KEY BLOCK"), "{r:#?}");
+    assert!(
+        r.ok().stdout.contains("BEGIN PGP PRIVATE KEY BLOCK"),
+        "{r:#?}"
+    );
     // The secret never shows in logs or errors.
     assert!(!r.stderr.contains("correct horse"), "{r:#?}");
 }
@@ -121,7 +233,14 @@ fn a_passphrase_locks_the_secrets_and_headless_commands_get_it_from_a_file() {
 fn renew_resigns_the_policy_with_a_new_expiry() {
     let root = tempdir();
     let home = root.path().join("h");
-    run(bin().arg("--home").arg(&home).args(["init", "--address", "alice@example.test", "--policy-days", "10"])).ok();
+    run(bin().arg("--home").arg(&home).args([
+        "init",
+        "--address",
+        "alice@example.test",
+        "--policy-days",
+        "10",
+    ]))
+    .ok();
     let expiry = |home: &std::path::Path| {
         let account = meshmail::keys::Account::open(home).expect("account");
         meshmail::policy::issue::account_policy_expiry(&account).expect("expiry")
@@ -130,9 +249,16 @@ fn renew_resigns_the_policy_with_a_new_expiry() {
     // A policy expiring within 30 days is worth a warning.
     let warn = run(bin().arg("--home").arg(&home).arg("address"));
     assert!(warn.ok().stderr.contains("expires in"), "{warn:#?}");
-    run(bin().arg("--home").arg(&home).args(["policy", "renew", "--days", "200"])).ok();
+    run(bin()
+        .arg("--home")
+        .arg(&home)
+        .args(["policy", "renew", "--days", "200"]))
+    .ok();
     let second = expiry(&home);
-    assert!(second - first > time::Duration::days(180), "{first} -> {second}");
+    assert!(
+        second - first > time::Duration::days(180),
+        "{first} -> {second}"
+    );
     let quiet = run(bin().arg("--home").arg(&home).arg("address"));
     assert!(!quiet.ok().stderr.contains("expires in"), "{quiet:#?}");
 }
@@ -143,26 +269,48 @@ fn publish_writes_the_files_a_domain_serves() {
     let alice = init_account(root.path(), "alice@example.test");
     let out = root.path().join("pub");
     let lines = publish(&alice, &out);
-    assert!(lines.iter().any(|l| l.contains("._mmm.example.test. ") && l.contains(" IN TXT \"")));
-    assert!(lines.iter().any(|l| l.contains("._openpgpkey.example.test. ") && l.contains(" IN OPENPGPKEY ")));
-    assert!(lines.iter().any(|l| l.contains("._smimecert.example.test. ") && l.contains(" IN SMIMEA 3 0 0 ")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("._mmm.example.test. ") && l.contains(" IN TXT \"")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("._openpgpkey.example.test. ") && l.contains(" IN OPENPGPKEY ")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("._smimecert.example.test. ") && l.contains(" IN SMIMEA 3 0 0 ")));
     let policy = std::fs::read_dir(out.join("https/example.test/.well-known/mmm-udf"))
         .expect("mmm-udf dir")
         .count();
     assert_eq!(policy, 1);
     // The WKD file is the certificate gpg reads.
     let hu = out.join("https/openpgpkey.example.test/.well-known/openpgpkey/example.test/hu");
-    let file = std::fs::read_dir(&hu).expect("hu").next().expect("a file").expect("entry").path();
-    let show = run(Command::new("gpg").args(["--batch", "--with-colons", "--show-keys"]).arg(&file));
-    assert!(show.ok().stdout.contains(&alice.openpgp_fingerprint), "{show:#?}");
-    assert!(out.join("https/example.test/.well-known/openpgpkey/policy").is_file());
+    let file = std::fs::read_dir(&hu)
+        .expect("hu")
+        .next()
+        .expect("a file")
+        .expect("entry")
+        .path();
+    let show = run(Command::new("gpg")
+        .args(["--batch", "--with-colons", "--show-keys"])
+        .arg(&file));
+    assert!(
+        show.ok().stdout.contains(&alice.openpgp_fingerprint),
+        "{show:#?}"
+    );
+    assert!(out
+        .join("https/example.test/.well-known/openpgpkey/policy")
+        .is_file());
 }
 
 #[test]
 fn check_config_reports_the_line() {
     let root = tempdir();
     let cfg = root.path().join("c.toml");
-    std::fs::write(&cfg, "upstream_user = \"alice\"\n[policy]\ndns = \"nonsense\"\n").expect("cfg");
+    std::fs::write(
+        &cfg,
+        "upstream_user = \"alice\"\n[policy]\ndns = \"nonsense\"\n",
+    )
+    .expect("cfg");
     let r = run(bin().arg("check-config").arg(&cfg));
     assert_eq!(r.code, 78, "{r:#?}");
     assert!(r.stderr.contains("c.toml:3"), "{r:#?}");

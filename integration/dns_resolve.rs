@@ -21,7 +21,10 @@ fn resolve(nsd: &Nsd, address: &str, root: &Path) -> Run {
 /// Changes one base64 character `offset` characters into the record's data.
 fn flip_a_byte(line: &str, offset: usize) -> String {
     let mut bytes = line.as_bytes().to_vec();
-    let data = line.find(" TXT \"").map(|i| i + 6).or_else(|| line.find(" OPENPGPKEY ").map(|i| i + 12));
+    let data = line
+        .find(" TXT \"")
+        .map(|i| i + 6)
+        .or_else(|| line.find(" OPENPGPKEY ").map(|i| i + 12));
     let start = data.expect("record data") + offset;
     let i = (start..bytes.len())
         .find(|&i| bytes[i].is_ascii_alphanumeric())
@@ -31,7 +34,10 @@ fn flip_a_byte(line: &str, offset: usize) -> String {
 }
 
 fn line_of<'a>(lines: &'a [String], kind: &str) -> &'a String {
-    lines.iter().find(|l| l.contains(kind)).unwrap_or_else(|| panic!("no {kind} line in {lines:#?}"))
+    lines
+        .iter()
+        .find(|l| l.contains(kind))
+        .unwrap_or_else(|| panic!("no {kind} line in {lines:#?}"))
 }
 
 #[test]
@@ -42,7 +48,10 @@ fn udf_and_openpgp_addresses_resolve_through_nsd() {
     assert_eq!(lines.len(), 3, "TXT, OPENPGPKEY, SMIMEA: {lines:#?}");
     for l in &lines {
         let owner = l.split_whitespace().next().unwrap();
-        assert!(owner.ends_with(".example.test."), "owner names are fully qualified: {l}");
+        assert!(
+            owner.ends_with(".example.test."),
+            "owner names are fully qualified: {l}"
+        );
     }
     let nsd = Nsd::start(&[(DOMAIN, lines.clone())]);
 
@@ -60,7 +69,10 @@ fn udf_and_openpgp_addresses_resolve_through_nsd() {
     assert_eq!(json["routable"], "alice@example.test");
     assert_eq!(json["source"], "dns");
     assert_eq!(json["fingerprint_kind"], "udf");
-    assert_eq!(json["openpgp"][0]["fingerprint"], alice.openpgp_fingerprint.as_str());
+    assert_eq!(
+        json["openpgp"][0]["fingerprint"],
+        alice.openpgp_fingerprint.as_str()
+    );
     assert_eq!(json["formats"], serde_json::json!(["pgp-mime", "smime"]));
     assert_eq!(json["smime"][0]["emails"][0], "alice@example.test");
 
@@ -71,13 +83,19 @@ fn udf_and_openpgp_addresses_resolve_through_nsd() {
         .trim()
         .to_owned();
     assert!(prefix.starts_with("alice@mm--"), "{prefix}");
-    assert_eq!(resolve(&nsd, &prefix, root.path()).ok().json()["routable"], "alice@example.test");
+    assert_eq!(
+        resolve(&nsd, &prefix, root.path()).ok().json()["routable"],
+        "alice@example.test"
+    );
 
     let r = resolve(&nsd, &alice.openpgp_address, root.path());
     let json = r.ok().json();
     assert_eq!(json["fingerprint_kind"], "openpgp-v4");
     assert_eq!(json["source"], "dns");
-    assert_eq!(json["openpgp"][0]["fingerprint"], alice.openpgp_fingerprint.as_str());
+    assert_eq!(
+        json["openpgp"][0]["fingerprint"],
+        alice.openpgp_fingerprint.as_str()
+    );
 }
 
 #[test]
@@ -97,15 +115,30 @@ fn tampered_foreign_and_expired_records_are_refused() {
     let bob_key_owner = bob_key.split_whitespace().next().unwrap();
 
     let cases: Vec<(&str, Vec<String>, &str, &str)> = vec![
-        ("changed byte in the policy", vec![flip_a_byte(alice_txt, 200)], &alice.strong, "signature"),
+        (
+            "changed byte in the policy",
+            vec![flip_a_byte(alice_txt, 200)],
+            &alice.strong,
+            "signature",
+        ),
         (
             "another key's policy under Alice's name",
             vec![bob_txt.replace(bob_owner, alice_owner)],
             &alice.strong,
             "another key",
         ),
-        ("expired policy", vec![expired_policy_line(&alice, alice_owner)], &alice.strong, "expired"),
-        ("no record at all", vec![], &alice.strong, "no policy record"),
+        (
+            "expired policy",
+            vec![expired_policy_line(&alice, alice_owner)],
+            &alice.strong,
+            "expired",
+        ),
+        (
+            "no record at all",
+            vec![],
+            &alice.strong,
+            "no policy record",
+        ),
         // A byte of the primary key: the certificate is no longer the one the address names.
         // (A changed byte inside a signature only drops that signature, as OpenPGP requires.)
         (
@@ -125,8 +158,14 @@ fn tampered_foreign_and_expired_records_are_refused() {
         let nsd = Nsd::start(&[(DOMAIN, lines)]);
         let r = resolve(&nsd, address, root.path());
         assert_eq!(r.code, 65, "{what}: {r:#?}");
-        assert!(r.stdout.is_empty(), "{what}: nothing printed as verified: {r:#?}");
-        assert!(r.stderr.contains(reason), "{what}: the reason names {reason:?}: {r:#?}");
+        assert!(
+            r.stdout.is_empty(),
+            "{what}: nothing printed as verified: {r:#?}"
+        );
+        assert!(
+            r.stderr.contains(reason),
+            "{what}: the reason names {reason:?}: {r:#?}"
+        );
     }
 }
 
@@ -163,9 +202,15 @@ fn expired_policy_line(alice: &TestAccount, owner: &str) -> String {
     use meshmail::keys::Account;
     use meshmail::policy::{jws, PolicyDocument};
     let account = Account::open(&alice.home).expect("account");
-    let key = account.unlock(None).expect("unlock").policy_signing_key().expect("key");
+    let key = account
+        .unlock(None)
+        .expect("unlock")
+        .policy_signing_key()
+        .expect("key");
     let current: PolicyDocument = serde_json::from_slice(
-        &jws::verify(&account.policy_jws().expect("jws")).expect("valid").payload,
+        &jws::verify(&account.policy_jws().expect("jws"))
+            .expect("valid")
+            .payload,
     )
     .expect("doc");
     let now = time::OffsetDateTime::now_utc();

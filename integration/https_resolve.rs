@@ -31,7 +31,10 @@ fn world() -> World {
     // DNS knows the hosts but holds no policy record: HTTPS is the only source.
     let nsd = Nsd::start(&[(
         DOMAIN,
-        vec!["@ IN A 127.0.0.1".into(), "openpgpkey IN A 127.0.0.1".into()],
+        vec![
+            "@ IN A 127.0.0.1".into(),
+            "openpgpkey IN A 127.0.0.1".into(),
+        ],
     )]);
     World {
         _root: root,
@@ -61,20 +64,35 @@ fn udf_and_openpgp_addresses_resolve_over_https() {
     let w = world();
     let https = HttpsServer::start(&w.docroot, &w.ca);
 
-    let json = resolve(&w, &https, &w.alice.strong, Some(&w.ca.ca_pem)).ok().json();
+    let json = resolve(&w, &https, &w.alice.strong, Some(&w.ca.ca_pem))
+        .ok()
+        .json();
     assert_eq!(json["source"], "https");
     assert_eq!(json["routable"], "alice@example.test");
-    assert_eq!(json["openpgp"][0]["fingerprint"], w.alice.openpgp_fingerprint.as_str());
+    assert_eq!(
+        json["openpgp"][0]["fingerprint"],
+        w.alice.openpgp_fingerprint.as_str()
+    );
 
-    let json = resolve(&w, &https, &w.alice.openpgp_address, Some(&w.ca.ca_pem)).ok().json();
+    let json = resolve(&w, &https, &w.alice.openpgp_address, Some(&w.ca.ca_pem))
+        .ok()
+        .json();
     assert_eq!(json["source"], "https");
     assert_eq!(json["fingerprint_kind"], "openpgp-v4");
-    assert_eq!(json["openpgp"][0]["fingerprint"], w.alice.openpgp_fingerprint.as_str());
+    assert_eq!(
+        json["openpgp"][0]["fingerprint"],
+        w.alice.openpgp_fingerprint.as_str()
+    );
 
     // The advanced WKD host gone, the direct method still finds the key.
     std::fs::remove_dir_all(w.docroot.join("openpgpkey.example.test")).expect("rm");
-    let json = resolve(&w, &https, &w.alice.openpgp_address, Some(&w.ca.ca_pem)).ok().json();
-    assert_eq!(json["openpgp"][0]["fingerprint"], w.alice.openpgp_fingerprint.as_str());
+    let json = resolve(&w, &https, &w.alice.openpgp_address, Some(&w.ca.ca_pem))
+        .ok()
+        .json();
+    assert_eq!(
+        json["openpgp"][0]["fingerprint"],
+        w.alice.openpgp_fingerprint.as_str()
+    );
 }
 
 #[test]
@@ -82,7 +100,10 @@ fn without_the_test_ca_nothing_is_accepted() {
     let w = world();
     let https = HttpsServer::start(&w.docroot, &w.ca);
     let r = resolve(&w, &https, &w.alice.strong, None);
-    assert_ne!(r.code, 0, "an untrusted certificate must not yield a policy: {r:#?}");
+    assert_ne!(
+        r.code, 0,
+        "an untrusted certificate must not yield a policy: {r:#?}"
+    );
     assert!(r.stdout.is_empty(), "{r:#?}");
 }
 
@@ -91,10 +112,18 @@ fn files_signed_by_another_key_are_refused() {
     let w = world();
     // Bob's policy and certificate, placed where Alice's belong.
     let alice_udf_dir = w.docroot.join("example.test/.well-known/mmm-udf");
-    let alice_policy = std::fs::read_dir(&alice_udf_dir).expect("dir").next().expect("file").expect("entry").path();
+    let alice_policy = std::fs::read_dir(&alice_udf_dir)
+        .expect("dir")
+        .next()
+        .expect("file")
+        .expect("entry")
+        .path();
     let bob_jws = std::fs::read(w.bob.home.join("policy.jws")).expect("bob policy");
     std::fs::write(&alice_policy, bob_jws).expect("write");
-    let bob_cert = run(meshmail(&w.bob.home).args(["keys", "export", "--openpgp"])).ok().stdout.clone();
+    let bob_cert = run(meshmail(&w.bob.home).args(["keys", "export", "--openpgp"]))
+        .ok()
+        .stdout
+        .clone();
     for dir in [
         "example.test/.well-known/openpgpkey/hu",
         "openpgpkey.example.test/.well-known/openpgpkey/example.test/hu",

@@ -62,7 +62,9 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError {
             path: path.display().to_string(),
-            line: e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)),
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1)),
             message: e.message().to_owned(),
         })
     }

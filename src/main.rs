@@ -14,7 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "meshmail", version, about = "End-to-end encryption for unchanged mail clients and servers")]
+#[command(
+    name = "meshmail",
+    version,
+    about = "End-to-end encryption for unchanged mail clients and servers"
+)]
 struct Cli {
     /// The key store (default: $MESHMAIL_HOME, else ~/.local/share/meshmail).
     #[arg(long, global = true, env = "MESHMAIL_HOME")]
@@ -215,7 +219,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 time::Duration::days(policy_days),
             )?;
             let strong = account.strong_address(Label::Xx, Form::Suffix, udf::DEFAULT_BITS)?;
-            println!("created the account for {} in {}", account.address(), home.display());
+            println!(
+                "created the account for {} in {}",
+                account.address(),
+                home.display()
+            );
             println!("strong address: {strong}");
             println!("OpenPGP: {}", account.info().openpgp_fingerprint);
             println!("next: `meshmail policy publish --out DIR` and publish what it writes");
@@ -277,7 +285,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 timeout,
             } => {
                 let config = match config {
-                    Some(path) => Config::load(&path).map_err(|e| Failure::new(Outcome::Config, e))?,
+                    Some(path) => {
+                        Config::load(&path).map_err(|e| Failure::new(Outcome::Config, e))?
+                    }
                     None => Config::default(),
                 };
                 let store_home = (!no_store && home.is_dir()).then(|| home.clone());
@@ -294,10 +304,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let account = Account::open(&home)?;
                 let unlocked = account.unlock(pass.read_or_prompt(&account)?.as_ref())?;
                 let key = unlocked.policy_signing_key()?;
-                let jws = policy::issue::sign_account_policy(&account, &key, time::Duration::days(days))?;
+                let jws =
+                    policy::issue::sign_account_policy(&account, &key, time::Duration::days(days))?;
                 account.replace_policy(&jws)?;
                 let expires = policy::issue::account_policy_expiry(&account)?;
-                println!("renewed the policy of {}; it expires {expires}", account.address());
+                println!(
+                    "renewed the policy of {}; it expires {expires}",
+                    account.address()
+                );
                 println!("publish it again: `meshmail policy publish --out DIR`");
                 Ok(())
             }
@@ -383,9 +397,12 @@ fn home_dir(flag: Option<&Path>) -> Result<PathBuf, Failure> {
     if let Some(h) = flag {
         return Ok(h.to_owned());
     }
-    dirs::data_dir()
-        .map(|d| d.join("meshmail"))
-        .ok_or_else(|| Failure::new(Outcome::Config, "no home directory: give --home or MESHMAIL_HOME"))
+    dirs::data_dir().map(|d| d.join("meshmail")).ok_or_else(|| {
+        Failure::new(
+            Outcome::Config,
+            "no home directory: give --home or MESHMAIL_HOME",
+        )
+    })
 }
 
 /// Where a passphrase comes from without a prompt (a headless service: a file or an inherited
@@ -426,8 +443,12 @@ impl PassphraseSource {
 }
 
 fn read_passphrase_file(path: &Path) -> Result<SecretString, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::new(Outcome::Config, format!("passphrase {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            Outcome::Config,
+            format!("passphrase {}: {e}", path.display()),
+        )
+    })?;
     // One trailing newline is not part of the passphrase (echo adds it).
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned();
@@ -438,7 +459,8 @@ fn read_passphrase_file(path: &Path) -> Result<SecretString, Failure> {
 
 fn prompt_new_passphrase() -> Result<SecretString, Failure> {
     let first = SecretString::new(
-        rpassword::prompt_password("new key store passphrase: ").map_err(|e| Failure::new(Outcome::Io, e))?,
+        rpassword::prompt_password("new key store passphrase: ")
+            .map_err(|e| Failure::new(Outcome::Io, e))?,
     );
     let again = SecretString::new(
         rpassword::prompt_password("again: ").map_err(|e| Failure::new(Outcome::Io, e))?,

@@ -50,7 +50,10 @@ pub fn meshmail(home: &Path) -> Command {
 }
 
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("meshmail-it-").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("meshmail-it-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// A port free on 127.0.0.1 for TCP (and, in practice, UDP) at the time of asking.
@@ -84,26 +87,36 @@ pub struct TestAccount {
 pub fn init_account(root: &Path, address: &str) -> TestAccount {
     let home = root.join(address.replace('@', "_at_"));
     run(meshmail(&home).args(["init", "--address", address])).ok();
-    let strong = run(meshmail(&home).arg("address")).ok().stdout.trim().to_owned();
+    let strong = run(meshmail(&home).arg("address"))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
     let openpgp_address = run(meshmail(&home).args(["address", "--openpgp"]))
         .ok()
         .stdout
         .trim()
         .to_owned();
     let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(home.join("account.json")).expect("account.json")).expect("json");
+        serde_json::from_slice(&std::fs::read(home.join("account.json")).expect("account.json"))
+            .expect("json");
     TestAccount {
         home,
         address: address.to_owned(),
         strong,
         openpgp_address,
-        openpgp_fingerprint: info["openpgp_fingerprint"].as_str().expect("fpr").to_owned(),
+        openpgp_fingerprint: info["openpgp_fingerprint"]
+            .as_str()
+            .expect("fpr")
+            .to_owned(),
     }
 }
 
 /// The zone lines `meshmail policy publish` writes for an account (and its output dir).
 pub fn publish(account: &TestAccount, out: &Path) -> Vec<String> {
-    let r = run(meshmail(&account.home).args(["policy", "publish", "--out"]).arg(out));
+    let r = run(meshmail(&account.home)
+        .args(["policy", "publish", "--out"])
+        .arg(out));
     r.ok();
     let zone = std::fs::read_to_string(out.join("zone.txt")).expect("zone.txt");
     assert_eq!(
@@ -139,14 +152,21 @@ impl Nsd {
                 zone.push('\n');
             }
             std::fs::write(dir.path().join(format!("{domain}.zone")), zone).expect("zone");
-            conf.push_str(&format!("zone:\n  name: {domain}\n  zonefile: {domain}.zone\n"));
+            conf.push_str(&format!(
+                "zone:\n  name: {domain}\n  zonefile: {domain}.zone\n"
+            ));
             let check = run(Command::new("nsd-checkzone")
                 .arg(domain)
                 .arg(dir.path().join(format!("{domain}.zone"))));
-            assert_eq!(check.code, 0, "nsd-checkzone refused the zone lines: {check:#?}");
+            assert_eq!(
+                check.code, 0,
+                "nsd-checkzone refused the zone lines: {check:#?}"
+            );
         }
         std::fs::write(dir.path().join("nsd.conf"), conf).expect("conf");
-        let start = run(Command::new("nsd").arg("-c").arg(dir.path().join("nsd.conf")));
+        let start = run(Command::new("nsd")
+            .arg("-c")
+            .arg(dir.path().join("nsd.conf")));
         assert_eq!(start.code, 0, "nsd did not start: {start:#?}");
         let nsd = Nsd {
             port,
@@ -193,14 +213,35 @@ pub struct TestCa {
 pub fn make_test_ca(dir: &Path, hosts: &[&str]) -> TestCa {
     let p = |n: &str| dir.join(n);
     run(Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=meshmail test CA"])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        .arg("-keyout").arg(p("ca.key")).arg("-out").arg(p("ca.pem")))
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=meshmail test CA",
+        ])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .arg("-keyout")
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem")))
     .ok();
     run(Command::new("openssl")
         .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj"])
         .arg(format!("/CN={}", hosts[0]))
-        .arg("-keyout").arg(p("server.key")).arg("-out").arg(p("server.csr")))
+        .arg("-keyout")
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")))
     .ok();
     let sans: Vec<String> = hosts.iter().map(|h| format!("DNS:{h}")).collect();
     std::fs::write(
@@ -213,11 +254,16 @@ pub fn make_test_ca(dir: &Path, hosts: &[&str]) -> TestCa {
     .expect("ext");
     run(Command::new("openssl")
         .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
-        .arg("-in").arg(p("server.csr"))
-        .arg("-CA").arg(p("ca.pem"))
-        .arg("-CAkey").arg(p("ca.key"))
-        .arg("-extfile").arg(p("ext.cnf"))
-        .arg("-out").arg(p("server.pem")))
+        .arg("-in")
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .arg("-extfile")
+        .arg(p("ext.cnf"))
+        .arg("-out")
+        .arg(p("server.pem")))
     .ok();
     TestCa {
         ca_pem: p("ca.pem"),
@@ -235,7 +281,8 @@ pub struct HttpsServer {
 impl HttpsServer {
     pub fn start(root: &Path, ca: &TestCa) -> HttpsServer {
         let port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/tools/https_server.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/tools/https_server.py");
         let child = Command::new("python3")
             .arg(script)
             .arg(root)

@@ -99,7 +99,9 @@ impl Fingerprint {
         match self {
             Fingerprint::Udf(udf) => udf.to_label_form(),
             Fingerprint::OpenPgpV4(fpr) => data_encoding::HEXLOWER.encode(fpr),
-            Fingerprint::OpenPgpV6(fpr) => data_encoding::BASE32_NOPAD.encode(fpr).to_ascii_lowercase(),
+            Fingerprint::OpenPgpV6(fpr) => {
+                data_encoding::BASE32_NOPAD.encode(fpr).to_ascii_lowercase()
+            }
         }
     }
 
@@ -352,7 +354,8 @@ mod tests {
         assert_eq!(s.routable(), "alice@example.com");
         assert_eq!(s.form(), Form::Suffix);
         assert_eq!(s.label(), Label::Xx);
-        let p = StrongAddress::parse(&format!("alice@MM--{}.Example.COM", UDF.to_uppercase())).unwrap();
+        let p =
+            StrongAddress::parse(&format!("alice@MM--{}.Example.COM", UDF.to_uppercase())).unwrap();
         assert_eq!(p.routable(), "alice@example.com");
         assert_eq!(p.form(), Form::Prefix);
         assert_eq!(p.label(), Label::Mm);
@@ -375,7 +378,9 @@ mod tests {
             a.fingerprint().openpgp_hex().unwrap(),
             "0123456789ABCDEF0123456789ABCDEF01234567"
         );
-        let v6 = data_encoding::BASE32_NOPAD.encode(&[7u8; 32]).to_ascii_lowercase();
+        let v6 = data_encoding::BASE32_NOPAD
+            .encode(&[7u8; 32])
+            .to_ascii_lowercase();
         assert_eq!(v6.len(), 52);
         let b = StrongAddress::parse(&format!("bob@example.org.xx--{v6}")).unwrap();
         assert_eq!(b.fingerprint(), &Fingerprint::OpenPgpV6([7u8; 32]));
@@ -386,15 +391,33 @@ mod tests {
         use AddressError::*;
         let cases: &[(&str, AddressError)] = &[
             // dashless UDF: neither 40 hex nor 52 Base32
-            ("a@example.com.xx--mddk7n6a727ajznostrxxks7djaf", UnknownFingerprintShape),
+            (
+                "a@example.com.xx--mddk7n6a727ajznostrxxks7djaf",
+                UnknownFingerprintShape,
+            ),
             // 52 characters that are not Base32 ('1' and '0' are not in the alphabet)
-            (&format!("a@example.com.xx--{}", "1".repeat(52)), UnknownFingerprintShape),
+            (
+                &format!("a@example.com.xx--{}", "1".repeat(52)),
+                UnknownFingerprintShape,
+            ),
             // 51 and 53 Base32 characters
-            (&format!("a@example.com.xx--{}", "a".repeat(51)), UnknownFingerprintShape),
-            (&format!("a@example.com.xx--{}", "a".repeat(53)), UnknownFingerprintShape),
+            (
+                &format!("a@example.com.xx--{}", "a".repeat(51)),
+                UnknownFingerprintShape,
+            ),
+            (
+                &format!("a@example.com.xx--{}", "a".repeat(53)),
+                UnknownFingerprintShape,
+            ),
             // 39 hex digits
-            (&format!("a@example.com.xx--{}", "a".repeat(39)), UnknownFingerprintShape),
-            (&format!("a@xx--{UDF}.example.com.mm--{UDF}"), SeveralFingerprints),
+            (
+                &format!("a@example.com.xx--{}", "a".repeat(39)),
+                UnknownFingerprintShape,
+            ),
+            (
+                &format!("a@xx--{UDF}.example.com.mm--{UDF}"),
+                SeveralFingerprints,
+            ),
             (&format!("a@example.xx--{UDF}.com"), FingerprintInMiddle),
             ("a@example.com.xx--", EmptyFingerprint),
             (&format!("a@xx--{UDF}"), NoRoutableDomain),
@@ -405,10 +428,19 @@ mod tests {
             (&format!("a@example..com.xx--{UDF}"), EmptyLabel),
             ("example.com", NoAt),
             (&format!("@example.com.xx--{UDF}"), EmptyLocalPart),
-            (&format!("{}@example.com.xx--{UDF}", "a".repeat(65)), LocalPartTooLong),
+            (
+                &format!("{}@example.com.xx--{UDF}", "a".repeat(65)),
+                LocalPartTooLong,
+            ),
             ("alice@example.com", NotStrong),
-            ("a@example.com.xx--mddk-7n6a-727a-jzno-strx", Udf(UdfError::TooShort(100))),
-            ("a@example.com.xx--mddk-7n6a-727a-jzno-str-xxks7", Udf(UdfError::BadGrouping)),
+            (
+                "a@example.com.xx--mddk-7n6a-727a-jzno-strx",
+                Udf(UdfError::TooShort(100)),
+            ),
+            (
+                "a@example.com.xx--mddk-7n6a-727a-jzno-str-xxks7",
+                Udf(UdfError::BadGrouping),
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(StrongAddress::parse(text).as_ref(), Err(want), "{text}");

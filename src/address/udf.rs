@@ -71,7 +71,12 @@ impl Udf {
 
     /// As [`Udf::content_digest`] with an explicit SHA-512 type byte (96..=100); the type byte
     /// only changes the first octet, never the digest bits.
-    pub fn content_digest_typed(data: &[u8], content_type: &str, bits: usize, type_byte: u8) -> Udf {
+    pub fn content_digest_typed(
+        data: &[u8],
+        content_type: &str,
+        bits: usize,
+        type_byte: u8,
+    ) -> Udf {
         let bits = bits.clamp(8, MAX_CHARS * 5);
         let cdv = digest(&SHA512, data);
         let mut inner = Vec::with_capacity(content_type.len() + 1 + 64);
@@ -112,7 +117,10 @@ impl Udf {
     pub fn parse_grouped(text: &str) -> Result<Udf, UdfError> {
         let groups: Vec<&str> = text.split('-').collect();
         let (last, full) = groups.split_last().ok_or(UdfError::Empty)?;
-        if full.iter().any(|g| g.chars().count() != 4) || last.is_empty() || last.chars().count() > 4 {
+        if full.iter().any(|g| g.chars().count() != 4)
+            || last.is_empty()
+            || last.chars().count() > 4
+        {
             return Err(UdfError::BadGrouping);
         }
         Self::from_symbols(&groups.concat())
@@ -292,15 +300,33 @@ mod tests {
     #[test]
     fn parse_refusals() {
         assert_eq!(Udf::parse(""), Err(UdfError::Empty));
-        assert_eq!(Udf::parse("MDDK-7N6A-727A-JZNO-STRX"), Err(UdfError::TooShort(100)));
-        assert_eq!(Udf::parse("MDD-K7N6A-727A-JZNO-STRX-XKS7"), Err(UdfError::BadGrouping));
-        assert_eq!(Udf::parse("MDDK--7N6A-727A-JZNO-STRX-XKS7"), Err(UdfError::BadGrouping));
-        assert_eq!(Udf::parse("MDDK-7N6A-727A-JZNO-STRX-XKS7-"), Err(UdfError::BadGrouping));
+        assert_eq!(
+            Udf::parse("MDDK-7N6A-727A-JZNO-STRX"),
+            Err(UdfError::TooShort(100))
+        );
+        assert_eq!(
+            Udf::parse("MDD-K7N6A-727A-JZNO-STRX-XKS7"),
+            Err(UdfError::BadGrouping)
+        );
+        assert_eq!(
+            Udf::parse("MDDK--7N6A-727A-JZNO-STRX-XKS7"),
+            Err(UdfError::BadGrouping)
+        );
+        assert_eq!(
+            Udf::parse("MDDK-7N6A-727A-JZNO-STRX-XKS7-"),
+            Err(UdfError::BadGrouping)
+        );
         assert_eq!(
             Udf::parse("AAAA-7N6A-727A-JZNO-STRX-XKS7"),
             Err(UdfError::UnknownType(0))
         );
-        assert!(matches!(Udf::parse(&"M".repeat(105)), Err(UdfError::TooLong(105))));
-        assert_eq!(Udf::parse("MDDK-7N6A-727A-JZNO-STRX-XKé7"), Err(UdfError::BadCharacter('é')));
+        assert!(matches!(
+            Udf::parse(&"M".repeat(105)),
+            Err(UdfError::TooLong(105))
+        ));
+        assert_eq!(
+            Udf::parse("MDDK-7N6A-727A-JZNO-STRX-XKé7"),
+            Err(UdfError::BadCharacter('é'))
+        );
     }
 }

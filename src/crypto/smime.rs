@@ -50,7 +50,8 @@ impl SmimeCert {
                 }
             }
         }
-        if cert.public_key().algorithm.algorithm != x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION
+        if cert.public_key().algorithm.algorithm
+            != x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION
         {
             return Err(SmimeCertError::NotRsa);
         }

@@ -139,7 +139,11 @@ impl Account {
         write_new(&home.join(OPENPGP_FILE), &pgp::public_armored(&cert), 0o644)?;
         let revocation = armored_revocation(&cert, revocation)?;
         write_new(&home.join(REVOCATION_FILE), &revocation, 0o600)?;
-        write_new(&home.join(SMIME_FILE), pem("CERTIFICATE", &smime_der).as_bytes(), 0o644)?;
+        write_new(
+            &home.join(SMIME_FILE),
+            pem("CERTIFICATE", &smime_der).as_bytes(),
+            0o644,
+        )?;
         let jws = crate::policy::issue::sign_account_policy(&account, &signing, policy_validity)?;
         write_new(&home.join(POLICY_FILE), jws.as_bytes(), 0o644)?;
         let info_json = serde_json::to_vec_pretty(&account.info)
@@ -195,7 +199,12 @@ impl Account {
     }
 
     /// The account's strong address (UDF of the policy key).
-    pub fn strong_address(&self, label: Label, form: Form, bits: usize) -> Result<StrongAddress, KeyError> {
+    pub fn strong_address(
+        &self,
+        label: Label,
+        form: Form,
+        bits: usize,
+    ) -> Result<StrongAddress, KeyError> {
         let udf = self.policy_udf(bits.max(udf::MIN_BITS))?;
         StrongAddress::new(&self.info.address, Fingerprint::Udf(udf), label, form)
             .map_err(|e| KeyError::Address(e.to_string()))
@@ -293,7 +302,8 @@ impl Unlocked {
 
     /// The OpenPGP certificate with its secret keys.
     pub fn openpgp_secret_cert(&self) -> Result<sq::Cert, KeyError> {
-        sq::Cert::from_bytes(self.openpgp_tsk.expose()).map_err(|e| KeyError::Corrupt(e.to_string()))
+        sq::Cert::from_bytes(self.openpgp_tsk.expose())
+            .map_err(|e| KeyError::Corrupt(e.to_string()))
     }
 
     /// The S/MIME RSA key, PKCS#8 DER.
@@ -306,7 +316,8 @@ impl Unlocked {
 /// tightened to 0700.
 pub fn make_private_dir(dir: &Path) -> Result<(), KeyError> {
     if dir.is_dir() {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| KeyError::io(dir, e))
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| KeyError::io(dir, e))
     } else {
         fs::DirBuilder::new()
             .recursive(true)
@@ -340,7 +351,10 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn armored_revocation(cert: &sq::Cert, revocation: sq::packet::Signature) -> Result<Vec<u8>, KeyError> {
+fn armored_revocation(
+    cert: &sq::Cert,
+    revocation: sq::packet::Signature,
+) -> Result<Vec<u8>, KeyError> {
     // A revocation certificate is the primary key with the revocation signature, armored; gpg
     // imports it to revoke the key.
     let revoked = cert

@@ -41,8 +41,10 @@ pub fn smime_pkcs12(
     let err = |e: p12_keystore::error::Error| KeyError::Corrupt(format!("PKCS#12: {e}"));
     let der = account.smime_cert_der()?;
     let cert = p12_keystore::Certificate::from_der(&der).map_err(err)?;
-    let key = p12_keystore::PrivateKey::from_der(unlocked.smime_key_pkcs8().expose()).map_err(err)?;
-    let local_key_id = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+    let key =
+        p12_keystore::PrivateKey::from_der(unlocked.smime_key_pkcs8().expose()).map_err(err)?;
+    let local_key_id =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
     let chain = p12_keystore::PrivateKeyChain::new(local_key_id.as_ref().to_vec(), key, [cert]);
     let mut store = p12_keystore::KeyStore::new();
     store.add_entry(

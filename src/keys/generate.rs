@@ -61,8 +61,9 @@ pub fn smime_cert(address: &str) -> Result<(Vec<u8>, SecretBytes), KeyError> {
             .to_vec(),
     );
     let pkcs8_der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.expose().as_slice());
-    let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8_der, &rcgen::PKCS_RSA_SHA256)
-        .map_err(|e| err("key", e.to_string()))?;
+    let key_pair =
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8_der, &rcgen::PKCS_RSA_SHA256)
+            .map_err(|e| err("key", e.to_string()))?;
     let mut params = rcgen::CertificateParams::default();
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, address);

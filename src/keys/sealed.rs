@@ -44,7 +44,12 @@ struct SealedFile {
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum Kdf {
-    Argon2id { m: u32, t: u32, p: u32, salt: String },
+    Argon2id {
+        m: u32,
+        t: u32,
+        p: u32,
+        salt: String,
+    },
 }
 
 /// Seals `plain` (the secrets JSON) for writing, with a passphrase or without.
@@ -60,8 +65,10 @@ pub fn seal(plain: &SecretBytes, passphrase: Option<&SecretString>) -> Result<Ve
             let rng = SystemRandom::new();
             let mut salt = [0u8; 16];
             let mut nonce = [0u8; NONCE_LEN];
-            rng.fill(&mut salt).map_err(|_| SealError::Kdf("no randomness".into()))?;
-            rng.fill(&mut nonce).map_err(|_| SealError::Kdf("no randomness".into()))?;
+            rng.fill(&mut salt)
+                .map_err(|_| SealError::Kdf("no randomness".into()))?;
+            rng.fill(&mut nonce)
+                .map_err(|_| SealError::Kdf("no randomness".into()))?;
             let kdf = Kdf::Argon2id {
                 m: ARGON_M_KIB,
                 t: ARGON_T,
@@ -71,8 +78,12 @@ pub fn seal(plain: &SecretBytes, passphrase: Option<&SecretString>) -> Result<Ve
             let key = derive(pass, &kdf)?;
             let mut buf = plain.expose().clone();
             let aad = aad(&kdf);
-            key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
-                .map_err(|_| SealError::Kdf("seal failed".into()))?;
+            key.seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
+            .map_err(|_| SealError::Kdf("seal failed".into()))?;
             SealedFile {
                 version: VERSION,
                 kdf: Some(kdf),
@@ -115,7 +126,11 @@ pub fn open(sealed: &[u8], passphrase: Option<&SecretString>) -> Result<SecretBy
         .ok_or_else(|| SealError::Corrupt("bad nonce".into()))?;
     let mut buf = data.expose().clone();
     let plain_len = key
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad(&kdf)), &mut buf)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(&kdf)),
+            &mut buf,
+        )
         .map_err(|_| SealError::WrongPassphrase)?
         .len();
     buf.truncate(plain_len);
@@ -136,7 +151,8 @@ fn derive(pass: &SecretString, kdf: &Kdf) -> Result<LessSafeKey, SealError> {
     let salt = BASE64
         .decode(salt.as_bytes())
         .map_err(|_| SealError::Corrupt("bad salt".into()))?;
-    let params = argon2::Params::new(*m, *t, *p, Some(32)).map_err(|e| SealError::Kdf(e.to_string()))?;
+    let params =
+        argon2::Params::new(*m, *t, *p, Some(32)).map_err(|e| SealError::Kdf(e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];
     argon
@@ -144,8 +160,8 @@ fn derive(pass: &SecretString, kdf: &Kdf) -> Result<LessSafeKey, SealError> {
         .map_err(|e| SealError::Kdf(e.to_string()))?;
     let key = Secret::new(out.to_vec());
     zeroize::Zeroize::zeroize(&mut out);
-    let unbound =
-        UnboundKey::new(&AES_256_GCM, key.expose()).map_err(|_| SealError::Kdf("bad key".into()))?;
+    let unbound = UnboundKey::new(&AES_256_GCM, key.expose())
+        .map_err(|_| SealError::Kdf("bad key".into()))?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -167,7 +183,13 @@ mod tests {
         assert_eq!(open(&sealed, Some(&pass)).unwrap().expose(), plain.expose());
         assert!(matches!(open(&sealed, None), Err(SealError::Locked)));
         let wrong = SecretString::new("wrong".into());
-        assert!(matches!(open(&sealed, Some(&wrong)), Err(SealError::WrongPassphrase)));
-        assert!(matches!(open(b"not json", None), Err(SealError::Corrupt(_))));
+        assert!(matches!(
+            open(&sealed, Some(&wrong)),
+            Err(SealError::WrongPassphrase)
+        ));
+        assert!(matches!(
+            open(b"not json", None),
+            Err(SealError::Corrupt(_))
+        ));
     }
 }

@@ -25,7 +25,12 @@ pub struct PolicyCache {
 struct OutcomeExpiry;
 
 impl Expiry<String, Outcome> for OutcomeExpiry {
-    fn expire_after_create(&self, _key: &String, value: &Outcome, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Outcome,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(ttl_of(value))
     }
 }
@@ -36,7 +41,9 @@ pub fn ttl_of(outcome: &Outcome) -> Duration {
         Ok(verified) => match verified.expires() {
             Some(expires) => {
                 let left = expires - time::OffsetDateTime::now_utc();
-                Duration::try_from(left).unwrap_or(Duration::ZERO).min(POSITIVE_TTL)
+                Duration::try_from(left)
+                    .unwrap_or(Duration::ZERO)
+                    .min(POSITIVE_TTL)
             }
             None => POSITIVE_TTL,
         },
@@ -71,10 +78,16 @@ mod tests {
     #[test]
     fn transient_failures_are_kept_at_most_a_minute() {
         assert!(ttl_of(&Err(ResolveFailure::Temporary("x".into()))) <= Duration::from_secs(60));
-        assert_eq!(ttl_of(&Err(ResolveFailure::NoValidPolicy("x".into()))), NEGATIVE_TTL);
+        assert_eq!(
+            ttl_of(&Err(ResolveFailure::NoValidPolicy("x".into()))),
+            NEGATIVE_TTL
+        );
         let cache = PolicyCache::new(2);
         cache.insert("a".into(), Err(ResolveFailure::Temporary("t".into())));
-        assert!(matches!(cache.get("a"), Some(Err(ResolveFailure::Temporary(_)))));
+        assert!(matches!(
+            cache.get("a"),
+            Some(Err(ResolveFailure::Temporary(_)))
+        ));
         assert!(cache.get("b").is_none());
     }
 }

@@ -67,7 +67,11 @@ impl DnsClient {
     pub async fn txt(&self, name: &str) -> Answer<Vec<String>> {
         self.records(name, RecordType::TXT, |data| match data {
             RData::TXT(txt) => {
-                let joined: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                let joined: Vec<u8> = txt
+                    .txt_data
+                    .iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect();
                 if joined.len() > MAX_TXT_LEN {
                     return None;
                 }
@@ -131,7 +135,10 @@ impl DnsClient {
 fn classify<T>(e: &NetError) -> Answer<T> {
     match e {
         NetError::Dns(DnsError::NoRecordsFound(no))
-            if matches!(no.response_code, ResponseCode::NXDomain | ResponseCode::NoError) =>
+            if matches!(
+                no.response_code,
+                ResponseCode::NXDomain | ResponseCode::NoError
+            ) =>
         {
             Answer::Nothing
         }

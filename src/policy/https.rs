@@ -38,7 +38,9 @@ impl HttpsClient {
         timeout: Duration,
     ) -> Result<HttpsClient, HttpsSetupError> {
         let tls = crate::tls::client_config(extra_ca).map_err(|e| HttpsSetupError::CaFile {
-            path: extra_ca.map(|p| p.display().to_string()).unwrap_or_default(),
+            path: extra_ca
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             reason: e,
         })?;
         let redirect = reqwest::redirect::Policy::custom(|attempt| {
@@ -90,7 +92,8 @@ impl HttpsClient {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > limit {
-                        return Answer::Nothing.with_note(format!("HTTPS {host}: body over {limit} bytes"));
+                        return Answer::Nothing
+                            .with_note(format!("HTTPS {host}: body over {limit} bytes"));
                     }
                     body.extend_from_slice(&chunk);
                 }
@@ -120,7 +123,10 @@ fn classify<T>(e: &reqwest::Error, host: &str) -> Answer<T> {
     if text.contains(NO_ADDRESS) {
         return Answer::Nothing;
     }
-    if text.contains("certificate") || text.contains("UnknownIssuer") || text.contains("NotValidForName") {
+    if text.contains("certificate")
+        || text.contains("UnknownIssuer")
+        || text.contains("NotValidForName")
+    {
         return Answer::Nothing.with_note(format!("HTTPS {host}: {text}"));
     }
     Answer::Transient(format!("HTTPS {host}: {text}"))

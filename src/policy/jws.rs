@@ -73,7 +73,10 @@ pub fn sign(payload: &[u8], key: &Ed25519KeyPair) -> String {
         BASE64URL_NOPAD.encode(payload)
     );
     let signature = key.sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", BASE64URL_NOPAD.encode(signature.as_ref()))
+    format!(
+        "{signing_input}.{}",
+        BASE64URL_NOPAD.encode(signature.as_ref())
+    )
 }
 
 /// Why a JWS was refused by [`verify_with_key_check`].
@@ -120,7 +123,9 @@ fn split(jws: &str) -> Result<[&str; 3], JwsError> {
 }
 
 fn b64(s: &str) -> Result<Vec<u8>, JwsError> {
-    BASE64URL_NOPAD.decode(s.as_bytes()).map_err(|_| JwsError::Base64)
+    BASE64URL_NOPAD
+        .decode(s.as_bytes())
+        .map_err(|_| JwsError::Base64)
 }
 
 /// Parses the header and returns the key it names.
@@ -134,7 +139,10 @@ fn parse_and_key(jws: &str) -> Result<[u8; 32], JwsError> {
         serde_json::from_slice(&header_bytes).map_err(|e| JwsError::HeaderJson(e.to_string()))?;
     check_header(&header)?;
     let public_key = header_key(&header)?;
-    let kid = header.get("kid").and_then(Value::as_str).ok_or(JwsError::KidMismatch)?;
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .ok_or(JwsError::KidMismatch)?;
     let kid = Udf::parse(kid).map_err(|_| JwsError::KidMismatch)?;
     if !kid.matches(&Udf::of_ed25519_key(&public_key, kid.bits())) {
         return Err(JwsError::KidMismatch);
@@ -245,24 +253,64 @@ pub(crate) mod tests {
     #[test]
     fn header_refusals() {
         let key = test_key();
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, JwsError)> = vec![
-            (Box::new(|h| h["alg"] = json!("none")), JwsError::Algorithm("none".into())),
-            (Box::new(|h| h["alg"] = json!("ES256")), JwsError::Algorithm("ES256".into())),
-            (Box::new(|h| h["alg"] = json!("HS256")), JwsError::Algorithm("HS256".into())),
-            (Box::new(|h| h["crit"] = json!(["exp"])), JwsError::RefusedHeader("crit")),
-            (Box::new(|h| h["b64"] = json!(false)), JwsError::RefusedHeader("b64")),
-            (Box::new(|h| h["jku"] = json!("https://x/")), JwsError::RefusedHeader("jku")),
-            (Box::new(|h| h["x5u"] = json!("https://x/")), JwsError::RefusedHeader("x5u")),
-            (Box::new(|h| h["typ"] = json!("JWT")), JwsError::Type("JWT".into())),
-            (Box::new(|h| h["jwk"]["crv"] = json!("X25519")), JwsError::Key("crv is not Ed25519")),
-            (Box::new(|h| h["jwk"]["crv"] = json!("Ed448")), JwsError::Key("crv is not Ed25519")),
-            (Box::new(|h| h["jwk"]["kty"] = json!("EC")), JwsError::Key("kty is not OKP")),
-            (Box::new(|h| h["kid"] = json!("MDDK-7N6A-727A-JZNO-STRX-XKS7")), JwsError::KidMismatch),
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Edit, JwsError)> = vec![
+            (
+                Box::new(|h| h["alg"] = json!("none")),
+                JwsError::Algorithm("none".into()),
+            ),
+            (
+                Box::new(|h| h["alg"] = json!("ES256")),
+                JwsError::Algorithm("ES256".into()),
+            ),
+            (
+                Box::new(|h| h["alg"] = json!("HS256")),
+                JwsError::Algorithm("HS256".into()),
+            ),
+            (
+                Box::new(|h| h["crit"] = json!(["exp"])),
+                JwsError::RefusedHeader("crit"),
+            ),
+            (
+                Box::new(|h| h["b64"] = json!(false)),
+                JwsError::RefusedHeader("b64"),
+            ),
+            (
+                Box::new(|h| h["jku"] = json!("https://x/")),
+                JwsError::RefusedHeader("jku"),
+            ),
+            (
+                Box::new(|h| h["x5u"] = json!("https://x/")),
+                JwsError::RefusedHeader("x5u"),
+            ),
+            (
+                Box::new(|h| h["typ"] = json!("JWT")),
+                JwsError::Type("JWT".into()),
+            ),
+            (
+                Box::new(|h| h["jwk"]["crv"] = json!("X25519")),
+                JwsError::Key("crv is not Ed25519"),
+            ),
+            (
+                Box::new(|h| h["jwk"]["crv"] = json!("Ed448")),
+                JwsError::Key("crv is not Ed25519"),
+            ),
+            (
+                Box::new(|h| h["jwk"]["kty"] = json!("EC")),
+                JwsError::Key("kty is not OKP"),
+            ),
+            (
+                Box::new(|h| h["kid"] = json!("MDDK-7N6A-727A-JZNO-STRX-XKS7")),
+                JwsError::KidMismatch,
+            ),
         ];
         for (edit, want) in cases {
             let mut h = good_header(&key);
             edit(&mut h);
-            assert_eq!(verify(&sign_with_header(&h, b"{}", &key)).unwrap_err(), want);
+            assert_eq!(
+                verify(&sign_with_header(&h, b"{}", &key)).unwrap_err(),
+                want
+            );
         }
     }
 
@@ -287,7 +335,12 @@ pub(crate) mod tests {
         let jws = sign(br#"{"a":1}"#, &key);
         let parts: Vec<&str> = jws.split('.').collect();
         // Another payload under the same signature.
-        let forged = format!("{}.{}.{}", parts[0], BASE64URL_NOPAD.encode(br#"{"a":2}"#), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            BASE64URL_NOPAD.encode(br#"{"a":2}"#),
+            parts[2]
+        );
         assert_eq!(verify(&forged).unwrap_err(), JwsError::Signature);
         // Another key's jwk with the first key's signature.
         let other = test_key();
@@ -295,6 +348,9 @@ pub(crate) mod tests {
         assert_eq!(verify(&forged).unwrap_err(), JwsError::Signature);
         assert_eq!(verify("a.b").unwrap_err(), JwsError::NotCompact);
         assert_eq!(verify(&format!("{jws}=")).unwrap_err(), JwsError::Base64);
-        assert_eq!(verify(&"a".repeat(MAX_JWS_LEN + 1)).unwrap_err(), JwsError::TooLong);
+        assert_eq!(
+            verify(&"a".repeat(MAX_JWS_LEN + 1)).unwrap_err(),
+            JwsError::TooLong
+        );
     }
 }

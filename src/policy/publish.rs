@@ -63,20 +63,39 @@ pub fn publish(account: &Account, out: &Path) -> Result<Publication, KeyError> {
     let advanced_root = out.join("https").join(format!("openpgpkey.{domain}"));
     let direct_root = out.join("https").join(domain);
     let files: Vec<(PathBuf, Vec<u8>)> = vec![
-        (out.join("zone.txt"), (zone_lines.join("\n") + "\n").into_bytes()),
+        (
+            out.join("zone.txt"),
+            (zone_lines.join("\n") + "\n").into_bytes(),
+        ),
         (
             direct_root
                 .join(".well-known/mmm-udf")
                 .join(udf.well_known_name()),
             jws.clone().into_bytes(),
         ),
-        (direct_root.join(".well-known/openpgpkey/hu").join(&hu), cert_bytes.clone()),
-        (direct_root.join(".well-known/openpgpkey/policy"), Vec::new()),
         (
-            advanced_root.join(".well-known/openpgpkey").join(domain).join("hu").join(&hu),
+            direct_root.join(".well-known/openpgpkey/hu").join(&hu),
+            cert_bytes.clone(),
+        ),
+        (
+            direct_root.join(".well-known/openpgpkey/policy"),
+            Vec::new(),
+        ),
+        (
+            advanced_root
+                .join(".well-known/openpgpkey")
+                .join(domain)
+                .join("hu")
+                .join(&hu),
             cert_bytes,
         ),
-        (advanced_root.join(".well-known/openpgpkey").join(domain).join("policy"), Vec::new()),
+        (
+            advanced_root
+                .join(".well-known/openpgpkey")
+                .join(domain)
+                .join("policy"),
+            Vec::new(),
+        ),
     ];
     for (path, bytes) in &files {
         if let Some(parent) = path.parent() {

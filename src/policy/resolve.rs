@@ -97,7 +97,8 @@ impl Findings {
 
 impl PolicyResolver {
     pub fn new(settings: &ResolverSettings) -> Result<PolicyResolver, HttpsSetupError> {
-        let dns = DnsClient::new(settings.dns, settings.timeout).map_err(HttpsSetupError::Client)?;
+        let dns =
+            DnsClient::new(settings.dns, settings.timeout).map_err(HttpsSetupError::Client)?;
         let https = HttpsClient::new(
             dns.clone(),
             settings.https_ca.as_deref(),
@@ -128,7 +129,11 @@ impl PolicyResolver {
         outcome
     }
 
-    async fn resolve_udf(&self, address: &StrongAddress, udf: &Udf) -> Result<Verified, ResolveFailure> {
+    async fn resolve_udf(
+        &self,
+        address: &StrongAddress,
+        udf: &Udf,
+    ) -> Result<Verified, ResolveFailure> {
         let now = OffsetDateTime::now_utc();
         let mut found = Findings::default();
         let mut floor: Option<OffsetDateTime> = None;
@@ -168,7 +173,11 @@ impl PolicyResolver {
         // HTTPS is the fallback for DNS hosts that cap TXT size or have no record.
         if from_network == 0 {
             let path = format!("/.well-known/mmm-udf/{}", udf.well_known_name());
-            match self.https.get(address.domain(), &path, MAX_POLICY_BODY).await {
+            match self
+                .https
+                .get(address.domain(), &path, MAX_POLICY_BODY)
+                .await
+            {
                 Answer::Found(body) => match String::from_utf8(body) {
                     Ok(jws) => match verify_policy(&jws, address, Source::Https, now) {
                         Ok(v) => found.valid.push(v),
@@ -184,16 +193,24 @@ impl PolicyResolver {
         // No rollback: nothing older than the newest policy ever stored.
         if let Some(floor) = floor {
             let before = found.valid.len();
-            found.valid.retain(|v| v.created().is_some_and(|c| c >= floor));
+            found
+                .valid
+                .retain(|v| v.created().is_some_and(|c| c >= floor));
             if found.valid.len() < before {
-                found.refused("policy", "older than a policy already seen (rollback refused)");
+                found.refused(
+                    "policy",
+                    "older than a policy already seen (rollback refused)",
+                );
             }
         }
         let best = found.valid.iter().max_by_key(|v| v.created()).cloned();
         match best {
             Some(best) => {
-                if let (Some(store), Some(created), super::verify::Origin::SignedPolicy { jws, .. }) =
-                    (&self.store, best.created(), best.origin())
+                if let (
+                    Some(store),
+                    Some(created),
+                    super::verify::Origin::SignedPolicy { jws, .. },
+                ) = (&self.store, best.created(), best.origin())
                 {
                     if best.source() != Source::Store {
                         store.save_policy(
@@ -212,15 +229,20 @@ impl PolicyResolver {
         }
     }
 
-    async fn resolve_cert(&self, address: &StrongAddress, fpr: &[u8]) -> Result<Verified, ResolveFailure> {
+    async fn resolve_cert(
+        &self,
+        address: &StrongAddress,
+        fpr: &[u8],
+    ) -> Result<Verified, ResolveFailure> {
         let now = OffsetDateTime::now_utc();
         let mut found = Findings::default();
         let mut certs: Vec<(Cert, Source)> = Vec::new();
         let matching = |bytes: &[u8], found: &mut Findings, label: &str| -> Vec<Cert> {
             match openpgp::parse_certs(bytes) {
                 Ok(list) => {
-                    let (good, other): (Vec<Cert>, Vec<Cert>) =
-                        list.into_iter().partition(|c| c.fingerprint().as_bytes() == fpr);
+                    let (good, other): (Vec<Cert>, Vec<Cert>) = list
+                        .into_iter()
+                        .partition(|c| c.fingerprint().as_bytes() == fpr);
                     if good.is_empty() && !other.is_empty() {
                         found.refused(label, PolicyRefusal::CertificateMismatch);
                     }
@@ -237,7 +259,8 @@ impl PolicyResolver {
             certs.extend(store.certs_for(fpr).into_iter().map(|c| (c, Source::Store)));
         }
 
-        let local_hash = data_encoding::HEXLOWER.encode(&digest(&SHA256, address.local_part().as_bytes()).as_ref()[..28]);
+        let local_hash = data_encoding::HEXLOWER
+            .encode(&digest(&SHA256, address.local_part().as_bytes()).as_ref()[..28]);
         let name = format!("{local_hash}._openpgpkey.{}", address.domain());
         let mut from_network = false;
         match self.dns.openpgpkey(&name).await {
@@ -316,7 +339,12 @@ fn decide(found: Findings) -> ResolveFailure {
     }
     // The most telling reason first: a refused artefact beats "no record".
     let mut reasons = found.refusals;
-    reasons.sort_by_key(|r| r.contains("no policy record") || r.contains("no policy file") || r.contains("nothing at") || r.contains("no OPENPGPKEY"));
+    reasons.sort_by_key(|r| {
+        r.contains("no policy record")
+            || r.contains("no policy file")
+            || r.contains("nothing at")
+            || r.contains("no OPENPGPKEY")
+    });
     if reasons.is_empty() {
         reasons.push("no policy found".into());
     }
@@ -324,7 +352,11 @@ fn decide(found: Findings) -> ResolveFailure {
 }
 
 fn cache_key(address: &StrongAddress) -> String {
-    format!("{}|{}", address.routable(), address.fingerprint().label_text())
+    format!(
+        "{}|{}",
+        address.routable(),
+        address.fingerprint().label_text()
+    )
 }
 
 /// The WKD hash: z-base-32 of SHA-1 of the lower-cased local part.

@@ -85,7 +85,11 @@ impl LocalStore {
                     continue;
                 };
                 if let Ok(certs) = openpgp::parse_certs(&bytes) {
-                    found.extend(certs.into_iter().filter(|c| c.fingerprint().as_bytes() == fpr));
+                    found.extend(
+                        certs
+                            .into_iter()
+                            .filter(|c| c.fingerprint().as_bytes() == fpr),
+                    );
                 }
             }
         }

@@ -93,7 +93,9 @@ mod tests {
     #[test]
     fn duplicates_refused_at_any_depth() {
         assert!(check(br#"{"a":1,"b":{"c":[1,{"d":2}]}}"#).is_ok());
-        assert!(check(br#"{"a":1,"a":2}"#).unwrap_err().contains("duplicate key"));
+        assert!(check(br#"{"a":1,"a":2}"#)
+            .unwrap_err()
+            .contains("duplicate key"));
         assert!(check(br#"{"a":{"x":1,"x":1}}"#).is_err());
         assert!(check(br#"{"a":[{"x":1,"x":1}]}"#).is_err());
         assert!(check(br#"{"a":1} trailing"#).is_err());

@@ -179,9 +179,16 @@ impl Verified {
             "openpgp": certs(&self.openpgp),
             "smime": smime(&self.smime),
         });
-        if let Origin::SignedPolicy { signer, created, expires, .. } = &self.origin {
+        if let Origin::SignedPolicy {
+            signer,
+            created,
+            expires,
+            ..
+        } = &self.origin
+        {
             let rfc = |t: &OffsetDateTime| {
-                t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
             };
             out["signer"] = signer.to_string().into();
             out["created"] = rfc(created).into();
@@ -213,8 +220,8 @@ pub fn verify_policy(
         jws::KeyCheckError::KeyRefused => PolicyRefusal::FingerprintMismatch,
         jws::KeyCheckError::Jws(e) => PolicyRefusal::Jws(e),
     })?;
-    let doc: PolicyDocument =
-        serde_json::from_slice(&checked.payload).map_err(|e| PolicyRefusal::Payload(e.to_string()))?;
+    let doc: PolicyDocument = serde_json::from_slice(&checked.payload)
+        .map_err(|e| PolicyRefusal::Payload(e.to_string()))?;
     if doc.mesh_policy != POLICY_VERSION {
         return Err(PolicyRefusal::Version(doc.mesh_policy));
     }
@@ -238,14 +245,23 @@ pub fn verify_policy(
         return Err(PolicyRefusal::Encryption(doc.encryption.clone()));
     }
     let system_now = SystemTime::from(now);
-    let formats: Vec<Format> = doc.formats.iter().filter_map(|f| Format::parse(f)).collect();
+    let formats: Vec<Format> = doc
+        .formats
+        .iter()
+        .filter_map(|f| Format::parse(f))
+        .collect();
     let openpgp = if formats.contains(&Format::PgpMime) {
         usable_openpgp(doc.openpgp.as_deref(), system_now)?
     } else {
         Vec::new()
     };
     let smime = if formats.iter().any(|f| f.is_smime()) {
-        usable_smime(doc.smime.as_deref(), &address.routable(), now.unix_timestamp(), true)?
+        usable_smime(
+            doc.smime.as_deref(),
+            &address.routable(),
+            now.unix_timestamp(),
+            true,
+        )?
     } else {
         Vec::new()
     };
@@ -344,7 +360,8 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, PolicyRefusal> {
 fn canonical_address(address: &str) -> String {
     match address.rsplit_once('@') {
         Some((local, domain)) => {
-            let domain = idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_ascii_lowercase());
+            let domain =
+                idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_ascii_lowercase());
             format!("{local}@{}", domain.to_ascii_lowercase())
         }
         None => address.to_owned(),
@@ -388,7 +405,10 @@ mod tests {
         }
 
         fn payload(&self) -> serde_json::Value {
-            let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+            let rfc = |t: OffsetDateTime| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            };
             json!({
                 "mesh_policy": 1,
                 "address": "alice@example.com",
@@ -405,7 +425,12 @@ mod tests {
         }
 
         fn check(&self, payload: &serde_json::Value) -> Result<Verified, PolicyRefusal> {
-            verify_policy(&self.sign(payload), &self.address(140), Source::Dns, self.now)
+            verify_policy(
+                &self.sign(payload),
+                &self.address(140),
+                Source::Dns,
+                self.now,
+            )
         }
     }
 
@@ -432,28 +457,66 @@ mod tests {
             change(&mut p);
             f.check(&p).unwrap_err()
         };
-        let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
-        assert!(matches!(edit(&|p| p["address"] = json!("bob@example.com")), PolicyRefusal::AddressMismatch { .. }));
+        let rfc = |t: OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        assert!(matches!(
+            edit(&|p| p["address"] = json!("bob@example.com")),
+            PolicyRefusal::AddressMismatch { .. }
+        ));
         // The local part is compared byte for byte.
-        assert!(matches!(edit(&|p| p["address"] = json!("Alice@example.com")), PolicyRefusal::AddressMismatch { .. }));
-        assert_eq!(edit(&|p| p["created"] = json!(rfc(f.now + Duration::hours(1)))), PolicyRefusal::CreatedInFuture);
-        assert_eq!(edit(&|p| p["expires"] = json!(rfc(f.now - Duration::seconds(1)))), PolicyRefusal::Expired);
+        assert!(matches!(
+            edit(&|p| p["address"] = json!("Alice@example.com")),
+            PolicyRefusal::AddressMismatch { .. }
+        ));
+        assert_eq!(
+            edit(&|p| p["created"] = json!(rfc(f.now + Duration::hours(1)))),
+            PolicyRefusal::CreatedInFuture
+        );
+        assert_eq!(
+            edit(&|p| p["expires"] = json!(rfc(f.now - Duration::seconds(1)))),
+            PolicyRefusal::Expired
+        );
         assert_eq!(
             edit(&|p| p["expires"] = json!(rfc(f.now + Duration::days(800)))),
             PolicyRefusal::ValidityTooLong
         );
-        assert_eq!(edit(&|p| p["encryption"] = json!("opportunistic")), PolicyRefusal::Encryption("opportunistic".into()));
-        assert_eq!(edit(&|p| p["formats"] = json!(["carrier-pigeon"])), PolicyRefusal::NoFormats);
-        assert_eq!(edit(&|p| p["mesh_policy"] = json!(2)), PolicyRefusal::Version(2));
-        assert!(matches!(edit(&|p| { p.as_object_mut().unwrap().remove("expires"); }), PolicyRefusal::Payload(_)));
-        assert!(matches!(edit(&|p| p["smime"] = json!("AAAA")), PolicyRefusal::SmimeCerts(_)));
-        assert!(matches!(edit(&|p| p["formats"] = json!(["pgp-mime"])), PolicyRefusal::OpenPgpKeys(_)));
+        assert_eq!(
+            edit(&|p| p["encryption"] = json!("opportunistic")),
+            PolicyRefusal::Encryption("opportunistic".into())
+        );
+        assert_eq!(
+            edit(&|p| p["formats"] = json!(["carrier-pigeon"])),
+            PolicyRefusal::NoFormats
+        );
+        assert_eq!(
+            edit(&|p| p["mesh_policy"] = json!(2)),
+            PolicyRefusal::Version(2)
+        );
+        assert!(matches!(
+            edit(&|p| {
+                p.as_object_mut().unwrap().remove("expires");
+            }),
+            PolicyRefusal::Payload(_)
+        ));
+        assert!(matches!(
+            edit(&|p| p["smime"] = json!("AAAA")),
+            PolicyRefusal::SmimeCerts(_)
+        ));
+        assert!(matches!(
+            edit(&|p| p["formats"] = json!(["pgp-mime"])),
+            PolicyRefusal::OpenPgpKeys(_)
+        ));
     }
 
     #[test]
     fn another_keys_policy_is_a_fingerprint_mismatch() {
         let f = fixture();
-        let other = Fixture { key: test_key(), ..fixture() };
+        let other = Fixture {
+            key: test_key(),
+            ..fixture()
+        };
         let jws = other.sign(&other.payload());
         assert_eq!(
             verify_policy(&jws, &f.address(140), Source::Dns, f.now).unwrap_err(),
@@ -464,7 +527,10 @@ mod tests {
     #[test]
     fn duplicate_payload_keys_refused() {
         let f = fixture();
-        let text = f.payload().to_string().replacen('{', r#"{"address":"mallory@example.com","#, 1);
+        let text = f
+            .payload()
+            .to_string()
+            .replacen('{', r#"{"address":"mallory@example.com","#, 1);
         let public: [u8; 32] = f.key.public_key().as_ref().try_into().unwrap();
         let header = json!({
             "alg": "EdDSA", "typ": jws::POLICY_TYP,

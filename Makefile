@@ -1,0 +1,52 @@
+# meshmail — the two commands that matter: `make run` and `make test`.
+# Both install what they need first (`make deps`, Debian packages, as root).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+# Everything the build and the tests need, from Debian.
+DEB_PACKAGES := build-essential pkg-config nettle-dev libclang-dev \
+	postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd nsd \
+	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl \
+	msmtp isync bind9-dnsutils ca-certificates gnupg gpgsm openssl curl python3
+
+.PHONY: all deps build release run test lint fmt clean
+
+all: build
+
+# A fast no-op when every package is installed; otherwise one non-interactive apt-get run.
+# "No configuration" keeps Postfix unconfigured: the tests start private instances.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust (rustup)"; exit 1; }
+
+build: deps
+	$(CARGO) build
+
+release: deps
+	$(CARGO) build --release
+
+# The main job on an embedded default (grows with each capability into the full demo).
+run: build
+	bash integration/demo.sh
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Every test: unit tests, then integration tests against real NSD, HTTPS, gpg, gpgsm, openssl.
+test: deps lint
+	$(CARGO) test --all-targets
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
