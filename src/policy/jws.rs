@@ -353,4 +353,23 @@ pub(crate) mod tests {
             JwsError::TooLong
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn verify_never_panics(text in "[A-Za-z0-9_.=-]{0,400}") {
+            let _ = verify(&text);
+        }
+
+        #[test]
+        fn verify_never_panics_on_any_json_header(header in "\\PC{0,200}", payload in "\\PC{0,200}") {
+            let key = test_key();
+            let input = format!(
+                "{}.{}",
+                BASE64URL_NOPAD.encode(header.as_bytes()),
+                BASE64URL_NOPAD.encode(payload.as_bytes())
+            );
+            let sig = key.sign(input.as_bytes());
+            let _ = verify(&format!("{input}.{}", BASE64URL_NOPAD.encode(sig.as_ref())));
+        }
+    }
 }
