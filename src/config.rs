@@ -19,8 +19,135 @@ pub struct Config {
     pub passphrase_file: Option<PathBuf>,
     /// An inherited file descriptor to read the passphrase from.
     pub passphrase_fd: Option<u32>,
+    /// Sign outgoing mail of mapped sessions with the account's key (default true).
+    pub sign: Option<bool>,
+    /// More accounts: each maps an upstream login to a key store.
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<AccountConfig>,
     #[serde(default)]
     pub policy: PolicyConfig,
+    pub smtp: Option<SmtpConfig>,
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub encrypt: EncryptRules,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[[account]]`: an upstream login and its key store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub upstream_user: String,
+    pub home: PathBuf,
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase_fd: Option<u32>,
+}
+
+/// `[smtp]`: the submission listener and its upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// STARTTLS (or plaintext on loopback) listener, e.g. `127.0.0.1:1587`.
+    pub listen: SocketAddr,
+    /// Implicit-TLS listener, e.g. `127.0.0.1:1465`.
+    pub listen_implicit_tls: Option<SocketAddr>,
+    /// The provider's submission server, `host:port`.
+    pub upstream: String,
+    /// `starttls` (587), `implicit` (465) or `none` (loopback only).
+    pub upstream_tls: crate::smtp::upstream::UpstreamTls,
+    /// Extra CA for the upstream's certificate.
+    pub upstream_ca: Option<PathBuf>,
+    /// The name meshmail gives in its greeting and EHLO (default: localhost).
+    pub hostname: Option<String>,
+}
+
+/// `[tls]`: the certificate offered to clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What to do with a plain (not strong) recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptRule {
+    /// Encrypt, or refuse the recipient when no key is found.
+    Required,
+    /// Encrypt when a key is found; otherwise send in plaintext.
+    #[default]
+    Opportunistic,
+    /// Send in plaintext.
+    Never,
+}
+
+/// `[encrypt]`: rules for plain addresses (strong addresses always need their policy):
+/// the most specific wins: address, then domain, then `default`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRules {
+    #[serde(default)]
+    pub default: EncryptRule,
+    #[serde(default)]
+    pub domains: std::collections::BTreeMap<String, EncryptRule>,
+    #[serde(default)]
+    pub addresses: std::collections::BTreeMap<String, EncryptRule>,
+}
+
+impl EncryptRules {
+    /// The rule for a plain address.
+    pub fn for_address(&self, address: &str) -> EncryptRule {
+        let lower = address.to_lowercase();
+        if let Some(r) = self.addresses.iter().find(|(a, _)| a.to_lowercase() == lower) {
+            return *r.1;
+        }
+        if let Some((_, domain)) = lower.rsplit_once('@') {
+            if let Some(r) = self.domains.iter().find(|(d, _)| d.to_lowercase() == domain) {
+                return *r.1;
+            }
+        }
+        self.default
+    }
+}
+
+/// `[limits]`: every length, count and time a client can push on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest command line (RFC 5321 §4.5.3.1.4 says 512; extensions make lines longer).
+    pub max_line: usize,
+    /// Recipients per message (RFC 5321 §4.5.3.1.8: at least 100).
+    pub max_recipients: usize,
+    /// Largest message accepted from a client, in bytes (also bounded by the upstream's SIZE
+    /// divided by the encryption growth).
+    pub max_message_size: usize,
+    /// Message bytes held in memory across all sessions at once.
+    pub max_bytes_in_flight: usize,
+    /// Seconds a client may stay silent.
+    pub idle_timeout_secs: u64,
+    /// Protocol errors before the session is closed.
+    pub max_errors: u32,
+    /// Client connections at once.
+    pub max_connections: usize,
+    /// Seconds for each upstream step.
+    pub upstream_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_line: 4096,
+            max_recipients: 100,
+            max_message_size: 50 * 1024 * 1024,
+            max_bytes_in_flight: 512 * 1024 * 1024,
+            idle_timeout_secs: 300,
+            max_errors: 10,
+            max_connections: 100,
+            upstream_timeout_secs: 60,
+        }
+    }
 }
 
 /// `[policy]`: discovery settings.

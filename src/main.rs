@@ -75,6 +75,16 @@ enum Command {
     },
     /// Check a configuration file and report every problem with its line.
     CheckConfig { file: PathBuf },
+    /// Run the proxy (SMTP submission; IMAP next) as the configuration says.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Make a self-signed certificate for a localhost listener (cert.pem, key.pem).
+    Certs {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -316,6 +326,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             }
         },
+        Command::Serve { config } => {
+            let config = Config::load(&config).map_err(|e| Failure::new(Outcome::Config, e))?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::new(Outcome::Temporary, e))?;
+            let default_home = Some(home.clone());
+            runtime
+                .block_on(meshmail::serve::serve(config, default_home))
+                .map_err(|e| match e {
+                    meshmail::serve::ServeError::Key(k) => Failure::from(k),
+                    meshmail::serve::ServeError::Listen { .. } => Failure::new(Outcome::Temporary, e),
+                    other => Failure::new(Outcome::Config, other),
+                })
+        }
+        Command::Certs { out } => {
+            let (cert, key) = meshmail::tls::localhost_certificate().map_err(|e| Failure::new(Outcome::CryptoFailure, e))?;
+            std::fs::create_dir_all(&out).map_err(|e| Failure::new(Outcome::Io, e))?;
+            meshmail::keys::account::write_new(&out.join("cert.pem"), cert.as_bytes(), 0o644)?;
+            meshmail::keys::account::write_new(&out.join("key.pem"), key.as_bytes(), 0o600)?;
+            println!("wrote {0}/cert.pem and {0}/key.pem (localhost, 127.0.0.1)", out.display());
+            Ok(())
+        }
         Command::CheckConfig { file } => {
             let config = Config::load(&file).map_err(|e| Failure::new(Outcome::Config, e))?;
             if let Some(home) = &config.home {

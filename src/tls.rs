@@ -44,3 +44,38 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, St
         .with_no_client_auth();
     Ok(config)
 }
+
+/// A server acceptor with the certificate chain and key from PEM files.
+pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let chain = read_pem_certs(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key_bytes = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let key = rustls_pemfile::private_key(&mut key_bytes.as_slice())
+        .map_err(|e| format!("{}: {e}", key.display()))?
+        .ok_or_else(|| format!("{}: no private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A self-signed certificate for a localhost listener (`meshmail certs`): ECDSA P-256, for
+/// `localhost` and `127.0.0.1`, ten years. Returns (certificate PEM, key PEM).
+pub fn localhost_certificate() -> Result<(String, String), String> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).map_err(|e| e.to_string())?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)));
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, "meshmail on localhost");
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(3650);
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    Ok((cert.pem(), key.serialize_pem()))
+}

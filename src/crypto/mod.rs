@@ -2,5 +2,7 @@
 //! capabilities, message encryption, decryption and recryption. Callers hand whole messages or
 //! certificates here; nothing in this module does I/O.
 
+pub mod cms;
 pub mod openpgp;
+pub mod seal;
 pub mod smime;

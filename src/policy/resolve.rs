@@ -79,6 +79,7 @@ pub struct PolicyResolver {
     store: Option<LocalStore>,
     store_ttl: Duration,
     cache: PolicyCache,
+    plain_cache: moka::sync::Cache<String, Result<Option<Cert>, ResolveFailure>>,
 }
 
 /// Everything the sources said, gathered before deciding.
@@ -111,6 +112,10 @@ impl PolicyResolver {
             store: settings.home.as_deref().map(LocalStore::new),
             store_ttl: settings.store_ttl,
             cache: PolicyCache::new(super::cache::CAPACITY),
+            plain_cache: moka::sync::Cache::builder()
+                .max_capacity(super::cache::CAPACITY)
+                .time_to_live(super::cache::TRANSIENT_TTL)
+                .build(),
         })
     }
 
@@ -229,75 +234,18 @@ impl PolicyResolver {
         }
     }
 
-    async fn resolve_cert(
-        &self,
-        address: &StrongAddress,
-        fpr: &[u8],
-    ) -> Result<Verified, ResolveFailure> {
+    async fn resolve_cert(&self, address: &StrongAddress, fpr: &[u8]) -> Result<Verified, ResolveFailure> {
         let now = OffsetDateTime::now_utc();
         let mut found = Findings::default();
         let mut certs: Vec<(Cert, Source)> = Vec::new();
-        let matching = |bytes: &[u8], found: &mut Findings, label: &str| -> Vec<Cert> {
-            match openpgp::parse_certs(bytes) {
-                Ok(list) => {
-                    let (good, other): (Vec<Cert>, Vec<Cert>) = list
-                        .into_iter()
-                        .partition(|c| c.fingerprint().as_bytes() == fpr);
-                    if good.is_empty() && !other.is_empty() {
-                        found.refused(label, PolicyRefusal::CertificateMismatch);
-                    }
-                    good
-                }
-                Err(e) => {
-                    found.refused(label, e);
-                    Vec::new()
-                }
-            }
-        };
-
         if let Some(store) = &self.store {
             certs.extend(store.certs_for(fpr).into_iter().map(|c| (c, Source::Store)));
         }
-
-        let local_hash = data_encoding::HEXLOWER
-            .encode(&digest(&SHA256, address.local_part().as_bytes()).as_ref()[..28]);
-        let name = format!("{local_hash}._openpgpkey.{}", address.domain());
-        let mut from_network = false;
-        match self.dns.openpgpkey(&name).await {
-            Answer::Found(records) => {
-                for record in records {
-                    for c in matching(&record, &mut found, "DNS") {
-                        from_network = true;
-                        certs.push((c, Source::Dns));
-                    }
-                }
-            }
-            Answer::Nothing => found.refused("DNS", "no OPENPGPKEY record"),
-            Answer::Transient(why) => found.transient.push(why),
-        }
-
-        if !from_network {
-            let hu = wkd_hash(address.local_part());
-            let local = percent_encode(address.local_part());
-            let domain = address.domain();
-            let advanced_host = format!("openpgpkey.{domain}");
-            let advanced = format!("/.well-known/openpgpkey/{domain}/hu/{hu}?l={local}");
-            let direct = format!("/.well-known/openpgpkey/hu/{hu}?l={local}");
-            for (host, path) in [(advanced_host.as_str(), advanced), (domain, direct)] {
-                match self.https.get(host, &path, MAX_WKD_BODY).await {
-                    Answer::Found(body) => {
-                        let got = matching(&body, &mut found, "WKD");
-                        let any = !got.is_empty();
-                        certs.extend(got.into_iter().map(|c| (c, Source::Https)));
-                        if any {
-                            break;
-                        }
-                    }
-                    Answer::Nothing => found.refused("WKD", format!("nothing at {host}")),
-                    Answer::Transient(why) => found.transient.push(why),
-                }
-            }
-        }
+        let wanted = |c: &Cert| c.fingerprint().as_bytes() == fpr;
+        certs.extend(
+            self.fetch_openpgp(address.local_part(), address.domain(), &wanted, &mut found)
+                .await,
+        );
 
         // All copies of the certificate are merged, so a revocation published anywhere counts.
         let source = certs
@@ -305,14 +253,7 @@ impl PolicyResolver {
             .map(|(_, s)| *s)
             .find(|s| *s != Source::Store)
             .unwrap_or(Source::Store);
-        let mut merged: Option<Cert> = None;
-        for (cert, _) in certs {
-            merged = Some(match merged {
-                None => cert,
-                Some(m) => m.clone().merge_public(cert).unwrap_or(m),
-            });
-        }
-        if let Some(cert) = merged {
+        if let Some(cert) = merge(certs.into_iter().map(|(c, _)| c)) {
             match verify_certificate(&cert, address, source, now) {
                 Ok(v) => {
                     if let Some(store) = &self.store {
@@ -330,6 +271,132 @@ impl PolicyResolver {
             None => Err(decide(found)),
         }
     }
+
+    /// A certificate for a plain address (no fingerprint to pin it), for local rules
+    /// (`encrypt = required | opportunistic`): the local keyring, then OPENPGPKEY, then WKD; only
+    /// a certificate with a user ID equal to the address and a usable encryption key counts.
+    /// `Ok(None)` when every source answered and none had one.
+    pub async fn resolve_plain(&self, address: &str) -> Result<Option<Cert>, ResolveFailure> {
+        let key = format!("plain|{}", address.to_lowercase());
+        if let Some(hit) = self.plain_cache.get(&key) {
+            return hit;
+        }
+        let outcome = self.resolve_plain_uncached(address).await;
+        self.plain_cache.insert(key, outcome.clone());
+        outcome
+    }
+
+    async fn resolve_plain_uncached(&self, address: &str) -> Result<Option<Cert>, ResolveFailure> {
+        let Some((local, domain)) = address.rsplit_once('@') else {
+            return Ok(None);
+        };
+        let domain = domain.to_ascii_lowercase();
+        let now = std::time::SystemTime::now();
+        let wanted = |c: &Cert| {
+            c.userids().any(|u| {
+                u.userid()
+                    .email()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(address))
+            })
+        };
+        let mut found = Findings::default();
+        let mut certs: Vec<Cert> = match &self.store {
+            Some(store) => store.certs_matching(&wanted),
+            None => Vec::new(),
+        };
+        if certs.is_empty() {
+            certs = self
+                .fetch_openpgp(local, &domain, &wanted, &mut found)
+                .await
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect();
+        }
+        let usable = certs
+            .into_iter()
+            .find(|c| openpgp::check_encryptable(c, now).is_ok());
+        match usable {
+            Some(cert) => Ok(Some(cert)),
+            None if !found.transient.is_empty() => Err(decide(found)),
+            None => Ok(None),
+        }
+    }
+
+    /// DNS OPENPGPKEY, then WKD (advanced, then direct): the certificates `wanted` accepts.
+    async fn fetch_openpgp(
+        &self,
+        local: &str,
+        domain: &str,
+        wanted: &(dyn Fn(&Cert) -> bool + Sync),
+        found: &mut Findings,
+    ) -> Vec<(Cert, Source)> {
+        let mut certs = Vec::new();
+        let matching = |bytes: &[u8], found: &mut Findings, label: &str| -> Vec<Cert> {
+            match openpgp::parse_certs(bytes) {
+                Ok(list) => {
+                    let (good, other): (Vec<Cert>, Vec<Cert>) = list.into_iter().partition(|c| wanted(c));
+                    if good.is_empty() && !other.is_empty() {
+                        found.refused(label, PolicyRefusal::CertificateMismatch);
+                    }
+                    good
+                }
+                Err(e) => {
+                    found.refused(label, e);
+                    Vec::new()
+                }
+            }
+        };
+
+        let local_hash = data_encoding::HEXLOWER.encode(&digest(&SHA256, local.as_bytes()).as_ref()[..28]);
+        let name = format!("{local_hash}._openpgpkey.{domain}");
+        match self.dns.openpgpkey(&name).await {
+            Answer::Found(records) => {
+                for record in records {
+                    certs.extend(matching(&record, found, "DNS").into_iter().map(|c| (c, Source::Dns)));
+                }
+            }
+            Answer::Nothing => found.refused("DNS", "no OPENPGPKEY record"),
+            Answer::Transient(why) => found.transient.push(why),
+        }
+        if !certs.is_empty() {
+            return certs;
+        }
+
+        let hu = wkd_hash(local);
+        let l = percent_encode(local);
+        let advanced_host = format!("openpgpkey.{domain}");
+        let advanced = format!("/.well-known/openpgpkey/{domain}/hu/{hu}?l={l}");
+        let direct = format!("/.well-known/openpgpkey/hu/{hu}?l={l}");
+        for (host, path) in [(advanced_host.as_str(), advanced), (domain, direct)] {
+            match self.https.get(host, &path, MAX_WKD_BODY).await {
+                Answer::Found(body) => {
+                    let got = matching(&body, found, "WKD");
+                    let any = !got.is_empty();
+                    certs.extend(got.into_iter().map(|c| (c, Source::Https)));
+                    if any {
+                        break;
+                    }
+                }
+                Answer::Nothing => found.refused("WKD", format!("nothing at {host}")),
+                Answer::Transient(why) => found.transient.push(why),
+            }
+        }
+        certs
+    }
+}
+
+/// Merges copies of one certificate (a failed merge keeps what was merged so far).
+fn merge(certs: impl Iterator<Item = Cert>) -> Option<Cert> {
+    let mut merged: Option<Cert> = None;
+    for cert in certs {
+        merged = Some(match merged {
+            None => cert,
+            Some(m) => m.clone().merge_public(cert).unwrap_or(m),
+        });
+    }
+    merged
 }
 
 /// Permanent only when no source failed transiently.

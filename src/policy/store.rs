@@ -70,6 +70,11 @@ impl LocalStore {
 
     /// Certificates in the keyring (pinned and fetched) whose primary fingerprint is `fpr`.
     pub fn certs_for(&self, fpr: &[u8]) -> Vec<Cert> {
+        self.certs_matching(&|c: &Cert| c.fingerprint().as_bytes() == fpr)
+    }
+
+    /// Certificates in the keyring (pinned and fetched) that `wanted` accepts.
+    pub fn certs_matching(&self, wanted: &dyn Fn(&Cert) -> bool) -> Vec<Cert> {
         let mut found = Vec::new();
         for dir in [self.keyring.clone(), self.keyring.join("fetched")] {
             let Ok(entries) = fs::read_dir(&dir) else {
@@ -88,7 +93,7 @@ impl LocalStore {
                     found.extend(
                         certs
                             .into_iter()
-                            .filter(|c| c.fingerprint().as_bytes() == fpr),
+                            .filter(|c| wanted(c)),
                     );
                 }
             }

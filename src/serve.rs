@@ -1,0 +1,185 @@
+//! `meshmail serve`: assemble the service from the configuration (accounts, resolver, TLS,
+//! upstream) and run the listeners until SIGINT or SIGTERM.
+
+use crate::config::{AccountConfig, Config};
+use crate::crypto::smime::SmimeCert;
+use crate::keys::{Account, KeyError};
+use crate::pipeline::SenderKeys;
+use crate::secret::SecretString;
+use crate::smtp::session::MappedAccount;
+use crate::smtp::upstream::UpstreamTarget;
+use crate::smtp::{run_listener, SmtpContext};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+/// Runs the configured listeners until a signal arrives.
+pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), ServeError> {
+    let smtp = config
+        .smtp
+        .clone()
+        .ok_or_else(|| ServeError::Config("no [smtp] section: nothing to serve".into()))?;
+    let accounts = load_accounts(&config, default_home)?;
+    let store_home = config.home.clone().or_else(|| accounts.values().next().map(|(h, _)| h.clone()));
+    let resolver = crate::policy::PolicyResolver::new(&config.resolver_settings(store_home))
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::acceptor(&t.cert, &t.key).map_err(ServeError::Config)?),
+        None => None,
+    };
+    let upstream_tls = crate::tls::client_config(smtp.upstream_ca.as_deref()).map_err(ServeError::Config)?;
+    let hostname = smtp.hostname.clone().unwrap_or_else(|| "localhost".into());
+    let ctx = Arc::new(SmtpContext {
+        hostname: hostname.clone(),
+        resolver,
+        rules: config.encrypt.clone(),
+        limits: config.limits.clone(),
+        upstream: UpstreamTarget {
+            address: smtp.upstream.clone(),
+            tls: smtp.upstream_tls,
+            tls_config: Arc::new(upstream_tls),
+            timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
+            hello_name: hostname,
+        },
+        tls,
+        accounts: accounts.into_iter().map(|(user, (_, acct))| (user, acct)).collect(),
+        sign: config.sign.unwrap_or(true),
+        in_flight: crate::smtp::server::InFlight::new(config.limits.max_bytes_in_flight),
+        connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+    });
+
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut bind = |addr: std::net::SocketAddr, implicit: bool| -> Result<(), ServeError> {
+        let std_listener = std::net::TcpListener::bind(addr).map_err(|e| ServeError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        std_listener.set_nonblocking(true).map_err(|e| ServeError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        let listener = TcpListener::from_std(std_listener).map_err(|e| ServeError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        tracing::info!(%addr, implicit_tls = implicit, "SMTP listening");
+        tasks.push(tokio::spawn(run_listener(listener, ctx.clone(), implicit, shutdown.clone())));
+        Ok(())
+    };
+    bind(smtp.listen, false)?;
+    if let Some(addr) = smtp.listen_implicit_tls {
+        if ctx.tls.is_none() {
+            return Err(ServeError::Config("listen_implicit_tls needs a [tls] certificate".into()));
+        }
+        bind(addr, true)?;
+    }
+    // Scripts wait for this line.
+    println!("meshmail: ready");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Loads every mapped account (the top-level one and each `[[account]]`), unlocking its keys
+/// when the passphrase is at hand. A locked account stays mapped: its sessions are told to
+/// try again later rather than being relayed without its keys.
+fn load_accounts(
+    config: &Config,
+    default_home: Option<PathBuf>,
+) -> Result<HashMap<String, (PathBuf, Arc<MappedAccount>)>, ServeError> {
+    let mut list: Vec<AccountConfig> = config.accounts.clone();
+    if let Some(user) = &config.upstream_user {
+        let home = config
+            .home
+            .clone()
+            .or(default_home)
+            .ok_or_else(|| ServeError::Config("no home for the account (home, --home or MESHMAIL_HOME)".into()))?;
+        list.insert(
+            0,
+            AccountConfig {
+                upstream_user: user.clone(),
+                home,
+                passphrase_file: config.passphrase_file.clone(),
+                passphrase_fd: config.passphrase_fd,
+            },
+        );
+    }
+    let mut out = HashMap::new();
+    for a in list {
+        let account = Account::open(&a.home)?;
+        if let Some(w) = crate::policy::issue::expiry_warning(&account, time::Duration::days(30)) {
+            tracing::warn!("{w}");
+        }
+        let passphrase = read_passphrase(a.passphrase_file.as_deref(), a.passphrase_fd)?;
+        let keys = match account.unlock(passphrase.as_ref()) {
+            Ok(unlocked) => Some(SenderKeys {
+                self_openpgp: Some(account.openpgp_cert()?),
+                self_smime: SmimeCert::from_der(&account.smime_cert_der()?).ok(),
+                signer: Some(unlocked.openpgp_secret_cert()?),
+            }),
+            Err(KeyError::Locked) => {
+                tracing::warn!(user = %a.upstream_user, "key store is locked: its sessions get 'temporarily unavailable'");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        out.insert(
+            a.upstream_user.clone(),
+            (
+                a.home.clone(),
+                Arc::new(MappedAccount {
+                    address: account.address().to_owned(),
+                    keys,
+                }),
+            ),
+        );
+    }
+    Ok(out)
+}
+
+/// A passphrase from a file (e.g. systemd-creds) or an inherited descriptor.
+pub fn read_passphrase(file: Option<&Path>, fd: Option<u32>) -> Result<Option<SecretString>, KeyError> {
+    let path = match (file, fd) {
+        (Some(f), _) => f.to_owned(),
+        (None, Some(fd)) => PathBuf::from(format!("/proc/self/fd/{fd}")),
+        (None, None) => return Ok(None),
+    };
+    let mut text = std::fs::read_to_string(&path).map_err(|e| KeyError::io(&path, e))?;
+    let trimmed = text.trim_end_matches(['\n', '\r']).to_owned();
+    zeroize::Zeroize::zeroize(&mut text);
+    Ok(Some(SecretString::new(trimmed)))
+}
