@@ -100,11 +100,19 @@ impl EncryptRules {
     /// The rule for a plain address.
     pub fn for_address(&self, address: &str) -> EncryptRule {
         let lower = address.to_lowercase();
-        if let Some(r) = self.addresses.iter().find(|(a, _)| a.to_lowercase() == lower) {
+        if let Some(r) = self
+            .addresses
+            .iter()
+            .find(|(a, _)| a.to_lowercase() == lower)
+        {
             return *r.1;
         }
         if let Some((_, domain)) = lower.rsplit_once('@') {
-            if let Some(r) = self.domains.iter().find(|(d, _)| d.to_lowercase() == domain) {
+            if let Some(r) = self
+                .domains
+                .iter()
+                .find(|(d, _)| d.to_lowercase() == domain)
+            {
                 return *r.1;
             }
         }

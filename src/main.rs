@@ -142,10 +142,13 @@ enum PolicyCommand {
         #[arg(long)]
         timeout: Option<u64>,
     },
-    /// Re-sign the account's policy with a new expiry.
+    /// Re-sign the account's policy with a new expiry (and, optionally, other formats).
     Renew {
         #[arg(long, default_value_t = 365)]
         days: i64,
+        /// Formats senders must use, in order of preference: pgp-mime, smime, smime-gcm.
+        #[arg(long, value_delimiter = ',', default_value = "pgp-mime,smime")]
+        formats: Vec<String>,
     },
 }
 
@@ -310,12 +313,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 resolve(&address, &settings)
             }
-            PolicyCommand::Renew { days } => {
+            PolicyCommand::Renew { days, formats } => {
+                let formats: Vec<policy::Format> = formats
+                    .iter()
+                    .map(|f| {
+                        policy::Format::parse(f).ok_or_else(|| {
+                            Failure::new(Outcome::BadUsage, format!("unknown format {f:?}"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
                 let account = Account::open(&home)?;
                 let unlocked = account.unlock(pass.read_or_prompt(&account)?.as_ref())?;
                 let key = unlocked.policy_signing_key()?;
-                let jws =
-                    policy::issue::sign_account_policy(&account, &key, time::Duration::days(days))?;
+                let jws = policy::issue::sign_account_policy_with(
+                    &account,
+                    &key,
+                    time::Duration::days(days),
+                    &formats,
+                )?;
                 account.replace_policy(&jws)?;
                 let expires = policy::issue::account_policy_expiry(&account)?;
                 println!(
@@ -337,16 +352,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .block_on(meshmail::serve::serve(config, default_home))
                 .map_err(|e| match e {
                     meshmail::serve::ServeError::Key(k) => Failure::from(k),
-                    meshmail::serve::ServeError::Listen { .. } => Failure::new(Outcome::Temporary, e),
+                    meshmail::serve::ServeError::Listen { .. } => {
+                        Failure::new(Outcome::Temporary, e)
+                    }
                     other => Failure::new(Outcome::Config, other),
                 })
         }
         Command::Certs { out } => {
-            let (cert, key) = meshmail::tls::localhost_certificate().map_err(|e| Failure::new(Outcome::CryptoFailure, e))?;
+            let (cert, key) = meshmail::tls::localhost_certificate()
+                .map_err(|e| Failure::new(Outcome::CryptoFailure, e))?;
             std::fs::create_dir_all(&out).map_err(|e| Failure::new(Outcome::Io, e))?;
             meshmail::keys::account::write_new(&out.join("cert.pem"), cert.as_bytes(), 0o644)?;
             meshmail::keys::account::write_new(&out.join("key.pem"), key.as_bytes(), 0o600)?;
-            println!("wrote {0}/cert.pem and {0}/key.pem (localhost, 127.0.0.1)", out.display());
+            println!(
+                "wrote {0}/cert.pem and {0}/key.pem (localhost, 127.0.0.1)",
+                out.display()
+            );
             Ok(())
         }
         Command::CheckConfig { file } => {

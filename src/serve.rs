@@ -33,14 +33,18 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
         .clone()
         .ok_or_else(|| ServeError::Config("no [smtp] section: nothing to serve".into()))?;
     let accounts = load_accounts(&config, default_home)?;
-    let store_home = config.home.clone().or_else(|| accounts.values().next().map(|(h, _)| h.clone()));
+    let store_home = config
+        .home
+        .clone()
+        .or_else(|| accounts.values().next().map(|(h, _)| h.clone()));
     let resolver = crate::policy::PolicyResolver::new(&config.resolver_settings(store_home))
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let tls = match &config.tls {
         Some(t) => Some(crate::tls::acceptor(&t.cert, &t.key).map_err(ServeError::Config)?),
         None => None,
     };
-    let upstream_tls = crate::tls::client_config(smtp.upstream_ca.as_deref()).map_err(ServeError::Config)?;
+    let upstream_tls =
+        crate::tls::client_config(smtp.upstream_ca.as_deref()).map_err(ServeError::Config)?;
     let hostname = smtp.hostname.clone().unwrap_or_else(|| "localhost".into());
     let ctx = Arc::new(SmtpContext {
         hostname: hostname.clone(),
@@ -55,7 +59,10 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
             hello_name: hostname,
         },
         tls,
-        accounts: accounts.into_iter().map(|(user, (_, acct))| (user, acct)).collect(),
+        accounts: accounts
+            .into_iter()
+            .map(|(user, (_, acct))| (user, acct))
+            .collect(),
         sign: config.sign.unwrap_or(true),
         in_flight: crate::smtp::server::InFlight::new(config.limits.max_bytes_in_flight),
         connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
@@ -68,22 +75,31 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
             addr: addr.to_string(),
             reason: e.to_string(),
         })?;
-        std_listener.set_nonblocking(true).map_err(|e| ServeError::Listen {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| ServeError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
         let listener = TcpListener::from_std(std_listener).map_err(|e| ServeError::Listen {
             addr: addr.to_string(),
             reason: e.to_string(),
         })?;
         tracing::info!(%addr, implicit_tls = implicit, "SMTP listening");
-        tasks.push(tokio::spawn(run_listener(listener, ctx.clone(), implicit, shutdown.clone())));
+        tasks.push(tokio::spawn(run_listener(
+            listener,
+            ctx.clone(),
+            implicit,
+            shutdown.clone(),
+        )));
         Ok(())
     };
     bind(smtp.listen, false)?;
     if let Some(addr) = smtp.listen_implicit_tls {
         if ctx.tls.is_none() {
-            return Err(ServeError::Config("listen_implicit_tls needs a [tls] certificate".into()));
+            return Err(ServeError::Config(
+                "listen_implicit_tls needs a [tls] certificate".into(),
+            ));
         }
         bind(addr, true)?;
     }
@@ -123,11 +139,9 @@ fn load_accounts(
 ) -> Result<HashMap<String, (PathBuf, Arc<MappedAccount>)>, ServeError> {
     let mut list: Vec<AccountConfig> = config.accounts.clone();
     if let Some(user) = &config.upstream_user {
-        let home = config
-            .home
-            .clone()
-            .or(default_home)
-            .ok_or_else(|| ServeError::Config("no home for the account (home, --home or MESHMAIL_HOME)".into()))?;
+        let home = config.home.clone().or(default_home).ok_or_else(|| {
+            ServeError::Config("no home for the account (home, --home or MESHMAIL_HOME)".into())
+        })?;
         list.insert(
             0,
             AccountConfig {
@@ -172,7 +186,10 @@ fn load_accounts(
 }
 
 /// A passphrase from a file (e.g. systemd-creds) or an inherited descriptor.
-pub fn read_passphrase(file: Option<&Path>, fd: Option<u32>) -> Result<Option<SecretString>, KeyError> {
+pub fn read_passphrase(
+    file: Option<&Path>,
+    fd: Option<u32>,
+) -> Result<Option<SecretString>, KeyError> {
     let path = match (file, fd) {
         (Some(f), _) => f.to_owned(),
         (None, Some(fd)) => PathBuf::from(format!("/proc/self/fd/{fd}")),

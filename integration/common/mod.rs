@@ -304,3 +304,6 @@ impl Drop for HttpsServer {
         let _ = self.child.wait();
     }
 }
+
+pub mod gpg;
+pub mod mail;

@@ -21,7 +21,8 @@
 #   BASE+60  NOT opened here: relay target for sink.test
 #            (e.g. `/usr/sbin/smtp-sink -c 127.0.0.1:$((BASE+60)) 100 &`)
 #
-# Users: alice, bob, carol, dave @example.test, password "secret" each
+# Users: alice, bob, carol, dave, erin, frank @example.test (env USERS overrides),
+# password "secret" each
 # (IMAP/POP3/SMTP AUTH login name is the local part, e.g. "alice";
 # "alice@example.test" works too).
 #
@@ -83,7 +84,7 @@ PORT_POP3S=$((BASE + 95))
 PORT_SINK=$((BASE + 60))
 ALL_PORTS="$PORT_SMTP $PORT_SUBMISSION $PORT_SUBMISSIONS $PORT_LMTP $PORT_IMAP $PORT_IMAPS $PORT_POP3 $PORT_POP3S"
 
-USERS="alice bob carol dave"
+USERS="${USERS:-alice bob carol dave erin frank}"
 PASSWORD="secret"
 
 mkdir -p "$ROOT"
@@ -129,7 +130,12 @@ chmod 0755 "$PF_CONF" "$PF_QUEUE" "$DV" "$DV/state"
 # data_directory: owned by postfix, 0700.
 chown postfix:postfix "$PF_DATA"
 chmod 0700 "$PF_DATA"
-# base_dir: Dovecot's master creates its sockets here (login/ etc.).
+# base_dir: Dovecot's master creates its sockets here (login/ etc.).  Start
+# from an empty one: Dovecot leaves its unix sockets behind on shutdown, and a
+# stale anvil-auth-penalty socket costs 5 s (see auth_failure_delay below).
+# Safe: stop.sh above has ended every process of this instance.
+rm -rf "$DV/run"
+mkdir -p "$DV/run"
 chown root:root "$DV/run"
 chmod 0755 "$DV/run"
 
@@ -225,9 +231,23 @@ ssl_key = <$TLS/key.pem
 # Plaintext LOGIN/USER+PASS allowed without TLS (tests use both).
 disable_plaintext_auth = no
 auth_mechanisms = plain login
-# Failed logins normally wait 2 s before the reply; tests that check wrong
-# passwords (IMAP, POP3, and SMTP AUTH via Postfix) would crawl.
+# Failed logins normally wait 2 s before the reply, and anvil's "auth
+# penalty" then grows the delay per client IP up to 15 s (measured: 4.5 s on
+# the 2nd wrong password).  Everything here comes from 127.0.0.1, so tests
+# that check wrong passwords (IMAP, POP3, and SMTP AUTH via Postfix) would
+# crawl and slow down unrelated tests (login_trusted_networks=127.0.0.0/8
+# does NOT avoid it in 2.3.19: measured 15 s for IMAP and 10 s for SMTP AUTH
+# with it set).  auth_failure_delay off, and the penalty disabled the
+# documented way: mode 0 on anvil's anvil-auth-penalty listener.  The socket
+# file must then not exist at all (ENOENT = silently disabled); a stale one
+# left by an earlier run makes the auth process retry it for 5 s (ECONNREFUSED)
+# -- start.sh therefore empties base_dir before every start.
 auth_failure_delay = 0
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
 
 mail_location = maildir:~/Maildir
 mail_fsync = never
@@ -436,11 +456,20 @@ dump_logs() {
   } >&2
 }
 
-if ! dovecot -c "$DV/dovecot.conf" >&2; then
+# The daemons must NOT inherit our stdout/stderr: the Dovecot master keeps
+# them open, so a caller that reads start.sh's output through a pipe (e.g.
+# Rust's Command::output()) would wait for EOF forever.  Their start-up
+# messages go to ROOT/startup.log instead (shown on failure).
+STARTUP_LOG="$ROOT/startup.log"
+: > "$STARTUP_LOG"
+if ! dovecot -c "$DV/dovecot.conf" </dev/null >>"$STARTUP_LOG" 2>&1; then
+  cat "$STARTUP_LOG" >&2
   dump_logs
+  "$HERE/stop.sh" "$ROOT" >&2 || true
   die "dovecot failed to start"
 fi
-if ! postfix -c "$PF_CONF" start >&2; then
+if ! postfix -c "$PF_CONF" start </dev/null >>"$STARTUP_LOG" 2>&1; then
+  cat "$STARTUP_LOG" >&2
   dump_logs
   "$HERE/stop.sh" "$ROOT" >&2 || true
   die "postfix failed to start (an empty log usually means a main.cf path problem)"
@@ -451,7 +480,9 @@ for p in $ALL_PORTS; do
   until port_open "$p"; do
     if (( SECONDS >= deadline )); then
       log "timeout: port $p not accepting connections after 30 s"
+      cat "$STARTUP_LOG" >&2
       dump_logs
+      "$HERE/stop.sh" "$ROOT" >&2 || true   # leave no half-started instance
       exit 1
     fi
     sleep 0.1

@@ -87,16 +87,13 @@ fi
 pf_master="$(master_pid "$PF_PIDFILE" '/usr/lib/postfix/*')"
 dv_master="$(master_pid "$DV_PIDFILE" '/usr/sbin/dovecot*')"
 
-# Both stops run concurrently: Dovecot alone needs ~3 s to shut down.
-pf_stopper=""
+# Both masters are stopped concurrently, by SIGTERM to the PID from their pid
+# files.  That is exactly what "postfix -c ROOT/postfix stop" and
+# "doveadm -c ... stop" do, but "postfix stop" then polls in whole seconds
+# (sleep 1), which adds >= 1 s; polling ourselves every 0.1 s below is faster.
+# The Postfix master terminates its children itself; so does Dovecot's.
 if [ -n "$pf_master" ]; then
-  if [ -f "$ROOT/postfix/main.cf" ]; then
-    # "postfix stop" itself waits up to 5 s for the master to exit.
-    postfix -c "$ROOT/postfix" stop >&2 &
-    pf_stopper=$!
-  else
-    kill -TERM "$pf_master" 2>/dev/null || true
-  fi
+  kill -TERM "$pf_master" 2>/dev/null || true
 fi
 if [ -n "$dv_master" ]; then
   kill -TERM "$dv_master" 2>/dev/null || true
@@ -125,9 +122,6 @@ while :; do
   sleep 0.1
 done
 
-if [ -n "$pf_stopper" ]; then
-  wait "$pf_stopper" 2>/dev/null || true
-fi
 # Dovecot removes its own pid file; Postfix's stays (harmless, it is locked
 # only while the master runs).
 if [ -n "$pids" ]; then

@@ -6,11 +6,13 @@
 use super::smime::SmimeCert;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use aws_lc_rs::cipher::{EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey, AES_256};
-use aws_lc_rs::rsa::{OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
+use aws_lc_rs::rsa::{
+    OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256,
+};
 use rasn::types::{Any, ObjectIdentifier, OctetString, SetOf};
 use rasn_cms::{
-    AlgorithmIdentifier, AuthEnvelopedData, ContentInfo, EncryptedContentInfo, EnvelopedData, IssuerAndSerialNumber,
-    KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
+    AlgorithmIdentifier, AuthEnvelopedData, ContentInfo, EncryptedContentInfo, EnvelopedData,
+    IssuerAndSerialNumber, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
 };
 use thiserror::Error;
 
@@ -34,9 +36,10 @@ const OID_AES256_GCM: &[u32] = &[2, 16, 840, 1, 101, 3, 4, 1, 46];
 
 /// DER of RSAES-OAEP-params with SHA-256 and MGF1(SHA-256) (RFC 4055 §4.1).
 const OAEP_SHA256_PARAMS: &[u8] = &[
-    0x30, 0x2f, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
-    0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30, 0x0d, 0x06, 0x09,
-    0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
+    0x30, 0x2f, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+    0x01, 0x05, 0x00, 0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+    0x01, 0x08, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00,
 ];
 /// DER NULL.
 const NULL: &[u8] = &[0x05, 0x00];
@@ -62,18 +65,27 @@ pub fn encrypt(content: &[u8], recipients: &[SmimeCert], gcm: bool) -> Result<Ve
     aws_lc_rs::rand::fill(cek.as_mut()).map_err(|_| CmsError::Encrypt("no randomness".into()))?;
     let mut infos = Vec::with_capacity(recipients.len());
     for cert in recipients {
-        infos.push(RecipientInfo::KeyTransRecipientInfo(key_trans(cert, cek.as_ref(), gcm)?));
+        infos.push(RecipientInfo::KeyTransRecipientInfo(key_trans(
+            cert,
+            cek.as_ref(),
+            gcm,
+        )?));
     }
     let err = |e: rasn::error::EncodeError| CmsError::Encrypt(e.to_string());
     let (content_type, inner) = if gcm {
         let mut nonce = [0u8; 12];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| CmsError::Encrypt("no randomness".into()))?;
         let key = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, cek.as_ref()).map_err(|_| CmsError::Encrypt("AES key".into()))?,
+            UnboundKey::new(&AES_256_GCM, cek.as_ref())
+                .map_err(|_| CmsError::Encrypt("AES key".into()))?,
         );
         let mut data = content.to_vec();
         let tag = key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut data,
+            )
             .map_err(|_| CmsError::Encrypt("AES-GCM".into()))?;
         // GCMParameters ::= SEQUENCE { aes-nonce OCTET STRING (12), aes-ICVlen INTEGER 16 }
         let mut params = vec![0x30, 0x11, 0x04, 0x0c];
@@ -92,12 +104,16 @@ pub fn encrypt(content: &[u8], recipients: &[SmimeCert], gcm: bool) -> Result<Ve
             mac: OctetString::from(tag.as_ref().to_vec()),
             unauth_attrs: None,
         };
-        (OID_AUTH_ENVELOPED_DATA, rasn::der::encode(&auth).map_err(err)?)
+        (
+            OID_AUTH_ENVELOPED_DATA,
+            rasn::der::encode(&auth).map_err(err)?,
+        )
     } else {
         let mut iv = [0u8; 16];
         aws_lc_rs::rand::fill(&mut iv).map_err(|_| CmsError::Encrypt("no randomness".into()))?;
         let key = PaddedBlockEncryptingKey::cbc_pkcs7(
-            UnboundCipherKey::new(&AES_256, cek.as_ref()).map_err(|_| CmsError::Encrypt("AES key".into()))?,
+            UnboundCipherKey::new(&AES_256, cek.as_ref())
+                .map_err(|_| CmsError::Encrypt("AES key".into()))?,
         )
         .map_err(|_| CmsError::Encrypt("AES-CBC".into()))?;
         let mut data = content.to_vec();
@@ -131,9 +147,11 @@ fn key_trans(cert: &SmimeCert, cek: &[u8], oaep: bool) -> Result<KeyTransRecipie
         rasn::der::decode(cert.der()).map_err(|e| CmsError::Certificate(e.to_string()))?;
     let spki = rasn::der::encode(&parsed.tbs_certificate.subject_public_key_info)
         .map_err(|e| CmsError::Certificate(e.to_string()))?;
-    let public = PublicEncryptingKey::from_der(&spki).map_err(|e| CmsError::Certificate(e.to_string()))?;
+    let public =
+        PublicEncryptingKey::from_der(&spki).map_err(|e| CmsError::Certificate(e.to_string()))?;
     let (encrypted, algorithm) = if oaep {
-        let key = OaepPublicEncryptingKey::new(public).map_err(|_| CmsError::Certificate("RSA key".into()))?;
+        let key = OaepPublicEncryptingKey::new(public)
+            .map_err(|_| CmsError::Certificate("RSA key".into()))?;
         let mut out = vec![0u8; key.ciphertext_size()];
         let n = key
             .encrypt(&OAEP_SHA256_MGF1SHA256, cek, &mut out, None)
@@ -142,7 +160,8 @@ fn key_trans(cert: &SmimeCert, cek: &[u8], oaep: bool) -> Result<KeyTransRecipie
         out.truncate(n);
         (out, alg(OID_RSAES_OAEP, Some(OAEP_SHA256_PARAMS.to_vec())))
     } else {
-        let key = Pkcs1PublicEncryptingKey::new(public).map_err(|_| CmsError::Certificate("RSA key".into()))?;
+        let key = Pkcs1PublicEncryptingKey::new(public)
+            .map_err(|_| CmsError::Certificate("RSA key".into()))?;
         let mut out = vec![0u8; key.ciphertext_size()];
         let n = key
             .encrypt(cek, &mut out)

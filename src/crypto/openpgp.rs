@@ -121,7 +121,11 @@ pub enum OpenPgpError {
 /// Encrypts `plain` to every live transport-encryption key of `recipients` (SEIPDv1 when a
 /// recipient asks for it, as GnuPG 2.2 needs), signing it with `signer` when given, and
 /// returns an ASCII-armored OpenPGP message.
-pub fn encrypt(plain: &[u8], recipients: &[Cert], signer: Option<&Cert>) -> Result<Vec<u8>, OpenPgpError> {
+pub fn encrypt(
+    plain: &[u8],
+    recipients: &[Cert],
+    signer: Option<&Cert>,
+) -> Result<Vec<u8>, OpenPgpError> {
     use sq::armor;
     use sq::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Signer};
     use std::io::Write;
@@ -165,14 +169,24 @@ pub fn encrypt(plain: &[u8], recipients: &[Cert], signer: Option<&Cert>) -> Resu
     let mut sink = Vec::with_capacity(plain.len() * 4 / 3 + 1024);
     {
         let message = Message::new(&mut sink);
-        let message = Armorer::new(message).kind(armor::Kind::Message).build().map_err(err)?;
-        let message = Encryptor::for_recipients(message, keys).build().map_err(err)?;
+        let message = Armorer::new(message)
+            .kind(armor::Kind::Message)
+            .build()
+            .map_err(err)?;
+        let message = Encryptor::for_recipients(message, keys)
+            .build()
+            .map_err(err)?;
         let message = match keypair {
-            Some(kp) => Signer::new(message, kp).map_err(err)?.build().map_err(err)?,
+            Some(kp) => Signer::new(message, kp)
+                .map_err(err)?
+                .build()
+                .map_err(err)?,
             None => message,
         };
         let mut literal = LiteralWriter::new(message).build().map_err(err)?;
-        literal.write_all(plain).map_err(|e| OpenPgpError::Encrypt(e.to_string()))?;
+        literal
+            .write_all(plain)
+            .map_err(|e| OpenPgpError::Encrypt(e.to_string()))?;
         literal.finalize().map_err(err)?;
     }
     Ok(sink)
@@ -184,12 +198,17 @@ pub fn message_recipients(message: &[u8]) -> Result<Vec<Option<String>>, OpenPgp
     use sq::parse::{PacketParser, PacketParserResult};
     use sq::Packet;
     let mut out = Vec::new();
-    let mut ppr = PacketParser::from_bytes(message).map_err(|e| OpenPgpError::Parse(e.to_string()))?;
+    let mut ppr =
+        PacketParser::from_bytes(message).map_err(|e| OpenPgpError::Parse(e.to_string()))?;
     while let PacketParserResult::Some(pp) = ppr {
         match &pp.packet {
             Packet::PKESK(pkesk) => {
                 let handle = pkesk.recipient();
-                out.push(handle.map(|h| h.to_hex()).filter(|h| !h.chars().all(|c| c == '0')));
+                out.push(
+                    handle
+                        .map(|h| h.to_hex())
+                        .filter(|h| !h.chars().all(|c| c == '0')),
+                );
             }
             // The encrypted data follows the PKESKs: nothing more to learn without the key.
             Packet::SEIP(_) => break,

@@ -33,9 +33,15 @@ pub enum SealError {
 #[derive(Debug, Clone)]
 pub enum SealRequest {
     /// PGP/MIME to these certificates, signed with `signer` (a certificate with secrets).
-    PgpMime { recipients: Vec<Cert>, signer: Option<Cert> },
+    PgpMime {
+        recipients: Vec<Cert>,
+        signer: Option<Box<Cert>>,
+    },
     /// S/MIME to these certificates; AuthEnvelopedData (AES-GCM, RSA-OAEP) when `gcm`.
-    Smime { recipients: Vec<SmimeCert>, gcm: bool },
+    Smime {
+        recipients: Vec<SmimeCert>,
+        gcm: bool,
+    },
 }
 
 /// A complete message whose content is encrypted to the recipients it is meant for.
@@ -56,7 +62,7 @@ pub fn seal(message: &[u8], request: &SealRequest) -> Result<Sealed, SealError> 
     let protected = Protected::of(&parsed);
     let bytes = match request {
         SealRequest::PgpMime { recipients, signer } => {
-            let armored = openpgp::encrypt(&protected.inner, recipients, signer.as_ref())?;
+            let armored = openpgp::encrypt(&protected.inner, recipients, signer.as_deref())?;
             pgp_mime(&protected.outer, &armored)
         }
         SealRequest::Smime { recipients, gcm } => {
@@ -80,7 +86,8 @@ pub fn already_encrypted(message: &[u8]) -> Option<AlreadyEncrypted> {
     let ct = parsed.field("content-type")?.value.to_ascii_lowercase();
     if ct.starts_with("multipart/encrypted") && ct.contains("application/pgp-encrypted") {
         Some(AlreadyEncrypted::PgpMime)
-    } else if (ct.starts_with("application/pkcs7-mime") || ct.starts_with("application/x-pkcs7-mime"))
+    } else if (ct.starts_with("application/pkcs7-mime")
+        || ct.starts_with("application/x-pkcs7-mime"))
         && (ct.contains("enveloped-data") || ct.contains("authenveloped-data"))
     {
         Some(AlreadyEncrypted::Smime)
@@ -96,7 +103,11 @@ pub fn verify_sealed(message: &[u8], required: &[Cert]) -> Result<Sealed, SealEr
     match already_encrypted(message) {
         Some(AlreadyEncrypted::PgpMime) => {}
         Some(AlreadyEncrypted::Smime) => return Err(SealError::UncheckableSmime),
-        None => return Err(SealError::Mime(MimeError::Structure("not encrypted".into()))),
+        None => {
+            return Err(SealError::Mime(MimeError::Structure(
+                "not encrypted".into(),
+            )))
+        }
     }
     let parsed = mail_parser::MessageParser::default()
         .parse(message)

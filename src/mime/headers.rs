@@ -59,18 +59,27 @@ impl<'a> ParsedMessage<'a> {
                 match fields.last_mut() {
                     Some(f) => {
                         f.raw.extend_from_slice(line);
-                        f.value.push_str(&String::from_utf8_lossy(line).replace("\r\n", ""));
+                        f.value
+                            .push_str(&String::from_utf8_lossy(line).replace("\r\n", ""));
                     }
-                    None => return Err(MimeError::NotAField(String::from_utf8_lossy(line).into_owned())),
+                    None => {
+                        return Err(MimeError::NotAField(
+                            String::from_utf8_lossy(line).into_owned(),
+                        ))
+                    }
                 }
                 continue;
             }
             let text = String::from_utf8_lossy(line);
             let Some((name, value)) = text.split_once(':') else {
-                return Err(MimeError::NotAField(text.trim_end().chars().take(60).collect()));
+                return Err(MimeError::NotAField(
+                    text.trim_end().chars().take(60).collect(),
+                ));
             };
             if name.is_empty() || name.contains(' ') {
-                return Err(MimeError::NotAField(text.trim_end().chars().take(60).collect()));
+                return Err(MimeError::NotAField(
+                    text.trim_end().chars().take(60).collect(),
+                ));
             }
             fields.push(HeaderField {
                 name: name.to_owned(),
@@ -117,7 +126,11 @@ fn split_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
         if rest.is_empty() {
             return None;
         }
-        let end = rest.iter().position(|&b| b == b'\n').map(|i| i + 1).unwrap_or(rest.len());
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(rest.len());
         let (line, tail) = rest.split_at(end);
         rest = tail;
         Some(line)

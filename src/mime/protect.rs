@@ -40,12 +40,17 @@ impl Protected {
         let is_content = |f: &HeaderField| f.name.to_ascii_lowercase().starts_with("content-");
         let mut outer = Vec::new();
         let mut hp_outer = Vec::new();
-        for f in message.fields.iter().filter(|f| OUTER_FIELDS.iter().any(|n| f.is(n))) {
+        for f in message
+            .fields
+            .iter()
+            .filter(|f| OUTER_FIELDS.iter().any(|n| f.is(n)))
+        {
             outer.extend_from_slice(&f.raw);
             hp_outer.extend_from_slice(format!("HP-Outer: {}: {}\r\n", f.name, f.value).as_bytes());
         }
         outer.extend_from_slice(format!("Subject: {PLACEHOLDER_SUBJECT}\r\n").as_bytes());
-        hp_outer.extend_from_slice(format!("HP-Outer: Subject: {PLACEHOLDER_SUBJECT}\r\n").as_bytes());
+        hp_outer
+            .extend_from_slice(format!("HP-Outer: Subject: {PLACEHOLDER_SUBJECT}\r\n").as_bytes());
 
         let mut inner = Vec::with_capacity(message.raw.len() + 512);
         let content_type = message
@@ -53,9 +58,14 @@ impl Protected {
             .map(|f| f.value.trim().trim_end_matches(';').to_owned())
             .unwrap_or_else(|| "text/plain; charset=us-ascii".to_owned());
         inner.extend_from_slice(
-            format!("Content-Type: {content_type}; protected-headers=\"v1\"; hp=\"cipher\"\r\n").as_bytes(),
+            format!("Content-Type: {content_type}; protected-headers=\"v1\"; hp=\"cipher\"\r\n")
+                .as_bytes(),
         );
-        for f in message.fields.iter().filter(|f| is_content(f) && !f.is("content-type")) {
+        for f in message
+            .fields
+            .iter()
+            .filter(|f| is_content(f) && !f.is("content-type"))
+        {
             inner.extend_from_slice(&f.raw);
         }
         for f in &message.fields {
@@ -101,7 +111,11 @@ pub fn pgp_mime(outer: &[u8], armored: &[u8]) -> Vec<u8> {
 /// An S/MIME message (RFC 8551 §3.3): `outer` fields, then application/pkcs7-mime with the
 /// base64 of the DER ContentInfo.
 pub fn smime_mime(outer: &[u8], der: &[u8], auth_enveloped: bool) -> Vec<u8> {
-    let smime_type = if auth_enveloped { "authEnveloped-data" } else { "enveloped-data" };
+    let smime_type = if auth_enveloped {
+        "authEnveloped-data"
+    } else {
+        "enveloped-data"
+    };
     let mut out = Vec::with_capacity(outer.len() + der.len() * 4 / 3 + 400);
     out.extend_from_slice(outer);
     out.extend_from_slice(
@@ -159,10 +173,16 @@ mod tests {
 
     #[test]
     fn pgp_mime_is_7bit_crlf() {
-        let out = pgp_mime(b"From: a@x\r\nSubject: [...]\r\n", b"-----BEGIN PGP MESSAGE-----\n\nabc\n-----END PGP MESSAGE-----\n");
+        let out = pgp_mime(
+            b"From: a@x\r\nSubject: [...]\r\n",
+            b"-----BEGIN PGP MESSAGE-----\n\nabc\n-----END PGP MESSAGE-----\n",
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.is_ascii());
-        assert!(!text.replace("\r\n", "").contains('\n'), "only CRLF line ends");
+        assert!(
+            !text.replace("\r\n", "").contains('\n'),
+            "only CRLF line ends"
+        );
         assert!(text.contains("protocol=\"application/pgp-encrypted\""));
         assert!(text.contains("\r\n-----END PGP MESSAGE-----\r\n\r\n--meshmail-"));
     }

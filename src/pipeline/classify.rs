@@ -13,7 +13,7 @@ pub enum Treatment {
     /// Plaintext (a plain address whose rule allows it).
     Plain,
     /// Encrypted to these keys in this format.
-    Encrypt(Encryption),
+    Encrypt(Box<Encryption>),
 }
 
 /// Keys and format for an encrypted recipient.
@@ -36,7 +36,11 @@ impl Encryption {
 
     /// Fingerprints of every key, for grouping recipients that get the same treatment.
     pub fn key_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.openpgp.iter().map(|c| c.fingerprint().to_hex()).collect();
+        let mut ids: Vec<String> = self
+            .openpgp
+            .iter()
+            .map(|c| c.fingerprint().to_hex())
+            .collect();
         ids.extend(self.smime.iter().map(|c| c.sha256_hex()));
         ids.sort();
         ids
@@ -85,14 +89,22 @@ pub async fn classify(
                 written: address.to_owned(),
                 routable: strong.routable(),
                 strong: true,
-                treatment: Treatment::Encrypt(Encryption {
+                treatment: Treatment::Encrypt(Box::new(Encryption {
                     format,
-                    openpgp: if format == Format::PgpMime { verified.openpgp_certs().to_vec() } else { Vec::new() },
-                    smime: if format.is_smime() { verified.smime_certs().to_vec() } else { Vec::new() },
+                    openpgp: if format == Format::PgpMime {
+                        verified.openpgp_certs().to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                    smime: if format.is_smime() {
+                        verified.smime_certs().to_vec()
+                    } else {
+                        Vec::new()
+                    },
                     escrow_openpgp: verified.escrow_openpgp().to_vec(),
                     escrow_smime: verified.escrow_smime().to_vec(),
                     policy: Some(verified),
-                }),
+                })),
             })
         }
         MailAddress::Plain(plain) => {
@@ -111,14 +123,14 @@ pub async fn classify(
                     written: plain.clone(),
                     routable: plain.clone(),
                     strong: false,
-                    treatment: Treatment::Encrypt(Encryption {
+                    treatment: Treatment::Encrypt(Box::new(Encryption {
                         format: Format::PgpMime,
                         openpgp: vec![cert],
                         smime: Vec::new(),
                         escrow_openpgp: Vec::new(),
                         escrow_smime: Vec::new(),
                         policy: None,
-                    }),
+                    })),
                 }),
                 // Opportunistic never refuses: no key (or no answer) means plaintext.
                 Ok(None) | Err(_) if rule == EncryptRule::Opportunistic => Ok(plain_copy()),

@@ -6,7 +6,9 @@
 //! whose policy declares escrow certificates, which are added to that copy only.
 
 use super::classify::{Classified, Encryption, Treatment};
-use crate::crypto::seal::{self, already_encrypted, AlreadyEncrypted, SealError, SealRequest, Sealed};
+use crate::crypto::seal::{
+    self, already_encrypted, AlreadyEncrypted, SealError, SealRequest, Sealed,
+};
 use crate::crypto::smime::SmimeCert;
 use crate::mime::ParsedMessage;
 use crate::policy::Format;
@@ -67,19 +69,27 @@ impl PlanError {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum GroupKey {
     Plain,
-    Encrypted { format: &'static str, keys: Vec<String> },
+    Encrypted {
+        format: &'static str,
+        keys: Vec<String>,
+    },
     /// A copy of its own (Bcc or escrow), by recipient index.
     Own(usize),
 }
 
 /// Plans the copies of `message` for `rcpts`. CPU work (encryption): call it on a blocking
 /// thread.
-pub fn plan_copies(message: &[u8], rcpts: &[Classified], sender: &SenderKeys) -> Result<Vec<Copy>, PlanError> {
+pub fn plan_copies(
+    message: &[u8],
+    rcpts: &[Classified],
+    sender: &SenderKeys,
+) -> Result<Vec<Copy>, PlanError> {
     let visible = ParsedMessage::parse(message)
         .map(|p| p.visible_recipients())
         .unwrap_or_default();
     let is_bcc = |r: &Classified| {
-        !visible.contains(&r.routable.to_lowercase()) && !visible.contains(&r.written.to_lowercase())
+        !visible.contains(&r.routable.to_lowercase())
+            && !visible.contains(&r.written.to_lowercase())
     };
 
     let mut groups: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
@@ -104,7 +114,7 @@ pub fn plan_copies(message: &[u8], rcpts: &[Classified], sender: &SenderKeys) ->
         let encryptions: Vec<&Encryption> = members
             .iter()
             .filter_map(|&i| match &rcpts[i].treatment {
-                Treatment::Encrypt(e) => Some(e),
+                Treatment::Encrypt(e) => Some(e.as_ref()),
                 Treatment::Plain => None,
             })
             .collect();
@@ -117,8 +127,13 @@ pub fn plan_copies(message: &[u8], rcpts: &[Classified], sender: &SenderKeys) ->
             continue;
         };
         if let Some(kind) = client_sealed {
-            let required: Vec<Cert> = encryptions.iter().flat_map(|e| e.openpgp.iter().cloned()).collect();
-            if kind == AlreadyEncrypted::Smime || encryptions.iter().any(|e| e.format != Format::PgpMime) {
+            let required: Vec<Cert> = encryptions
+                .iter()
+                .flat_map(|e| e.openpgp.iter().cloned())
+                .collect();
+            if kind == AlreadyEncrypted::Smime
+                || encryptions.iter().any(|e| e.format != Format::PgpMime)
+            {
                 return Err(SealError::UncheckableSmime.into());
             }
             copies.push(Copy {
@@ -139,7 +154,7 @@ pub fn plan_copies(message: &[u8], rcpts: &[Classified], sender: &SenderKeys) ->
                 dedup_certs(&mut recipients);
                 SealRequest::PgpMime {
                     recipients,
-                    signer: sender.signer.clone(),
+                    signer: sender.signer.clone().map(Box::new),
                 }
             }
             Format::Smime | Format::SmimeGcm => {

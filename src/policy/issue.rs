@@ -19,6 +19,16 @@ pub fn sign_account_policy(
     key: &Ed25519KeyPair,
     validity: Duration,
 ) -> Result<String, KeyError> {
+    sign_account_policy_with(account, key, validity, &[Format::PgpMime, Format::Smime])
+}
+
+/// As [`sign_account_policy`], with the formats in the account's order of preference.
+pub fn sign_account_policy_with(
+    account: &Account,
+    key: &Ed25519KeyPair,
+    validity: Duration,
+    formats: &[Format],
+) -> Result<String, KeyError> {
     let validity = validity.clamp(Duration::days(1), MAX_VALIDITY);
     // Whole seconds: RFC 3339 text round-trips exactly.
     let now = OffsetDateTime::now_utc()
@@ -31,7 +41,7 @@ pub fn sign_account_policy(
         created: now,
         expires: now + validity,
         encryption: "required".into(),
-        formats: vec![Format::PgpMime.name().into(), Format::Smime.name().into()],
+        formats: formats.iter().map(|f| f.name().to_owned()).collect(),
         openpgp: Some(BASE64.encode(&crate::crypto::openpgp::public_bytes(&cert))),
         smime: Some(BASE64.encode(&account.smime_cert_der()?)),
         escrow: None,

@@ -234,7 +234,11 @@ impl PolicyResolver {
         }
     }
 
-    async fn resolve_cert(&self, address: &StrongAddress, fpr: &[u8]) -> Result<Verified, ResolveFailure> {
+    async fn resolve_cert(
+        &self,
+        address: &StrongAddress,
+        fpr: &[u8],
+    ) -> Result<Verified, ResolveFailure> {
         let now = OffsetDateTime::now_utc();
         let mut found = Findings::default();
         let mut certs: Vec<(Cert, Source)> = Vec::new();
@@ -336,7 +340,8 @@ impl PolicyResolver {
         let matching = |bytes: &[u8], found: &mut Findings, label: &str| -> Vec<Cert> {
             match openpgp::parse_certs(bytes) {
                 Ok(list) => {
-                    let (good, other): (Vec<Cert>, Vec<Cert>) = list.into_iter().partition(|c| wanted(c));
+                    let (good, other): (Vec<Cert>, Vec<Cert>) =
+                        list.into_iter().partition(|c| wanted(c));
                     if good.is_empty() && !other.is_empty() {
                         found.refused(label, PolicyRefusal::CertificateMismatch);
                     }
@@ -349,12 +354,17 @@ impl PolicyResolver {
             }
         };
 
-        let local_hash = data_encoding::HEXLOWER.encode(&digest(&SHA256, local.as_bytes()).as_ref()[..28]);
+        let local_hash =
+            data_encoding::HEXLOWER.encode(&digest(&SHA256, local.as_bytes()).as_ref()[..28]);
         let name = format!("{local_hash}._openpgpkey.{domain}");
         match self.dns.openpgpkey(&name).await {
             Answer::Found(records) => {
                 for record in records {
-                    certs.extend(matching(&record, found, "DNS").into_iter().map(|c| (c, Source::Dns)));
+                    certs.extend(
+                        matching(&record, found, "DNS")
+                            .into_iter()
+                            .map(|c| (c, Source::Dns)),
+                    );
                 }
             }
             Answer::Nothing => found.refused("DNS", "no OPENPGPKEY record"),

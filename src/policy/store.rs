@@ -90,11 +90,7 @@ impl LocalStore {
                     continue;
                 };
                 if let Ok(certs) = openpgp::parse_certs(&bytes) {
-                    found.extend(
-                        certs
-                            .into_iter()
-                            .filter(|c| wanted(c)),
-                    );
+                    found.extend(certs.into_iter().filter(|c| wanted(c)));
                 }
             }
         }

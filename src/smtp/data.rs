@@ -196,20 +196,33 @@ mod tests {
     // The smuggling vectors: each fake end must not end the data, and the data is refused.
     #[test]
     fn smuggling_payloads_are_refused_and_never_end_the_message() {
-        for fake in [&b"\n.\n"[..], b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r"] {
+        for fake in [
+            &b"\n.\n"[..],
+            b"\n.\r\n",
+            b"\r\n.\n",
+            b"\r.\r\n",
+            b"\r\n.\r",
+        ] {
             let mut input = b"Subject: first\r\n\r\nbody".to_vec();
             input.extend_from_slice(fake);
             input.extend_from_slice(b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\nDATA\r\nSubject: smuggled\r\n\r\nsecond\r\n.\r\n");
             let (msg, done) = whole(&input);
             assert_eq!(msg, Err(DataError::BareLineEnding), "{fake:?}");
-            assert_eq!(done, Some(input.len()), "{fake:?}: the whole input is one refused message");
+            assert_eq!(
+                done,
+                Some(input.len()),
+                "{fake:?}: the whole input is one refused message"
+            );
         }
     }
 
     #[test]
     fn limits() {
         let mut r = DataReceiver::new(10, 998);
-        assert_eq!(r.feed(b"0123456789abc\r\n.\r\n"), Progress::Done { consumed: 18 });
+        assert_eq!(
+            r.feed(b"0123456789abc\r\n.\r\n"),
+            Progress::Done { consumed: 18 }
+        );
         assert_eq!(r.finish(), Err(DataError::TooLarge));
         let mut r = DataReceiver::new(1 << 20, 5);
         assert!(matches!(r.feed(b"123456\r\n.\r\n"), Progress::Done { .. }));

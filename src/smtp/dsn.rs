@@ -24,7 +24,11 @@ pub fn build(hostname: &str, sender: &str, failed: &[Failed], original_headers: 
     let boundary = format!("meshmail-dsn-{id}");
     let mut human = String::new();
     for f in failed {
-        human.push_str(&format!("  {}: {}\r\n", f.recipient, f.reply.to_string().trim_end().replace("\r\n", " ")));
+        human.push_str(&format!(
+            "  {}: {}\r\n",
+            f.recipient,
+            f.reply.to_string().trim_end().replace("\r\n", " ")
+        ));
     }
     let mut machine = format!("Reporting-MTA: dns; {hostname}\r\nArrival-Date: {date}\r\n");
     for f in failed {
@@ -59,7 +63,10 @@ fn enhanced_status(reply: &Reply) -> String {
     }
     let first = reply.lines.first().map(String::as_str).unwrap_or("");
     let word = first.split_whitespace().next().unwrap_or("");
-    let looks_enhanced = word.split('.').count() == 3 && word.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    let looks_enhanced = word.split('.').count() == 3
+        && word
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
     if looks_enhanced {
         word.to_owned()
     } else if reply.code >= 500 {
@@ -79,7 +86,13 @@ mod tests {
             recipient: "bob@example.test".into(),
             reply: Reply::relayed(550, "5.1.1 <bob@example.test>: Recipient address rejected"),
         }];
-        let dsn = String::from_utf8(build("localhost", "alice@example.test", &failed, b"Subject: x\r\n")).unwrap();
+        let dsn = String::from_utf8(build(
+            "localhost",
+            "alice@example.test",
+            &failed,
+            b"Subject: x\r\n",
+        ))
+        .unwrap();
         assert!(dsn.contains("Final-Recipient: rfc822; bob@example.test\r\n"));
         assert!(dsn.contains("Status: 5.1.1\r\n"));
         assert!(dsn.contains("Action: failed\r\n"));

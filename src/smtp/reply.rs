@@ -28,7 +28,11 @@ impl Reply {
         Reply {
             code,
             enhanced: None,
-            lines: if lines.is_empty() { vec![String::new()] } else { lines },
+            lines: if lines.is_empty() {
+                vec![String::new()]
+            } else {
+                lines
+            },
         }
     }
 
@@ -88,14 +92,23 @@ mod tests {
 
     #[test]
     fn wire_forms() {
-        assert_eq!(Reply::new(250, "2.1.0", "OK").to_string(), "250 2.1.0 OK\r\n");
+        assert_eq!(
+            Reply::new(250, "2.1.0", "OK").to_string(),
+            "250 2.1.0 OK\r\n"
+        );
         let multi = Reply {
             code: 250,
             enhanced: None,
             lines: vec!["a".into(), "b".into()],
         };
         assert_eq!(multi.to_string(), "250-a\r\n250 b\r\n");
-        assert_eq!(Reply::new(550, "5.7.1", "x\r\ny").to_string(), "550 5.7.1 x  y\r\n");
-        assert_eq!(Reply::relayed(535, "5.7.8 Error: auth failed").to_string(), "535 5.7.8 Error: auth failed\r\n");
+        assert_eq!(
+            Reply::new(550, "5.7.1", "x\r\ny").to_string(),
+            "550 5.7.1 x  y\r\n"
+        );
+        assert_eq!(
+            Reply::relayed(535, "5.7.8 Error: auth failed").to_string(),
+            "535 5.7.8 Error: auth failed\r\n"
+        );
     }
 }

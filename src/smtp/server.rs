@@ -112,7 +112,10 @@ pub async fn run_listener(
     implicit_tls: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let loopback = listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
+    let loopback = listener
+        .local_addr()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false);
     loop {
         // The permit is taken before accept, so a flood waits in the kernel's backlog.
         let permit = tokio::select! {
@@ -136,7 +139,9 @@ pub async fn run_listener(
             let _permit = permit;
             let idle = Duration::from_secs(ctx.limits.idle_timeout_secs);
             let mut conn = if implicit_tls {
-                let Some(acceptor) = ctx.tls.clone() else { return };
+                let Some(acceptor) = ctx.tls.clone() else {
+                    return;
+                };
                 match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => Connection::new(Box::new(tls), idle, true),
                     _ => return,
@@ -148,12 +153,18 @@ pub async fn run_listener(
                 Ok(u) => u,
                 Err(e) => {
                     tracing::warn!(peer = %peer, error = %e, "upstream unavailable");
-                    let r = Reply::new(421, "4.4.0", "The mail server is unavailable; try again later");
+                    let r = Reply::new(
+                        421,
+                        "4.4.0",
+                        "The mail server is unavailable; try again later",
+                    );
                     let _ = conn.write(&r.to_wire()).await;
                     return;
                 }
             };
-            Session::new(conn, upstream, ctx, peer, loopback).run().await;
+            Session::new(conn, upstream, ctx, peer, loopback)
+                .run()
+                .await;
         });
     }
 }

@@ -75,7 +75,9 @@ impl Capabilities {
         // The first line is the greeting part of the EHLO reply ("host Hello ...").
         for line in lines.skip(1) {
             let mut words = line.split_whitespace();
-            let Some(keyword) = words.next() else { continue };
+            let Some(keyword) = words.next() else {
+                continue;
+            };
             match keyword.to_ascii_uppercase().as_str() {
                 "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
                 "SMTPUTF8" => caps.smtputf8 = true,
@@ -107,7 +109,9 @@ impl Upstream {
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let hello = ClientId::Domain(target.hello_name.clone());
-        let peer = tcp.peer_addr().map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let peer = tcp
+            .peer_addr()
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let stream: Box<dyn AsyncTokioStream> = match target.tls {
             UpstreamTls::None => Box::new(Wrapped::new(tcp, peer, None)),
             UpstreamTls::Implicit => {
@@ -118,20 +122,29 @@ impl Upstream {
                 let tcp = plaintext_starttls(tcp, &target.hello_name, t).await?;
                 let tls = handshake(target, tcp).await?;
                 // lettre expects a greeting; after STARTTLS there is none, so it is supplied.
-                Box::new(Wrapped::new(tls, peer, Some(b"220 TLS established\r\n".to_vec())))
+                Box::new(Wrapped::new(
+                    tls,
+                    peer,
+                    Some(b"220 TLS established\r\n".to_vec()),
+                ))
             }
         };
-        let conn = tokio::time::timeout(t, AsyncSmtpConnection::connect_with_transport(stream, &hello))
-            .await
-            .map_err(|_| UpstreamError::Connect("timed out in EHLO".into()))?
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let conn = tokio::time::timeout(
+            t,
+            AsyncSmtpConnection::connect_with_transport(stream, &hello),
+        )
+        .await
+        .map_err(|_| UpstreamError::Connect("timed out in EHLO".into()))?
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let mut upstream = Upstream {
             conn,
             caps: Capabilities::default(),
             timeout: t,
         };
         // lettre parses only a few extensions; read the whole EHLO reply once more.
-        let ehlo = upstream.command(&format!("EHLO {}", target.hello_name)).await?;
+        let ehlo = upstream
+            .command(&format!("EHLO {}", target.hello_name))
+            .await?;
         upstream.caps = Capabilities::parse(ehlo.lines.iter().map(String::as_str));
         Ok(upstream)
     }
@@ -161,7 +174,10 @@ impl Upstream {
 
     fn reply(
         &mut self,
-        r: Result<Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>, tokio::time::error::Elapsed>,
+        r: Result<
+            Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
+            tokio::time::error::Elapsed,
+        >,
     ) -> Result<Reply, UpstreamError> {
         match r {
             Err(_) => Err(UpstreamError::Broken("timed out".into())),
@@ -171,13 +187,22 @@ impl Upstream {
                 Ok(Reply {
                     code,
                     enhanced: None,
-                    lines: if lines.is_empty() { vec![String::new()] } else { lines },
+                    lines: if lines.is_empty() {
+                        vec![String::new()]
+                    } else {
+                        lines
+                    },
                 })
             }
             Ok(Err(e)) => match e.status() {
                 Some(code) => {
-                    let text = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
-                    Ok(Reply::relayed(code.to_string().parse().unwrap_or(451), &text))
+                    let text = std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
+                    Ok(Reply::relayed(
+                        code.to_string().parse().unwrap_or(451),
+                        &text,
+                    ))
                 }
                 None => Err(UpstreamError::Broken(e.to_string())),
             },
@@ -212,21 +237,33 @@ async fn plaintext_starttls(
     let mut pending = Vec::new();
     let greeting = read_reply(&mut tcp, &mut pending, t).await?;
     if !greeting.starts_with("220") {
-        return Err(UpstreamError::Connect(format!("greeting: {}", greeting.trim())));
+        return Err(UpstreamError::Connect(format!(
+            "greeting: {}",
+            greeting.trim()
+        )));
     }
     write(&mut tcp, format!("EHLO {hello}\r\n").as_bytes(), t).await?;
     let ehlo = read_reply(&mut tcp, &mut pending, t).await?;
-    if !ehlo.lines().any(|l| l.get(4..).is_some_and(|k| k.trim().eq_ignore_ascii_case("STARTTLS"))) {
+    if !ehlo.lines().any(|l| {
+        l.get(4..)
+            .is_some_and(|k| k.trim().eq_ignore_ascii_case("STARTTLS"))
+    }) {
         return Err(UpstreamError::NoStartTls);
     }
     write(&mut tcp, b"STARTTLS\r\n", t).await?;
     let go = read_reply(&mut tcp, &mut pending, t).await?;
     if !go.starts_with("220") {
-        return Err(UpstreamError::Tls(format!("STARTTLS refused: {}", go.trim())));
+        return Err(UpstreamError::Tls(format!(
+            "STARTTLS refused: {}",
+            go.trim()
+        )));
     }
     if !pending.is_empty() {
         // Bytes after the 220 in plaintext: an injection attempt or a broken server.
-        tracing::warn!(bytes = pending.len(), "discarded plaintext the upstream sent after its STARTTLS reply");
+        tracing::warn!(
+            bytes = pending.len(),
+            "discarded plaintext the upstream sent after its STARTTLS reply"
+        );
     }
     Ok(tcp)
 }
@@ -239,7 +276,11 @@ async fn write(tcp: &mut TcpStream, bytes: &[u8], t: Duration) -> Result<(), Ups
 }
 
 /// Reads one (multi-line) reply; bytes after it stay in `pending`.
-async fn read_reply(tcp: &mut TcpStream, pending: &mut Vec<u8>, t: Duration) -> Result<String, UpstreamError> {
+async fn read_reply(
+    tcp: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    t: Duration,
+) -> Result<String, UpstreamError> {
     let mut reply = String::new();
     loop {
         while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
@@ -276,7 +317,11 @@ struct Wrapped<S> {
 
 impl<S> Wrapped<S> {
     fn new(inner: S, peer: std::net::SocketAddr, prefix: Option<Vec<u8>>) -> Wrapped<S> {
-        Wrapped { inner, peer, prefix }
+        Wrapped {
+            inner,
+            peer,
+            prefix,
+        }
     }
 }
 
@@ -287,7 +332,11 @@ impl<S> fmt::Debug for Wrapped<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Wrapped<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if let Some(prefix) = self.prefix.take() {
             let n = prefix.len().min(buf.remaining());
             buf.put_slice(&prefix[..n]);
@@ -301,7 +350,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Wrapped<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Wrapped<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

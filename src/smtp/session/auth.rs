@@ -65,22 +65,42 @@ fn identity(mechanism: &str, step: usize, response: &str) -> Identity {
 impl Session {
     pub(super) async fn auth(&mut self, flag: u64, initial: String) -> Next {
         if !self.greeted {
-            return self.reply_error(Reply::new(503, "5.5.1", "Send EHLO first")).await;
+            return self
+                .reply_error(Reply::new(503, "5.5.1", "Send EHLO first"))
+                .await;
         }
         if self.login.is_some() {
-            return self.reply_error(Reply::new(503, "5.5.1", "Already authenticated")).await;
+            return self
+                .reply_error(Reply::new(503, "5.5.1", "Already authenticated"))
+                .await;
         }
         if self.tx.is_some() {
-            return self.reply_error(Reply::new(503, "5.5.1", "AUTH not allowed during a mail transaction")).await;
+            return self
+                .reply_error(Reply::new(
+                    503,
+                    "5.5.1",
+                    "AUTH not allowed during a mail transaction",
+                ))
+                .await;
         }
         if !self.conn.tls && !self.loopback {
             return self
-                .reply_error(Reply::new(538, "5.7.11", "Encryption required: use STARTTLS before AUTH"))
+                .reply_error(Reply::new(
+                    538,
+                    "5.7.11",
+                    "Encryption required: use STARTTLS before AUTH",
+                ))
                 .await;
         }
-        let Some(mechanism) = mechanism_name(flag).filter(|m| self.offered_mechanisms().iter().any(|o| o == m)) else {
+        let Some(mechanism) =
+            mechanism_name(flag).filter(|m| self.offered_mechanisms().iter().any(|o| o == m))
+        else {
             return self
-                .reply_error(Reply::new(504, "5.5.4", "Unrecognized authentication mechanism"))
+                .reply_error(Reply::new(
+                    504,
+                    "5.5.4",
+                    "Unrecognized authentication mechanism",
+                ))
                 .await;
         };
         let mut user: Option<String> = None;
@@ -121,7 +141,9 @@ impl Session {
                 return Next::Close;
             }
             let response = match self.conn.read_line(self.ctx.limits.max_line).await {
-                Ok(l) => String::from_utf8_lossy(&l).trim_end_matches(['\r', '\n']).to_owned(),
+                Ok(l) => String::from_utf8_lossy(&l)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
                 Err(_) => return Next::Close,
             };
             if step == 0 || (mechanism == "LOGIN" && user.is_none()) {
@@ -162,9 +184,16 @@ mod tests {
 
     #[test]
     fn login_names() {
-        assert!(matches!(identity("PLAIN", 0, &b64("\0alice\0secret")), Identity::User(u) if u == "alice"));
-        assert!(matches!(identity("PLAIN", 0, &b64("alice\0alice\0secret")), Identity::User(u) if u == "alice"));
-        assert!(matches!(identity("PLAIN", 0, &b64("bob\0alice\0secret")), Identity::ForeignAuthzid));
+        assert!(
+            matches!(identity("PLAIN", 0, &b64("\0alice\0secret")), Identity::User(u) if u == "alice")
+        );
+        assert!(
+            matches!(identity("PLAIN", 0, &b64("alice\0alice\0secret")), Identity::User(u) if u == "alice")
+        );
+        assert!(matches!(
+            identity("PLAIN", 0, &b64("bob\0alice\0secret")),
+            Identity::ForeignAuthzid
+        ));
         assert!(matches!(identity("LOGIN", 0, &b64("alice")), Identity::User(u) if u == "alice"));
         assert!(matches!(
             identity("XOAUTH2", 0, &b64("user=alice@x\x01auth=Bearer t\x01\x01")),
@@ -174,6 +203,9 @@ mod tests {
             identity("OAUTHBEARER", 0, &b64("n,a=alice@x,\x01auth=Bearer t\x01\x01")),
             Identity::User(u) if u == "alice@x"
         ));
-        assert!(matches!(identity("PLAIN", 0, "not base64!"), Identity::Unknown));
+        assert!(matches!(
+            identity("PLAIN", 0, "not base64!"),
+            Identity::Unknown
+        ));
     }
 }

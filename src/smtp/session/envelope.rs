@@ -10,10 +10,14 @@ use smtp_proto::{MailFrom, RcptTo};
 impl Session {
     pub(super) async fn mail(&mut self, from: MailFrom<String>) -> Next {
         if !self.greeted {
-            return self.reply_error(Reply::new(503, "5.5.1", "Send EHLO first")).await;
+            return self
+                .reply_error(Reply::new(503, "5.5.1", "Send EHLO first"))
+                .await;
         }
         if self.tx.is_some() {
-            return self.reply_error(Reply::new(503, "5.5.1", "Nested MAIL command")).await;
+            return self
+                .reply_error(Reply::new(503, "5.5.1", "Nested MAIL command"))
+                .await;
         }
         let Some(up) = &self.upstream else {
             return self.upstream_gone().await;
@@ -22,19 +26,31 @@ impl Session {
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0 || !from.address.is_ascii();
         if smtputf8 && !caps.smtputf8 {
             return self
-                .reply_error(Reply::new(553, "5.6.7", "The mail server does not accept non-ASCII addresses"))
+                .reply_error(Reply::new(
+                    553,
+                    "5.6.7",
+                    "The mail server does not accept non-ASCII addresses",
+                ))
                 .await;
         }
         let max = self.ctx.max_size(&caps);
         if from.size > max {
             return self
-                .reply_error(Reply::new(552, "5.3.4", format!("Message too large: at most {max} bytes")))
+                .reply_error(Reply::new(
+                    552,
+                    "5.3.4",
+                    format!("Message too large: at most {max} bytes"),
+                ))
                 .await;
         }
         if let Some(account) = self.login.as_ref().and_then(|l| l.account.as_ref()) {
             if account.keys.is_none() {
                 return self
-                    .reply(Reply::new(451, "4.7.0", "meshmail's key store is locked; try again later"))
+                    .reply(Reply::new(
+                        451,
+                        "4.7.0",
+                        "meshmail's key store is locked; try again later",
+                    ))
                     .await;
             }
         }
@@ -77,11 +93,17 @@ impl Session {
 
     pub(super) async fn rcpt(&mut self, to: RcptTo<String>) -> Next {
         let Some(tx) = &self.tx else {
-            return self.reply_error(Reply::new(503, "5.5.1", "Send MAIL first")).await;
+            return self
+                .reply_error(Reply::new(503, "5.5.1", "Send MAIL first"))
+                .await;
         };
         if tx.rcpts.len() >= self.ctx.limits.max_recipients {
             return self
-                .reply_error(Reply::new(452, "4.5.3", "Too many recipients; send the rest in another message"))
+                .reply_error(Reply::new(
+                    452,
+                    "4.5.3",
+                    "Too many recipients; send the rest in another message",
+                ))
                 .await;
         }
         let Some(up) = &self.upstream else {
@@ -89,11 +111,17 @@ impl Session {
         };
         if !to.address.is_ascii() && !up.caps.smtputf8 {
             return self
-                .reply_error(Reply::new(553, "5.6.7", "The mail server does not accept non-ASCII addresses"))
+                .reply_error(Reply::new(
+                    553,
+                    "5.6.7",
+                    "The mail server does not accept non-ASCII addresses",
+                ))
                 .await;
         }
         let dsn_capable = up.caps.dsn;
-        let classified = match classify::classify(&self.ctx.resolver, &self.ctx.rules, &to.address).await {
+        let classified = match classify::classify(&self.ctx.resolver, &self.ctx.rules, &to.address)
+            .await
+        {
             Ok(c) => c,
             Err(refusal) => {
                 tracing::info!(peer = %self.peer, rcpt = %to.address, refusal = ?refusal, "recipient refused");
@@ -116,7 +144,10 @@ impl Session {
                 params.push_str(&format!(" NOTIFY={}", notify.join(",")));
             }
             // ORCPT carries the address as the sender wrote it: the strong address.
-            let original = to.orcpt.clone().unwrap_or_else(|| classified.written.clone());
+            let original = to
+                .orcpt
+                .clone()
+                .unwrap_or_else(|| classified.written.clone());
             if classified.strong || to.orcpt.is_some() {
                 params.push_str(&format!(" ORCPT=rfc822;{}", xtext(&original)));
             }
@@ -174,7 +205,11 @@ fn xtext(text: &str) -> String {
 
 fn refusal_reply(address: &str, refusal: Refusal) -> Reply {
     match refusal {
-        Refusal::BadAddress(e) => Reply::new(553, "5.1.3", format!("Bad fingerprint address {address}: {e}")),
+        Refusal::BadAddress(e) => Reply::new(
+            553,
+            "5.1.3",
+            format!("Bad fingerprint address {address}: {e}"),
+        ),
         Refusal::NoValidPolicy(why) => Reply::new(
             550,
             "5.7.1",

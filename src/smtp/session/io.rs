@@ -116,7 +116,9 @@ impl Connection {
         let plain = std::mem::replace(&mut self.stream, Box::new(placeholder));
         let tls = tokio::time::timeout(self.idle, acceptor.accept(plain))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??;
         self.stream = Box::new(tls);
         self.tls = true;
         Ok(())

@@ -79,7 +79,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(conn: Connection, upstream: Upstream, ctx: Arc<SmtpContext>, peer: SocketAddr, loopback: bool) -> Session {
+    pub fn new(
+        conn: Connection,
+        upstream: Upstream,
+        ctx: Arc<SmtpContext>,
+        peer: SocketAddr,
+        loopback: bool,
+    ) -> Session {
         Session {
             conn,
             upstream: Some(upstream),
@@ -95,7 +101,11 @@ impl Session {
 
     /// Runs the session to its end.
     pub async fn run(mut self) {
-        let greeting = Reply::new(220, "", format!("{} ESMTP meshmail ready", self.ctx.hostname));
+        let greeting = Reply::new(
+            220,
+            "",
+            format!("{} ESMTP meshmail ready", self.ctx.hostname),
+        );
         if self.conn.write(&greeting.to_wire()).await.is_err() {
             return;
         }
@@ -110,7 +120,9 @@ impl Session {
                     continue;
                 }
                 Err(ReadError::Idle) => {
-                    let _ = self.send(Reply::new(421, "4.4.2", "Idle too long, closing")).await;
+                    let _ = self
+                        .send(Reply::new(421, "4.4.2", "Idle too long, closing"))
+                        .await;
                     break;
                 }
                 Err(ReadError::Closed) | Err(ReadError::Io(_)) => break,
@@ -123,15 +135,13 @@ impl Session {
             match self.command(&line).await {
                 Next::Continue => {}
                 Next::Close => break,
-                Next::StartTls => {
-                    match self.start_tls().await {
-                        Ok(()) => {}
-                        Err(e) => {
-                            tracing::info!(peer = %self.peer, error = %e, "STARTTLS failed");
-                            return;
-                        }
+                Next::StartTls => match self.start_tls().await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::info!(peer = %self.peer, error = %e, "STARTTLS failed");
+                        return;
                     }
-                }
+                },
             }
         }
         if let Some(up) = self.upstream.take() {
@@ -145,27 +155,52 @@ impl Session {
             Ok(r) => r.into_owned(),
             Err(e) => {
                 let reply = match e {
-                    smtp_proto::Error::UnknownCommand => Reply::new(500, "5.5.1", "Command unrecognized"),
-                    smtp_proto::Error::InvalidSenderAddress => Reply::new(553, "5.1.7", "Sender address is not valid"),
-                    smtp_proto::Error::InvalidRecipientAddress => Reply::new(553, "5.1.3", "Recipient address is not valid"),
-                    smtp_proto::Error::SyntaxError { syntax } => Reply::new(501, "5.5.4", format!("Syntax: {syntax}")),
-                    smtp_proto::Error::InvalidParameter { param } => Reply::new(501, "5.5.4", format!("Invalid parameter {param}")),
-                    smtp_proto::Error::UnsupportedParameter { param } => Reply::new(504, "5.5.4", format!("Unsupported parameter {param}")),
+                    smtp_proto::Error::UnknownCommand => {
+                        Reply::new(500, "5.5.1", "Command unrecognized")
+                    }
+                    smtp_proto::Error::InvalidSenderAddress => {
+                        Reply::new(553, "5.1.7", "Sender address is not valid")
+                    }
+                    smtp_proto::Error::InvalidRecipientAddress => {
+                        Reply::new(553, "5.1.3", "Recipient address is not valid")
+                    }
+                    smtp_proto::Error::SyntaxError { syntax } => {
+                        Reply::new(501, "5.5.4", format!("Syntax: {syntax}"))
+                    }
+                    smtp_proto::Error::InvalidParameter { param } => {
+                        Reply::new(501, "5.5.4", format!("Invalid parameter {param}"))
+                    }
+                    smtp_proto::Error::UnsupportedParameter { param } => {
+                        Reply::new(504, "5.5.4", format!("Unsupported parameter {param}"))
+                    }
                     _ => Reply::new(500, "5.5.2", "Syntax error"),
                 };
-                return if self.fail(reply).await { Next::Close } else { Next::Continue };
+                return if self.fail(reply).await {
+                    Next::Close
+                } else {
+                    Next::Continue
+                };
             }
         };
         match request {
             Request::Ehlo { host } => self.ehlo(&host, true).await,
             Request::Helo { host } => self.ehlo(&host, false).await,
-            Request::Lhlo { .. } => self.reply_error(Reply::new(500, "5.5.1", "LHLO is for LMTP")).await,
+            Request::Lhlo { .. } => {
+                self.reply_error(Reply::new(500, "5.5.1", "LHLO is for LMTP"))
+                    .await
+            }
             Request::StartTls => self.starttls_command().await,
-            Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response).await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response).await,
             Request::Mail { from } => self.mail(from).await,
             Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => self.data().await,
-            Request::Bdat { .. } => self.reply_error(Reply::new(502, "5.5.1", "BDAT is not offered; use DATA")).await,
+            Request::Bdat { .. } => {
+                self.reply_error(Reply::new(502, "5.5.1", "BDAT is not offered; use DATA"))
+                    .await
+            }
             Request::Rset => {
                 self.reset_transaction().await;
                 self.reply(Reply::ok()).await
@@ -175,22 +210,36 @@ impl Session {
                 let _ = self.send(Reply::new(221, "2.0.0", "Bye")).await;
                 Next::Close
             }
-            Request::Vrfy { .. } => self.reply(Reply::new(252, "2.5.0", "Cannot VRFY; send and see")).await,
-            Request::Help { .. } => self.reply(Reply::new(214, "2.0.0", "meshmail: see RFC 5321")).await,
-            Request::Expn { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
-                self.reply_error(Reply::new(502, "5.5.1", "Command not implemented")).await
+            Request::Vrfy { .. } => {
+                self.reply(Reply::new(252, "2.5.0", "Cannot VRFY; send and see"))
+                    .await
+            }
+            Request::Help { .. } => {
+                self.reply(Reply::new(214, "2.0.0", "meshmail: see RFC 5321"))
+                    .await
+            }
+            Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => {
+                self.reply_error(Reply::new(502, "5.5.1", "Command not implemented"))
+                    .await
             }
         }
     }
 
     async fn ehlo(&mut self, host: &str, extended: bool) -> Next {
         if host.is_empty() {
-            return self.reply_error(Reply::new(501, "5.5.4", "Give your host name")).await;
+            return self
+                .reply_error(Reply::new(501, "5.5.4", "Give your host name"))
+                .await;
         }
         self.reset_transaction().await;
         self.greeted = true;
         if !extended {
-            return self.reply(Reply::new(250, "", self.ctx.hostname.clone())).await;
+            return self
+                .reply(Reply::new(250, "", self.ctx.hostname.clone()))
+                .await;
         }
         let Some(up) = &self.upstream else {
             return self.upstream_gone().await;
@@ -228,7 +277,9 @@ impl Session {
         if !self.conn.tls && !self.loopback {
             return Vec::new();
         }
-        let Some(up) = &self.upstream else { return Vec::new() };
+        let Some(up) = &self.upstream else {
+            return Vec::new();
+        };
         auth::RELAYED
             .iter()
             .filter(|m| up.caps.auth.iter().any(|u| u == *m))
@@ -238,12 +289,20 @@ impl Session {
 
     async fn starttls_command(&mut self) -> Next {
         if self.conn.tls {
-            return self.reply_error(Reply::new(503, "5.5.1", "TLS already active")).await;
+            return self
+                .reply_error(Reply::new(503, "5.5.1", "TLS already active"))
+                .await;
         }
         if self.ctx.tls.is_none() {
-            return self.reply_error(Reply::new(454, "4.7.0", "TLS not available")).await;
+            return self
+                .reply_error(Reply::new(454, "4.7.0", "TLS not available"))
+                .await;
         }
-        if self.send(Reply::new(220, "2.0.0", "Ready to start TLS")).await.is_err() {
+        if self
+            .send(Reply::new(220, "2.0.0", "Ready to start TLS"))
+            .await
+            .is_err()
+        {
             return Next::Close;
         }
         Next::StartTls
@@ -296,7 +355,9 @@ impl Session {
     async fn fail(&mut self, reply: Reply) -> bool {
         self.errors += 1;
         if self.errors > self.ctx.limits.max_errors {
-            let _ = self.send(Reply::new(421, "4.7.0", "Too many errors, closing")).await;
+            let _ = self
+                .send(Reply::new(421, "4.7.0", "Too many errors, closing"))
+                .await;
             return true;
         }
         self.send(reply).await.is_err()
@@ -309,7 +370,11 @@ impl Session {
     /// The upstream connection broke: the client is told to come back later.
     pub(super) async fn upstream_gone(&mut self) -> Next {
         let _ = self
-            .send(Reply::new(421, "4.4.2", "Lost the connection to the mail server; try again later"))
+            .send(Reply::new(
+                421,
+                "4.4.2",
+                "Lost the connection to the mail server; try again later",
+            ))
             .await;
         Next::Close
     }
@@ -317,7 +382,16 @@ impl Session {
 
 /// A line that starts like an HTTP request or header (browsers can reach loopback ports).
 fn looks_like_http(line: &[u8]) -> bool {
-    const STARTS: [&[u8]; 8] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"CONNECT ", b"OPTIONS ", b"DELETE ", b"HOST:"];
+    const STARTS: [&[u8]; 8] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"CONNECT ",
+        b"OPTIONS ",
+        b"DELETE ",
+        b"HOST:",
+    ];
     let upper: Vec<u8> = line.iter().take(10).map(u8::to_ascii_uppercase).collect();
     STARTS.iter().any(|s| upper.starts_with(s))
 }

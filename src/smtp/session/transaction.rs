@@ -18,10 +18,14 @@ const MAX_DATA_LINE: usize = 1024 * 1024;
 impl Session {
     pub(super) async fn data(&mut self) -> Next {
         let Some(tx) = &self.tx else {
-            return self.reply_error(Reply::new(503, "5.5.1", "Send MAIL first")).await;
+            return self
+                .reply_error(Reply::new(503, "5.5.1", "Send MAIL first"))
+                .await;
         };
         if tx.rcpts.is_empty() {
-            return self.reply_error(Reply::new(554, "5.5.1", "No valid recipients")).await;
+            return self
+                .reply_error(Reply::new(554, "5.5.1", "No valid recipients"))
+                .await;
         }
         let Some(up) = &self.upstream else {
             return self.upstream_gone().await;
@@ -89,7 +93,11 @@ impl Session {
             }
             Err(_) => {
                 self.abort_upstream_transaction().await?;
-                return Some(Reply::new(451, "4.3.0", "Internal error while encrypting; try again"));
+                return Some(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Internal error while encrypting; try again",
+                ));
             }
         };
 
@@ -144,7 +152,10 @@ impl Session {
             self.upstream = None;
         }
         if delivered.is_empty() {
-            return Some(first_failure.unwrap_or_else(|| Reply::new(451, "4.3.0", "Nothing was sent; try again")));
+            return Some(
+                first_failure
+                    .unwrap_or_else(|| Reply::new(451, "4.3.0", "Nothing was sent; try again")),
+            );
         }
         if !failed.is_empty() {
             let list: Vec<Failed> = failed
@@ -159,13 +170,25 @@ impl Session {
         Some(Reply::new(
             250,
             "2.0.0",
-            format!("Message accepted ({} cop{}: {})", copies.len(), if copies.len() == 1 { "y" } else { "ies" }, treatments.join(", ")),
+            format!(
+                "Message accepted ({} cop{}: {})",
+                copies.len(),
+                if copies.len() == 1 { "y" } else { "ies" },
+                treatments.join(", ")
+            ),
         ))
     }
 
     /// One copy in its own upstream transaction.
-    async fn send_copy(&mut self, tx: &super::Transaction, copy: &Copy) -> Result<Reply, UpstreamError> {
-        let up = self.upstream.as_mut().ok_or_else(|| UpstreamError::Broken("gone".into()))?;
+    async fn send_copy(
+        &mut self,
+        tx: &super::Transaction,
+        copy: &Copy,
+    ) -> Result<Reply, UpstreamError> {
+        let up = self
+            .upstream
+            .as_mut()
+            .ok_or_else(|| UpstreamError::Broken("gone".into()))?;
         let plain = matches!(copy.body, CopyBody::Plain(_));
         let r = up.command(&mail_line(&tx.from, &tx.params, plain)).await?;
         if !r.is_positive() {
@@ -175,7 +198,9 @@ impl Session {
         let mut refusal = None;
         for &i in &copy.recipients {
             let a = &tx.rcpts[i];
-            let r = up.command(&format!("RCPT TO:<{}>{}", a.classified.routable, a.params)).await?;
+            let r = up
+                .command(&format!("RCPT TO:<{}>{}", a.classified.routable, a.params))
+                .await?;
             if r.is_positive() {
                 accepted += 1;
             } else {
@@ -210,7 +235,11 @@ impl Session {
             .unwrap_or(message);
         let body = dsn::build(&self.ctx.hostname, sender, failed, headers);
         let Some(up) = self.upstream.as_mut() else {
-            tracing::error!(sender, failed = failed.len(), "cannot send a DSN: upstream gone");
+            tracing::error!(
+                sender,
+                failed = failed.len(),
+                "cannot send a DSN: upstream gone"
+            );
             return;
         };
         let result = async {
@@ -227,7 +256,9 @@ impl Session {
         }
         .await;
         match result {
-            Ok(r) if r.is_positive() => tracing::info!(failed = failed.len(), "DSN sent to the sender"),
+            Ok(r) if r.is_positive() => {
+                tracing::info!(failed = failed.len(), "DSN sent to the sender")
+            }
             other => tracing::error!(result = ?other, "DSN could not be sent"),
         }
     }
@@ -250,6 +281,10 @@ fn plan_refusal(e: &PlanError) -> Reply {
     if e.is_malformed() {
         Reply::new(554, "5.6.0", format!("Message refused: {e}"))
     } else {
-        Reply::new(550, "5.7.5", format!("Cannot encrypt as the recipient's policy demands: {e}. Nothing was sent"))
+        Reply::new(
+            550,
+            "5.7.5",
+            format!("Cannot encrypt as the recipient's policy demands: {e}. Nothing was sent"),
+        )
     }
 }

@@ -1,0 +1,231 @@
+//! Real Postfix and Dovecot for the SMTP/IMAP tests (started by `integration/servers/start.sh`),
+//! a meshmail `serve` process in front of them, and readers for what landed in a mailbox.
+
+use super::{free_port, run, wait_for_port, Run};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private Postfix + Dovecot instance (see `integration/servers/start.sh` for the ports).
+pub struct MailServers {
+    pub root: tempfile::TempDir,
+    pub base: u16,
+}
+
+fn servers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/servers")
+}
+
+/// A base port whose whole range (BASE+0..BASE+99) is free now.
+fn free_base() -> u16 {
+    for _ in 0..200 {
+        let p = free_port();
+        let base = (p / 100) * 100;
+        if !(20000..=60000).contains(&base) {
+            continue;
+        }
+        let all_free = [10u16, 24, 25, 43, 53, 60, 65, 87, 93, 95]
+            .iter()
+            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+impl MailServers {
+    pub fn start() -> MailServers {
+        Self::start_with_size_limit(None)
+    }
+
+    pub fn start_with_size_limit(limit: Option<usize>) -> MailServers {
+        let root = super::tempdir();
+        let base = free_base();
+        let log = root.path().join("start.log");
+        let mut cmd = Command::new("bash");
+        cmd.arg(servers_dir().join("start.sh"))
+            .arg(root.path().join("srv"))
+            .arg(base.to_string());
+        if let Some(l) = limit {
+            cmd.env("MESSAGE_SIZE_LIMIT", l.to_string());
+        }
+        // The daemons inherit stdout/stderr: send them to a file, not a pipe nobody closes.
+        let file = std::fs::File::create(&log).expect("log");
+        let status = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .status()
+            .expect("start.sh");
+        let servers = MailServers { root, base };
+        assert!(
+            status.success(),
+            "start.sh failed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        servers
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.root.path().join("srv")
+    }
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir().join("tls/ca.pem")
+    }
+    pub fn submission(&self) -> u16 {
+        self.base + 87
+    }
+    pub fn submissions(&self) -> u16 {
+        self.base + 65
+    }
+    pub fn imap(&self) -> u16 {
+        self.base + 43
+    }
+
+    /// Every message in `user`'s mailbox folder, in UID order.
+    pub fn messages(&self, user: &str, folder: &str) -> Vec<Vec<u8>> {
+        let url = format!("imap://127.0.0.1:{}/{folder}", self.imap());
+        let search = run(Command::new("curl").args([
+            "-s",
+            "-u",
+            &format!("{user}:secret"),
+            &url,
+            "-X",
+            "UID SEARCH ALL",
+        ]));
+        let uids: Vec<String> = search
+            .stdout
+            .split_whitespace()
+            .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+            .map(str::to_owned)
+            .collect();
+        uids.iter()
+            .map(|uid| {
+                let out = Command::new("curl")
+                    .args([
+                        "-s",
+                        "-u",
+                        &format!("{user}:secret"),
+                        &format!("{url};UID={uid}"),
+                    ])
+                    .output()
+                    .expect("curl");
+                out.stdout
+            })
+            .collect()
+    }
+
+    /// Waits until `user`'s INBOX holds `n` messages (Postfix delivers asynchronously).
+    pub fn wait_for_inbox(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.messages(user, "INBOX");
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Postfix's log, for failure messages.
+    pub fn postfix_log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("postfix.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for MailServers {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(servers_dir().join("stop.sh"))
+            .arg(self.dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A running `meshmail serve`.
+pub struct Meshmail {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Meshmail {
+    /// Starts meshmail with `config` (TOML); `{port}` in it is replaced by the listen port.
+    pub fn start(config: &str) -> Meshmail {
+        let dir = super::tempdir();
+        let port = free_port();
+        let cfg = dir.path().join("meshmail.toml");
+        std::fs::write(&cfg, config.replace("{port}", &port.to_string())).expect("config");
+        let log = dir.path().join("meshmail.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshmail"))
+            .args(["-v", "serve", "--config"])
+            .arg(&cfg)
+            .env_remove("MESHMAIL_HOME")
+            .env("RUST_LOG", "meshmail=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("meshmail serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        match lines.next() {
+            Some(Ok(l)) if l.contains("ready") => {}
+            other => {
+                let _ = child.kill();
+                panic!(
+                    "meshmail serve did not start ({other:?}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+        wait_for_port(port, "meshmail");
+        Meshmail {
+            child,
+            port,
+            log,
+            dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Meshmail {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// swaks through meshmail (AUTH PLAIN, no TLS: meshmail listens on loopback).
+pub fn swaks(port: u16, user: &str, password: &str, to: &str, extra: &[&str]) -> Run {
+    run(Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}"), "--auth", "PLAIN"])
+        .args(["--auth-user", user, "--auth-password", password])
+        .args(["--from", &format!("{user}@example.test"), "--to", to])
+        .args(extra))
+}
+
+/// The second part of a PGP/MIME message: the armored OpenPGP message.
+pub fn pgp_part(message: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(message);
+    let start = text
+        .find("-----BEGIN PGP MESSAGE-----")
+        .expect("no PGP message in the copy");
+    let end = text
+        .find("-----END PGP MESSAGE-----")
+        .expect("unterminated PGP message")
+        + 25;
+    text[start..end].replace("\r\n", "\n").into_bytes()
+}

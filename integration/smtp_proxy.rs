@@ -1,0 +1,309 @@
+//! The SMTP proxy against real servers: swaks, msmtp and Python's smtplib send through meshmail
+//! to a real Postfix (submission, AUTH via Dovecot) that delivers to a real Dovecot, while a
+//! real NSD serves the recipients' published policies. What lands is judged by gpg and openssl.
+
+mod common;
+
+use common::gpg::{encryption_key_ids, pgp_recipients, smime_decrypt, Gpg};
+use common::mail::{pgp_part, swaks, MailServers, Meshmail};
+use common::*;
+use std::process::Command;
+
+/// Servers, accounts, DNS and meshmail in front, for one test.
+struct World {
+    root: tempfile::TempDir,
+    servers: MailServers,
+    _nsd: Nsd,
+    meshmail: Meshmail,
+    /// The sender; its upstream login `alice` is mapped to this account.
+    alice: TestAccount,
+    /// UDF address, PGP/MIME policy.
+    bob: TestAccount,
+    /// UDF address, S/MIME policy.
+    carol: TestAccount,
+    /// OpenPGP-fingerprint address (OPENPGPKEY in DNS).
+    dave: TestAccount,
+    /// UDF address, PGP/MIME: the Bcc recipient.
+    erin: TestAccount,
+}
+
+fn world() -> World {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let alice = init_account(root.path(), "alice@example.test");
+    let bob = init_account(root.path(), "bob@example.test");
+    let carol = init_account(root.path(), "carol@example.test");
+    run(meshmail(&carol.home).args(["policy", "renew", "--formats", "smime"])).ok();
+    let dave = init_account(root.path(), "dave@example.test");
+    let erin = init_account(root.path(), "erin@example.test");
+    let mut zone = Vec::new();
+    for (who, kinds) in [
+        (&bob, &[" TXT "][..]),
+        (&carol, &[" TXT "]),
+        (&dave, &[" OPENPGPKEY "]),
+        (&erin, &[" TXT "]),
+    ] {
+        let lines = publish(who, &root.path().join(format!("pub-{}", who.address)));
+        zone.extend(
+            lines
+                .into_iter()
+                .filter(|l| kinds.iter().any(|k| l.contains(k))),
+        );
+    }
+    let nsd = Nsd::start(&[("example.test", zone)]);
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 2\n",
+        home = alice.home.display(),
+        sub = servers.submission(),
+        ca = servers.ca_pem().display(),
+        dns = nsd.addr(),
+    );
+    let meshmail = Meshmail::start(&config);
+    World {
+        root,
+        servers,
+        _nsd: nsd,
+        meshmail,
+        alice,
+        bob,
+        carol,
+        dave,
+        erin,
+    }
+}
+
+impl World {
+    /// A GnuPG home with `who`'s secret key and the sender's public key.
+    fn gpg(&self, who: &TestAccount) -> Gpg {
+        let g = Gpg::with_secret_of(
+            &who.home,
+            self.root.path().join(format!("gpg-{}", who.address)),
+        );
+        g.import_public(&self.alice.home);
+        g
+    }
+}
+
+/// Asserts that `copy` is a PGP/MIME message whose outer headers do not carry `subject`, that
+/// `reader` decrypts it to a text with `subject` and `body`, and returns the key IDs it is
+/// encrypted to.
+fn assert_pgp_copy(copy: &[u8], reader: &Gpg, subject: &str, body: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(copy);
+    assert!(text.contains("multipart/encrypted"), "not PGP/MIME: {text}");
+    assert!(
+        !text.contains(subject),
+        "the Subject is in the clear: {text}"
+    );
+    assert!(!text.contains(body), "the body is in the clear");
+    assert!(text.contains("Subject: [...]"), "{text}");
+    let armored = pgp_part(copy);
+    let out = reader.decrypt(&armored);
+    assert_eq!(out.code, 0, "gpg cannot decrypt: {out:#?}");
+    assert!(
+        out.stdout.contains(&format!("Subject: {subject}")),
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains(body), "{out:#?}");
+    assert!(out.stdout.contains("protected-headers=\"v1\""), "{out:#?}");
+    // The mapped sender's key signs.
+    assert!(
+        out.stderr
+            .contains("Good signature from \"alice@example.test\""),
+        "{out:#?}"
+    );
+    pgp_recipients(&armored)
+}
+
+#[test]
+fn each_kind_of_recipient_gets_what_its_policy_demands() {
+    let w = world();
+    let port = w.meshmail.port;
+
+    // swaks → Bob's UDF address (PGP/MIME).
+    let r = swaks(
+        port,
+        "alice",
+        "secret",
+        &w.bob.strong,
+        &[
+            "--header",
+            "Subject: plans for bob",
+            "--body",
+            "the eagle lands",
+        ],
+    );
+    assert!(r.stdout.contains("250 2.0.0 Message accepted"), "{r:#?}");
+    // msmtp → Dave's OpenPGP-fingerprint address.
+    let msg = format!(
+        "From: alice@example.test\r\nTo: {}\r\nSubject: plans for dave\r\n\r\nthe fox runs\r\n",
+        w.dave.openpgp_address
+    );
+    let msmtp = run(Command::new("sh").arg("-c").arg(format!(
+        "printf '%s' \"$MSG\" | msmtp --host=127.0.0.1 --port={port} --auth=plain --user=alice --passwordeval='echo secret' --tls=off --from=alice@example.test '{}'",
+        w.dave.openpgp_address
+    )).env("MSG", &msg));
+    assert_eq!(msmtp.code, 0, "{msmtp:#?}");
+    // Python smtplib → Carol's S/MIME address, and a plain address (no key anywhere).
+    let py = format!(
+        r#"
+import smtplib
+from email.message import EmailMessage
+s = smtplib.SMTP("127.0.0.1", {port})
+s.login("alice", "secret")
+m = EmailMessage(); m["From"] = "alice@example.test"; m["To"] = "{carol}"; m["Subject"] = "plans for carol"
+m.set_content("the owl hoots")
+s.send_message(m)
+m = EmailMessage(); m["From"] = "alice@example.test"; m["To"] = "frank@example.test"; m["Subject"] = "hello frank"
+m.set_content("plain words")
+s.send_message(m)
+s.quit()
+"#,
+        carol = w.carol.strong
+    );
+    run(Command::new("python3").arg("-c").arg(&py)).ok();
+
+    let alice_keys = encryption_key_ids(&w.alice.home);
+    let bob_copy = w.servers.wait_for_inbox("bob", 1);
+    assert_eq!(bob_copy.len(), 1, "{}", w.servers.postfix_log());
+    let to = assert_pgp_copy(
+        &bob_copy[0],
+        &w.gpg(&w.bob),
+        "plans for bob",
+        "the eagle lands",
+    );
+    let mut want = encryption_key_ids(&w.bob.home);
+    want.extend(alice_keys.clone()); // self-encryption for the mapped sender
+    want.sort();
+    let mut got = to.clone();
+    got.sort();
+    assert_eq!(got, want, "encrypted to exactly Bob and the sender");
+
+    let dave_copy = w.servers.wait_for_inbox("dave", 1);
+    assert_eq!(dave_copy.len(), 1);
+    assert_pgp_copy(
+        &dave_copy[0],
+        &w.gpg(&w.dave),
+        "plans for dave",
+        "the fox runs",
+    );
+    // Another account's key cannot read it.
+    assert_ne!(w.gpg(&w.bob).decrypt(&pgp_part(&dave_copy[0])).code, 0);
+
+    let carol_copy = w.servers.wait_for_inbox("carol", 1);
+    assert_eq!(carol_copy.len(), 1);
+    let text = String::from_utf8_lossy(&carol_copy[0]);
+    assert!(
+        text.contains("application/pkcs7-mime; smime-type=enveloped-data"),
+        "{text}"
+    );
+    assert!(!text.contains("plans for carol"), "Subject in the clear");
+    let dec = smime_decrypt(&w.carol.home, &carol_copy[0], &w.root.path().join("smime"));
+    assert_eq!(dec.code, 0, "{dec:#?}");
+    assert!(
+        dec.stdout.contains("Subject: plans for carol") && dec.stdout.contains("the owl hoots"),
+        "{dec:#?}"
+    );
+    assert_ne!(
+        smime_decrypt(
+            &w.bob.home,
+            &carol_copy[0],
+            &w.root.path().join("smime-bob")
+        )
+        .code,
+        0
+    );
+
+    let frank = w.servers.wait_for_inbox("frank", 1);
+    assert_eq!(frank.len(), 1);
+    let text = String::from_utf8_lossy(&frank[0]);
+    assert!(
+        text.contains("Subject: hello frank") && text.contains("plain words"),
+        "plain stays plain"
+    );
+
+    // The log has one line per transaction and no content.
+    let log = w.meshmail.log_text();
+    assert!(log.matches("transaction").count() >= 4, "{log}");
+    for secret in [
+        "the eagle lands",
+        "plans for bob",
+        "the owl hoots",
+        "c2VjcmV0",
+    ] {
+        assert!(!log.contains(secret), "the log leaks {secret:?}");
+    }
+}
+
+#[test]
+fn one_message_to_every_kind_with_a_bcc() {
+    let w = world();
+    let port = w.meshmail.port;
+    // To: Bob, Dave, Frank (plain); Cc: Carol; Bcc (envelope only): Erin.
+    let py = format!(
+        r#"
+import smtplib
+from email.message import EmailMessage
+s = smtplib.SMTP("127.0.0.1", {port})
+s.login("alice", "secret")
+m = EmailMessage(); m["From"] = "alice@example.test"
+m["To"] = "{bob}, {dave}, frank@example.test"; m["Cc"] = "{carol}"; m["Subject"] = "all hands"
+m.set_content("meeting at dawn")
+refused = s.send_message(m, to_addrs=["{bob}", "{dave}", "frank@example.test", "{carol}", "{erin}"])
+assert not refused, refused
+s.quit()
+"#,
+        bob = w.bob.strong,
+        dave = w.dave.openpgp_address,
+        carol = w.carol.strong,
+        erin = w.erin.strong
+    );
+    run(Command::new("python3").arg("-c").arg(&py)).ok();
+
+    let erin_keys = encryption_key_ids(&w.erin.home);
+    let bob = w.servers.wait_for_inbox("bob", 1);
+    let dave = w.servers.wait_for_inbox("dave", 1);
+    let carol = w.servers.wait_for_inbox("carol", 1);
+    let frank = w.servers.wait_for_inbox("frank", 1);
+    let erin = w.servers.wait_for_inbox("erin", 1);
+    for (who, got) in [
+        ("bob", &bob),
+        ("dave", &dave),
+        ("carol", &carol),
+        ("frank", &frank),
+        ("erin", &erin),
+    ] {
+        assert_eq!(
+            got.len(),
+            1,
+            "{who} got exactly one copy: {}",
+            w.servers.postfix_log()
+        );
+    }
+    // Bob and Dave share one PGP/MIME copy; each reads it.
+    let to = assert_pgp_copy(&bob[0], &w.gpg(&w.bob), "all hands", "meeting at dawn");
+    assert_pgp_copy(&dave[0], &w.gpg(&w.dave), "all hands", "meeting at dawn");
+    // The Bcc recipient's key is in no other copy, and its address in no other copy's bytes.
+    for id in &erin_keys {
+        assert!(
+            !to.contains(id),
+            "Bob's copy is encrypted to the Bcc recipient"
+        );
+    }
+    for other in [&bob[0], &dave[0], &carol[0], &frank[0]] {
+        let text = String::from_utf8_lossy(other);
+        assert!(!text.contains("erin@"), "a copy names the Bcc recipient");
+    }
+    // Erin's own copy decrypts for Erin, and is not encrypted to Bob.
+    let erin_to = assert_pgp_copy(&erin[0], &w.gpg(&w.erin), "all hands", "meeting at dawn");
+    for id in encryption_key_ids(&w.bob.home) {
+        assert!(!erin_to.contains(&id), "the Bcc copy is encrypted to Bob");
+    }
+    // Carol's copy is S/MIME and Frank's is plain.
+    assert!(
+        smime_decrypt(&w.carol.home, &carol[0], &w.root.path().join("s"))
+            .stdout
+            .contains("meeting at dawn")
+    );
+    assert!(String::from_utf8_lossy(&frank[0]).contains("meeting at dawn"));
+    // Five recipients, five deliveries: none missing.
+}
