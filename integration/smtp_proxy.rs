@@ -13,7 +13,7 @@ use std::process::Command;
 struct World {
     root: tempfile::TempDir,
     servers: MailServers,
-    _nsd: Nsd,
+    nsd: Nsd,
     meshmail: Meshmail,
     /// The sender; its upstream login `alice` is mapped to this account.
     alice: TestAccount,
@@ -28,6 +28,15 @@ struct World {
 }
 
 fn world() -> World {
+    world_with(|_, _| Vec::new(), "")
+}
+
+/// A world whose zone also holds what `extra_zone` returns (given the root and Bob's account)
+/// and whose configuration ends with `extra_config`.
+fn world_with(
+    extra_zone: impl Fn(&std::path::Path, &TestAccount) -> Vec<String>,
+    extra_config: &str,
+) -> World {
     let root = tempdir();
     let servers = MailServers::start();
     let alice = init_account(root.path(), "alice@example.test");
@@ -50,19 +59,21 @@ fn world() -> World {
                 .filter(|l| kinds.iter().any(|k| l.contains(k))),
         );
     }
+    zone.extend(extra_zone(root.path(), &bob));
     let nsd = Nsd::start(&[("example.test", zone)]);
-    let config = format!(
+    let mut config = format!(
         "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 2\n",
         home = alice.home.display(),
         sub = servers.submission(),
         ca = servers.ca_pem().display(),
         dns = nsd.addr(),
     );
+    config.push_str(extra_config);
     let meshmail = Meshmail::start(&config);
     World {
         root,
         servers,
-        _nsd: nsd,
+        nsd,
         meshmail,
         alice,
         bob,
@@ -306,4 +317,261 @@ s.quit()
     );
     assert!(String::from_utf8_lossy(&frank[0]).contains("meeting at dawn"));
     // Five recipients, five deliveries: none missing.
+}
+
+#[test]
+fn auth_is_relayed_and_other_logins_use_no_account_keys() {
+    let w = world();
+    let port = w.meshmail.port;
+    // A wrong password gets the upstream's own 535, word for word.
+    let direct = run(Command::new("swaks")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{}", w.servers.submission()),
+            "--tls",
+        ])
+        .args(["--tls-ca-path"])
+        .arg(w.servers.ca_pem())
+        .args([
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "wrong",
+            "--quit-after",
+            "AUTH",
+        ]));
+    let upstream_535 = direct
+        .stdout
+        .lines()
+        .find(|l| l.contains("<~* 535"))
+        .unwrap_or("")
+        .replace("<~* ", "")
+        .trim()
+        .to_owned();
+    assert!(upstream_535.starts_with("535"), "{direct:#?}");
+    let r = swaks(
+        port,
+        "alice",
+        "wrong",
+        &w.bob.strong,
+        &["--quit-after", "AUTH"],
+    );
+    let relayed = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("<** 535"))
+        .unwrap_or("")
+        .replace("<** ", "")
+        .trim()
+        .to_owned();
+    assert_eq!(relayed, upstream_535, "{r:#?}");
+
+    // A PLAIN authzid other than the login is refused.
+    let py = format!(
+        "import smtplib, base64\ns = smtplib.SMTP('127.0.0.1', {port}); s.ehlo()\nprint(s.docmd('AUTH', 'PLAIN ' + base64.b64encode(b'bob\\0alice\\0secret').decode()))"
+    );
+    let r = run(Command::new("python3").arg("-c").arg(&py));
+    assert!(r.stdout.contains("(535, b'5.7.8"), "{r:#?}");
+
+    // Bob logs in through meshmail: his login is not mapped, so nothing of Alice's keys is
+    // used: Erin's copy is encrypted (strong address) but neither signed nor self-encrypted.
+    let r = run(Command::new("swaks")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "bob",
+            "--auth-password",
+            "secret",
+        ])
+        .args([
+            "--from",
+            "bob@example.test",
+            "--to",
+            &w.erin.strong,
+            "--header",
+            "Subject: from bob",
+            "--body",
+            "unsigned words",
+        ]));
+    assert!(r.stdout.contains("250 2.0.0"), "{r:#?}");
+    let copy = w.servers.wait_for_inbox("erin", 1);
+    assert_eq!(copy.len(), 1);
+    let armored = pgp_part(&copy[0]);
+    let out = w.gpg(&w.erin).decrypt(&armored);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains("unsigned words"));
+    assert!(
+        !out.stderr.contains("Signature made"),
+        "an unmapped login's mail is not signed: {out:#?}"
+    );
+    let to = pgp_recipients(&armored);
+    for id in encryption_key_ids(&w.alice.home) {
+        assert!(
+            !to.contains(&id),
+            "an unmapped login's mail is not encrypted to the account"
+        );
+    }
+    assert_eq!(to.len(), encryption_key_ids(&w.erin.home).len());
+}
+
+/// Every refusal is an error on that recipient, and nothing is delivered anywhere.
+#[test]
+fn refusals_deliver_nothing() {
+    // Mallory's record is tampered with; Oscar's policy expired; Bob's address with another
+    // fingerprint has no policy; Trent has no record at all.
+    let w = world_with(
+        |root, bob| {
+            let mallory = init_account(root, "mallory@example.test");
+            let oscar = init_account(root, "oscar@example.test");
+            let mut lines = Vec::new();
+            let txt = publish(&mallory, &root.join("pub-mallory"))
+                .into_iter()
+                .find(|l| l.contains(" TXT "))
+                .expect("txt");
+            let i = txt.find(" TXT \"").expect("data") + 300;
+            let mut bytes = txt.into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            lines.push(String::from_utf8(bytes).expect("utf8"));
+            lines.push(expired_policy_line(&oscar));
+            std::fs::write(
+                root.join("mallory"),
+                run(meshmail(&mallory.home).arg("address")).stdout,
+            )
+            .expect("w");
+            std::fs::write(
+                root.join("oscar"),
+                run(meshmail(&oscar.home).arg("address")).stdout,
+            )
+            .expect("w");
+            let _ = bob;
+            lines
+        },
+        "",
+    );
+    let port = w.meshmail.port;
+    let read = |n: &str| {
+        std::fs::read_to_string(w.root.path().join(n))
+            .expect("addr")
+            .trim()
+            .to_owned()
+    };
+    let wrong_fpr = {
+        let mut a = w.bob.strong.clone();
+        let last = a.pop().expect("char");
+        a.push(if last == 'a' { 'b' } else { 'a' });
+        a
+    };
+    let trent = "trent@example.test.xx--mdag-hqlj-cm2d-sl43-aj43-cfau-a6zp";
+    for (what, to, reason) in [
+        ("tampered", read("mallory"), "signature"),
+        ("expired", read("oscar"), "expired"),
+        ("wrong fingerprint", wrong_fpr, "another key"),
+        ("no policy", trent.to_owned(), "no policy"),
+    ] {
+        let r = swaks(port, "alice", "secret", &to, &["--body", "must not arrive"]);
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.contains("<** 550"))
+            .unwrap_or("");
+        assert!(line.contains("550 5.7.1"), "{what}: {r:#?}");
+        assert!(
+            line.contains(reason),
+            "{what}: the reply names the reason: {line}"
+        );
+    }
+    // One message to a good and a bad recipient: the good one is delivered, the bad refused.
+    let py = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}); s.login("alice", "secret")
+try:
+    s.sendmail("alice@example.test", ["{bob}", "{trent}"], "From: alice@example.test\r\nTo: {bob}\r\nSubject: two\r\n\r\nhello\r\n")
+except smtplib.SMTPRecipientsRefused as e:
+    raise SystemExit("all refused: %r" % e)
+print("refused:", "{trent}" in str(s.sendmail.__doc__) or "ok")
+"#,
+        bob = w.bob.strong,
+        trent = trent
+    );
+    run(Command::new("python3").arg("-c").arg(&py)).ok();
+    assert_eq!(
+        w.servers.wait_for_inbox("bob", 1).len(),
+        1,
+        "the good recipient got it"
+    );
+
+    // DNS down: a temporary failure, so the sender's software retries.
+    let mut nsd = w.nsd;
+    nsd.stop();
+    let fresh = "carol@example.test.xx--mb2q-zmuc-a7bc-33rd-gdb4-phgb-ob4p";
+    let r = swaks(port, "alice", "secret", fresh, &["--body", "later"]);
+    assert!(r.stdout.contains("<** 451 4.4.3"), "{r:#?}");
+
+    // Nothing else arrived anywhere: only Bob's one message.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for user in ["alice", "carol", "dave", "erin", "frank"] {
+        assert!(
+            w.servers.messages(user, "INBOX").is_empty(),
+            "{user} got mail"
+        );
+    }
+    assert_eq!(w.servers.messages("bob", "INBOX").len(), 1);
+    let log = w.servers.postfix_log();
+    assert!(!log.contains("must not arrive"));
+}
+
+#[test]
+fn upstream_down_is_a_temporary_error() {
+    let root = tempdir();
+    let alice = init_account(root.path(), "alice@example.test");
+    let closed = free_port();
+    let config = format!(
+        "home = \"{}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{closed}\"\nupstream_tls = \"starttls\"\n",
+        alice.home.display()
+    );
+    let m = Meshmail::start(&config);
+    let r = swaks(m.port, "alice", "secret", "bob@example.test", &[]);
+    assert!(r.stdout.contains("<** 421 4.4.0"), "{r:#?}");
+}
+
+/// A TXT line holding `who`'s own policy, signed by its key, expired yesterday.
+fn expired_policy_line(who: &TestAccount) -> String {
+    use meshmail::keys::Account;
+    use meshmail::policy::{jws, PolicyDocument};
+    let account = Account::open(&who.home).expect("account");
+    let key = account
+        .unlock(None)
+        .expect("unlock")
+        .policy_signing_key()
+        .expect("key");
+    let current: PolicyDocument = serde_json::from_slice(
+        &jws::verify(&account.policy_jws().expect("jws"))
+            .expect("valid")
+            .payload,
+    )
+    .expect("doc");
+    let now = time::OffsetDateTime::now_utc();
+    let doc = PolicyDocument {
+        created: now - time::Duration::days(400),
+        expires: now - time::Duration::days(1),
+        ..current
+    };
+    let signed = jws::sign(&serde_json::to_vec(&doc).expect("json"), &key);
+    let strings: Vec<String> = signed
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
+    let udf = account.policy_udf(140).expect("udf");
+    format!(
+        "{}._mmm.example.test. 60 IN TXT {}",
+        udf.dns_label(),
+        strings.join(" ")
+    )
 }

@@ -19,7 +19,8 @@
 #   BASE+10  Dovecot POP3 (STARTTLS available, plaintext USER/PASS allowed)
 #   BASE+95  Dovecot POP3S
 #   BASE+60  NOT opened here: relay target for sink.test
-#            (e.g. `/usr/sbin/smtp-sink -c 127.0.0.1:$((BASE+60)) 100 &`)
+#            (e.g. `/usr/sbin/smtp-sink -u nobody -c 127.0.0.1:$((BASE+60)) 100 &`;
+#            as root, smtp-sink refuses to run without -u)
 #
 # Users: alice, bob, carol, dave, erin, frank @example.test (env USERS overrides),
 # password "secret" each
@@ -62,6 +63,9 @@ case "$ROOT" in
   /*) ;;
   *) die "ROOT must be an absolute path (got '$ROOT')" ;;
 esac
+# The path is pasted into main.cf, master.cf and dovecot.conf, where blanks,
+# commas, '$' and '%' mean something.
+[[ "$ROOT" =~ ^[A-Za-z0-9/._+-]+$ ]] || die "ROOT may only contain A-Z a-z 0-9 / . _ + - (got '$ROOT')"
 [[ "$BASE" =~ ^[0-9]+$ ]] || die "BASE must be a number (got '$BASE')"
 (( BASE >= 1024 && BASE + 95 <= 65535 )) || die "BASE must be in 1024..65440 (got $BASE)"
 
@@ -86,6 +90,10 @@ ALL_PORTS="$PORT_SMTP $PORT_SUBMISSION $PORT_SUBMISSIONS $PORT_LMTP $PORT_IMAP $
 
 USERS="${USERS:-alice bob carol dave erin frank}"
 PASSWORD="secret"
+for u in $USERS; do
+  # becomes a directory name, a passwd-file line and a Postfix map key
+  [[ "$u" =~ ^[a-z0-9][a-z0-9._-]*$ ]] || die "bad user name in USERS: '$u'"
+done
 
 mkdir -p "$ROOT"
 ROOT="$(cd "$ROOT" && pwd -P)"   # canonical path: stop.sh matches processes by it
@@ -223,6 +231,8 @@ state_dir = $DV/state
 protocols = imap pop3 lmtp
 listen = 127.0.0.1
 log_path = $DV/dovecot.log
+# Used in LMTP's Received: header and DSNs (default: the machine's hostname).
+hostname = mx.example.test
 
 ssl = yes
 ssl_cert = <$TLS/cert.pem
