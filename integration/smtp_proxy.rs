@@ -575,3 +575,212 @@ fn expired_policy_line(who: &TestAccount) -> String {
         strings.join(" ")
     )
 }
+
+/// Sends raw bytes through meshmail as Alice and returns everything meshmail answered.
+fn raw_session(port: u16, script: &str) -> Run {
+    let py = format!(
+        r#"
+import socket, base64, time, sys
+s = socket.create_connection(("127.0.0.1", {port})); s.settimeout(5)
+def rd():
+    time.sleep(0.3)
+    try: return s.recv(65536).decode(errors="replace")
+    except socket.timeout: return ""
+out = rd()
+def tx(b):
+    global out
+    s.sendall(b); out += rd()
+tx(b"EHLO test\r\n")
+tx(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n")
+{script}
+sys.stdout.write(out)
+"#
+    );
+    run(Command::new("python3").arg("-c").arg(&py))
+}
+
+#[test]
+fn smuggling_is_refused_and_never_becomes_a_second_message() {
+    let w = world();
+    for fake in [r"\n.\n", r"\n.\r\n", r"\r\n.\n", r"\r.\r\n"] {
+        let script = format!(
+            r#"tx(b"MAIL FROM:<alice@example.test>\r\n")
+tx(b"RCPT TO:<frank@example.test>\r\n")
+tx(b"DATA\r\n")
+tx(b"Subject: first\r\n\r\nbody{fake}MAIL FROM:<alice@example.test>\r\nRCPT TO:<erin@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nsecond\r\n.\r\n")
+tx(b"QUIT\r\n")"#
+        );
+        let r = raw_session(w.meshmail.port, &script);
+        assert!(r.stdout.contains("554 5.6.0"), "{fake}: {r:#?}");
+        assert!(!r.stdout.contains("Message accepted"), "{fake}: {r:#?}");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        w.servers.messages("frank", "INBOX").is_empty(),
+        "the first message was refused"
+    );
+    assert!(
+        w.servers.messages("erin", "INBOX").is_empty(),
+        "no smuggled second message"
+    );
+}
+
+#[test]
+fn an_http_request_closes_the_connection() {
+    let w = world();
+    let py = format!(
+        r#"
+import socket, time
+s = socket.create_connection(("127.0.0.1", {})); s.settimeout(5)
+greeting = s.recv(1000)
+s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+rest = s.recv(1000)
+print(repr(greeting), repr(rest))
+"#,
+        w.meshmail.port
+    );
+    let r = run(Command::new("python3").arg("-c").arg(&py));
+    r.ok();
+    assert!(r.stdout.contains("220"), "{r:#?}");
+    assert!(
+        r.stdout.trim_end().ends_with("b''"),
+        "closed without a reply: {r:#?}"
+    );
+}
+
+#[test]
+fn starttls_injection_is_refused_on_both_sides() {
+    let root = tempdir();
+    let alice = init_account(root.path(), "alice@example.test");
+    let certs = root.path().join("certs");
+    run(meshmail(&alice.home).arg("certs").arg("--out").arg(&certs)).ok();
+    let ca = make_test_ca(root.path(), &["localhost", "127.0.0.1"]);
+    // The upstream side: a server that injects plaintext after its STARTTLS reply.
+    let up_port = free_port();
+    let mut fake = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/integration/tools/fake_upstream.py"
+        ))
+        .arg(up_port.to_string())
+        .arg(&ca.cert_pem)
+        .arg(&ca.key_pem)
+        .spawn()
+        .expect("fake upstream");
+    wait_for_port(up_port, "fake upstream");
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"localhost:{up_port}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[tls]\ncert = \"{c}/cert.pem\"\nkey = \"{c}/key.pem\"\n",
+        home = alice.home.display(),
+        ca = ca.ca_pem.display(),
+        c = certs.display()
+    );
+    let m = Meshmail::start(&config);
+    // The client side: a command pipelined after STARTTLS in plaintext must be discarded.
+    let py = format!(
+        r#"
+import socket, ssl, time
+s = socket.create_connection(("127.0.0.1", {port})); s.settimeout(3)
+s.recv(1000)
+s.sendall(b"EHLO test\r\n"); time.sleep(0.3); ehlo = s.recv(4000).decode()
+s.sendall(b"STARTTLS\r\nNOOP\r\n"); time.sleep(0.3); go = s.recv(1000).decode()
+ctx = ssl.create_default_context(cafile="{cert}")
+t = ctx.wrap_socket(s, server_hostname="localhost")
+t.settimeout(1)
+try:
+    leaked = t.recv(1000).decode()
+except (socket.timeout, TimeoutError):
+    leaked = ""
+t.sendall(b"EHLO test\r\n"); time.sleep(0.3); ehlo2 = t.recv(4000).decode()
+print("GO", go.strip()); print("LEAKED", repr(leaked)); print(ehlo); print(ehlo2)
+"#,
+        port = m.port,
+        cert = certs.join("cert.pem").display()
+    );
+    let r = run(Command::new("python3").arg("-c").arg(&py));
+    let _ = fake.kill();
+    let _ = fake.wait();
+    r.ok();
+    assert!(r.stdout.contains("GO 220"), "{r:#?}");
+    assert!(
+        r.stdout.contains("LEAKED ''"),
+        "the pipelined NOOP was answered after TLS: {r:#?}"
+    );
+    // The upstream's injected "SIZE 1000" was not believed: the SIZE offered comes from the
+    // EHLO over TLS (10000000 / 1.4).
+    assert!(r.stdout.contains("SIZE 7142857"), "{r:#?}");
+    assert!(!r.stdout.contains("SIZE 714\r"), "{r:#?}");
+    assert!(
+        m.log_text()
+            .contains("discarded plaintext the upstream sent after its STARTTLS reply"),
+        "{}",
+        m.log_text()
+    );
+    assert!(
+        m.log_text()
+            .contains("discarded plaintext pipelined after STARTTLS"),
+        "{}",
+        m.log_text()
+    );
+}
+
+#[test]
+fn a_copy_refused_after_another_was_accepted_is_reported_in_a_dsn() {
+    let w = world();
+    // The upstream refuses encrypted mail at the end of DATA (some servers do), so the plain
+    // copy is accepted and the encrypted one fails afterwards.
+    let dir = w.servers.dir();
+    std::fs::write(
+        dir.join("header_checks"),
+        "/^Content-Type: multipart\\/encrypted/ REJECT encrypted mail is not accepted here\n",
+    )
+    .expect("hc");
+    run(Command::new("postconf")
+        .arg("-c")
+        .arg(dir.join("postfix"))
+        .arg("-e")
+        .arg(format!(
+            "header_checks = regexp:{}",
+            dir.join("header_checks").display()
+        )))
+    .ok();
+    run(Command::new("postfix")
+        .arg("-c")
+        .arg(dir.join("postfix"))
+        .arg("reload"))
+    .ok();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let py = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}); s.login("alice", "secret")
+refused = s.sendmail("alice@example.test", ["frank@example.test", "{bob}"],
+    "From: alice@example.test\r\nTo: frank@example.test, {bob}\r\nSubject: half\r\n\r\nhello\r\n")
+assert not refused, refused
+print("accepted")
+"#,
+        port = w.meshmail.port,
+        bob = w.bob.strong
+    );
+    run(Command::new("python3").arg("-c").arg(&py)).ok();
+    assert_eq!(
+        w.servers.wait_for_inbox("frank", 1).len(),
+        1,
+        "the plain copy was delivered"
+    );
+    let dsn = w.servers.wait_for_inbox("alice", 1);
+    assert_eq!(
+        dsn.len(),
+        1,
+        "the sender got a DSN: {}",
+        w.servers.postfix_log()
+    );
+    let text = String::from_utf8_lossy(&dsn[0]);
+    assert!(text.contains("report-type=delivery-status"), "{text}");
+    assert!(
+        text.contains(&format!("Final-Recipient: rfc822; {}", w.bob.strong)),
+        "{text}"
+    );
+    assert!(text.contains("Action: failed"), "{text}");
+    assert!(text.contains("Status: 5.7.1"), "{text}");
+    assert!(w.servers.messages("bob", "INBOX").is_empty());
+}

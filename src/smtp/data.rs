@@ -29,8 +29,11 @@ pub struct DataReceiver {
     max_line: usize,
     /// Bytes of the current line (after un-stuffing), for the line-length limit.
     line_len: usize,
-    /// At the start of a line (after CRLF, or at the very beginning).
+    /// At the start of a line (after CRLF or a bare LF, or at the very beginning).
     line_start: bool,
+    /// The current line began after a real CRLF (or at the beginning): only such a line can
+    /// be the end marker, so a dot after a bare LF never ends the data.
+    after_crlf: bool,
     /// The previous byte was CR (waiting for LF).
     pending_cr: bool,
     /// The current line started with a dot (candidate for the end marker or stuffing).
@@ -56,6 +59,7 @@ impl DataReceiver {
             max_line,
             line_len: 0,
             line_start: true,
+            after_crlf: true,
             pending_cr: false,
             dot_line: false,
             error: None,
@@ -68,13 +72,14 @@ impl DataReceiver {
             if self.pending_cr {
                 self.pending_cr = false;
                 if b == b'\n' {
-                    if self.dot_line && self.line_len == 0 {
+                    if self.dot_line && self.line_len == 0 && self.after_crlf {
                         // "<CRLF>.<CRLF>": the end. Remove nothing more: the terminating CRLF
                         // of the last line is already in the message.
                         return Progress::Done { consumed: i + 1 };
                     }
                     self.push(b"\r\n");
                     self.line_start = true;
+                    self.after_crlf = true;
                     self.dot_line = false;
                     self.line_len = 0;
                     continue;
@@ -91,6 +96,7 @@ impl DataReceiver {
                     self.fail(DataError::BareLineEnding);
                     self.push(b"\n");
                     self.line_start = true;
+                    self.after_crlf = false;
                     self.dot_line = false;
                     self.line_len = 0;
                 }
