@@ -527,9 +527,17 @@ print("refused:", "{trent}" in str(s.sendmail.__doc__) or "ok")
 }
 
 #[test]
-fn upstream_down_is_a_temporary_error() {
+fn upstream_down_is_a_temporary_error_and_serve_warns_of_policy_expiry() {
     let root = tempdir();
-    let alice = init_account(root.path(), "alice@example.test");
+    let alice = TestAccount::at(root.path().join("alice"));
+    run(meshmail(&alice.home).args([
+        "init",
+        "--address",
+        "alice@example.test",
+        "--policy-days",
+        "10",
+    ]))
+    .ok();
     let closed = free_port();
     let config = format!(
         "home = \"{}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{closed}\"\nupstream_tls = \"starttls\"\n",
@@ -538,6 +546,12 @@ fn upstream_down_is_a_temporary_error() {
     let m = Meshmail::start(&config);
     let r = swaks(m.port, "alice", "secret", "bob@example.test", &[]);
     assert!(r.stdout.contains("<** 421 4.4.0"), "{r:#?}");
+    // The account's policy expires in 10 days: serve says so in its log.
+    assert!(
+        m.log_text().contains("expires in 9 days") || m.log_text().contains("expires in 10 days"),
+        "{}",
+        m.log_text()
+    );
 }
 
 /// A TXT line holding `who`'s own policy, signed by its key, expired yesterday.
@@ -783,4 +797,220 @@ print("accepted")
     assert!(text.contains("Action: failed"), "{text}");
     assert!(text.contains("Status: 5.7.1"), "{text}");
     assert!(w.servers.messages("bob", "INBOX").is_empty());
+}
+
+/// A message the client already encrypted (Thunderbird's own OpenPGP) is checked, not
+/// encrypted again: it passes unchanged only when encrypted to every key the policy names.
+#[test]
+fn a_message_the_client_encrypted_is_checked_not_reencrypted() {
+    let w = world();
+    let port = w.meshmail.port;
+    let sender = w.root.path().join("sender-gpg");
+    std::fs::create_dir_all(&sender).expect("dir");
+    let gpg = |args: &[&str]| {
+        let mut c = Command::new("gpg");
+        c.arg("--homedir")
+            .arg(&sender)
+            .args(["--batch", "--yes", "--trust-model", "always"])
+            .args(args);
+        c
+    };
+    std::fs::set_permissions(&sender, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    for who in [&w.bob, &w.erin] {
+        run(gpg(&["--import"]).arg(who.home.join("openpgp.asc"))).ok();
+    }
+    let plain = w.root.path().join("inner.txt");
+    std::fs::write(&plain, "Content-Type: text/plain\r\n\r\nalready secret\r\n").expect("inner");
+    let encrypt = |flag: &str, to: &str, name: &str| -> String {
+        let out = w.root.path().join(name);
+        run(gpg(&["--armor", "--encrypt", flag, to, "--output"])
+            .arg(&out)
+            .arg(&plain))
+        .ok();
+        std::fs::read_to_string(out).expect("armored")
+    };
+    let to_bob = encrypt("--recipient", &w.bob.openpgp_fingerprint, "bob.asc");
+    let to_erin = encrypt("--recipient", &w.erin.openpgp_fingerprint, "erin.asc");
+    let hidden_bob = encrypt(
+        "--hidden-recipient",
+        &w.bob.openpgp_fingerprint,
+        "hidden.asc",
+    );
+    let send = |armored: &str| {
+        let msg = format!(
+            "From: alice@example.test\r\nTo: {bob}\r\nSubject: pre\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n{body}\r\n--b--\r\n",
+            bob = w.bob.strong,
+            body = armored.replace('\n', "\r\n").trim_end()
+        );
+        let file = w.root.path().join("pre.eml");
+        std::fs::write(&file, msg).expect("msg");
+        swaks(
+            port,
+            "alice",
+            "secret",
+            &w.bob.strong,
+            &["--data", &file.display().to_string()],
+        )
+    };
+    let r = send(&hidden_bob);
+    assert!(
+        r.stdout.contains("<** 550 5.7.5") && r.stdout.contains("hidden recipient"),
+        "{r:#?}"
+    );
+    let r = send(&to_erin);
+    assert!(
+        r.stdout.contains("<** 550 5.7.5"),
+        "encrypted to someone else: {r:#?}"
+    );
+    let r = send(&to_bob);
+    assert!(
+        r.stdout
+            .contains("250 2.0.0 Message accepted (1 copy: client)"),
+        "{r:#?}"
+    );
+    let got = w.servers.wait_for_inbox("bob", 1);
+    assert_eq!(got.len(), 1);
+    let text = String::from_utf8_lossy(&got[0]);
+    // Passed on unchanged: the very ciphertext the client made, once.
+    let first_line = to_bob.lines().nth(2).expect("armor line");
+    assert!(
+        text.contains(first_line),
+        "the client's ciphertext, unchanged"
+    );
+    assert_eq!(text.matches("-----BEGIN PGP MESSAGE-----").count(), 1);
+    assert!(w
+        .gpg(&w.bob)
+        .decrypt(&pgp_part(&got[0]))
+        .stdout
+        .contains("already secret"));
+}
+
+#[test]
+fn implicit_tls_on_both_sides_and_tls_before_auth_off_loopback() {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let alice = init_account(root.path(), "alice@example.test");
+    let certs = root.path().join("certs");
+    run(meshmail(&alice.home).arg("certs").arg("--out").arg(&certs)).ok();
+    let tls_port = free_port();
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"0.0.0.0:{{port}}\"\nlisten_implicit_tls = \"127.0.0.1:{tls_port}\"\nupstream = \"127.0.0.1:{up}\"\nupstream_tls = \"implicit\"\nupstream_ca = \"{ca}\"\n[tls]\ncert = \"{c}/cert.pem\"\nkey = \"{c}/key.pem\"\n[encrypt]\ndefault = \"never\"\n",
+        home = alice.home.display(),
+        up = servers.submissions(),
+        ca = servers.ca_pem().display(),
+        c = certs.display()
+    );
+    let m = Meshmail::start(&config);
+    // Not a loopback listener: no AUTH before TLS.
+    let r = swaks(
+        m.port,
+        "alice",
+        "secret",
+        "bob@example.test",
+        &["--quit-after", "AUTH"],
+    );
+    assert!(
+        !r.stdout.contains("250 AUTH"),
+        "AUTH offered before TLS: {r:#?}"
+    );
+    let r = run(Command::new("python3").arg("-c").arg(format!(
+        "import smtplib\ns = smtplib.SMTP('127.0.0.1', {}); s.ehlo(); print(s.docmd('AUTH', 'PLAIN AGFsaWNlAHNlY3JldA=='))",
+        m.port
+    )));
+    assert!(r.stdout.contains("538"), "{r:#?}");
+    // Implicit TLS to meshmail, implicit TLS to the upstream.
+    let cert = certs.join("cert.pem");
+    let r = run(Command::new("swaks")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{tls_port}"),
+            "--tlsc",
+            "--tls-verify",
+            "--tls-ca-path",
+        ])
+        .arg(&cert)
+        .args([
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "secret",
+        ])
+        .args([
+            "--from",
+            "alice@example.test",
+            "--to",
+            "bob@example.test",
+            "--body",
+            "over tls",
+        ]));
+    assert!(r.stdout.contains("250 2.0.0 Message accepted"), "{r:#?}");
+    // STARTTLS on the other listener, then AUTH.
+    let r = run(Command::new("swaks")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{}", m.port),
+            "--tls",
+            "--tls-verify",
+            "--tls-ca-path",
+        ])
+        .arg(&cert)
+        .args([
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "secret",
+        ])
+        .args([
+            "--from",
+            "alice@example.test",
+            "--to",
+            "bob@example.test",
+            "--body",
+            "over starttls",
+        ]));
+    assert!(r.stdout.contains("250 2.0.0 Message accepted"), "{r:#?}");
+    assert_eq!(servers.wait_for_inbox("bob", 2).len(), 2);
+}
+
+#[test]
+fn limits_answer_clearly_and_the_session_survives() {
+    let w = world_with(
+        |_, _| Vec::new(),
+        "[limits]\nmax_recipients = 2\nmax_message_size = 2000\nmax_line = 200\nmax_errors = 3\nidle_timeout_secs = 2\n",
+    );
+    let port = w.meshmail.port;
+    let script = r#"tx(b"MAIL FROM:<alice@example.test>\r\n")
+tx(b"RCPT TO:<frank@example.test>\r\n")
+tx(b"RCPT TO:<frank@example.test>\r\n")
+tx(b"RCPT TO:<frank@example.test>\r\n")
+tx(b"DATA\r\n")
+tx(b"Subject: big\r\n\r\n" + b"x" * 100 + b"\r\n" * 30 + b"y" * 2000 + b"\r\n.\r\n")
+tx(b"NOOP " + b"z" * 300 + b"\r\n")
+tx(b"NOOP\r\n")
+time.sleep(3)
+out += rd()"#;
+    let r = raw_session(port, script);
+    assert!(
+        r.stdout.contains("452 4.5.3"),
+        "too many recipients: {r:#?}"
+    );
+    assert!(r.stdout.contains("552 5.3.4"), "too large: {r:#?}");
+    assert!(r.stdout.contains("500 5.5.2 Line too long"), "{r:#?}");
+    assert!(
+        r.stdout.contains("250 2.0.0 OK"),
+        "the session survives: {r:#?}"
+    );
+    assert!(
+        r.stdout.contains("421 4.4.2 Idle"),
+        "idle sessions are closed: {r:#?}"
+    );
+    let r = raw_session(port, "for _ in range(5): tx(b\"BOGUS\\r\\n\")");
+    assert!(r.stdout.contains("421 4.7.0 Too many errors"), "{r:#?}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(w.servers.messages("frank", "INBOX").is_empty());
 }

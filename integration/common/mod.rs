@@ -84,6 +84,19 @@ pub struct TestAccount {
     pub openpgp_fingerprint: String,
 }
 
+impl TestAccount {
+    /// An account to be made by the caller at `home` (only the home is known yet).
+    pub fn at(home: PathBuf) -> TestAccount {
+        TestAccount {
+            home,
+            address: String::new(),
+            strong: String::new(),
+            openpgp_address: String::new(),
+            openpgp_fingerprint: String::new(),
+        }
+    }
+}
+
 pub fn init_account(root: &Path, address: &str) -> TestAccount {
     let home = root.join(address.replace('@', "_at_"));
     run(meshmail(&home).args(["init", "--address", address])).ok();
