@@ -184,14 +184,93 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Reads and checks a configuration file.
+    /// Reads a configuration file and checks it; the first problem is the error (use
+    /// [`Config::check_file`] for all of them).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let (config, mut problems) = Config::check_file(path)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.remove(0))
+        }
+    }
+
+    /// Reads a configuration file and returns it with every problem found (syntax problems
+    /// stop at the first, as the TOML parser does).
+    pub fn check_file(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.display().to_string(),
             line: None,
             message: e.to_string(),
         })?;
-        Config::parse(&text, path)
+        let config = Config::parse(&text, path)?;
+        let problems = config.problems(&text, path);
+        Ok((config, problems))
+    }
+
+    /// Problems a parser cannot see: addresses, files, combinations.
+    pub fn problems(&self, text: &str, path: &Path) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut problem = |section: &str, key: &str, message: String| {
+            out.push(ConfigError {
+                path: path.display().to_string(),
+                line: line_of(text, section, key),
+                message,
+            })
+        };
+        let readable = |p: &Path| std::fs::File::open(p).err().map(|e| format!("{}: {e}", p.display()));
+        if let Some(smtp) = &self.smtp {
+            if self.upstream_user.is_none() && self.accounts.is_empty() {
+                problem("", "upstream_user", "upstream_user is required: the upstream login mapped to the account".into());
+            }
+            if smtp.upstream_tls == crate::smtp::upstream::UpstreamTls::None {
+                let host = smtp.upstream.rsplit_once(':').map(|(h, _)| h).unwrap_or(&smtp.upstream);
+                let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                if !loopback {
+                    problem("smtp", "upstream_tls", "upstream_tls = \"none\" is allowed only for a loopback upstream".into());
+                }
+            }
+            if smtp.upstream.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                problem("smtp", "upstream", format!("upstream {:?} must be host:port", smtp.upstream));
+            }
+            if !smtp.listen.ip().is_loopback() && self.tls.is_none() {
+                problem("smtp", "listen", "a listener off loopback needs a [tls] certificate (AUTH only over TLS)".into());
+            }
+            if smtp.listen_implicit_tls.is_some() && self.tls.is_none() {
+                problem("smtp", "listen_implicit_tls", "listen_implicit_tls needs a [tls] certificate".into());
+            }
+            if let Some(e) = smtp.upstream_ca.as_deref().and_then(readable) {
+                problem("smtp", "upstream_ca", e);
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if let Err(e) = crate::tls::acceptor(&tls.cert, &tls.key) {
+                problem("tls", "cert", e);
+            }
+        }
+        if let Some(e) = self.policy.https_ca.as_deref().and_then(readable) {
+            problem("policy", "https_ca", e);
+        }
+        if let Some(e) = self.passphrase_file.as_deref().and_then(readable) {
+            problem("", "passphrase_file", e);
+        }
+        if let Some(home) = &self.home {
+            if let Err(e) = crate::keys::Account::open(home) {
+                problem("", "home", e.to_string());
+            }
+        }
+        for a in &self.accounts {
+            if let Err(e) = crate::keys::Account::open(&a.home) {
+                problem("account", "home", e.to_string());
+            }
+        }
+        if self.limits.max_line < 512 {
+            problem("limits", "max_line", "max_line must be at least 512 (RFC 5321 §4.5.3.1.4)".into());
+        }
+        if self.limits.max_recipients == 0 || self.limits.max_connections == 0 {
+            problem("limits", "max_recipients", "limits must be positive".into());
+        }
+        out
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -223,6 +302,23 @@ impl Config {
     }
 }
 
+/// The line of `key` in `[section]` ("" for the top level), for error reports.
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            current = t.trim_matches(['[', ']']).trim().to_owned();
+            continue;
+        }
+        let name = t.split('=').next().unwrap_or("").trim();
+        if current == section && name == key {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +332,14 @@ mod tests {
         assert!(e.message.contains("hoem"), "{e}");
         let ok = Config::parse("[policy]\ndns = \"127.0.0.1:5353\"\n", Path::new("c")).unwrap();
         assert_eq!(ok.policy.dns, Some("127.0.0.1:5353".parse().unwrap()));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = "upstream_user = \"alice\"\n[smtp]\nlisten = \"0.0.0.0:1587\"\nupstream = \"smtp.example.com:587\"\nupstream_tls = \"none\"\nupstream_ca = \"/nonexistent/ca.pem\"\n";
+        let c = Config::parse(text, Path::new("d.toml")).unwrap();
+        let problems = c.problems(text, Path::new("d.toml"));
+        let lines: Vec<Option<usize>> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(5), Some(3), Some(6)], "{problems:#?}");
     }
 }

@@ -371,12 +371,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::CheckConfig { file } => {
-            let config = Config::load(&file).map_err(|e| Failure::new(Outcome::Config, e))?;
-            if let Some(home) = &config.home {
-                Account::open(home).map_err(|e| Failure::new(Outcome::Config, e))?;
+            let (_, problems) = Config::check_file(&file).map_err(|e| Failure::new(Outcome::Config, e))?;
+            if problems.is_empty() {
+                println!("{}: ok", file.display());
+                return Ok(());
             }
-            println!("{}: ok", file.display());
-            Ok(())
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            Err(Failure::new(Outcome::Config, format!("{} problem(s) in {}", problems.len(), file.display())))
         }
     }
 }
