@@ -10,7 +10,7 @@ DEB_PACKAGES := build-essential pkg-config nettle-dev libclang-dev \
 	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl \
 	msmtp isync bind9-dnsutils ca-certificates gnupg gpgsm openssl curl python3
 
-.PHONY: all deps build release run test lint fmt clean
+.PHONY: all deps build release run test lint fmt clean bench
 
 all: build
 
@@ -44,6 +44,11 @@ lint: deps
 # Every test: unit tests, then integration tests against real NSD, HTTPS, gpg, gpgsm, openssl.
 test: deps lint
 	$(CARGO) test --all-targets
+
+# Benchmarks print figures next to a baseline measured in the same run (not asserted).
+bench: deps
+	$(CARGO) build --release --bin meshmail --example smtp_load
+	bash integration/bench/smtp_bench.sh
 
 fmt:
 	$(CARGO) fmt --all

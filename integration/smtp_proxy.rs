@@ -232,6 +232,21 @@ s.quit()
         "plain stays plain"
     );
 
+    // DSN parameters go upstream, ORCPT carrying the strong address as written: Postfix's
+    // success notice to the sender names it as the Original-Recipient.
+    let py = format!(
+        "import smtplib\ns = smtplib.SMTP('127.0.0.1', {port}); s.login('alice', 'secret')\ns.sendmail('alice@example.test', ['{bob}'], 'Subject: dsn\\r\\n\\r\\nx\\r\\n', rcpt_options=['NOTIFY=SUCCESS'])",
+        bob = w.bob.strong
+    );
+    run(Command::new("python3").arg("-c").arg(&py)).ok();
+    let notice = w.servers.wait_for_inbox("alice", 1);
+    assert_eq!(notice.len(), 1, "{}", w.servers.postfix_log());
+    let text = String::from_utf8_lossy(&notice[0]);
+    assert!(
+        text.contains(&format!("Original-Recipient: rfc822;{}", w.bob.strong)),
+        "{text}"
+    );
+
     // The log has one line per transaction and no content.
     let log = w.meshmail.log_text();
     assert!(log.matches("transaction").count() >= 4, "{log}");
@@ -553,42 +568,6 @@ fn upstream_down_is_a_temporary_error_and_serve_warns_of_policy_expiry() {
     );
 }
 
-/// A TXT line holding `who`'s own policy, signed by its key, expired yesterday.
-fn expired_policy_line(who: &TestAccount) -> String {
-    use meshmail::keys::Account;
-    use meshmail::policy::{jws, PolicyDocument};
-    let account = Account::open(&who.home).expect("account");
-    let key = account
-        .unlock(None)
-        .expect("unlock")
-        .policy_signing_key()
-        .expect("key");
-    let current: PolicyDocument = serde_json::from_slice(
-        &jws::verify(&account.policy_jws().expect("jws"))
-            .expect("valid")
-            .payload,
-    )
-    .expect("doc");
-    let now = time::OffsetDateTime::now_utc();
-    let doc = PolicyDocument {
-        created: now - time::Duration::days(400),
-        expires: now - time::Duration::days(1),
-        ..current
-    };
-    let signed = jws::sign(&serde_json::to_vec(&doc).expect("json"), &key);
-    let strings: Vec<String> = signed
-        .as_bytes()
-        .chunks(255)
-        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
-        .collect();
-    let udf = account.policy_udf(140).expect("udf");
-    format!(
-        "{}._mmm.example.test. 60 IN TXT {}",
-        udf.dns_label(),
-        strings.join(" ")
-    )
-}
-
 /// Sends raw bytes through meshmail as Alice and returns everything meshmail answered.
 fn raw_session(port: u16, script: &str) -> Run {
     let py = format!(
@@ -704,7 +683,8 @@ try:
 except (socket.timeout, TimeoutError):
     leaked = ""
 t.sendall(b"EHLO test\r\n"); time.sleep(0.3); ehlo2 = t.recv(4000).decode()
-print("GO", go.strip()); print("LEAKED", repr(leaked)); print(ehlo); print(ehlo2)
+t.sendall(b"MAIL FROM:<\xc3\xbc@example.test> SMTPUTF8\r\n"); time.sleep(0.3); utf8 = t.recv(4000).decode()
+print("GO", go.strip()); print("LEAKED", repr(leaked)); print(ehlo); print(ehlo2); print("UTF8", utf8)
 "#,
         port = m.port,
         cert = certs.join("cert.pem").display()
@@ -722,6 +702,9 @@ print("GO", go.strip()); print("LEAKED", repr(leaked)); print(ehlo); print(ehlo2
     // EHLO over TLS (10000000 / 1.4).
     assert!(r.stdout.contains("SIZE 7142857"), "{r:#?}");
     assert!(!r.stdout.contains("SIZE 714\r"), "{r:#?}");
+    // This upstream has no SMTPUTF8: meshmail does not offer it, and refuses such an address.
+    assert!(!r.stdout.contains("SMTPUTF8\r"), "{r:#?}");
+    assert!(r.stdout.contains("UTF8 553 5.6.7"), "{r:#?}");
     assert!(
         m.log_text()
             .contains("discarded plaintext the upstream sent after its STARTTLS reply"),
@@ -980,7 +963,7 @@ fn implicit_tls_on_both_sides_and_tls_before_auth_off_loopback() {
 fn limits_answer_clearly_and_the_session_survives() {
     let w = world_with(
         |_, _| Vec::new(),
-        "[limits]\nmax_recipients = 2\nmax_message_size = 2000\nmax_line = 200\nmax_errors = 3\nidle_timeout_secs = 2\n",
+        "[limits]\nmax_recipients = 2\nmax_message_size = 2000\nmax_line = 600\nmax_errors = 3\nidle_timeout_secs = 2\n",
     );
     let port = w.meshmail.port;
     let script = r#"tx(b"MAIL FROM:<alice@example.test>\r\n")
@@ -989,7 +972,7 @@ tx(b"RCPT TO:<frank@example.test>\r\n")
 tx(b"RCPT TO:<frank@example.test>\r\n")
 tx(b"DATA\r\n")
 tx(b"Subject: big\r\n\r\n" + b"x" * 100 + b"\r\n" * 30 + b"y" * 2000 + b"\r\n.\r\n")
-tx(b"NOOP " + b"z" * 300 + b"\r\n")
+tx(b"NOOP " + b"z" * 700 + b"\r\n")
 tx(b"NOOP\r\n")
 time.sleep(3)
 out += rd()"#;

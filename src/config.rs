@@ -218,26 +218,62 @@ impl Config {
                 message,
             })
         };
-        let readable = |p: &Path| std::fs::File::open(p).err().map(|e| format!("{}: {e}", p.display()));
+        let readable = |p: &Path| {
+            std::fs::File::open(p)
+                .err()
+                .map(|e| format!("{}: {e}", p.display()))
+        };
         if let Some(smtp) = &self.smtp {
             if self.upstream_user.is_none() && self.accounts.is_empty() {
-                problem("", "upstream_user", "upstream_user is required: the upstream login mapped to the account".into());
+                problem(
+                    "",
+                    "upstream_user",
+                    "upstream_user is required: the upstream login mapped to the account".into(),
+                );
             }
             if smtp.upstream_tls == crate::smtp::upstream::UpstreamTls::None {
-                let host = smtp.upstream.rsplit_once(':').map(|(h, _)| h).unwrap_or(&smtp.upstream);
-                let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                let host = smtp
+                    .upstream
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(&smtp.upstream);
+                let loopback = host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
                 if !loopback {
-                    problem("smtp", "upstream_tls", "upstream_tls = \"none\" is allowed only for a loopback upstream".into());
+                    problem(
+                        "smtp",
+                        "upstream_tls",
+                        "upstream_tls = \"none\" is allowed only for a loopback upstream".into(),
+                    );
                 }
             }
-            if smtp.upstream.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                problem("smtp", "upstream", format!("upstream {:?} must be host:port", smtp.upstream));
+            if smtp
+                .upstream
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                problem(
+                    "smtp",
+                    "upstream",
+                    format!("upstream {:?} must be host:port", smtp.upstream),
+                );
             }
             if !smtp.listen.ip().is_loopback() && self.tls.is_none() {
-                problem("smtp", "listen", "a listener off loopback needs a [tls] certificate (AUTH only over TLS)".into());
+                problem(
+                    "smtp",
+                    "listen",
+                    "a listener off loopback needs a [tls] certificate (AUTH only over TLS)".into(),
+                );
             }
             if smtp.listen_implicit_tls.is_some() && self.tls.is_none() {
-                problem("smtp", "listen_implicit_tls", "listen_implicit_tls needs a [tls] certificate".into());
+                problem(
+                    "smtp",
+                    "listen_implicit_tls",
+                    "listen_implicit_tls needs a [tls] certificate".into(),
+                );
             }
             if let Some(e) = smtp.upstream_ca.as_deref().and_then(readable) {
                 problem("smtp", "upstream_ca", e);
@@ -265,7 +301,11 @@ impl Config {
             }
         }
         if self.limits.max_line < 512 {
-            problem("limits", "max_line", "max_line must be at least 512 (RFC 5321 §4.5.3.1.4)".into());
+            problem(
+                "limits",
+                "max_line",
+                "max_line must be at least 512 (RFC 5321 §4.5.3.1.4)".into(),
+            );
         }
         if self.limits.max_recipients == 0 || self.limits.max_connections == 0 {
             problem("limits", "max_recipients", "limits must be positive".into());

@@ -371,7 +371,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::CheckConfig { file } => {
-            let (_, problems) = Config::check_file(&file).map_err(|e| Failure::new(Outcome::Config, e))?;
+            let (_, problems) =
+                Config::check_file(&file).map_err(|e| Failure::new(Outcome::Config, e))?;
             if problems.is_empty() {
                 println!("{}: ok", file.display());
                 return Ok(());
@@ -379,7 +380,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             for p in &problems {
                 eprintln!("{p}");
             }
-            Err(Failure::new(Outcome::Config, format!("{} problem(s) in {}", problems.len(), file.display())))
+            Err(Failure::new(
+                Outcome::Config,
+                format!("{} problem(s) in {}", problems.len(), file.display()),
+            ))
         }
     }
 }

@@ -318,5 +318,41 @@ impl Drop for HttpsServer {
     }
 }
 
+/// A TXT line holding `who`'s own policy, signed by its key, expired yesterday.
+pub fn expired_policy_line(who: &TestAccount) -> String {
+    use meshmail::keys::Account;
+    use meshmail::policy::{jws, PolicyDocument};
+    let account = Account::open(&who.home).expect("account");
+    let key = account
+        .unlock(None)
+        .expect("unlock")
+        .policy_signing_key()
+        .expect("key");
+    let current: PolicyDocument = serde_json::from_slice(
+        &jws::verify(&account.policy_jws().expect("jws"))
+            .expect("valid")
+            .payload,
+    )
+    .expect("doc");
+    let now = time::OffsetDateTime::now_utc();
+    let doc = PolicyDocument {
+        created: now - time::Duration::days(400),
+        expires: now - time::Duration::days(1),
+        ..current
+    };
+    let signed = jws::sign(&serde_json::to_vec(&doc).expect("json"), &key);
+    let strings: Vec<String> = signed
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
+    let udf = account.policy_udf(140).expect("udf");
+    format!(
+        "{}._mmm.example.test. 60 IN TXT {}",
+        udf.dns_label(),
+        strings.join(" ")
+    )
+}
+
 pub mod gpg;
 pub mod mail;

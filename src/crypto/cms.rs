@@ -56,8 +56,9 @@ fn alg(arcs: &'static [u32], params: Option<Vec<u8>>) -> AlgorithmIdentifier {
     }
 }
 
-/// Encrypts a MIME entity for the certificates, returning the DER ContentInfo.
-pub fn encrypt(content: &[u8], recipients: &[SmimeCert], gcm: bool) -> Result<Vec<u8>, CmsError> {
+/// Encrypts a MIME entity (the concatenation of `parts`) for the certificates, returning the
+/// DER ContentInfo.
+pub fn encrypt(parts: &[&[u8]], recipients: &[SmimeCert], gcm: bool) -> Result<Vec<u8>, CmsError> {
     if recipients.is_empty() {
         return Err(CmsError::NoRecipient);
     }
@@ -79,7 +80,7 @@ pub fn encrypt(content: &[u8], recipients: &[SmimeCert], gcm: bool) -> Result<Ve
             UnboundKey::new(&AES_256_GCM, cek.as_ref())
                 .map_err(|_| CmsError::Encrypt("AES key".into()))?,
         );
-        let mut data = content.to_vec();
+        let mut data = parts.concat();
         let tag = key
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -116,7 +117,7 @@ pub fn encrypt(content: &[u8], recipients: &[SmimeCert], gcm: bool) -> Result<Ve
                 .map_err(|_| CmsError::Encrypt("AES key".into()))?,
         )
         .map_err(|_| CmsError::Encrypt("AES-CBC".into()))?;
-        let mut data = content.to_vec();
+        let mut data = parts.concat();
         key.less_safe_encrypt(&mut data, EncryptionContext::Iv128(iv.into()))
             .map_err(|_| CmsError::Encrypt("AES-CBC".into()))?;
         let mut params = vec![0x04, 0x10];

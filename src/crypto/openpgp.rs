@@ -118,33 +118,29 @@ pub enum OpenPgpError {
     Parse(String),
 }
 
-/// Encrypts `plain` to every live transport-encryption key of `recipients` (SEIPDv1 when a
-/// recipient asks for it, as GnuPG 2.2 needs), signing it with `signer` when given, and
-/// returns an ASCII-armored OpenPGP message.
+/// Encrypts the concatenation of `parts` to every live transport-encryption key of
+/// `recipients` (SEIPDv1 when a recipient asks for it, as GnuPG 2.2 needs), signing it with
+/// `signer` when given, and returns the binary OpenPGP message (see [`armor_crlf`]).
 pub fn encrypt(
-    plain: &[u8],
+    parts: &[&[u8]],
     recipients: &[Cert],
     signer: Option<&Cert>,
 ) -> Result<Vec<u8>, OpenPgpError> {
-    use sq::armor;
-    use sq::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Signer};
+    use sq::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
     use std::io::Write;
     let policy = StandardPolicy::new();
-    let mut keys = Vec::new();
-    for cert in recipients {
-        let before = keys.len();
-        keys.extend(
-            cert.keys()
-                .with_policy(&policy, None)
-                .supported()
-                .alive()
-                .revoked(false)
-                .for_transport_encryption(),
-        );
-        if keys.len() == before {
-            return Err(OpenPgpError::NoRecipientKey(cert.fingerprint().to_hex()));
-        }
-    }
+    let targets: Vec<std::sync::Arc<EncryptionKeys>> = recipients
+        .iter()
+        .map(encryption_keys)
+        .collect::<Result<_, _>>()?;
+    let keys: Vec<Recipient> = targets
+        .iter()
+        .flat_map(|t| {
+            t.keys.iter().map(|k| {
+                Recipient::new(t.features.clone(), Some(sq::KeyHandle::from(k.keyid())), k)
+            })
+        })
+        .collect();
     let err = |e: anyhow::Error| OpenPgpError::Encrypt(e.to_string());
     let keypair = match signer {
         Some(cert) => {
@@ -166,13 +162,10 @@ pub fn encrypt(
         }
         None => None,
     };
-    let mut sink = Vec::with_capacity(plain.len() * 4 / 3 + 1024);
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut sink = Vec::with_capacity(total + 1024);
     {
         let message = Message::new(&mut sink);
-        let message = Armorer::new(message)
-            .kind(armor::Kind::Message)
-            .build()
-            .map_err(err)?;
         let message = Encryptor::for_recipients(message, keys)
             .build()
             .map_err(err)?;
@@ -184,12 +177,109 @@ pub fn encrypt(
             None => message,
         };
         let mut literal = LiteralWriter::new(message).build().map_err(err)?;
-        literal
-            .write_all(plain)
-            .map_err(|e| OpenPgpError::Encrypt(e.to_string()))?;
+        for part in parts {
+            literal
+                .write_all(part)
+                .map_err(|e| OpenPgpError::Encrypt(e.to_string()))?;
+        }
         literal.finalize().map_err(err)?;
     }
     Ok(sink)
+}
+
+/// Appends the ASCII armor (RFC 9580 §6.2) of a binary OpenPGP message to `out`, with CRLF
+/// line ends as MIME wants them, 64 characters a line, and the CRC24 checksum GnuPG 2.2
+/// expects.
+pub fn armor_crlf(binary: &[u8], out: &mut Vec<u8>) {
+    let mut spec = data_encoding::BASE64.specification();
+    spec.wrap.width = 64;
+    spec.wrap.separator = "\r\n".into();
+    out.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n\r\n");
+    match spec.encoding() {
+        Ok(enc) => {
+            // Encode straight into the output: a large message is not held twice more.
+            let start = out.len();
+            out.resize(start + enc.encode_len(binary.len()), 0);
+            enc.encode_mut(binary, &mut out[start..]);
+        }
+        Err(_) => out.extend_from_slice(data_encoding::BASE64_MIME.encode(binary).as_bytes()),
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    let crc = crc24(binary).to_be_bytes();
+    out.push(b'=');
+    out.extend_from_slice(data_encoding::BASE64.encode(&crc[1..]).as_bytes());
+    out.extend_from_slice(b"\r\n-----END PGP MESSAGE-----\r\n");
+}
+
+/// RFC 9580 §6.1.1 CRC-24.
+fn crc24(data: &[u8]) -> u32 {
+    let mut crc: u32 = 0x00B7_04CE;
+    for &b in data {
+        crc ^= u32::from(b) << 16;
+        for _ in 0..8 {
+            crc <<= 1;
+            if crc & 0x0100_0000 != 0 {
+                crc ^= 0x0186_4CFB;
+            }
+        }
+    }
+    crc & 0x00FF_FFFF
+}
+
+/// The live transport-encryption keys of a certificate and the features it advertises.
+pub struct EncryptionKeys {
+    features: sq::types::Features,
+    keys: Vec<sq::packet::Key<sq::packet::key::PublicParts, sq::packet::key::UnspecifiedRole>>,
+}
+
+/// How long the keys found in a certificate are reused without evaluating it again (its
+/// signatures, expiry and revocations). Policies are refreshed far less often than this.
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The encryption keys of `cert`: evaluated under the standard policy once, then reused
+/// for a minute, since evaluating a certificate's signatures costs more than encrypting a
+/// typical message.
+fn encryption_keys(cert: &Cert) -> Result<std::sync::Arc<EncryptionKeys>, OpenPgpError> {
+    use std::sync::{Arc, OnceLock};
+    static CACHE: OnceLock<moka::sync::Cache<sq::Fingerprint, Arc<EncryptionKeys>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(KEY_CACHE_TTL)
+            .build()
+    });
+    // An updated copy of the certificate (a new revocation or subkey) is seen within a
+    // minute at most.
+    let id = cert.fingerprint();
+    if let Some(hit) = cache.get(&id) {
+        return Ok(hit);
+    }
+    let policy = StandardPolicy::new();
+    let valid = cert
+        .with_policy(&policy, None)
+        .map_err(|_| OpenPgpError::NoRecipientKey(cert.fingerprint().to_hex()))?;
+    let keys: Vec<_> = valid
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption()
+        .map(|ka| ka.key().clone().role_into_unspecified())
+        .collect();
+    if keys.is_empty() {
+        return Err(OpenPgpError::NoRecipientKey(cert.fingerprint().to_hex()));
+    }
+    let entry = Arc::new(EncryptionKeys {
+        features: valid
+            .features()
+            .unwrap_or_else(sq::types::Features::sequoia),
+        keys,
+    });
+    cache.insert(id, entry.clone());
+    Ok(entry)
 }
 
 /// The recipients named by the PKESK packets of an OpenPGP message (armored or binary): key

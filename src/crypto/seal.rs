@@ -62,11 +62,15 @@ pub fn seal(message: &[u8], request: &SealRequest) -> Result<Sealed, SealError> 
     let protected = Protected::of(&parsed);
     let bytes = match request {
         SealRequest::PgpMime { recipients, signer } => {
-            let armored = openpgp::encrypt(&protected.inner, recipients, signer.as_deref())?;
-            pgp_mime(&protected.outer, &armored)
+            let binary = openpgp::encrypt(&protected.inner_parts(), recipients, signer.as_deref())?;
+            pgp_mime(
+                &protected.outer,
+                binary.len() * 4 / 3 + binary.len() / 32,
+                |out| openpgp::armor_crlf(&binary, out),
+            )
         }
         SealRequest::Smime { recipients, gcm } => {
-            let der = cms::encrypt(&protected.inner, recipients, *gcm)?;
+            let der = cms::encrypt(&protected.inner_parts(), recipients, *gcm)?;
             smime_mime(&protected.outer, &der, *gcm)
         }
     };

@@ -26,17 +26,30 @@ const OUTER_FIELDS: &[&str] = &[
 /// The placeholder Subject (RFC 9788 §4.1).
 pub const PLACEHOLDER_SUBJECT: &str = "[...]";
 
-/// A message split for encryption.
+/// A message split for encryption. The body is borrowed, not copied: a large message is held
+/// once.
 #[derive(Debug, Clone)]
-pub struct Protected {
+pub struct Protected<'a> {
     /// Outer header fields (without MIME-Version and Content-*), CRLF-terminated lines.
     pub outer: Vec<u8>,
-    /// The MIME part to encrypt: the protected headers and the original body.
-    pub inner: Vec<u8>,
+    /// The header section of the MIME part to encrypt (protected headers, blank line).
+    pub inner_head: Vec<u8>,
+    /// The original body, byte for byte.
+    pub body: &'a [u8],
 }
 
-impl Protected {
-    pub fn of(message: &ParsedMessage<'_>) -> Protected {
+impl<'a> Protected<'a> {
+    /// The MIME part to encrypt, as the pieces it is made of.
+    pub fn inner_parts(&self) -> [&[u8]; 2] {
+        [&self.inner_head, self.body]
+    }
+
+    /// The MIME part to encrypt, in one piece (for tests and small messages).
+    pub fn inner(&self) -> Vec<u8> {
+        [self.inner_head.as_slice(), self.body].concat()
+    }
+
+    pub fn of(message: &ParsedMessage<'a>) -> Protected<'a> {
         let is_content = |f: &HeaderField| f.name.to_ascii_lowercase().starts_with("content-");
         let mut outer = Vec::new();
         let mut hp_outer = Vec::new();
@@ -52,7 +65,7 @@ impl Protected {
         hp_outer
             .extend_from_slice(format!("HP-Outer: Subject: {PLACEHOLDER_SUBJECT}\r\n").as_bytes());
 
-        let mut inner = Vec::with_capacity(message.raw.len() + 512);
+        let mut inner = Vec::with_capacity(4096);
         let content_type = message
             .field("content-type")
             .map(|f| f.value.trim().trim_end_matches(';').to_owned())
@@ -76,8 +89,11 @@ impl Protected {
         }
         inner.extend_from_slice(&hp_outer);
         inner.extend_from_slice(b"\r\n");
-        inner.extend_from_slice(message.body);
-        Protected { outer, inner }
+        Protected {
+            outer,
+            inner_head: inner,
+            body: message.body,
+        }
     }
 }
 
@@ -89,10 +105,11 @@ fn boundary() -> String {
 }
 
 /// A PGP/MIME message (RFC 3156 §4): `outer` fields, then the two-part multipart/encrypted
-/// around an ASCII-armored OpenPGP message. 7-bit throughout.
-pub fn pgp_mime(outer: &[u8], armored: &[u8]) -> Vec<u8> {
+/// around an ASCII-armored OpenPGP message, which `armor` appends (CRLF line ends). 7-bit
+/// throughout. `size` is a capacity hint.
+pub fn pgp_mime(outer: &[u8], size: usize, armor: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let b = boundary();
-    let mut out = Vec::with_capacity(outer.len() + armored.len() + 600);
+    let mut out = Vec::with_capacity(outer.len() + size + 600);
     out.extend_from_slice(outer);
     out.extend_from_slice(
         format!(
@@ -103,7 +120,7 @@ pub fn pgp_mime(outer: &[u8], armored: &[u8]) -> Vec<u8> {
         )
         .as_bytes(),
     );
-    push_crlf_lines(&mut out, armored);
+    armor(&mut out);
     out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
     out
 }
@@ -129,19 +146,6 @@ pub fn smime_mime(outer: &[u8], der: &[u8], auth_enveloped: bool) -> Vec<u8> {
     out
 }
 
-/// Appends text with every line ending made CRLF (armor from Sequoia uses LF).
-fn push_crlf_lines(out: &mut Vec<u8>, text: &[u8]) {
-    for line in text.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
-    }
-    // split() yields an empty last piece after a final LF: drop its extra CRLF.
-    if text.ends_with(b"\n") {
-        out.truncate(out.len() - 2);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +163,7 @@ mod tests {
         assert!(outer.contains("Subject: [...]\r\n"));
         assert!(!outer.contains("Secret plans"));
         assert!(!outer.contains("User-Agent"));
-        let inner = String::from_utf8(p.inner.clone()).unwrap();
+        let inner = String::from_utf8(p.inner()).unwrap();
         assert!(inner.starts_with(
             "Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"; hp=\"cipher\"\r\n"
         ));

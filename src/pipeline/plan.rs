@@ -56,6 +56,9 @@ pub struct Copy {
 pub enum PlanError {
     #[error("{0}")]
     Seal(#[from] SealError),
+    /// A fingerprint address would have got plaintext: never sent.
+    #[error("a fingerprint address would have got plaintext")]
+    Unprotected,
 }
 
 impl PlanError {
@@ -119,6 +122,10 @@ pub fn plan_copies(
             })
             .collect();
         let Some(first) = encryptions.first() else {
+            // Defence in depth: classification never gives a strong address a plain treatment.
+            if members.iter().any(|&i| rcpts[i].strong) {
+                return Err(PlanError::Unprotected);
+            }
             copies.push(Copy {
                 recipients: members,
                 body: CopyBody::Plain(message.to_vec()),

@@ -79,11 +79,16 @@ impl Session {
         let tx = self.tx.take()?;
         let rcpts: Vec<_> = tx.rcpts.iter().map(|a| a.classified.clone()).collect();
         let sender = self.sender_keys();
-        let planned = tokio::task::spawn_blocking({
-            let message = message.clone();
-            move || plan_copies(&message, &rcpts, &sender)
+        // The message moves to the blocking thread and back: a large one is held once.
+        let planned = tokio::task::spawn_blocking(move || {
+            let copies = plan_copies(&message, &rcpts, &sender);
+            (copies, message)
         })
         .await;
+        let (planned, message) = match planned {
+            Ok((planned, message)) => (Ok(planned), message),
+            Err(e) => (Err(e), Vec::new()),
+        };
         let copies = match planned {
             Ok(Ok(copies)) => copies,
             Ok(Err(e)) => {
