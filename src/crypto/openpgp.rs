@@ -333,3 +333,12 @@ pub fn addressed_to(recipients: &[Option<String>], cert: &Cert) -> bool {
             recipients.iter().flatten().any(|r| *r == fpr || *r == id)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crc24_matches_the_rfc_reference() {
+        // RFC 4880 §6.1 reference implementation on "123456789": 0x21CF02.
+        assert_eq!(super::crc24(b"123456789"), 0x21CF02);
+    }
+}

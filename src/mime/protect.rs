@@ -177,10 +177,10 @@ mod tests {
 
     #[test]
     fn pgp_mime_is_7bit_crlf() {
-        let out = pgp_mime(
-            b"From: a@x\r\nSubject: [...]\r\n",
-            b"-----BEGIN PGP MESSAGE-----\n\nabc\n-----END PGP MESSAGE-----\n",
-        );
+        let binary = b"\x85\x01\x02any binary OpenPGP bytes".repeat(10);
+        let out = pgp_mime(b"From: a@x\r\nSubject: [...]\r\n", 100, |out| {
+            crate::crypto::openpgp::armor_crlf(&binary, out)
+        });
         let text = String::from_utf8(out).unwrap();
         assert!(text.is_ascii());
         assert!(
