@@ -126,6 +126,18 @@ pub fn encrypt(
     recipients: &[Cert],
     signer: Option<&Cert>,
 ) -> Result<Vec<u8>, OpenPgpError> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut sink = Vec::with_capacity(total + 1024);
+    encrypt_to(parts, recipients, signer, &mut sink)?;
+    Ok(sink)
+}
+
+fn encrypt_to(
+    parts: &[&[u8]],
+    recipients: &[Cert],
+    signer: Option<&Cert>,
+    sink: &mut (dyn std::io::Write + Send + Sync),
+) -> Result<(), OpenPgpError> {
     use sq::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
     use std::io::Write;
     let policy = StandardPolicy::new();
@@ -162,10 +174,8 @@ pub fn encrypt(
         }
         None => None,
     };
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut sink = Vec::with_capacity(total + 1024);
     {
-        let message = Message::new(&mut sink);
+        let message = Message::new(sink);
         let message = Encryptor::for_recipients(message, keys)
             .build()
             .map_err(err)?;
@@ -184,7 +194,95 @@ pub fn encrypt(
         }
         literal.finalize().map_err(err)?;
     }
-    Ok(sink)
+    Ok(())
+}
+
+/// Encrypts like [`encrypt`], writing the ASCII-armored message (see [`armor_crlf`]) straight
+/// into `out`: the binary ciphertext is never held whole, so a large message is in memory
+/// only as its plaintext and its armored copy.
+pub fn encrypt_armored_into(
+    parts: &[&[u8]],
+    recipients: &[Cert],
+    signer: Option<&Cert>,
+    out: &mut Vec<u8>,
+) -> Result<(), OpenPgpError> {
+    let mut armor = ArmorWriter::new(out);
+    encrypt_to(parts, recipients, signer, &mut armor)?;
+    armor.finish();
+    Ok(())
+}
+
+/// Streams base64 with CRLF every 64 characters and a CRC24, as [`armor_crlf`] does.
+struct ArmorWriter<'a> {
+    out: &'a mut Vec<u8>,
+    /// Up to two bytes waiting for a full 3-byte group.
+    pending: Vec<u8>,
+    column: usize,
+    crc: u32,
+}
+
+impl<'a> ArmorWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> ArmorWriter<'a> {
+        out.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n\r\n");
+        ArmorWriter {
+            out,
+            pending: Vec::with_capacity(3),
+            column: 0,
+            crc: CRC24_INIT,
+        }
+    }
+
+    fn emit(&mut self, group: &[u8]) {
+        let mut chars = [0u8; 4];
+        let n = data_encoding::BASE64.encode_len(group.len());
+        data_encoding::BASE64.encode_mut(group, &mut chars[..n]);
+        for &c in &chars[..n] {
+            if self.column == 64 {
+                self.out.extend_from_slice(b"\r\n");
+                self.column = 0;
+            }
+            self.out.push(c);
+            self.column += 1;
+        }
+    }
+
+    fn finish(mut self) {
+        let rest = std::mem::take(&mut self.pending);
+        if !rest.is_empty() {
+            self.emit(&rest);
+        }
+        let crc = (self.crc & 0x00FF_FFFF).to_be_bytes();
+        self.out.extend_from_slice(b"\r\n=");
+        self.out
+            .extend_from_slice(data_encoding::BASE64.encode(&crc[1..]).as_bytes());
+        self.out
+            .extend_from_slice(b"\r\n-----END PGP MESSAGE-----\r\n");
+    }
+}
+
+impl std::io::Write for ArmorWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.crc = crc24_update(self.crc, buf);
+        let mut rest = buf;
+        while !self.pending.is_empty() && !rest.is_empty() {
+            self.pending.push(rest[0]);
+            rest = &rest[1..];
+            if self.pending.len() == 3 {
+                let group = std::mem::take(&mut self.pending);
+                self.emit(&group);
+            }
+        }
+        let whole = rest.len() / 3 * 3;
+        for group in rest[..whole].chunks(3) {
+            self.emit(group);
+        }
+        self.pending.extend_from_slice(&rest[whole..]);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Appends the ASCII armor (RFC 9580 §6.2) of a binary OpenPGP message to `out`, with CRLF
@@ -213,9 +311,14 @@ pub fn armor_crlf(binary: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n-----END PGP MESSAGE-----\r\n");
 }
 
+const CRC24_INIT: u32 = 0x00B7_04CE;
+
 /// RFC 9580 §6.1.1 CRC-24.
 fn crc24(data: &[u8]) -> u32 {
-    let mut crc: u32 = 0x00B7_04CE;
+    crc24_update(CRC24_INIT, data) & 0x00FF_FFFF
+}
+
+fn crc24_update(mut crc: u32, data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b) << 16;
         for _ in 0..8 {
@@ -225,7 +328,7 @@ fn crc24(data: &[u8]) -> u32 {
             }
         }
     }
-    crc & 0x00FF_FFFF
+    crc
 }
 
 /// The live transport-encryption keys of a certificate and the features it advertises.
@@ -340,5 +443,22 @@ mod tests {
     fn crc24_matches_the_rfc_reference() {
         // RFC 4880 §6.1 reference implementation on "123456789": 0x21CF02.
         assert_eq!(super::crc24(b"123456789"), 0x21CF02);
+    }
+
+    #[test]
+    fn streamed_armor_equals_armor_of_the_whole() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut whole = Vec::new();
+        super::armor_crlf(&data, &mut whole);
+        for step in [1, 2, 3, 5, 64, 1000] {
+            let mut out = Vec::new();
+            let mut w = super::ArmorWriter::new(&mut out);
+            for chunk in data.chunks(step) {
+                w.write_all(chunk).unwrap();
+            }
+            w.finish();
+            assert_eq!(out, whole, "chunks of {step}");
+        }
     }
 }

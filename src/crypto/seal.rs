@@ -62,12 +62,19 @@ pub fn seal(message: &[u8], request: &SealRequest) -> Result<Sealed, SealError> 
     let protected = Protected::of(&parsed);
     let bytes = match request {
         SealRequest::PgpMime { recipients, signer } => {
-            let binary = openpgp::encrypt(&protected.inner_parts(), recipients, signer.as_deref())?;
-            pgp_mime(
-                &protected.outer,
-                binary.len() * 4 / 3 + binary.len() / 32,
-                |out| openpgp::armor_crlf(&binary, out),
-            )
+            let size: usize = protected.inner_parts().iter().map(|p| p.len()).sum();
+            // base64 (4/3) in lines of 64 plus CRLF (66/64): 11/8, and the packet overhead.
+            let mut result = Ok(());
+            let bytes = pgp_mime(&protected.outer, size * 11 / 8 + 4096, |out| {
+                result = openpgp::encrypt_armored_into(
+                    &protected.inner_parts(),
+                    recipients,
+                    signer.as_deref(),
+                    out,
+                );
+            });
+            result?;
+            bytes
         }
         SealRequest::Smime { recipients, gcm } => {
             let der = cms::encrypt(&protected.inner_parts(), recipients, *gcm)?;

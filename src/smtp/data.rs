@@ -119,10 +119,17 @@ impl DataReceiver {
     }
 
     /// The message, or why it is refused.
-    pub fn finish(self) -> Result<Vec<u8>, DataError> {
+    pub fn finish(mut self) -> Result<Vec<u8>, DataError> {
         match self.error {
             Some(e) => Err(e),
-            None => Ok(self.message),
+            None => {
+                // Growing by doubling leaves up to half the buffer unused; a large message is
+                // held through encryption, so give that back first.
+                if self.message.capacity() - self.message.len() > 1024 * 1024 {
+                    self.message.shrink_to_fit();
+                }
+                Ok(self.message)
+            }
         }
     }
 

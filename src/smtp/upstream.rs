@@ -164,7 +164,9 @@ impl Upstream {
         }
         // A large message takes longer than one command.
         let long = self.timeout * 10;
-        let r = tokio::time::timeout(long, self.conn.message(message)).await;
+        // In chunks: lettre dot-stuffs each part into a buffer of its size, so a whole large
+        // message would be held twice.
+        let r = tokio::time::timeout(long, self.conn.message_iter(message.chunks(64 * 1024))).await;
         self.reply(r)
     }
 
