@@ -43,7 +43,7 @@ lint: deps
 
 # Every test: unit tests, then integration tests against real NSD, HTTPS, gpg, gpgsm, openssl.
 test: deps lint
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests
 
 # Benchmarks print figures next to a baseline measured in the same run (not asserted).
 bench: deps

@@ -996,3 +996,75 @@ out += rd()"#;
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(w.servers.messages("frank", "INBOX").is_empty());
 }
+
+/// Local rules for plain addresses, and S/MIME with AES-256-GCM for a `smime-gcm` policy.
+#[test]
+fn rules_for_plain_addresses_and_smime_gcm() {
+    let w = world_with(
+        |_, _| Vec::new(),
+        "[encrypt]\ndefault = \"opportunistic\"\naddresses = { \"frank@example.test\" = \"required\", \"dave@example.test\" = \"opportunistic\" }\n",
+    );
+    let port = w.meshmail.port;
+    // Required and no key anywhere: refused on that recipient.
+    let r = swaks(
+        port,
+        "alice",
+        "secret",
+        "frank@example.test",
+        &["--body", "no key"],
+    );
+    assert!(
+        r.stdout.contains("<** 550 5.7.1") && r.stdout.contains("require"),
+        "{r:#?}"
+    );
+    // Opportunistic with a key in DNS (Dave's OPENPGPKEY): encrypted although plain.
+    let r = swaks(
+        port,
+        "alice",
+        "secret",
+        "dave@example.test",
+        &[
+            "--header",
+            "Subject: opportunistic",
+            "--body",
+            "found your key",
+        ],
+    );
+    assert!(r.stdout.contains("will be encrypted (pgp-mime)"), "{r:#?}");
+    let got = w.servers.wait_for_inbox("dave", 1);
+    assert_eq!(got.len(), 1);
+    assert_pgp_copy(&got[0], &w.gpg(&w.dave), "opportunistic", "found your key");
+
+    // Carol now asks for AES-256-GCM (AuthEnvelopedData, RSA-OAEP).
+    run(meshmail(&w.carol.home).args(["policy", "renew", "--formats", "smime-gcm"])).ok();
+    let lines = publish(&w.carol, &w.root.path().join("pub-carol-gcm"));
+    let txt = lines
+        .iter()
+        .find(|l| l.contains(" TXT "))
+        .expect("txt")
+        .clone();
+    let nsd = Nsd::start(&[("example.test", vec![txt])]);
+    let config = std::fs::read_to_string(w.meshmail.dir.path().join("meshmail.toml"))
+        .expect("config")
+        .replace(&w.nsd.addr(), &nsd.addr())
+        .replace(&format!("127.0.0.1:{port}"), "127.0.0.1:{port}");
+    let m = Meshmail::start(&config);
+    let r = swaks(
+        m.port,
+        "alice",
+        "secret",
+        &w.carol.strong,
+        &["--header", "Subject: gcm", "--body", "sealed with gcm"],
+    );
+    assert!(r.stdout.contains("will be encrypted (smime-gcm)"), "{r:#?}");
+    let got = w.servers.wait_for_inbox("carol", 1);
+    assert_eq!(got.len(), 1);
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(text.contains("smime-type=authEnveloped-data"), "{text}");
+    let dec = smime_decrypt(&w.carol.home, &got[0], &w.root.path().join("gcm"));
+    assert_eq!(dec.code, 0, "{dec:#?}");
+    assert!(
+        dec.stdout.contains("sealed with gcm") && dec.stdout.contains("Subject: gcm"),
+        "{dec:#?}"
+    );
+}

@@ -16,7 +16,10 @@ fn main() {
             b"The quick brown fox jumps over the lazy dog, 0123456789 times.\r\n",
         );
     }
-    let n = 2000;
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let t = Instant::now();
     for _ in 0..n {
         let _ = meshmail::crypto::openpgp::encrypt(&[&msg], std::slice::from_ref(&cert), None)
