@@ -6,3 +6,4 @@ pub mod cms;
 pub mod openpgp;
 pub mod seal;
 pub mod smime;
+pub mod x25519;

@@ -175,10 +175,30 @@ fn encrypt_to(
         None => None,
     };
     {
-        let message = Message::new(sink);
-        let message = Encryptor::for_recipients(message, keys)
-            .build()
-            .map_err(err)?;
+        let message = if all_cv25519(&targets) {
+            // The fast path: PKESKs from aws-lc-rs (see `x25519`), then Sequoia writes the
+            // encrypted data with the same session key.
+            let sym = sq::types::SymmetricAlgorithm::AES256;
+            let mut session_key = sq::crypto::SessionKey::new(32).map_err(err)?;
+            aws_lc_rs::rand::fill(&mut session_key)
+                .map_err(|_| OpenPgpError::Encrypt("no randomness".into()))?;
+            for key in targets.iter().flat_map(|t| t.keys.iter()) {
+                let pkesk = super::x25519::pkesk(key, sym, &session_key)
+                    .ok_or_else(|| OpenPgpError::Encrypt("not a Cv25519 key".into()))?
+                    .map_err(OpenPgpError::Encrypt)?;
+                sq::Packet::from(pkesk).serialize(sink).map_err(err)?;
+            }
+            let message = Message::new(sink);
+            Encryptor::with_session_key(message, sym, session_key)
+                .map_err(err)?
+                .build()
+                .map_err(err)?
+        } else {
+            let message = Message::new(sink);
+            Encryptor::for_recipients(message, keys)
+                .build()
+                .map_err(err)?
+        };
         let message = match keypair {
             Some(kp) => Signer::new(message, kp)
                 .map_err(err)?
@@ -210,6 +230,22 @@ pub fn encrypt_armored_into(
     encrypt_to(parts, recipients, signer, &mut armor)?;
     armor.finish();
     Ok(())
+}
+
+/// True when every recipient key is a Cv25519 ECDH key with a SHA-2 KDF.
+fn all_cv25519(targets: &[std::sync::Arc<EncryptionKeys>]) -> bool {
+    use sq::crypto::mpi::PublicKey;
+    use sq::types::{Curve, HashAlgorithm};
+    targets.iter().flat_map(|t| t.keys.iter()).all(|k| {
+        matches!(
+            k.mpis(),
+            PublicKey::ECDH {
+                curve: Curve::Cv25519,
+                hash: HashAlgorithm::SHA256 | HashAlgorithm::SHA384 | HashAlgorithm::SHA512,
+                ..
+            }
+        )
+    })
 }
 
 /// Streams base64 with CRLF every 64 characters and a CRC24, as [`armor_crlf`] does.
