@@ -248,47 +248,42 @@ fn all_cv25519(targets: &[std::sync::Arc<EncryptionKeys>]) -> bool {
     })
 }
 
-/// Streams base64 with CRLF every 64 characters and a CRC24, as [`armor_crlf`] does.
+/// Streams base64 with CRLF every 64 characters and a CRC24, as [`armor_crlf`] does: whole
+/// lines (48 input bytes) are encoded at once.
 struct ArmorWriter<'a> {
     out: &'a mut Vec<u8>,
-    /// Up to two bytes waiting for a full 3-byte group.
+    /// Fewer than 48 bytes waiting for a whole line.
     pending: Vec<u8>,
-    column: usize,
     crc: u32,
 }
+
+/// Input bytes per armor line (64 base64 characters).
+const LINE_BYTES: usize = 48;
 
 impl<'a> ArmorWriter<'a> {
     fn new(out: &'a mut Vec<u8>) -> ArmorWriter<'a> {
         out.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n\r\n");
         ArmorWriter {
             out,
-            pending: Vec::with_capacity(3),
-            column: 0,
+            pending: Vec::with_capacity(LINE_BYTES),
             crc: CRC24_INIT,
         }
     }
 
-    fn emit(&mut self, group: &[u8]) {
-        let mut chars = [0u8; 4];
-        let n = data_encoding::BASE64.encode_len(group.len());
-        data_encoding::BASE64.encode_mut(group, &mut chars[..n]);
-        for &c in &chars[..n] {
-            if self.column == 64 {
-                self.out.extend_from_slice(b"\r\n");
-                self.column = 0;
-            }
-            self.out.push(c);
-            self.column += 1;
-        }
+    fn line(out: &mut Vec<u8>, bytes: &[u8]) {
+        let start = out.len();
+        let n = data_encoding::BASE64.encode_len(bytes.len());
+        out.resize(start + n, 0);
+        data_encoding::BASE64.encode_mut(bytes, &mut out[start..]);
+        out.extend_from_slice(b"\r\n");
     }
 
-    fn finish(mut self) {
-        let rest = std::mem::take(&mut self.pending);
-        if !rest.is_empty() {
-            self.emit(&rest);
+    fn finish(self) {
+        if !self.pending.is_empty() {
+            Self::line(self.out, &self.pending);
         }
         let crc = (self.crc & 0x00FF_FFFF).to_be_bytes();
-        self.out.extend_from_slice(b"\r\n=");
+        self.out.push(b'=');
         self.out
             .extend_from_slice(data_encoding::BASE64.encode(&crc[1..]).as_bytes());
         self.out
@@ -300,19 +295,21 @@ impl std::io::Write for ArmorWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.crc = crc24_update(self.crc, buf);
         let mut rest = buf;
-        while !self.pending.is_empty() && !rest.is_empty() {
-            self.pending.push(rest[0]);
-            rest = &rest[1..];
-            if self.pending.len() == 3 {
-                let group = std::mem::take(&mut self.pending);
-                self.emit(&group);
+        if !self.pending.is_empty() {
+            let take = (LINE_BYTES - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() < LINE_BYTES {
+                return Ok(buf.len());
             }
+            Self::line(self.out, &self.pending);
+            self.pending.clear();
         }
-        let whole = rest.len() / 3 * 3;
-        for group in rest[..whole].chunks(3) {
-            self.emit(group);
+        let mut lines = rest.chunks_exact(LINE_BYTES);
+        for line in &mut lines {
+            Self::line(self.out, line);
         }
-        self.pending.extend_from_slice(&rest[whole..]);
+        self.pending.extend_from_slice(lines.remainder());
         Ok(buf.len())
     }
 
@@ -325,44 +322,45 @@ impl std::io::Write for ArmorWriter<'_> {
 /// line ends as MIME wants them, 64 characters a line, and the CRC24 checksum GnuPG 2.2
 /// expects.
 pub fn armor_crlf(binary: &[u8], out: &mut Vec<u8>) {
-    let mut spec = data_encoding::BASE64.specification();
-    spec.wrap.width = 64;
-    spec.wrap.separator = "\r\n".into();
-    out.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n\r\n");
-    match spec.encoding() {
-        Ok(enc) => {
-            // Encode straight into the output: a large message is not held twice more.
-            let start = out.len();
-            out.resize(start + enc.encode_len(binary.len()), 0);
-            enc.encode_mut(binary, &mut out[start..]);
-        }
-        Err(_) => out.extend_from_slice(data_encoding::BASE64_MIME.encode(binary).as_bytes()),
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    let crc = crc24(binary).to_be_bytes();
-    out.push(b'=');
-    out.extend_from_slice(data_encoding::BASE64.encode(&crc[1..]).as_bytes());
-    out.extend_from_slice(b"\r\n-----END PGP MESSAGE-----\r\n");
+    use std::io::Write;
+    let mut w = ArmorWriter::new(out);
+    // Writing to a Vec cannot fail.
+    let _ = w.write_all(binary);
+    w.finish();
 }
 
 const CRC24_INIT: u32 = 0x00B7_04CE;
 
-/// RFC 9580 §6.1.1 CRC-24.
+/// RFC 9580 §6.1.1 CRC-24 of a whole buffer.
+#[cfg(test)]
 fn crc24(data: &[u8]) -> u32 {
     crc24_update(CRC24_INIT, data) & 0x00FF_FFFF
 }
 
-fn crc24_update(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc ^= u32::from(b) << 16;
-        for _ in 0..8 {
+/// CRC-24 table (polynomial 0x864CFB), built at compile time: byte at a time.
+const CRC24_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u32) << 16;
+        let mut bit = 0;
+        while bit < 8 {
             crc <<= 1;
             if crc & 0x0100_0000 != 0 {
                 crc ^= 0x0186_4CFB;
             }
+            bit += 1;
         }
+        table[i] = crc & 0x00FF_FFFF;
+        i += 1;
+    }
+    table
+};
+
+fn crc24_update(mut crc: u32, data: &[u8]) -> u32 {
+    for &b in data {
+        let index = ((crc >> 16) as u8 ^ b) as usize;
+        crc = ((crc << 8) ^ CRC24_TABLE[index]) & 0x00FF_FFFF;
     }
     crc
 }
@@ -485,8 +483,20 @@ mod tests {
     fn streamed_armor_equals_armor_of_the_whole() {
         use std::io::Write;
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let mut whole = Vec::new();
-        super::armor_crlf(&data, &mut whole);
+        // An independent reference: data_encoding's own wrapping.
+        let mut spec = data_encoding::BASE64.specification();
+        spec.wrap.width = 64;
+        spec.wrap.separator = "\r\n".into();
+        let body = spec.encoding().unwrap().encode(&data);
+        let crc = super::crc24(&data).to_be_bytes();
+        let whole = format!(
+            "-----BEGIN PGP MESSAGE-----\r\n\r\n{body}={}\r\n-----END PGP MESSAGE-----\r\n",
+            data_encoding::BASE64.encode(&crc[1..])
+        )
+        .into_bytes();
+        let mut via_fn = Vec::new();
+        super::armor_crlf(&data, &mut via_fn);
+        assert_eq!(via_fn, whole);
         for step in [1, 2, 3, 5, 64, 1000] {
             let mut out = Vec::new();
             let mut w = super::ArmorWriter::new(&mut out);
