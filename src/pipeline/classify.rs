@@ -6,6 +6,7 @@ use crate::config::{EncryptRule, EncryptRules};
 use crate::crypto::smime::SmimeCert;
 use crate::policy::{Format, PolicyResolver, ResolveFailure, Verified};
 use sequoia_openpgp::Cert;
+use std::sync::Arc;
 
 /// How one recipient's copy is made.
 #[derive(Debug, Clone)]
@@ -20,11 +21,11 @@ pub enum Treatment {
 #[derive(Debug, Clone)]
 pub struct Encryption {
     pub format: Format,
-    pub openpgp: Vec<Cert>,
-    pub smime: Vec<SmimeCert>,
+    pub openpgp: Arc<[Cert]>,
+    pub smime: Arc<[SmimeCert]>,
     /// Escrow certificates a policy declares: this recipient gets a copy of its own.
-    pub escrow_openpgp: Vec<Cert>,
-    pub escrow_smime: Vec<SmimeCert>,
+    pub escrow_openpgp: Arc<[Cert]>,
+    pub escrow_smime: Arc<[SmimeCert]>,
     /// The policy this came from, for a strong address (the proof that it was verified).
     pub policy: Option<Verified>,
 }
@@ -92,17 +93,17 @@ pub async fn classify(
                 treatment: Treatment::Encrypt(Box::new(Encryption {
                     format,
                     openpgp: if format == Format::PgpMime {
-                        verified.openpgp_certs().to_vec()
+                        verified.openpgp_shared()
                     } else {
-                        Vec::new()
+                        Vec::new().into()
                     },
                     smime: if format.is_smime() {
-                        verified.smime_certs().to_vec()
+                        verified.smime_shared()
                     } else {
-                        Vec::new()
+                        Vec::new().into()
                     },
-                    escrow_openpgp: verified.escrow_openpgp().to_vec(),
-                    escrow_smime: verified.escrow_smime().to_vec(),
+                    escrow_openpgp: verified.escrow_openpgp_shared(),
+                    escrow_smime: verified.escrow_smime_shared(),
                     policy: Some(verified),
                 })),
             })
@@ -125,10 +126,10 @@ pub async fn classify(
                     strong: false,
                     treatment: Treatment::Encrypt(Box::new(Encryption {
                         format: Format::PgpMime,
-                        openpgp: vec![cert],
-                        smime: Vec::new(),
-                        escrow_openpgp: Vec::new(),
-                        escrow_smime: Vec::new(),
+                        openpgp: vec![cert].into(),
+                        smime: Vec::new().into(),
+                        escrow_openpgp: Vec::new().into(),
+                        escrow_smime: Vec::new().into(),
                         policy: None,
                     })),
                 }),

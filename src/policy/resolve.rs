@@ -221,7 +221,7 @@ impl PolicyResolver {
                         store.save_policy(
                             udf,
                             &StoredPolicy {
-                                jws: jws.clone(),
+                                jws: jws.to_string(),
                                 fetched: now,
                                 created,
                             },

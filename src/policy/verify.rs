@@ -19,6 +19,7 @@ use crate::crypto::openpgp::{self, CertError};
 use crate::crypto::smime::{SmimeCert, SmimeCertError};
 use data_encoding::BASE64;
 use sequoia_openpgp::Cert;
+use std::sync::Arc;
 use std::time::SystemTime;
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
@@ -83,7 +84,7 @@ pub enum Origin {
         created: OffsetDateTime,
         expires: OffsetDateTime,
         /// The JWS as received, to store and to re-verify later.
-        jws: String,
+        jws: Arc<str>,
     },
     /// The OpenPGP certificate an OpenPGP-fingerprint address names.
     Certificate,
@@ -98,10 +99,12 @@ pub struct Verified {
     origin: Origin,
     source: Source,
     formats: Vec<Format>,
-    openpgp: Vec<Cert>,
-    smime: Vec<SmimeCert>,
-    escrow_openpgp: Vec<Cert>,
-    escrow_smime: Vec<SmimeCert>,
+    // Shared, so that the copies a busy session makes of a verified policy (cache, RCPT,
+    // DATA) cost a reference count, not a certificate parse's worth of allocations.
+    openpgp: Arc<[Cert]>,
+    smime: Arc<[SmimeCert]>,
+    escrow_openpgp: Arc<[Cert]>,
+    escrow_smime: Arc<[SmimeCert]>,
 }
 
 impl Verified {
@@ -129,6 +132,19 @@ impl Verified {
     }
     pub fn escrow_smime(&self) -> &[SmimeCert] {
         &self.escrow_smime
+    }
+    /// The certificates, shared.
+    pub fn openpgp_shared(&self) -> Arc<[Cert]> {
+        self.openpgp.clone()
+    }
+    pub fn smime_shared(&self) -> Arc<[SmimeCert]> {
+        self.smime.clone()
+    }
+    pub fn escrow_openpgp_shared(&self) -> Arc<[Cert]> {
+        self.escrow_openpgp.clone()
+    }
+    pub fn escrow_smime_shared(&self) -> Arc<[SmimeCert]> {
+        self.escrow_smime.clone()
     }
     /// `created` of a signed policy (None for a certificate).
     pub fn created(&self) -> Option<OffsetDateTime> {
@@ -283,14 +299,14 @@ pub fn verify_policy(
             signer: Udf::of_ed25519_key(&checked.public_key, crate::address::udf::DEFAULT_BITS),
             created: doc.created,
             expires: doc.expires,
-            jws: jws_text.trim().to_owned(),
+            jws: jws_text.trim().into(),
         },
         source,
         formats,
-        openpgp,
-        smime,
-        escrow_openpgp,
-        escrow_smime,
+        openpgp: openpgp.into(),
+        smime: smime.into(),
+        escrow_openpgp: escrow_openpgp.into(),
+        escrow_smime: escrow_smime.into(),
     })
 }
 
@@ -316,10 +332,10 @@ pub fn verify_certificate(
         origin: Origin::Certificate,
         source,
         formats: vec![Format::PgpMime],
-        openpgp: vec![cert.clone()],
-        smime: Vec::new(),
-        escrow_openpgp: Vec::new(),
-        escrow_smime: Vec::new(),
+        openpgp: vec![cert.clone()].into(),
+        smime: Vec::new().into(),
+        escrow_openpgp: Vec::new().into(),
+        escrow_smime: Vec::new().into(),
     })
 }
 
