@@ -903,58 +903,37 @@ fn implicit_tls_on_both_sides_and_tls_before_auth_off_loopback() {
     assert!(r.stdout.contains("538"), "{r:#?}");
     // Implicit TLS to meshmail, implicit TLS to the upstream.
     let cert = certs.join("cert.pem");
-    let r = run(Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{tls_port}"),
-            "--tlsc",
-            "--tls-verify",
-            "--tls-ca-path",
-        ])
-        .arg(&cert)
-        .args([
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice",
-            "--auth-password",
-            "secret",
-        ])
-        .args([
-            "--from",
-            "alice@example.test",
-            "--to",
-            "bob@example.test",
-            "--body",
-            "over tls",
-        ]));
+    let over_tls = |port: u16, mode: &str, body: &str| {
+        run(Command::new("swaks")
+            .args([
+                "--server",
+                &format!("127.0.0.1:{port}"),
+                mode,
+                "--tls-verify",
+                "--tls-ca-path",
+            ])
+            .arg(&cert)
+            .args([
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "alice",
+                "--auth-password",
+                "secret",
+            ])
+            .args([
+                "--from",
+                "alice@example.test",
+                "--to",
+                "bob@example.test",
+                "--body",
+                body,
+            ]))
+    };
+    let r = over_tls(tls_port, "--tlsc", "over tls");
     assert!(r.stdout.contains("250 2.0.0 Message accepted"), "{r:#?}");
     // STARTTLS on the other listener, then AUTH.
-    let r = run(Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{}", m.port),
-            "--tls",
-            "--tls-verify",
-            "--tls-ca-path",
-        ])
-        .arg(&cert)
-        .args([
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice",
-            "--auth-password",
-            "secret",
-        ])
-        .args([
-            "--from",
-            "alice@example.test",
-            "--to",
-            "bob@example.test",
-            "--body",
-            "over starttls",
-        ]));
+    let r = over_tls(m.port, "--tls", "over starttls");
     assert!(r.stdout.contains("250 2.0.0 Message accepted"), "{r:#?}");
     assert_eq!(servers.wait_for_inbox("bob", 2).len(), 2);
 }

@@ -24,7 +24,11 @@ impl Reply {
     /// A reply relayed from the upstream exactly as it came (its text may carry its own
     /// enhanced code).
     pub fn relayed(code: u16, text: &str) -> Reply {
-        let lines: Vec<String> = text.split('\n').map(clean).collect();
+        Reply::from_lines(code, text.split('\n').map(clean).collect())
+    }
+
+    /// A reply with the upstream's lines as they came (none becomes one empty line).
+    pub fn from_lines(code: u16, lines: Vec<String>) -> Reply {
         Reply {
             code,
             enhanced: None,
@@ -34,6 +38,15 @@ impl Reply {
                 lines
             },
         }
+    }
+
+    /// `553 5.6.7`: an address needs SMTPUTF8, which the upstream does not offer (RFC 6531 §3.5).
+    pub fn non_ascii_refused() -> Reply {
+        Reply::new(
+            553,
+            "5.6.7",
+            "The mail server does not accept non-ASCII addresses",
+        )
     }
 
     pub fn is_positive(&self) -> bool {

@@ -185,16 +185,10 @@ impl Upstream {
             Err(_) => Err(UpstreamError::Broken("timed out".into())),
             Ok(Ok(response)) => {
                 let code = response.code().to_string().parse().unwrap_or(250);
-                let lines: Vec<String> = response.message().map(str::to_owned).collect();
-                Ok(Reply {
+                Ok(Reply::from_lines(
                     code,
-                    enhanced: None,
-                    lines: if lines.is_empty() {
-                        vec![String::new()]
-                    } else {
-                        lines
-                    },
-                })
+                    response.message().map(str::to_owned).collect(),
+                ))
             }
             Ok(Err(e)) => match e.status() {
                 Some(code) => {

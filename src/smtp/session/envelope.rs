@@ -25,13 +25,7 @@ impl Session {
         let caps = up.caps.clone();
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0 || !from.address.is_ascii();
         if smtputf8 && !caps.smtputf8 {
-            return self
-                .reply_error(Reply::new(
-                    553,
-                    "5.6.7",
-                    "The mail server does not accept non-ASCII addresses",
-                ))
-                .await;
+            return self.reply_error(Reply::non_ascii_refused()).await;
         }
         let max = self.ctx.max_size(&caps);
         if from.size > max {
@@ -110,13 +104,7 @@ impl Session {
             return self.upstream_gone().await;
         };
         if !to.address.is_ascii() && !up.caps.smtputf8 {
-            return self
-                .reply_error(Reply::new(
-                    553,
-                    "5.6.7",
-                    "The mail server does not accept non-ASCII addresses",
-                ))
-                .await;
+            return self.reply_error(Reply::non_ascii_refused()).await;
         }
         let dsn_capable = up.caps.dsn;
         let classified = match classify::classify(&self.ctx.resolver, &self.ctx.rules, &to.address)
