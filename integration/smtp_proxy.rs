@@ -1047,3 +1047,86 @@ fn rules_for_plain_addresses_and_smime_gcm() {
         "{dec:#?}"
     );
 }
+
+/// A policy that declares an escrow certificate: that recipient gets a copy of its own,
+/// encrypted to the escrow key too; no other copy is.
+#[test]
+fn escrow_is_added_to_that_recipients_copy_only() {
+    let w = world_with(
+        |root, bob| {
+            // Bob's policy, re-signed by Bob's key, with Erin's certificate as escrow.
+            use meshmail::keys::Account;
+            use meshmail::policy::{document::Escrow, jws, PolicyDocument};
+            let erin =
+                Account::open(&root.join("erin@example.test".replace('@', "_at_"))).expect("erin");
+            let erin_cert = std::fs::read(erin.home().join("openpgp.asc")).expect("cert");
+            let erin_bin = meshmail::crypto::openpgp::public_bytes(
+                &meshmail::crypto::openpgp::parse_certs(&erin_cert).expect("parse")[0],
+            );
+            let account = Account::open(&bob.home).expect("bob");
+            let key = account
+                .unlock(None)
+                .expect("unlock")
+                .policy_signing_key()
+                .expect("key");
+            let mut doc: PolicyDocument = serde_json::from_slice(
+                &jws::verify(&account.policy_jws().expect("jws"))
+                    .expect("valid")
+                    .payload,
+            )
+            .expect("doc");
+            // Newer than the policy published beside it, so this one wins.
+            doc.created += time::Duration::seconds(1);
+            doc.escrow = Some(Escrow {
+                openpgp: Some(data_encoding::BASE64.encode(&erin_bin)),
+                smime: None,
+            });
+            let signed = jws::sign(&serde_json::to_vec(&doc).expect("json"), &key);
+            let strings: Vec<String> = signed
+                .as_bytes()
+                .chunks(255)
+                .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+                .collect();
+            let udf = account.policy_udf(140).expect("udf");
+            vec![format!(
+                "{}._mmm.example.test. 60 IN TXT {}",
+                udf.dns_label(),
+                strings.join(" ")
+            )]
+        },
+        "",
+    );
+    let py = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}); s.login("alice", "secret")
+s.sendmail("alice@example.test", ["{bob}", "{dave}"],
+    "From: alice@example.test\r\nTo: {bob}, {dave}\r\nSubject: escrowed\r\n\r\nfor bob and dave\r\n")
+"#,
+        port = w.meshmail.port,
+        bob = w.bob.strong,
+        dave = w.dave.openpgp_address
+    );
+    run(Command::new("python3").arg("-c").arg(&py)).ok();
+    let bob = w.servers.wait_for_inbox("bob", 1);
+    let dave = w.servers.wait_for_inbox("dave", 1);
+    assert_eq!((bob.len(), dave.len()), (1, 1));
+    let erin_keys = encryption_key_ids(&w.erin.home);
+    let bob_to = pgp_recipients(&pgp_part(&bob[0]));
+    let dave_to = pgp_recipients(&pgp_part(&dave[0]));
+    assert!(
+        erin_keys.iter().all(|k| bob_to.contains(k)),
+        "Bob's copy is encrypted to the escrow key"
+    );
+    assert!(
+        erin_keys.iter().all(|k| !dave_to.contains(k)),
+        "Dave's copy is not"
+    );
+    assert_ne!(pgp_part(&bob[0]), pgp_part(&dave[0]), "separate copies");
+    // The escrow holder can read Bob's copy (a front door, declared in the signed policy).
+    assert!(w
+        .gpg(&w.erin)
+        .decrypt(&pgp_part(&bob[0]))
+        .stdout
+        .contains("for bob and dave"));
+}

@@ -168,3 +168,24 @@ pub async fn run_listener(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::InFlight;
+
+    #[test]
+    fn bytes_in_flight_are_bounded_and_given_back() {
+        let budget = InFlight::new(100);
+        let mut a = budget.reserve(60);
+        assert!(a.grow_to(70));
+        let mut b = budget.reserve(0);
+        assert!(b.grow_to(30));
+        assert!(!b.grow_to(31), "over the global bound");
+        assert_eq!(budget.in_use(), 100);
+        drop(a);
+        assert_eq!(budget.in_use(), 30);
+        assert!(b.grow_to(90));
+        drop(b);
+        assert_eq!(budget.in_use(), 0);
+    }
+}
