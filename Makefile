@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 # Everything the build and the tests need, from Debian.
-DEB_PACKAGES := build-essential pkg-config nettle-dev libclang-dev \
+DEB_PACKAGES := build-essential pkg-config nettle-dev libssl-dev libclang-dev \
 	postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd nsd \
 	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl \
 	msmtp isync bind9-dnsutils ca-certificates gnupg gpgsm openssl curl python3
