@@ -1055,44 +1055,19 @@ fn escrow_is_added_to_that_recipients_copy_only() {
     let w = world_with(
         |root, bob| {
             // Bob's policy, re-signed by Bob's key, with Erin's certificate as escrow.
-            use meshmail::keys::Account;
-            use meshmail::policy::{document::Escrow, jws, PolicyDocument};
-            let erin =
-                Account::open(&root.join("erin@example.test".replace('@', "_at_"))).expect("erin");
-            let erin_cert = std::fs::read(erin.home().join("openpgp.asc")).expect("cert");
+            let erin_home = root.join("erin_at_example.test");
+            let erin_cert = std::fs::read(erin_home.join("openpgp.asc")).expect("cert");
             let erin_bin = meshmail::crypto::openpgp::public_bytes(
                 &meshmail::crypto::openpgp::parse_certs(&erin_cert).expect("parse")[0],
             );
-            let account = Account::open(&bob.home).expect("bob");
-            let key = account
-                .unlock(None)
-                .expect("unlock")
-                .policy_signing_key()
-                .expect("key");
-            let mut doc: PolicyDocument = serde_json::from_slice(
-                &jws::verify(&account.policy_jws().expect("jws"))
-                    .expect("valid")
-                    .payload,
-            )
-            .expect("doc");
-            // Newer than the policy published beside it, so this one wins.
-            doc.created += time::Duration::seconds(1);
-            doc.escrow = Some(Escrow {
-                openpgp: Some(data_encoding::BASE64.encode(&erin_bin)),
-                smime: None,
-            });
-            let signed = jws::sign(&serde_json::to_vec(&doc).expect("json"), &key);
-            let strings: Vec<String> = signed
-                .as_bytes()
-                .chunks(255)
-                .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
-                .collect();
-            let udf = account.policy_udf(140).expect("udf");
-            vec![format!(
-                "{}._mmm.example.test. 60 IN TXT {}",
-                udf.dns_label(),
-                strings.join(" ")
-            )]
+            vec![resigned_policy_line(bob, |doc| {
+                // Newer than the policy published beside it, so this one wins.
+                doc.created += time::Duration::seconds(1);
+                doc.escrow = Some(meshmail::policy::document::Escrow {
+                    openpgp: Some(data_encoding::BASE64.encode(&erin_bin)),
+                    smime: None,
+                });
+            })]
         },
         "",
     );

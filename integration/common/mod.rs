@@ -318,8 +318,11 @@ impl Drop for HttpsServer {
     }
 }
 
-/// A TXT line holding `who`'s own policy, signed by its key, expired yesterday.
-pub fn expired_policy_line(who: &TestAccount) -> String {
+/// A TXT line holding `who`'s own policy, re-signed by its key after `edit` changed it.
+pub fn resigned_policy_line(
+    who: &TestAccount,
+    edit: impl FnOnce(&mut meshmail::policy::PolicyDocument),
+) -> String {
     use meshmail::keys::Account;
     use meshmail::policy::{jws, PolicyDocument};
     let account = Account::open(&who.home).expect("account");
@@ -328,18 +331,13 @@ pub fn expired_policy_line(who: &TestAccount) -> String {
         .expect("unlock")
         .policy_signing_key()
         .expect("key");
-    let current: PolicyDocument = serde_json::from_slice(
+    let mut doc: PolicyDocument = serde_json::from_slice(
         &jws::verify(&account.policy_jws().expect("jws"))
             .expect("valid")
             .payload,
     )
     .expect("doc");
-    let now = time::OffsetDateTime::now_utc();
-    let doc = PolicyDocument {
-        created: now - time::Duration::days(400),
-        expires: now - time::Duration::days(1),
-        ..current
-    };
+    edit(&mut doc);
     let signed = jws::sign(&serde_json::to_vec(&doc).expect("json"), &key);
     let strings: Vec<String> = signed
         .as_bytes()
@@ -352,6 +350,15 @@ pub fn expired_policy_line(who: &TestAccount) -> String {
         udf.dns_label(),
         strings.join(" ")
     )
+}
+
+/// A TXT line holding `who`'s own policy, signed by its key, expired yesterday.
+pub fn expired_policy_line(who: &TestAccount) -> String {
+    resigned_policy_line(who, |doc| {
+        let now = time::OffsetDateTime::now_utc();
+        doc.created = now - time::Duration::days(400);
+        doc.expires = now - time::Duration::days(1);
+    })
 }
 
 pub mod gpg;

@@ -29,14 +29,16 @@ pub struct SenderKeys {
 /// The bytes of one copy. Plaintext is only possible for a copy without strong recipients.
 #[derive(Debug, Clone)]
 pub enum CopyBody {
-    Plain(Vec<u8>),
+    /// The message exactly as received (not copied: a large message is held once).
+    Original,
     Sealed(Sealed),
 }
 
 impl CopyBody {
-    pub fn bytes(&self) -> &[u8] {
+    /// The bytes to relay, given the message as received.
+    pub fn bytes<'a>(&'a self, original: &'a [u8]) -> &'a [u8] {
         match self {
-            CopyBody::Plain(b) => b,
+            CopyBody::Original => original,
             CopyBody::Sealed(s) => s.bytes(),
         }
     }
@@ -128,7 +130,7 @@ pub fn plan_copies(
             }
             copies.push(Copy {
                 recipients: members,
-                body: CopyBody::Plain(message.to_vec()),
+                body: CopyBody::Original,
                 treatment: "plain",
             });
             continue;

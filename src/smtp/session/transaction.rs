@@ -116,9 +116,12 @@ impl Session {
         }
         for copy in &copies {
             let result = if single {
-                self.upstream.as_mut()?.data(copy.body.bytes()).await
+                self.upstream
+                    .as_mut()?
+                    .data(copy.body.bytes(&message))
+                    .await
             } else {
-                self.send_copy(&tx, copy).await
+                self.send_copy(&tx, copy, &message).await
             };
             match result {
                 Ok(r) if r.is_positive() => delivered.extend(&copy.recipients),
@@ -189,12 +192,13 @@ impl Session {
         &mut self,
         tx: &super::Transaction,
         copy: &Copy,
+        original: &[u8],
     ) -> Result<Reply, UpstreamError> {
         let up = self
             .upstream
             .as_mut()
             .ok_or_else(|| UpstreamError::Broken("gone".into()))?;
-        let plain = matches!(copy.body, CopyBody::Plain(_));
+        let plain = matches!(copy.body, CopyBody::Original);
         let r = up.command(&mail_line(&tx.from, &tx.params, plain)).await?;
         if !r.is_positive() {
             return Ok(r);
@@ -217,7 +221,7 @@ impl Session {
             up.command("RSET").await?;
             return Ok(refusal.unwrap_or_else(|| Reply::new(550, "5.1.1", "Recipient refused")));
         }
-        up.data(copy.body.bytes()).await
+        up.data(copy.body.bytes(original)).await
     }
 
     /// Ends the probe transaction upstream; `None` when the upstream is gone.
