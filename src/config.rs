@@ -27,6 +27,7 @@ pub struct Config {
     #[serde(default)]
     pub policy: PolicyConfig,
     pub smtp: Option<SmtpConfig>,
+    pub imap: Option<ImapConfig>,
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub encrypt: EncryptRules,
@@ -60,6 +61,27 @@ pub struct SmtpConfig {
     pub upstream_ca: Option<PathBuf>,
     /// The name meshmail gives in its greeting and EHLO (default: localhost).
     pub hostname: Option<String>,
+}
+
+/// `[imap]`: the IMAP listener and its upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    /// STARTTLS (or plaintext on loopback) listener, e.g. `127.0.0.1:1143`.
+    pub listen: SocketAddr,
+    /// Implicit-TLS listener, e.g. `127.0.0.1:1993`.
+    pub listen_implicit_tls: Option<SocketAddr>,
+    /// The provider's IMAP server, `host:port`.
+    pub upstream: String,
+    /// `starttls` (143), `implicit` (993) or `none` (loopback only).
+    pub upstream_tls: crate::smtp::upstream::UpstreamTls,
+    /// Extra CA for the upstream's certificate.
+    pub upstream_ca: Option<PathBuf>,
+    /// Mailboxes whose APPENDed messages are stored as the client sent them (not encrypted).
+    #[serde(default)]
+    pub append_plaintext: Vec<String>,
+    /// Decrypted messages kept in memory, in bytes (default 64 MiB).
+    pub cache_bytes: Option<u64>,
 }
 
 /// `[tls]`: the certificate offered to clients.
@@ -223,60 +245,86 @@ impl Config {
                 .err()
                 .map(|e| format!("{}: {e}", p.display()))
         };
-        if let Some(smtp) = &self.smtp {
-            if self.upstream_user.is_none() && self.accounts.is_empty() {
-                problem(
-                    "",
-                    "upstream_user",
-                    "upstream_user is required: the upstream login mapped to the account".into(),
-                );
-            }
-            if smtp.upstream_tls == crate::smtp::upstream::UpstreamTls::None {
-                let host = smtp
-                    .upstream
-                    .rsplit_once(':')
-                    .map(|(h, _)| h)
-                    .unwrap_or(&smtp.upstream);
+        if (self.smtp.is_some() || self.imap.is_some())
+            && self.upstream_user.is_none()
+            && self.accounts.is_empty()
+        {
+            problem(
+                "",
+                "upstream_user",
+                "upstream_user is required: the upstream login mapped to the account".into(),
+            );
+        }
+        let listeners = [
+            self.smtp.as_ref().map(|s| {
+                (
+                    "smtp",
+                    &s.upstream,
+                    s.upstream_tls,
+                    s.listen,
+                    s.listen_implicit_tls,
+                    s.upstream_ca.as_deref(),
+                )
+            }),
+            self.imap.as_ref().map(|s| {
+                (
+                    "imap",
+                    &s.upstream,
+                    s.upstream_tls,
+                    s.listen,
+                    s.listen_implicit_tls,
+                    s.upstream_ca.as_deref(),
+                )
+            }),
+        ];
+        for (section, upstream, upstream_tls, listen, implicit, ca) in
+            listeners.into_iter().flatten()
+        {
+            let host = upstream
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(upstream);
+            if upstream_tls == crate::smtp::upstream::UpstreamTls::None {
                 let loopback = host == "localhost"
                     || host
                         .parse::<std::net::IpAddr>()
                         .is_ok_and(|ip| ip.is_loopback());
                 if !loopback {
                     problem(
-                        "smtp",
+                        section,
                         "upstream_tls",
                         "upstream_tls = \"none\" is allowed only for a loopback upstream".into(),
                     );
                 }
             }
-            if smtp
-                .upstream
+            if upstream
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .is_none()
             {
                 problem(
-                    "smtp",
+                    section,
                     "upstream",
-                    format!("upstream {:?} must be host:port", smtp.upstream),
+                    format!("upstream {upstream:?} must be host:port"),
                 );
             }
-            if !smtp.listen.ip().is_loopback() && self.tls.is_none() {
+            if !listen.ip().is_loopback() && self.tls.is_none() {
                 problem(
-                    "smtp",
+                    section,
                     "listen",
-                    "a listener off loopback needs a [tls] certificate (AUTH only over TLS)".into(),
+                    "a listener off loopback needs a [tls] certificate (logins only over TLS)"
+                        .into(),
                 );
             }
-            if smtp.listen_implicit_tls.is_some() && self.tls.is_none() {
+            if implicit.is_some() && self.tls.is_none() {
                 problem(
-                    "smtp",
+                    section,
                     "listen_implicit_tls",
                     "listen_implicit_tls needs a [tls] certificate".into(),
                 );
             }
-            if let Some(e) = smtp.upstream_ca.as_deref().and_then(readable) {
-                problem("smtp", "upstream_ca", e);
+            if let Some(e) = ca.and_then(readable) {
+                problem(section, "upstream_ca", e);
             }
         }
         if let Some(tls) = &self.tls {

@@ -22,6 +22,7 @@ pub mod address;
 pub mod codes;
 pub mod config;
 pub mod crypto;
+pub mod imap;
 pub mod keys;
 pub mod mime;
 pub mod pipeline;

@@ -2,7 +2,9 @@
 //! upstream) and run the listeners until SIGINT or SIGTERM.
 
 use crate::config::{AccountConfig, Config};
+use crate::crypto::decrypt::DecryptionKeys;
 use crate::crypto::smime::SmimeCert;
+use crate::imap::ImapAccount;
 use crate::keys::{Account, KeyError};
 use crate::pipeline::SenderKeys;
 use crate::secret::SecretString;
@@ -28,80 +30,108 @@ pub enum ServeError {
 
 /// Runs the configured listeners until a signal arrives.
 pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), ServeError> {
-    let smtp = config
-        .smtp
-        .clone()
-        .ok_or_else(|| ServeError::Config("no [smtp] section: nothing to serve".into()))?;
+    if config.smtp.is_none() && config.imap.is_none() {
+        return Err(ServeError::Config(
+            "no [smtp] or [imap] section: nothing to serve".into(),
+        ));
+    }
     let accounts = load_accounts(&config, default_home)?;
     let store_home = config
         .home
         .clone()
-        .or_else(|| accounts.values().next().map(|(h, _)| h.clone()));
+        .or_else(|| accounts.values().next().map(|a| a.home.clone()));
     let resolver = crate::policy::PolicyResolver::new(&config.resolver_settings(store_home))
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let tls = match &config.tls {
         Some(t) => Some(crate::tls::acceptor(&t.cert, &t.key).map_err(ServeError::Config)?),
         None => None,
     };
-    let upstream_tls =
-        crate::tls::client_config(smtp.upstream_ca.as_deref()).map_err(ServeError::Config)?;
-    let hostname = smtp.hostname.clone().unwrap_or_else(|| "localhost".into());
-    let ctx = Arc::new(SmtpContext {
-        hostname: hostname.clone(),
-        resolver,
-        rules: config.encrypt.clone(),
-        limits: config.limits.clone(),
-        upstream: UpstreamTarget {
-            address: smtp.upstream.clone(),
-            tls: smtp.upstream_tls,
-            tls_config: Arc::new(upstream_tls),
-            timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
-            hello_name: hostname,
-        },
-        tls,
-        accounts: accounts
-            .into_iter()
-            .map(|(user, (_, acct))| (user, acct))
-            .collect(),
-        sign: config.sign.unwrap_or(true),
-        in_flight: crate::smtp::server::InFlight::new(config.limits.max_bytes_in_flight),
-        connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
-    });
-
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    let mut bind = |addr: std::net::SocketAddr, implicit: bool| -> Result<(), ServeError> {
-        let std_listener = std::net::TcpListener::bind(addr).map_err(|e| ServeError::Listen {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| ServeError::Listen {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
-        let listener = TcpListener::from_std(std_listener).map_err(|e| ServeError::Listen {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
-        tracing::info!(%addr, implicit_tls = implicit, "SMTP listening");
-        tasks.push(tokio::spawn(run_listener(
-            listener,
-            ctx.clone(),
-            implicit,
-            shutdown.clone(),
-        )));
-        Ok(())
-    };
-    bind(smtp.listen, false)?;
-    if let Some(addr) = smtp.listen_implicit_tls {
-        if ctx.tls.is_none() {
-            return Err(ServeError::Config(
-                "listen_implicit_tls needs a [tls] certificate".into(),
-            ));
+    if let Some(smtp) = config.smtp.clone() {
+        let upstream_tls =
+            crate::tls::client_config(smtp.upstream_ca.as_deref()).map_err(ServeError::Config)?;
+        let hostname = smtp.hostname.clone().unwrap_or_else(|| "localhost".into());
+        let ctx = Arc::new(SmtpContext {
+            hostname: hostname.clone(),
+            resolver,
+            rules: config.encrypt.clone(),
+            limits: config.limits.clone(),
+            upstream: UpstreamTarget {
+                address: smtp.upstream.clone(),
+                tls: smtp.upstream_tls,
+                tls_config: Arc::new(upstream_tls),
+                timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
+                hello_name: hostname,
+            },
+            tls: tls.clone(),
+            accounts: accounts
+                .iter()
+                .map(|(user, a)| (user.clone(), a.smtp.clone()))
+                .collect(),
+            sign: config.sign.unwrap_or(true),
+            in_flight: crate::smtp::server::InFlight::new(config.limits.max_bytes_in_flight),
+            connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+        });
+        let mut listeners = vec![(smtp.listen, false)];
+        if let Some(addr) = smtp.listen_implicit_tls {
+            if ctx.tls.is_none() {
+                return Err(ServeError::Config(
+                    "listen_implicit_tls needs a [tls] certificate".into(),
+                ));
+            }
+            listeners.push((addr, true));
         }
-        bind(addr, true)?;
+        for (addr, implicit) in listeners {
+            let listener = bind(addr)?;
+            tracing::info!(%addr, implicit_tls = implicit, "SMTP listening");
+            tasks.push(tokio::spawn(run_listener(
+                listener,
+                ctx.clone(),
+                implicit,
+                shutdown.clone(),
+            )));
+        }
+    }
+    if let Some(imap) = config.imap.clone() {
+        let upstream_tls =
+            crate::tls::client_config(imap.upstream_ca.as_deref()).map_err(ServeError::Config)?;
+        let ctx = Arc::new(crate::imap::ImapContext {
+            upstream: UpstreamTarget {
+                address: imap.upstream.clone(),
+                tls: imap.upstream_tls,
+                tls_config: Arc::new(upstream_tls),
+                timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
+                hello_name: "localhost".into(),
+            },
+            tls: tls.clone(),
+            accounts: accounts
+                .iter()
+                .map(|(user, a)| (user.clone(), a.imap.clone()))
+                .collect(),
+            limits: config.limits.clone(),
+            connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            views: crate::imap::view::ViewCache::new(imap.cache_bytes.unwrap_or(64 << 20)),
+        });
+        let mut listeners = vec![(imap.listen, false)];
+        if let Some(addr) = imap.listen_implicit_tls {
+            if ctx.tls.is_none() {
+                return Err(ServeError::Config(
+                    "listen_implicit_tls needs a [tls] certificate".into(),
+                ));
+            }
+            listeners.push((addr, true));
+        }
+        for (addr, implicit) in listeners {
+            let listener = bind(addr)?;
+            tracing::info!(%addr, implicit_tls = implicit, "IMAP listening");
+            tasks.push(tokio::spawn(crate::imap::run_listener(
+                listener,
+                ctx.clone(),
+                implicit,
+                shutdown.clone(),
+            )));
+        }
     }
     // Scripts wait for this line.
     println!("meshmail: ready");
@@ -113,6 +143,16 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
         let _ = t.await;
     }
     Ok(())
+}
+
+fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
+    let fail = |e: std::io::Error| ServeError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(fail)?;
+    std_listener.set_nonblocking(true).map_err(fail)?;
+    TcpListener::from_std(std_listener).map_err(fail)
 }
 
 async fn wait_for_signal() {
@@ -130,13 +170,20 @@ async fn wait_for_signal() {
     }
 }
 
+/// A mapped account as each listener needs it.
+struct LoadedAccount {
+    home: PathBuf,
+    smtp: Arc<MappedAccount>,
+    imap: Arc<ImapAccount>,
+}
+
 /// Loads every mapped account (the top-level one and each `[[account]]`), unlocking its keys
 /// when the passphrase is at hand. A locked account stays mapped: its sessions are told to
 /// try again later rather than being relayed without its keys.
 fn load_accounts(
     config: &Config,
     default_home: Option<PathBuf>,
-) -> Result<HashMap<String, (PathBuf, Arc<MappedAccount>)>, ServeError> {
+) -> Result<HashMap<String, LoadedAccount>, ServeError> {
     let mut list: Vec<AccountConfig> = config.accounts.clone();
     if let Some(user) = &config.upstream_user {
         let home = config.home.clone().or(default_home).ok_or_else(|| {
@@ -159,27 +206,48 @@ fn load_accounts(
             tracing::warn!("{w}");
         }
         let passphrase = read_passphrase(a.passphrase_file.as_deref(), a.passphrase_fd)?;
-        let keys = match account.unlock(passphrase.as_ref()) {
-            Ok(unlocked) => Some(SenderKeys {
-                self_openpgp: Some(account.openpgp_cert()?),
-                self_smime: SmimeCert::from_der(&account.smime_cert_der()?).ok(),
-                signer: Some(unlocked.openpgp_secret_cert()?),
-            }),
+        let (keys, decryption) = match account.unlock(passphrase.as_ref()) {
+            Ok(unlocked) => {
+                let secret = unlocked.openpgp_secret_cert()?;
+                let smime = SmimeCert::from_der(&account.smime_cert_der()?).ok();
+                let keyring =
+                    crate::policy::store::LocalStore::new(&a.home).certs_matching(&|_| true);
+                let decryption = DecryptionKeys::new(
+                    secret.clone(),
+                    smime.clone(),
+                    Some(crate::secret::Secret::new(
+                        unlocked.smime_key_pkcs8().expose().clone(),
+                    )),
+                    keyring,
+                );
+                (
+                    Some(SenderKeys {
+                        self_openpgp: Some(account.openpgp_cert()?),
+                        self_smime: smime,
+                        signer: Some(secret),
+                    }),
+                    Some(Arc::new(decryption)),
+                )
+            }
             Err(KeyError::Locked) => {
                 tracing::warn!(user = %a.upstream_user, "key store is locked: its sessions get 'temporarily unavailable'");
-                None
+                (None, None)
             }
             Err(e) => return Err(e.into()),
         };
         out.insert(
             a.upstream_user.clone(),
-            (
-                a.home.clone(),
-                Arc::new(MappedAccount {
+            LoadedAccount {
+                home: a.home.clone(),
+                smtp: Arc::new(MappedAccount {
                     address: account.address().to_owned(),
                     keys,
                 }),
-            ),
+                imap: Arc::new(ImapAccount {
+                    address: account.address().to_owned(),
+                    keys: decryption,
+                }),
+            },
         );
     }
     Ok(out)

@@ -26,13 +26,13 @@ pub enum CmsError {
     Encrypt(String),
 }
 
-const OID_DATA: &[u32] = &[1, 2, 840, 113549, 1, 7, 1];
-const OID_ENVELOPED_DATA: &[u32] = &[1, 2, 840, 113549, 1, 7, 3];
-const OID_AUTH_ENVELOPED_DATA: &[u32] = &[1, 2, 840, 113549, 1, 9, 16, 1, 23];
-const OID_RSA_ENCRYPTION: &[u32] = &[1, 2, 840, 113549, 1, 1, 1];
-const OID_RSAES_OAEP: &[u32] = &[1, 2, 840, 113549, 1, 1, 7];
-const OID_AES256_CBC: &[u32] = &[2, 16, 840, 1, 101, 3, 4, 1, 42];
-const OID_AES256_GCM: &[u32] = &[2, 16, 840, 1, 101, 3, 4, 1, 46];
+pub(super) const OID_DATA: &[u32] = &[1, 2, 840, 113549, 1, 7, 1];
+pub(super) const OID_ENVELOPED_DATA: &[u32] = &[1, 2, 840, 113549, 1, 7, 3];
+pub(super) const OID_AUTH_ENVELOPED_DATA: &[u32] = &[1, 2, 840, 113549, 1, 9, 16, 1, 23];
+pub(super) const OID_RSA_ENCRYPTION: &[u32] = &[1, 2, 840, 113549, 1, 1, 1];
+pub(super) const OID_RSAES_OAEP: &[u32] = &[1, 2, 840, 113549, 1, 1, 7];
+pub(super) const OID_AES256_CBC: &[u32] = &[2, 16, 840, 1, 101, 3, 4, 1, 42];
+pub(super) const OID_AES256_GCM: &[u32] = &[2, 16, 840, 1, 101, 3, 4, 1, 46];
 
 /// DER of RSAES-OAEP-params with SHA-256 and MGF1(SHA-256) (RFC 4055 §4.1).
 const OAEP_SHA256_PARAMS: &[u8] = &[
@@ -44,7 +44,7 @@ const OAEP_SHA256_PARAMS: &[u8] = &[
 /// DER NULL.
 const NULL: &[u8] = &[0x05, 0x00];
 
-fn oid(arcs: &'static [u32]) -> ObjectIdentifier {
+pub(super) fn oid(arcs: &'static [u32]) -> ObjectIdentifier {
     // The constants above are valid OIDs (first arc 1 or 2).
     ObjectIdentifier::new(arcs).unwrap_or_else(|| ObjectIdentifier::new_unchecked(arcs.into()))
 }

@@ -3,6 +3,8 @@
 //! certificates here; nothing in this module does I/O.
 
 pub mod cms;
+mod cms_decrypt;
+pub mod decrypt;
 pub mod openpgp;
 pub mod seal;
 pub mod smime;

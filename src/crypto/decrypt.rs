@@ -1,0 +1,274 @@
+//! Decryption of incoming mail for the account: OpenPGP messages (PGP/MIME payloads) with the
+//! account's secret subkeys, CMS EnvelopedData / AuthEnvelopedData with its S/MIME key
+//! (`cms_decrypt`). Signatures found inside an OpenPGP message are checked against
+//! certificates held locally only: a lookup at read time would tell the sender when mail is read.
+//!
+//! Everything here is blocking CPU work; callers run it on blocking threads.
+
+use super::cms_decrypt;
+use super::smime::SmimeCert;
+use crate::secret::SecretBytes;
+use sequoia_openpgp as sq;
+use sq::crypto::SessionKey;
+use sq::packet::{PKESK, SKESK};
+use sq::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
+};
+use sq::parse::Parse;
+use sq::policy::StandardPolicy;
+use sq::types::SymmetricAlgorithm;
+use sq::{Cert, KeyHandle};
+use std::io::Read;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// Why a message could not be opened. Every case is permanent for that message: retrying with
+/// the same keys gives the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OpenError {
+    #[error("not encrypted to this account's key")]
+    NotForUs,
+    #[error("corrupt encrypted message: {0}")]
+    Corrupt(String),
+    #[error("decrypted message larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// The account's decryption keys, unlocked.
+pub struct DecryptionKeys {
+    /// The OpenPGP certificate with its secret keys.
+    openpgp: Cert,
+    /// The S/MIME certificate and its RSA key (PKCS#8 DER).
+    smime_cert: Option<SmimeCert>,
+    smime_key: Option<SecretBytes>,
+    /// Certificates trusted for signature checks: the account's own and the local keyring.
+    known: Vec<Cert>,
+}
+
+impl std::fmt::Debug for DecryptionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets.
+        write!(f, "DecryptionKeys({})", self.openpgp.fingerprint())
+    }
+}
+
+/// One signature found on the decrypted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureCheck {
+    /// The signing certificate's fingerprint (upper-case hex), or the issuer given by the
+    /// signature when the certificate is not held.
+    pub signer: String,
+    /// The signature verified with a certificate held locally.
+    pub good: bool,
+    /// The e-mail addresses bound to that certificate by valid user IDs (lower case).
+    pub addresses: Vec<String>,
+}
+
+/// A decrypted message body.
+pub struct Opened {
+    pub plaintext: Zeroizing<Vec<u8>>,
+    pub signatures: Vec<SignatureCheck>,
+}
+
+impl DecryptionKeys {
+    pub fn new(
+        openpgp: Cert,
+        smime_cert: Option<SmimeCert>,
+        smime_key: Option<SecretBytes>,
+        mut known: Vec<Cert>,
+    ) -> DecryptionKeys {
+        known.push(openpgp.clone().strip_secret_key_material());
+        DecryptionKeys {
+            openpgp,
+            smime_cert,
+            smime_key,
+            known,
+        }
+    }
+
+    /// The account's own OpenPGP fingerprint.
+    pub fn fingerprint(&self) -> String {
+        self.openpgp.fingerprint().to_hex()
+    }
+
+    /// Decrypts an OpenPGP message (armored or binary), checking any signature inside it
+    /// against `extra` certificates (e.g. keys attached to the message) and the known ones.
+    pub fn open_openpgp(
+        &self,
+        message: &[u8],
+        extra: &[Cert],
+        max: usize,
+    ) -> Result<Opened, OpenError> {
+        let policy = StandardPolicy::new();
+        let helper = Helper {
+            keys: self,
+            extra,
+            signatures: Vec::new(),
+            decrypted: false,
+        };
+        let mut decryptor = DecryptorBuilder::from_bytes(message)
+            .map_err(|e| OpenError::Corrupt(e.to_string()))?
+            .with_policy(&policy, None, helper)
+            .map_err(|e| {
+                if e.to_string().contains(NO_KEY) {
+                    OpenError::NotForUs
+                } else {
+                    OpenError::Corrupt(e.to_string())
+                }
+            })?;
+        let mut plaintext = Zeroizing::new(Vec::new());
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let n = decryptor
+                .read(&mut chunk)
+                .map_err(|e| OpenError::Corrupt(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            if plaintext.len() + n > max {
+                return Err(OpenError::TooLarge(max));
+            }
+            plaintext.extend_from_slice(&chunk[..n]);
+        }
+        let helper = decryptor.into_helper();
+        if !helper.decrypted {
+            return Err(OpenError::Corrupt("the message is not encrypted".into()));
+        }
+        Ok(Opened {
+            plaintext,
+            signatures: helper.signatures,
+        })
+    }
+
+    /// Decrypts a CMS ContentInfo (EnvelopedData or AuthEnvelopedData, DER).
+    pub fn open_cms(&self, der: &[u8], max: usize) -> Result<Opened, OpenError> {
+        let (Some(cert), Some(key)) = (&self.smime_cert, &self.smime_key) else {
+            return Err(OpenError::NotForUs);
+        };
+        let plaintext = cms_decrypt::decrypt(der, cert, key.expose(), max)?;
+        Ok(Opened {
+            plaintext,
+            signatures: Vec::new(),
+        })
+    }
+
+    /// Certificates (held locally or given) with a valid user ID for `address`.
+    fn known_cert(&self, extra: &[Cert], handle: &KeyHandle) -> Option<Cert> {
+        self.known
+            .iter()
+            .chain(extra)
+            .find(|c| c.keys().any(|k| k.key().key_handle().aliases(handle)))
+            .cloned()
+    }
+}
+
+const NO_KEY: &str = "meshmail: no secret key for this message";
+
+/// The addresses bound to `cert` by user IDs that are valid under the standard policy.
+pub fn bound_addresses(cert: &Cert) -> Vec<String> {
+    let policy = StandardPolicy::new();
+    let Ok(valid) = cert.with_policy(&policy, None) else {
+        return Vec::new();
+    };
+    valid
+        .userids()
+        .filter_map(|u| u.userid().email().ok().flatten().map(|e| e.to_lowercase()))
+        .collect()
+}
+
+struct Helper<'a> {
+    keys: &'a DecryptionKeys,
+    extra: &'a [Cert],
+    signatures: Vec<SignatureCheck>,
+    decrypted: bool,
+}
+
+impl VerificationHelper for Helper<'_> {
+    fn get_certs(&mut self, ids: &[KeyHandle]) -> sq::Result<Vec<Cert>> {
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.keys.known_cert(self.extra, id))
+            .collect())
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> sq::Result<()> {
+        for layer in structure.into_iter() {
+            if let MessageLayer::SignatureGroup { results } = layer {
+                for result in results {
+                    match result {
+                        Ok(good) => self.signatures.push(SignatureCheck {
+                            signer: good.ka.cert().fingerprint().to_hex(),
+                            good: true,
+                            addresses: bound_addresses(good.ka.cert()),
+                        }),
+                        Err(bad) => {
+                            let signer = signature_issuer(&bad).unwrap_or_else(|| "unknown".into());
+                            self.signatures.push(SignatureCheck {
+                                signer,
+                                good: false,
+                                addresses: Vec::new(),
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        // A bad or unknown signature does not hide the message: the result header says so.
+        Ok(())
+    }
+}
+
+fn signature_issuer(error: &sq::parse::stream::VerificationError) -> Option<String> {
+    use sq::parse::stream::VerificationError as E;
+    let sig = match error {
+        E::MalformedSignature { sig, .. }
+        | E::MissingKey { sig }
+        | E::UnboundKey { sig, .. }
+        | E::BadKey { sig, .. }
+        | E::BadSignature { sig, .. } => sig,
+        _ => return None,
+    };
+    sig.get_issuers().first().map(|h| h.to_hex())
+}
+
+impl DecryptionHelper for Helper<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> sq::Result<Option<Cert>> {
+        let policy = StandardPolicy::new();
+        let cert = &self.keys.openpgp;
+        let valid = cert.with_policy(&policy, None)?;
+        let secret_keys: Vec<_> = valid
+            .keys()
+            .secret()
+            .for_transport_encryption()
+            .chain(valid.keys().secret().for_storage_encryption())
+            .collect();
+        for pkesk in pkesks {
+            // A hidden recipient (wildcard key ID) is tried against every key.
+            let wanted = pkesk.recipient();
+            for ka in &secret_keys {
+                if let Some(w) = &wanted {
+                    let hidden = w.to_hex().chars().all(|c| c == '0');
+                    if !hidden && !ka.key().key_handle().aliases(w) {
+                        continue;
+                    }
+                }
+                let Ok(mut pair) = ka.key().clone().into_keypair() else {
+                    continue;
+                };
+                if let Some((algo, session_key)) = pkesk.decrypt(&mut pair, sym_algo) {
+                    if decrypt(algo, &session_key) {
+                        self.decrypted = true;
+                        return Ok(Some(cert.clone()));
+                    }
+                }
+            }
+        }
+        Err(anyhow::anyhow!(NO_KEY))
+    }
+}

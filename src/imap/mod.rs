@@ -1,0 +1,80 @@
+//! The IMAP proxy: Thunderbird (or any client) at localhost, the provider's IMAP server
+//! upstream. Every byte is relayed as it came, framed by imap-codec's fragmentizer, except
+//! what meshmail must change for a session logged in as a mapped account:
+//!
+//! - FETCH responses of encrypted messages are answered from the decrypted view ([`view`],
+//!   [`fetch`]), with ciphertext fetched by UID on a connection meshmail owns ([`owned`]);
+//! - capabilities are cut to what the proxy handles ([`caps`]).
+//!
+//! Sessions of other logins are relayed untouched (capabilities are still filtered, since the
+//! proxy cannot know the login before the client sends it).
+
+pub mod caps;
+pub mod fetch;
+pub mod owned;
+mod session;
+pub mod upstream;
+pub mod view;
+
+use crate::config::Limits;
+use crate::crypto::decrypt::DecryptionKeys;
+use crate::smtp::upstream::UpstreamTarget;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A mapped account as the IMAP proxy sees it.
+pub struct ImapAccount {
+    pub address: String,
+    /// `None` while the key store is locked: encrypted messages get `NO [UNAVAILABLE]`.
+    pub keys: Option<Arc<DecryptionKeys>>,
+}
+
+/// What every IMAP session shares.
+pub struct ImapContext {
+    pub upstream: UpstreamTarget,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Upstream login → account.
+    pub accounts: HashMap<String, Arc<ImapAccount>>,
+    pub limits: Limits,
+    pub connections: Arc<tokio::sync::Semaphore>,
+    pub views: view::ViewCache,
+}
+
+/// Accepts IMAP clients until shutdown.
+pub async fn run_listener(
+    listener: TcpListener,
+    ctx: Arc<ImapContext>,
+    implicit_tls: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let loopback = listener
+        .local_addr()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false);
+    loop {
+        let permit = tokio::select! {
+            p = ctx.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            session::run(ctx, tcp, peer, loopback, implicit_tls).await;
+        });
+    }
+}

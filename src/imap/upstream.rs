@@ -1,0 +1,193 @@
+//! Connecting to the upstream IMAP server: TCP, implicit TLS or STARTTLS (with certificate
+//! verification), the greeting and the capability list. Used for the client's relayed
+//! connection and for meshmail's own connection (`owned`).
+
+use crate::smtp::session::io::Stream;
+use crate::smtp::upstream::{UpstreamError, UpstreamTarget, UpstreamTls};
+use rustls::pki_types::ServerName;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Longest line meshmail reads before the relay starts (greeting, STARTTLS and CAPABILITY
+/// replies).
+const MAX_SETUP_LINE: usize = 64 * 1024;
+
+/// A connected, greeted upstream.
+pub struct ImapUpstream {
+    pub stream: Box<dyn Stream>,
+    /// The capabilities the upstream announced over the final (TLS) link.
+    pub capabilities: Vec<String>,
+}
+
+/// Connects, secures and greets. Any failure is temporary for the client.
+pub async fn connect(target: &UpstreamTarget) -> Result<ImapUpstream, UpstreamError> {
+    let t = target.timeout;
+    let tcp = tokio::time::timeout(t, TcpStream::connect(&target.address))
+        .await
+        .map_err(|_| UpstreamError::Connect("timed out".into()))?
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn Stream> = match target.tls {
+        UpstreamTls::None => {
+            let mut tcp = tcp;
+            expect_greeting(&mut tcp, t).await?;
+            Box::new(tcp)
+        }
+        UpstreamTls::Implicit => {
+            let mut tls = handshake(target, tcp).await?;
+            expect_greeting(&mut tls, t).await?;
+            Box::new(tls)
+        }
+        UpstreamTls::Starttls => {
+            let mut tcp = tcp;
+            expect_greeting(&mut tcp, t).await?;
+            write(&mut tcp, b"m0 STARTTLS\r\n", t).await?;
+            let reply = read_until_tagged(&mut tcp, "m0", t, true).await?;
+            if !reply.tagged_ok {
+                return Err(UpstreamError::NoStartTls);
+            }
+            if reply.extra {
+                // Bytes after the tagged OK arrived in plaintext: an injection attempt (or a
+                // broken server). They must not be read as if they came over TLS.
+                return Err(UpstreamError::Tls(
+                    "the upstream sent plaintext after its STARTTLS reply".into(),
+                ));
+            }
+            Box::new(handshake(target, tcp).await?)
+        }
+    };
+    write(&mut stream, b"m1 CAPABILITY\r\n", t).await?;
+    let reply = read_until_tagged(&mut stream, "m1", t, false).await?;
+    if !reply.tagged_ok || reply.extra {
+        return Err(UpstreamError::Broken("CAPABILITY failed".into()));
+    }
+    let capabilities = reply
+        .lines
+        .iter()
+        .filter_map(|l| {
+            let l = l.strip_prefix("* ")?;
+            let rest = l
+                .get(..10)?
+                .eq_ignore_ascii_case("CAPABILITY")
+                .then(|| &l[10..])?;
+            Some(
+                rest.split_ascii_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect();
+    Ok(ImapUpstream {
+        stream,
+        capabilities,
+    })
+}
+
+async fn handshake(
+    target: &UpstreamTarget,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+    let host = target
+        .address
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or(&target.address)
+        .to_owned();
+    let name = ServerName::try_from(host).map_err(|e| UpstreamError::Tls(e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(target.tls_config.clone());
+    tokio::time::timeout(target.timeout, connector.connect(name, tcp))
+        .await
+        .map_err(|_| UpstreamError::Tls("handshake timed out".into()))?
+        .map_err(|e| UpstreamError::Tls(e.to_string()))
+}
+
+async fn write<S: tokio::io::AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    bytes: &[u8],
+    t: Duration,
+) -> Result<(), UpstreamError> {
+    tokio::time::timeout(t, s.write_all(bytes))
+        .await
+        .map_err(|_| UpstreamError::Broken("timed out".into()))?
+        .map_err(|e| UpstreamError::Broken(e.to_string()))
+}
+
+/// Reads one line byte by byte, so that nothing after it is consumed (the STARTTLS switch
+/// must happen exactly at the end of the reply).
+async fn read_line<S: tokio::io::AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    t: Duration,
+) -> Result<String, UpstreamError> {
+    let mut line = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(t, s.read(&mut b))
+            .await
+            .map_err(|_| UpstreamError::Broken("timed out".into()))?
+            .map_err(|e| UpstreamError::Broken(e.to_string()))?;
+        if n == 0 {
+            return Err(UpstreamError::Broken("connection closed".into()));
+        }
+        line.push(b[0]);
+        if b[0] == b'\n' {
+            return Ok(String::from_utf8_lossy(&line).into_owned());
+        }
+        if line.len() > MAX_SETUP_LINE {
+            return Err(UpstreamError::Broken("line too long".into()));
+        }
+    }
+}
+
+async fn expect_greeting<S: tokio::io::AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    t: Duration,
+) -> Result<(), UpstreamError> {
+    let greeting = read_line(s, t).await?;
+    if !greeting.to_ascii_uppercase().starts_with("* OK") {
+        return Err(UpstreamError::Connect(format!(
+            "greeting: {}",
+            greeting.trim_end()
+        )));
+    }
+    Ok(())
+}
+
+struct TaggedReply {
+    lines: Vec<String>,
+    tagged_ok: bool,
+    /// More bytes were already waiting after the tagged line.
+    extra: bool,
+}
+
+async fn read_until_tagged<S: tokio::io::AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    tag: &str,
+    t: Duration,
+    probe: bool,
+) -> Result<TaggedReply, UpstreamError> {
+    let mut lines = Vec::new();
+    loop {
+        let line = read_line(s, t).await?;
+        if let Some(rest) = line.strip_prefix(tag).and_then(|r| r.strip_prefix(' ')) {
+            let tagged_ok = rest.to_ascii_uppercase().starts_with("OK");
+            // Anything already readable now was sent together with the tagged reply.
+            let mut byte = [0u8; 1];
+            let extra = probe
+                && matches!(
+                    tokio::time::timeout(Duration::from_millis(20), s.read(&mut byte)).await,
+                    Ok(Ok(n)) if n > 0
+                );
+            return Ok(TaggedReply {
+                lines,
+                tagged_ok,
+                extra,
+            });
+        }
+        if lines.len() > 1000 {
+            return Err(UpstreamError::Broken("too many lines".into()));
+        }
+        lines.push(line);
+    }
+}

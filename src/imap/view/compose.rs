@@ -1,0 +1,209 @@
+//! Assembling the view of an encrypted message: decrypt the payload, then show the outer
+//! header (minus its Content-* fields, which describe the encryption) with the inner entity.
+//!
+//! Protected headers (RFC 9788 `hp`, legacy `protected-headers="v1"`): the inner Subject
+//! replaces the outer placeholder. The inner From and Date replace the outer ones only when
+//! the inner part is signed by a key bound to that From; otherwise the outer ones stay and the
+//! result header says so. A `Meshmail-Result` header tells the reader what happened; any
+//! incoming header of that name is removed first, so it cannot be forged.
+
+use super::mime;
+use crate::crypto::decrypt::{DecryptionKeys, OpenError, Opened};
+use zeroize::Zeroizing;
+
+pub const RESULT_HEADER: &str = "Meshmail-Result";
+
+/// The bytes of the view of `raw` (the message as stored on the server).
+pub fn compose(raw: &[u8], keys: &DecryptionKeys, max: usize) -> Zeroizing<Vec<u8>> {
+    let outer = mime::parse(raw);
+    let opened = match payload(raw, &outer) {
+        Ok(Payload::OpenPgp(armored)) => keys.open_openpgp(&armored, &[], max),
+        Ok(Payload::Cms(der)) => keys.open_cms(&der, max),
+        Err(e) => Err(e),
+    };
+    match opened {
+        Ok(opened) => assemble(raw, &outer, opened),
+        Err(e) => failed(raw, &outer, &e),
+    }
+}
+
+enum Payload {
+    OpenPgp(Vec<u8>),
+    Cms(Vec<u8>),
+}
+
+/// The encrypted payload: the OpenPGP message of a PGP/MIME body (RFC 3156 §4), or the
+/// base64-decoded CMS object of an S/MIME body.
+fn payload(raw: &[u8], outer: &mime::Entity) -> Result<Payload, OpenError> {
+    let ct = &outer.content_type;
+    if ct.r#type == "multipart" {
+        let mime::Kind::Multipart(parts) = &outer.kind else {
+            return Err(OpenError::Corrupt("PGP/MIME without parts".into()));
+        };
+        let data = parts
+            .iter()
+            .find(|p| {
+                p.content_type.r#type == "application" && p.content_type.subtype == "octet-stream"
+            })
+            .or_else(|| parts.get(1))
+            .ok_or_else(|| OpenError::Corrupt("PGP/MIME without the encrypted part".into()))?;
+        return Ok(Payload::OpenPgp(raw[data.body.clone()].to_vec()));
+    }
+    let body = &raw[outer.body.clone()];
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let der = data_encoding::BASE64
+        .decode(&compact)
+        .map_err(|_| OpenError::Corrupt("S/MIME body is not base64".into()))?;
+    Ok(Payload::Cms(der))
+}
+
+/// Bare LF becomes CRLF (IMAP lines end in CRLF); CRLF stays, so signed parts keep their bytes.
+fn crlf(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(bytes.len() + bytes.len() / 50));
+    let mut prev = 0u8;
+    for &b in bytes {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+fn is_content_field(name: &str) -> bool {
+    name.len() >= 8 && name[..8].eq_ignore_ascii_case("Content-")
+}
+
+fn is_result_field(name: &str) -> bool {
+    name.eq_ignore_ascii_case(RESULT_HEADER)
+}
+
+/// The e-mail address in a From value (lower case), if one can be read.
+fn from_address(raw_value: &[u8]) -> Option<String> {
+    let mut head = b"From:".to_vec();
+    head.extend_from_slice(raw_value);
+    head.extend_from_slice(b"\r\n\r\n");
+    let msg = mail_parser::MessageParser::default().parse_headers(&head)?;
+    let addr = msg.from()?.first()?.address()?.to_lowercase();
+    Some(addr)
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, raw_value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(raw_value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn assemble(raw: &[u8], outer: &mime::Entity, opened: Opened) -> Zeroizing<Vec<u8>> {
+    let inner_bytes = crlf(&opened.plaintext);
+    let inner = mime::parse(&inner_bytes);
+    let ct = &inner.content_type;
+    let protected = ct.param("hp").is_some() || ct.param("protected-headers").is_some();
+    let inner_field = |name: &str| protected.then(|| inner.field(name)).flatten();
+
+    // The signature that counts: the first good one, else the first one.
+    let signature = opened
+        .signatures
+        .iter()
+        .find(|s| s.good)
+        .or(opened.signatures.first());
+    let inner_from = inner_field("From");
+    let signed_by_inner_from = match (signature, inner_from) {
+        (Some(s), Some(f)) if s.good => {
+            from_address(&f.raw_value).is_some_and(|a| s.addresses.contains(&a))
+        }
+        _ => false,
+    };
+    let use_inner_identity = protected && signed_by_inner_from;
+    let outer_from = outer.field("From");
+    let displayed_from = if use_inner_identity {
+        inner_from
+    } else {
+        outer_from
+    };
+    let verified = match (signature, displayed_from) {
+        (Some(s), Some(f)) if s.good => {
+            from_address(&f.raw_value).is_some_and(|a| s.addresses.contains(&a))
+        }
+        _ => false,
+    };
+
+    let mut result = String::from("decrypted");
+    match signature {
+        Some(s) => {
+            result.push_str(&format!(
+                "; signed-by={}; verified={}",
+                s.signer,
+                if verified { "yes" } else { "no" }
+            ));
+        }
+        None => result.push_str("; unsigned"),
+    }
+    let inner_identity_differs = inner_from.is_some_and(|f| {
+        outer_from.map(|o| from_address(&o.raw_value)) != Some(from_address(&f.raw_value))
+    });
+    if protected && !use_inner_identity && inner_identity_differs {
+        result.push_str("; protected-from=ignored (not signed by that address)");
+    }
+
+    let mut out = Zeroizing::new(Vec::with_capacity(raw.len() + inner_bytes.len()));
+    push_field(&mut out, RESULT_HEADER, format!(" {result}").as_bytes());
+    let mut subject_done = false;
+    for f in &outer.fields {
+        if is_content_field(&f.name) || is_result_field(&f.name) {
+            continue;
+        }
+        let replacement = if f.name.eq_ignore_ascii_case("Subject") {
+            subject_done = true;
+            inner_field("Subject")
+        } else if use_inner_identity
+            && (f.name.eq_ignore_ascii_case("From") || f.name.eq_ignore_ascii_case("Date"))
+        {
+            inner_field(&f.name)
+        } else {
+            None
+        };
+        match replacement {
+            Some(r) => push_field(&mut out, &f.name, &r.raw_value),
+            None => push_field(&mut out, &f.name, &f.raw_value),
+        }
+    }
+    if !subject_done {
+        if let Some(s) = inner_field("Subject") {
+            push_field(&mut out, "Subject", &s.raw_value);
+        }
+    }
+    for f in &inner.fields {
+        if is_content_field(&f.name) {
+            push_field(&mut out, &f.name, &f.raw_value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&inner_bytes[inner.body.clone()]);
+    out
+}
+
+/// The server's message with a result header saying why it is not decrypted.
+fn failed(raw: &[u8], outer: &mime::Entity, error: &OpenError) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(raw.len() + 100));
+    let reason = error.to_string().replace(['\r', '\n'], " ");
+    push_field(
+        &mut out,
+        RESULT_HEADER,
+        format!(" failed; reason=\"{}\"", reason.replace('"', "'")).as_bytes(),
+    );
+    for f in &outer.fields {
+        if !is_result_field(&f.name) {
+            push_field(&mut out, &f.name, &f.raw_value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&raw[outer.body.clone()]);
+    out
+}

@@ -1,0 +1,475 @@
+//! The MIME tree of a view with byte offsets, as IMAP numbers its parts (RFC 3501 §6.4.5):
+//! what `BODY[1.2]`, `BODY[2.MIME]` or `BODY[3.HEADER]` select, and what BODYSTRUCTURE
+//! describes. Parsing never fails: whatever is not well-formed MIME is a leaf.
+
+use std::ops::Range;
+
+/// Nesting deeper than this is treated as a leaf (Dovecot stops at a similar depth).
+pub const MAX_DEPTH: usize = 50;
+/// Parts per message at most; the rest of a longer multipart stays in its last part.
+pub const MAX_PARTS: usize = 5000;
+
+/// A header field: name and raw value (unfolded later where needed).
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: String,
+    /// The raw value after the colon, folding kept, without the final CRLF.
+    pub raw_value: Vec<u8>,
+}
+
+/// One MIME entity.
+#[derive(Debug, Clone)]
+pub struct Entity {
+    /// The header, including the empty line that ends it (if any).
+    pub header: Range<usize>,
+    /// The body (for a multipart: everything after the header, preamble and epilogue included).
+    pub body: Range<usize>,
+    pub fields: Vec<Field>,
+    pub content_type: ContentType,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Leaf,
+    /// multipart/*: the parts between the boundaries.
+    Multipart(Vec<Entity>),
+    /// message/rfc822 (or global): the encapsulated message.
+    Message(Box<Entity>),
+}
+
+/// A parsed Content-Type (type and subtype lower case; parameters as they came, decoded per
+/// RFC 2231 where continued or encoded).
+#[derive(Debug, Clone)]
+pub struct ContentType {
+    pub r#type: String,
+    pub subtype: String,
+    pub params: Vec<(String, String)>,
+    /// The header had a Content-Type field at all.
+    pub explicit: bool,
+}
+
+impl ContentType {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Entity {
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Parses a whole message.
+pub fn parse(message: &[u8]) -> Entity {
+    let mut count = 0;
+    parse_entity(message, 0..message.len(), false, 0, &mut count)
+}
+
+fn parse_entity(
+    msg: &[u8],
+    range: Range<usize>,
+    digest_child: bool,
+    depth: usize,
+    count: &mut usize,
+) -> Entity {
+    *count += 1;
+    let (header, body) = split_header(msg, range.clone());
+    let fields = parse_fields(&msg[header.clone()]);
+    let content_type = fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case("Content-Type"))
+        .map(|f| parse_content_type(&f.raw_value))
+        .filter(|ct| !ct.r#type.is_empty() && !ct.subtype.is_empty())
+        .unwrap_or_else(|| default_type(digest_child));
+    let mut entity = Entity {
+        header,
+        body: body.clone(),
+        fields,
+        content_type,
+        kind: Kind::Leaf,
+    };
+    if depth >= MAX_DEPTH || *count >= MAX_PARTS {
+        return entity;
+    }
+    let ct = &entity.content_type;
+    if ct.r#type == "multipart" {
+        if let Some(boundary) = ct.param("boundary").filter(|b| !b.is_empty()) {
+            let digest = ct.subtype == "digest";
+            let ranges = split_multipart(msg, body, boundary.as_bytes());
+            let children = ranges
+                .into_iter()
+                .map(|r| parse_entity(msg, r, digest, depth + 1, count))
+                .collect::<Vec<_>>();
+            entity.kind = Kind::Multipart(children);
+        }
+    } else if ct.r#type == "message" && (ct.subtype == "rfc822" || ct.subtype == "global") {
+        let cte = entity
+            .field("Content-Transfer-Encoding")
+            .map(|f| {
+                String::from_utf8_lossy(&f.raw_value)
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        if !matches!(cte.as_str(), "base64" | "quoted-printable") {
+            entity.kind = Kind::Message(Box::new(parse_entity(msg, body, false, depth + 1, count)));
+        }
+    }
+    entity
+}
+
+fn default_type(digest_child: bool) -> ContentType {
+    if digest_child {
+        ContentType {
+            r#type: "message".into(),
+            subtype: "rfc822".into(),
+            params: Vec::new(),
+            explicit: false,
+        }
+    } else {
+        ContentType {
+            r#type: "text".into(),
+            subtype: "plain".into(),
+            params: vec![("charset".into(), "us-ascii".into())],
+            explicit: false,
+        }
+    }
+}
+
+/// Splits `range` at the end of the header (after the empty line).
+fn split_header(msg: &[u8], range: Range<usize>) -> (Range<usize>, Range<usize>) {
+    let bytes = &msg[range.clone()];
+    // An entity starting with an empty line has an empty header.
+    if bytes.starts_with(b"\r\n") {
+        return (range.start..range.start + 2, range.start + 2..range.end);
+    }
+    if bytes.starts_with(b"\n") {
+        return (range.start..range.start + 1, range.start + 1..range.end);
+    }
+    let mut i = 0;
+    while let Some(nl) = bytes[i..].iter().position(|&b| b == b'\n') {
+        let next = i + nl + 1;
+        if bytes[next..].starts_with(b"\r\n") {
+            let end = range.start + next + 2;
+            return (range.start..end, end..range.end);
+        }
+        if bytes[next..].starts_with(b"\n") {
+            let end = range.start + next + 1;
+            return (range.start..end, end..range.end);
+        }
+        i = next;
+    }
+    // No empty line: all header, no body.
+    (range.clone(), range.end..range.end)
+}
+
+/// Header fields; lines that are not fields are skipped.
+pub fn parse_fields(header: &[u8]) -> Vec<Field> {
+    let mut fields: Vec<Field> = Vec::new();
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        let content = trim_eol(line);
+        if content.is_empty() {
+            break;
+        }
+        if content[0] == b' ' || content[0] == b'\t' {
+            if let Some(f) = fields.last_mut() {
+                f.raw_value.extend_from_slice(b"\r\n");
+                f.raw_value.extend_from_slice(content);
+            }
+            continue;
+        }
+        let Some(colon) = content.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&content[..colon])
+            .trim_end()
+            .to_owned();
+        if name.is_empty() || name.contains(' ') {
+            continue;
+        }
+        fields.push(Field {
+            name,
+            raw_value: content[colon + 1..].to_vec(),
+        });
+    }
+    fields
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The parts of a multipart body: each ends before the line break that precedes the next
+/// delimiter line (RFC 2046 §5.1.1).
+fn split_multipart(msg: &[u8], body: Range<usize>, boundary: &[u8]) -> Vec<Range<usize>> {
+    let mut parts = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut line_start = body.start;
+    while line_start < body.end {
+        let rest = &msg[line_start..body.end];
+        let line_len = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| p + 1)
+            .unwrap_or(rest.len());
+        let line = &rest[..line_len];
+        if let Some(after) = line
+            .strip_prefix(b"--")
+            .and_then(|l| l.strip_prefix(boundary))
+        {
+            let closing = after.starts_with(b"--");
+            // The delimiter includes the line break before it.
+            let mut end = line_start;
+            if end > body.start && msg[end - 1] == b'\n' {
+                end -= 1;
+                if end > body.start && msg[end - 1] == b'\r' {
+                    end -= 1;
+                }
+            }
+            if let Some(s) = start.take() {
+                parts.push(s..end.max(s));
+            }
+            if closing {
+                return parts;
+            }
+            start = Some(line_start + line_len);
+            if parts.len() >= MAX_PARTS {
+                return parts;
+            }
+        }
+        line_start += line_len;
+    }
+    // No closing delimiter: the last part runs to the end.
+    if let Some(s) = start {
+        parts.push(s..body.end);
+    }
+    parts
+}
+
+/// Parses a Content-Type value: `type/subtype; name=value; …`.
+pub fn parse_content_type(raw: &[u8]) -> ContentType {
+    let text = unfold(raw);
+    let (media, params) = match text.find(';') {
+        Some(i) => (&text[..i], &text[i + 1..]),
+        None => (text.as_str(), ""),
+    };
+    let media = strip_comments(media);
+    let (t, s) = media.split_once('/').unwrap_or((media.as_str(), ""));
+    ContentType {
+        r#type: t.trim().to_ascii_lowercase(),
+        subtype: s.trim().to_ascii_lowercase(),
+        params: parse_params(params),
+        explicit: true,
+    }
+}
+
+/// Unfolds a raw header value (CRLF before whitespace removed) into text.
+pub fn unfold(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\r' && raw.get(i + 1) == Some(&b'\n') {
+            i += 2;
+            continue;
+        }
+        if raw[i] == b'\n' {
+            i += 1;
+            continue;
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn strip_comments(s: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for c in s.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `; name=value` parameters, quoted strings unquoted, RFC 2231 continuations joined and
+/// `name*=charset'lang'%XX` values decoded.
+pub fn parse_params(text: &str) -> Vec<(String, String)> {
+    let mut raw: Vec<(String, String)> = Vec::new();
+    let bytes: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && (bytes[i] == ';' || bytes[i].is_whitespace()) {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != '=' && bytes[i] != ';' {
+            i += 1;
+        }
+        let name: String = bytes[start..i].iter().collect::<String>().trim().to_owned();
+        if i >= bytes.len() || bytes[i] != '=' {
+            continue;
+        }
+        i += 1;
+        while i < bytes.len() && bytes[i].is_whitespace() {
+            i += 1;
+        }
+        let mut value = String::new();
+        if i < bytes.len() && bytes[i] == '"' {
+            i += 1;
+            while i < bytes.len() && bytes[i] != '"' {
+                if bytes[i] == '\\' && i + 1 < bytes.len() {
+                    i += 1;
+                }
+                value.push(bytes[i]);
+                i += 1;
+            }
+            i += 1;
+        } else {
+            while i < bytes.len() && bytes[i] != ';' {
+                value.push(bytes[i]);
+                i += 1;
+            }
+            value = value.trim().to_owned();
+        }
+        if !name.is_empty() && raw.len() < 100 {
+            raw.push((name, value));
+        }
+    }
+    join_rfc2231(raw)
+}
+
+/// One RFC 2231 section: its number, whether it is %-encoded, its text.
+type Piece = (u32, bool, String);
+
+fn join_rfc2231(raw: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut continued: Vec<(String, Vec<Piece>)> = Vec::new();
+    for (name, value) in raw {
+        let Some(star) = name.find('*') else {
+            out.push((name, value));
+            continue;
+        };
+        let base = name[..star].to_owned();
+        let rest = &name[star + 1..];
+        let (index, encoded) = if rest.is_empty() {
+            (0, true)
+        } else {
+            let encoded = rest.ends_with('*');
+            match rest.trim_end_matches('*').parse::<u32>() {
+                Ok(n) => (n, encoded),
+                Err(_) => {
+                    out.push((name, value));
+                    continue;
+                }
+            }
+        };
+        match continued
+            .iter_mut()
+            .find(|(b, _)| b.eq_ignore_ascii_case(&base))
+        {
+            Some((_, pieces)) => pieces.push((index, encoded, value)),
+            None => continued.push((base, vec![(index, encoded, value)])),
+        }
+    }
+    for (base, mut pieces) in continued {
+        pieces.sort_by_key(|(n, _, _)| *n);
+        let mut bytes = Vec::new();
+        for (n, encoded, value) in &pieces {
+            let mut v = value.as_str();
+            if *n == 0 && *encoded {
+                // charset'language'value
+                let mut split = v.splitn(3, '\'');
+                let (_, _, tail) = (split.next(), split.next(), split.next());
+                if let Some(t) = tail {
+                    v = t;
+                }
+            }
+            if *encoded {
+                bytes.extend(percent_decode(v));
+            } else {
+                bytes.extend_from_slice(v.as_bytes());
+            }
+        }
+        out.push((base, String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_parts_end_before_the_delimiter_line_break() {
+        let m = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\npre\r\n--b\r\n\r\none\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>two</p>\r\n--b--\r\nepilogue\r\n";
+        let e = parse(m);
+        let Kind::Multipart(parts) = &e.kind else {
+            panic!("not multipart")
+        };
+        assert_eq!(parts.len(), 2);
+        assert_eq!(&m[parts[0].body.clone()], b"one");
+        assert_eq!(
+            &m[parts[1].header.clone()],
+            b"Content-Type: text/html\r\n\r\n"
+        );
+        assert_eq!(&m[parts[1].body.clone()], b"<p>two</p>");
+        assert_eq!(parts[0].content_type.subtype, "plain");
+        assert_eq!(parts[1].content_type.subtype, "html");
+    }
+
+    #[test]
+    fn params_quoted_and_rfc2231() {
+        let ct = parse_content_type(
+            b" application/pdf; name*0=\"a very \"; name*1=\"long.pdf\";\r\n title*=utf-8''%E2%82%AC.txt",
+        );
+        assert_eq!(ct.r#type, "application");
+        assert_eq!(ct.param("name"), Some("a very long.pdf"));
+        assert_eq!(ct.param("title"), Some("\u{20ac}.txt"));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for m in [
+            &b""[..],
+            b"\r\n",
+            b"Content-Type: multipart/mixed; boundary=\r\n\r\n--\r\n",
+            b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n--x\r\n--x--",
+            b"Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\n",
+            b"a: %\r\nContent-Type: a/b; c*=%; d*0*=%4",
+        ] {
+            let _ = parse(m);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The decrypted view of a message: the bytes the client is shown, and everything IMAP derives
+//! from them (BODYSTRUCTURE, BODY, ENVELOPE, sections), computed from those same bytes so
+//! that they always agree. A view is deterministic: the same ciphertext and keys give the same
+//! bytes.
+//!
+//! - [`compose`] decrypts and assembles the view (protected headers, result header);
+//! - [`mime`] finds the parts; [`structure`] describes them as Dovecot does;
+//! - [`ViewCache`] keeps recent views in memory.
+
+pub mod address;
+pub mod compose;
+pub mod mime;
+pub mod structure;
+
+use crate::crypto::decrypt::DecryptionKeys;
+use imap_codec::imap_types::fetch::{Part, Section};
+use std::borrow::Cow;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// Which message a view belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ViewKey {
+    pub user: String,
+    pub mailbox: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+}
+
+/// A message as the client sees it.
+pub struct View {
+    message: Zeroizing<Vec<u8>>,
+    tree: mime::Entity,
+    bodystructure: String,
+    body: String,
+    envelope: String,
+}
+
+impl View {
+    /// Decrypts `raw` (the message as the server holds it) into its view. Permanent failures
+    /// (not for this key, corrupt) give the server's message with a result header saying why.
+    pub fn build(raw: &[u8], keys: &DecryptionKeys, max: usize) -> View {
+        View::from_message(compose::compose(raw, keys, max))
+    }
+
+    /// The view of exactly these bytes.
+    pub fn from_message(message: Zeroizing<Vec<u8>>) -> View {
+        let tree = mime::parse(&message);
+        let bodystructure = structure::bodystructure(&message, &tree, true);
+        let body = structure::bodystructure(&message, &tree, false);
+        let envelope = structure::envelope(&tree.fields);
+        View {
+            message,
+            tree,
+            bodystructure,
+            body,
+            envelope,
+        }
+    }
+
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+
+    pub fn bodystructure(&self) -> &str {
+        &self.bodystructure
+    }
+
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    pub fn envelope(&self) -> &str {
+        &self.envelope
+    }
+
+    /// Bytes held, for the cache's weight.
+    pub fn weight(&self) -> usize {
+        self.message.len() * 2 + self.bodystructure.len() + self.envelope.len() + 256
+    }
+
+    /// The bytes of a section (`None`: the whole message). A section that does not exist is
+    /// empty, as Dovecot answers it.
+    pub fn section(&self, section: Option<&Section>) -> Cow<'_, [u8]> {
+        let m = &self.message[..];
+        let Some(section) = section else {
+            return Cow::Borrowed(m);
+        };
+        match section {
+            Section::Part(part) => match self.entity_for_part(part) {
+                // A message/rfc822 part is the whole encapsulated message.
+                Some(e) => match &e.kind {
+                    mime::Kind::Message(inner) => {
+                        Cow::Borrowed(&m[inner.header.start..inner.body.end])
+                    }
+                    _ => Cow::Borrowed(&m[e.body.clone()]),
+                },
+                None => Cow::Borrowed(&[]),
+            },
+            Section::Mime(part) => match self.part(part) {
+                Some(e) => Cow::Borrowed(&m[e.header.clone()]),
+                None => Cow::Borrowed(&[]),
+            },
+            Section::Header(part) => match self.message_entity(part.as_ref()) {
+                Some(e) => Cow::Borrowed(&m[e.header.clone()]),
+                None => Cow::Borrowed(&[]),
+            },
+            Section::Text(part) => match self.message_entity(part.as_ref()) {
+                Some(e) => Cow::Borrowed(&m[e.body.clone()]),
+                None => Cow::Borrowed(&[]),
+            },
+            Section::HeaderFields(part, names) | Section::HeaderFieldsNot(part, names) => {
+                let not = matches!(section, Section::HeaderFieldsNot(..));
+                match self.message_entity(part.as_ref()) {
+                    Some(e) => {
+                        let names: Vec<&[u8]> = names.as_ref().iter().map(|n| n.as_ref()).collect();
+                        Cow::Owned(structure::header_fields(&m[e.header.clone()], &names, not))
+                    }
+                    None => Cow::Borrowed(&[]),
+                }
+            }
+        }
+    }
+
+    /// The entity a part number names: `1.2` is the second part of the first part; the
+    /// parts of a message/rfc822 part are those of its encapsulated message.
+    fn part(&self, part: &Part) -> Option<&mime::Entity> {
+        let mut current = &self.tree;
+        for n in part.0.as_ref() {
+            let index = n.get() as usize - 1;
+            // Step into an encapsulated message first.
+            if let mime::Kind::Message(inner) = &current.kind {
+                current = inner;
+            }
+            current = match &current.kind {
+                mime::Kind::Multipart(children) => children.get(index)?,
+                // A non-multipart entity has exactly one part: itself.
+                _ if index == 0 => current,
+                _ => return None,
+            };
+        }
+        Some(current)
+    }
+
+    /// Like [`Self::part`], for `BODY[n]`: a top-level non-multipart message's part 1 is its
+    /// body.
+    fn entity_for_part(&self, part: &Part) -> Option<&mime::Entity> {
+        self.part(part)
+    }
+
+    /// The message a HEADER/TEXT section refers to: the top level, or the message
+    /// encapsulated in a message/rfc822 part.
+    fn message_entity(&self, part: Option<&Part>) -> Option<&mime::Entity> {
+        match part {
+            None => Some(&self.tree),
+            Some(p) => match &self.part(p)?.kind {
+                mime::Kind::Message(inner) => Some(inner),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Recently decrypted views, bounded in bytes. Views hold plaintext: they are zeroized when
+/// evicted and never written to disk.
+#[derive(Clone)]
+pub struct ViewCache {
+    cache: moka::sync::Cache<ViewKey, Arc<View>>,
+}
+
+impl ViewCache {
+    pub fn new(max_bytes: u64) -> ViewCache {
+        ViewCache {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_, v: &Arc<View>| v.weight().try_into().unwrap_or(u32::MAX))
+                .build(),
+        }
+    }
+
+    pub fn get(&self, key: &ViewKey) -> Option<Arc<View>> {
+        self.cache.get(key)
+    }
+
+    pub fn insert(&self, key: ViewKey, view: Arc<View>) {
+        self.cache.insert(key, view);
+    }
+}
+
+/// The view helpers need an unlocked account.
+pub type Keys = Arc<DecryptionKeys>;
