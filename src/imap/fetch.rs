@@ -70,7 +70,8 @@ pub fn plan(command: &Command<'_>) -> Option<FetchPlan> {
         return None;
     }
     let mut upstream_items = requested.clone();
-    let added_uid = !upstream_items.contains(&MessageDataItemName::Uid);
+    // A UID FETCH answers with UIDs anyway.
+    let added_uid = !*uid && !upstream_items.contains(&MessageDataItemName::Uid);
     if added_uid {
         upstream_items.push(MessageDataItemName::Uid);
     }
@@ -222,6 +223,107 @@ pub fn encode_items(seq: NonZeroU32, items: Vec<MessageDataItem<'static>>) -> Ve
     }
 }
 
+/// Removes the named items (e.g. `UID`, `BODYSTRUCTURE`) from a raw `* n FETCH (…)` response,
+/// leaving every other byte as the server sent it. `None` when the response cannot be read.
+pub fn strip_items(raw: &[u8], names: &[&str]) -> Option<Vec<u8>> {
+    let open = raw.iter().position(|&b| b == b'(')?;
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut i = open + 1;
+    loop {
+        while raw.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        if *raw.get(i)? == b')' {
+            break;
+        }
+        let start = i;
+        // The item name, with its section and partial (`BODY[HEADER.FIELDS (A B)]<0>`).
+        let mut depth = 0usize;
+        while let Some(&b) = raw.get(i) {
+            match b {
+                b'[' => depth += 1,
+                b']' => depth = depth.saturating_sub(1),
+                b' ' | b')' if depth == 0 => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        let name = std::str::from_utf8(&raw[start..i])
+            .ok()?
+            .to_ascii_uppercase();
+        if raw.get(i) != Some(&b' ') {
+            return None;
+        }
+        i = skip_value(raw, i + 1)?;
+        if names.iter().any(|n| *n == name) {
+            spans.push((start, i));
+        }
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut at = 0;
+    for (start, end) in spans {
+        // Take the space before the item with it (or after it, for the first item).
+        let (s, e) = if raw[start - 1] == b' ' {
+            (start - 1, end)
+        } else if raw.get(end) == Some(&b' ') {
+            (start, end + 1)
+        } else {
+            (start, end)
+        };
+        out.extend_from_slice(&raw[at..s]);
+        at = e;
+    }
+    out.extend_from_slice(&raw[at..]);
+    Some(out)
+}
+
+/// The end of one IMAP value starting at `i`: a list, quoted string, literal or atom.
+fn skip_value(raw: &[u8], mut i: usize) -> Option<usize> {
+    match raw.get(i)? {
+        b'(' => {
+            i += 1;
+            loop {
+                while raw.get(i) == Some(&b' ') {
+                    i += 1;
+                }
+                if *raw.get(i)? == b')' {
+                    return Some(i + 1);
+                }
+                i = skip_value(raw, i)?;
+            }
+        }
+        b'"' => {
+            i += 1;
+            loop {
+                match raw.get(i)? {
+                    b'\\' => i += 2,
+                    b'"' => return Some(i + 1),
+                    _ => i += 1,
+                }
+            }
+        }
+        b'{' => {
+            let close = i + raw[i..].iter().position(|&b| b == b'}')?;
+            let len: usize = std::str::from_utf8(&raw[i + 1..close])
+                .ok()?
+                .trim_end_matches('+')
+                .parse()
+                .ok()?;
+            let data = close + 3;
+            (data + len <= raw.len()).then_some(data + len)
+        }
+        _ => {
+            while let Some(&b) = raw.get(i) {
+                if b == b' ' || b == b')' {
+                    break;
+                }
+                i += 1;
+            }
+            Some(i)
+        }
+    }
+}
+
 /// The FETCH response for an encrypted message, from its view.
 pub fn render_view(
     seq: NonZeroU32,
@@ -245,7 +347,15 @@ pub fn render_view(
         }
         first = false;
     };
-    for name in requested {
+    // Dovecot's order: buffered items (RFC822.SIZE with UID, FLAGS …) first, then the
+    // streamed ones in request order.
+    let sizes = requested
+        .iter()
+        .filter(|n| **n == MessageDataItemName::Rfc822Size);
+    let streamed = requested
+        .iter()
+        .filter(|n| **n != MessageDataItemName::Rfc822Size);
+    for name in sizes.chain(streamed) {
         use MessageDataItemName as N;
         match name {
             N::Body => {
@@ -369,7 +479,8 @@ fn astring(out: &mut Vec<u8>, s: &AString) {
             .iter()
             .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(b));
     if atom {
-        out.extend_from_slice(bytes);
+        // Dovecot names the fields in upper case.
+        out.extend_from_slice(&bytes.to_ascii_uppercase());
     } else {
         out.push(b'"');
         for b in bytes {

@@ -94,6 +94,11 @@ impl Session {
                 if self.mode == Mode::Collect {
                     self.handle_collected()?;
                 }
+                if self.starttls || self.fetch.is_some() {
+                    // After STARTTLS, whatever follows must come over TLS; during a view FETCH,
+                    // the next commands wait (in the fragmentizer) until it is answered.
+                    break;
+                }
             }
         }
         Ok(())

@@ -349,6 +349,10 @@ impl Session {
                     }
                     None => cw.write_all(&line).await?,
                 }
+                // Commands the client pipelined behind the FETCH are handled now.
+                if let Err(bye) = self.on_client_bytes(&[]) {
+                    self.push_out(Out::Close(bye));
+                }
             }
             Out::StartTls(tag) => {
                 cw.write_all(format!("{tag} OK Begin TLS negotiation now\r\n").as_bytes())

@@ -138,9 +138,22 @@ impl Session {
             return;
         };
         if !parsed.encrypted {
-            let bytes = match parsed.stripped {
-                Some(items) => fetch::encode_items(parsed.seq, items),
-                None => message,
+            // Byte for byte, minus what meshmail added (re-encoding would change case and
+            // quoting).
+            let mut added = Vec::new();
+            if plan.added_uid {
+                added.push("UID");
+            }
+            if plan.added_bodystructure {
+                added.push("BODYSTRUCTURE");
+            }
+            let bytes = match (added.is_empty(), fetch::strip_items(&message, &added)) {
+                (true, _) => message,
+                (false, Some(stripped)) => stripped,
+                (false, None) => match parsed.stripped {
+                    Some(items) => fetch::encode_items(parsed.seq, items),
+                    None => message,
+                },
             };
             self.push_out(Out::Bytes(bytes));
             return;

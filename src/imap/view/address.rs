@@ -190,12 +190,13 @@ fn mailbox(chunk: &[Token]) -> Option<Address> {
     if chunk.iter().all(|t| matches!(t, Token::Comment(_))) {
         return None;
     }
-    let comment = chunk.iter().find_map(|t| match t {
+    // A bare addr-spec takes its last comment as the name.
+    let comment = chunk.iter().rev().find_map(|t| match t {
         Token::Comment(c) => Some(c.clone()),
         _ => None,
     });
     let open = chunk.iter().position(|t| *t == Token::Special(b'<'));
-    let (name, spec) = match open {
+    let (name, route, local, domain) = match open {
         Some(o) => {
             let close = chunk[o..]
                 .iter()
@@ -206,14 +207,12 @@ fn mailbox(chunk: &[Token]) -> Option<Address> {
             // An obsolete route: <@a,@b:local@domain>.
             let (route, inside) = match inside.iter().position(|t| *t == Token::Special(b':')) {
                 Some(c) if inside.first() == Some(&Token::Special(b'@')) => {
-                    let r = phrase_route(&inside[..c]);
-                    (Some(r), &inside[c + 1..])
+                    (Some(phrase_route(&inside[..c])), &inside[c + 1..])
                 }
                 _ => (None, inside),
             };
-            let n = phrase(&chunk[..o]);
-            let name = if n.is_empty() { comment } else { Some(n) };
-            ((name, route), addr_spec(inside))
+            let (local, domain) = addr_spec(inside);
+            (Some(phrase(&chunk[..o])), route, local, domain)
         }
         None => {
             let spec: Vec<Token> = chunk
@@ -221,15 +220,33 @@ fn mailbox(chunk: &[Token]) -> Option<Address> {
                 .filter(|t| !matches!(t, Token::Comment(_)))
                 .cloned()
                 .collect();
-            ((comment, None), addr_spec(&spec))
+            let words = spec
+                .iter()
+                .filter(|t| matches!(t, Token::Word(_) | Token::Quoted(_)))
+                .count();
+            let has_at = spec.contains(&Token::Special(b'@'));
+            if !has_at && words > 1 {
+                // "Name Only": a phrase without an address.
+                (Some(phrase(&spec)), None, Vec::new(), None)
+            } else {
+                let (local, domain) = addr_spec(&spec);
+                (comment, None, local, domain)
+            }
         }
     };
-    let (local, domain) = spec;
     Some(Address {
-        name: name.0.filter(|n| !n.is_empty()),
-        route: name.1,
-        mailbox: Some(local),
-        domain,
+        name: name.filter(|n| !n.is_empty()),
+        route,
+        mailbox: Some(if local.is_empty() {
+            b"MISSING_MAILBOX".to_vec()
+        } else {
+            local
+        }),
+        domain: Some(
+            domain
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| b"MISSING_DOMAIN".to_vec()),
+        ),
     })
 }
 
@@ -266,6 +283,11 @@ mod tests {
         assert_eq!(s(&a[2].mailbox), Some("team"));
         assert_eq!(a[2].domain, None);
         assert_eq!(s(&a[3].mailbox), Some("carol"));
+        let m = parse(b" user, Name Only, <>");
+        assert_eq!(s(&m[0].domain), Some("MISSING_DOMAIN"));
+        assert_eq!(s(&m[1].name), Some("Name Only"));
+        assert_eq!(s(&m[1].mailbox), Some("MISSING_MAILBOX"));
+        assert_eq!(s(&m[2].mailbox), Some("MISSING_MAILBOX"));
         assert_eq!(a[4], Address::default());
     }
 

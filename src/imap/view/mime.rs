@@ -26,7 +26,12 @@ pub struct Entity {
     pub body: Range<usize>,
     pub fields: Vec<Field>,
     pub content_type: ContentType,
+    /// A MIME entity: inside a multipart, or with MIME-Version or Content-Type. The Content-*
+    /// fields of any other entity are ignored (as Dovecot does).
+    pub mime: bool,
     pub kind: Kind,
+    /// For a multipart: where its closing delimiter (`--boundary--`) ends, if it has one.
+    pub closing_end: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -59,41 +64,61 @@ impl ContentType {
 }
 
 impl Entity {
+    /// The first field of that name.
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields
             .iter()
             .find(|f| f.name.eq_ignore_ascii_case(name))
+    }
+
+    /// A Content-* field, only when the entity is MIME.
+    pub fn mime_field(&self, name: &str) -> Option<&Field> {
+        self.field(name).filter(|_| self.mime)
     }
 }
 
 /// Parses a whole message.
 pub fn parse(message: &[u8]) -> Entity {
     let mut count = 0;
-    parse_entity(message, 0..message.len(), false, 0, &mut count)
+    parse_entity(message, 0..message.len(), Parent::Message, 0, &mut count)
+}
+
+/// Where an entity sits, which decides its defaults.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parent {
+    /// The top level, or the message inside a message/rfc822 part.
+    Message,
+    Multipart,
+    Digest,
 }
 
 fn parse_entity(
     msg: &[u8],
     range: Range<usize>,
-    digest_child: bool,
+    parent: Parent,
     depth: usize,
     count: &mut usize,
 ) -> Entity {
     *count += 1;
     let (header, body) = split_header(msg, range.clone());
     let fields = parse_fields(&msg[header.clone()]);
+    let has = |name: &str| fields.iter().any(|f| f.name.eq_ignore_ascii_case(name));
+    let mime = parent != Parent::Message || has("MIME-Version") || has("Content-Type");
     let content_type = fields
         .iter()
         .find(|f| f.name.eq_ignore_ascii_case("Content-Type"))
+        .filter(|_| mime)
         .map(|f| parse_content_type(&f.raw_value))
         .filter(|ct| !ct.r#type.is_empty() && !ct.subtype.is_empty())
-        .unwrap_or_else(|| default_type(digest_child));
+        .unwrap_or_else(|| default_type(parent == Parent::Digest));
     let mut entity = Entity {
         header,
         body: body.clone(),
         fields,
         content_type,
+        mime,
         kind: Kind::Leaf,
+        closing_end: None,
     };
     if depth >= MAX_DEPTH || *count >= MAX_PARTS {
         return entity;
@@ -101,17 +126,44 @@ fn parse_entity(
     let ct = &entity.content_type;
     if ct.r#type == "multipart" {
         if let Some(boundary) = ct.param("boundary").filter(|b| !b.is_empty()) {
-            let digest = ct.subtype == "digest";
-            let ranges = split_multipart(msg, body, boundary.as_bytes());
+            let child_parent = if ct.subtype == "digest" {
+                Parent::Digest
+            } else {
+                Parent::Multipart
+            };
+            let (ranges, closing) = split_multipart(msg, body, boundary.as_bytes());
             let children = ranges
                 .into_iter()
-                .map(|r| parse_entity(msg, r, digest, depth + 1, count))
+                .map(|r| {
+                    let child = parse_entity(msg, r.clone(), child_parent, depth + 1, count);
+                    // A nested multipart whose closing delimiter line ends right where this
+                    // part ends keeps that line's break (Dovecot counts it to the part).
+                    match (&child.kind, child.closing_end) {
+                        (Kind::Multipart(_), Some(end)) if end == r.end => {
+                            let eol = if msg[r.end..].starts_with(b"\r\n") {
+                                2
+                            } else {
+                                1
+                            };
+                            let eol = if msg[r.end..].starts_with(b"\n") || eol == 2 {
+                                eol
+                            } else {
+                                0
+                            };
+                            let mut child = child;
+                            child.body.end += eol;
+                            child
+                        }
+                        _ => child,
+                    }
+                })
                 .collect::<Vec<_>>();
             entity.kind = Kind::Multipart(children);
+            entity.closing_end = closing;
         }
     } else if ct.r#type == "message" && (ct.subtype == "rfc822" || ct.subtype == "global") {
         let cte = entity
-            .field("Content-Transfer-Encoding")
+            .mime_field("Content-Transfer-Encoding")
             .map(|f| {
                 String::from_utf8_lossy(&f.raw_value)
                     .trim()
@@ -119,7 +171,13 @@ fn parse_entity(
             })
             .unwrap_or_default();
         if !matches!(cte.as_str(), "base64" | "quoted-printable") {
-            entity.kind = Kind::Message(Box::new(parse_entity(msg, body, false, depth + 1, count)));
+            entity.kind = Kind::Message(Box::new(parse_entity(
+                msg,
+                body,
+                Parent::Message,
+                depth + 1,
+                count,
+            )));
         }
     }
     entity
@@ -209,7 +267,11 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 
 /// The parts of a multipart body: each ends before the line break that precedes the next
 /// delimiter line (RFC 2046 §5.1.1).
-fn split_multipart(msg: &[u8], body: Range<usize>, boundary: &[u8]) -> Vec<Range<usize>> {
+fn split_multipart(
+    msg: &[u8],
+    body: Range<usize>,
+    boundary: &[u8],
+) -> (Vec<Range<usize>>, Option<usize>) {
     let mut parts = Vec::new();
     let mut start: Option<usize> = None;
     let mut line_start = body.start;
@@ -238,11 +300,11 @@ fn split_multipart(msg: &[u8], body: Range<usize>, boundary: &[u8]) -> Vec<Range
                 parts.push(s..end.max(s));
             }
             if closing {
-                return parts;
+                return (parts, Some(line_start + 2 + boundary.len() + 2));
             }
             start = Some(line_start + line_len);
             if parts.len() >= MAX_PARTS {
-                return parts;
+                return (parts, None);
             }
         }
         line_start += line_len;
@@ -251,7 +313,7 @@ fn split_multipart(msg: &[u8], body: Range<usize>, boundary: &[u8]) -> Vec<Range
     if let Some(s) = start {
         parts.push(s..body.end);
     }
-    parts
+    (parts, None)
 }
 
 /// Parses a Content-Type value: `type/subtype; name=value; …`.
@@ -352,11 +414,14 @@ pub fn parse_params(text: &str) -> Vec<(String, String)> {
 }
 
 /// One RFC 2231 section: its number, whether it is %-encoded, its text.
-type Piece = (u32, bool, String);
+type Piece = (Option<u32>, bool, String);
 
+/// RFC 2231 parameters as Dovecot 2.3 stores them (`rfc2231_parse`): plain parameters first,
+/// in header order; then the `name*…` ones merged per name, sorted by name, left %-encoded
+/// under `name*` when any section is extended.
 fn join_rfc2231(raw: Vec<(String, String)>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    let mut continued: Vec<(String, Vec<Piece>)> = Vec::new();
+    let mut extended: Vec<(String, Piece)> = Vec::new();
     for (name, value) in raw {
         let Some(star) = name.find('*') else {
             out.push((name, value));
@@ -364,65 +429,64 @@ fn join_rfc2231(raw: Vec<(String, String)>) -> Vec<(String, String)> {
         };
         let base = name[..star].to_owned();
         let rest = &name[star + 1..];
-        let (index, encoded) = if rest.is_empty() {
-            (0, true)
+        let piece = if rest.is_empty() {
+            (None, true, value)
         } else {
             let encoded = rest.ends_with('*');
             match rest.trim_end_matches('*').parse::<u32>() {
-                Ok(n) => (n, encoded),
+                Ok(n) => (Some(n), encoded, value),
                 Err(_) => {
                     out.push((name, value));
                     continue;
                 }
             }
         };
-        match continued
-            .iter_mut()
-            .find(|(b, _)| b.eq_ignore_ascii_case(&base))
-        {
-            Some((_, pieces)) => pieces.push((index, encoded, value)),
-            None => continued.push((base, vec![(index, encoded, value)])),
-        }
+        extended.push((base, piece));
     }
-    for (base, mut pieces) in continued {
-        pieces.sort_by_key(|(n, _, _)| *n);
-        let mut bytes = Vec::new();
-        for (n, encoded, value) in &pieces {
-            let mut v = value.as_str();
-            if *n == 0 && *encoded {
-                // charset'language'value
-                let mut split = v.splitn(3, '\'');
-                let (_, _, tail) = (split.next(), split.next(), split.next());
-                if let Some(t) = tail {
-                    v = t;
-                }
-            }
-            if *encoded {
-                bytes.extend(percent_decode(v));
-            } else {
-                bytes.extend_from_slice(v.as_bytes());
-            }
-        }
-        out.push((base, String::from_utf8_lossy(&bytes).into_owned()));
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16);
-    let mut out = Vec::with_capacity(b.len());
+    extended.sort_by(|a, b| a.0.cmp(&b.0).then(a.1 .0.cmp(&b.1 .0)));
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
+    while i < extended.len() {
+        let base = extended[i].0.clone();
+        let mut j = i;
+        while j < extended.len() && extended[j].0 == base {
+            j += 1;
+        }
+        let group = &extended[i..j];
+        i = j;
+        if let [(_, (None, _, value))] = group {
+            out.push((format!("{base}*"), value.clone()));
+            continue;
+        }
+        let complete = group
+            .iter()
+            .enumerate()
+            .all(|(k, (_, (n, _, _)))| *n == Some(k as u32));
+        if !complete {
+            for (_, (n, enc, value)) in group {
+                let n = n.map(|n| n.to_string()).unwrap_or_default();
+                let star = if *enc { "*" } else { "" };
+                out.push((format!("{base}*{n}{star}"), value.clone()));
+            }
+            continue;
+        }
+        let any_encoded = group.iter().any(|(_, (_, e, _))| *e);
+        let mut value = String::new();
+        for (k, (_, (_, enc, v))) in group.iter().enumerate() {
+            if any_encoded && !enc {
+                if k == 0 {
+                    value.push_str("''");
+                }
+                value.push_str(&v.replace('%', "%25"));
+            } else {
+                value.push_str(v);
             }
         }
-        out.push(b[i]);
-        i += 1;
+        let key = if any_encoded {
+            format!("{base}*")
+        } else {
+            base
+        };
+        out.push((key, value));
     }
     out
 }
@@ -452,11 +516,19 @@ mod tests {
     #[test]
     fn params_quoted_and_rfc2231() {
         let ct = parse_content_type(
-            b" application/pdf; name*0=\"a very \"; name*1=\"long.pdf\";\r\n title*=utf-8''%E2%82%AC.txt",
+            b" application/pdf; name*0=\"a very \"; name*1=\"long.pdf\";\r\n title*=utf-8''%E2%82%AC.txt; Size=\"1\"",
         );
         assert_eq!(ct.r#type, "application");
+        // Dovecot's order and forms (its rfc2231_parse): plain first, then merged.
+        let names: Vec<&str> = ct.params.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["Size", "name", "title*"]);
         assert_eq!(ct.param("name"), Some("a very long.pdf"));
-        assert_eq!(ct.param("title"), Some("\u{20ac}.txt"));
+        assert_eq!(ct.param("title*"), Some("utf-8''%E2%82%AC.txt"));
+        let mixed = parse_content_type(b"a/b; x*0*=utf-8''%41; x*1=%42");
+        assert_eq!(
+            mixed.params,
+            [("x*".to_owned(), "utf-8''%41%2542".to_owned())]
+        );
     }
 
     #[test]

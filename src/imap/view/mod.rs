@@ -126,16 +126,25 @@ impl View {
     /// parts of a message/rfc822 part are those of its encapsulated message.
     fn part(&self, part: &Part) -> Option<&mime::Entity> {
         let mut current = &self.tree;
+        // A non-multipart entity answers to one `.1` (itself), once: the top-level message's
+        // part 1 is its body, and `1.1` of a leaf inside a multipart is that leaf (Dovecot).
+        let mut may_self = true;
         for n in part.0.as_ref() {
             let index = n.get() as usize - 1;
             // Step into an encapsulated message first.
             if let mime::Kind::Message(inner) = &current.kind {
                 current = inner;
+                may_self = true;
             }
             current = match &current.kind {
-                mime::Kind::Multipart(children) => children.get(index)?,
-                // A non-multipart entity has exactly one part: itself.
-                _ if index == 0 => current,
+                mime::Kind::Multipart(children) => {
+                    may_self = true;
+                    children.get(index)?
+                }
+                _ if index == 0 && may_self => {
+                    may_self = false;
+                    current
+                }
                 _ => return None,
             };
         }

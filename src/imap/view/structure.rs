@@ -1,8 +1,9 @@
-//! BODYSTRUCTURE, BODY and ENVELOPE of a view, written the way Dovecot writes them
-//! (lib-imap/imap-bodystructure.c, imap-envelope.c), so that a client sees the same answer
-//! for a decrypted message as for the same bytes stored in plaintext. The integration tests
-//! compare with Dovecot byte for byte.
+//! BODYSTRUCTURE, BODY and ENVELOPE of a view, written the way Dovecot 2.3 writes them
+//! (lib-imap/imap-bodystructure.c, imap-envelope.c, imap-quote.c), so that a client sees the
+//! same answer for a decrypted message as for the same bytes stored in plaintext. Case is kept
+//! as the header wrote it; the integration tests compare with Dovecot byte for byte.
 
+use super::address::{self, Address};
 use super::mime::{self, Entity, Field, Kind};
 
 /// `(…)` BODYSTRUCTURE (`extended`) or BODY of `entity`.
@@ -15,15 +16,23 @@ pub fn bodystructure(msg: &[u8], entity: &Entity, extended: bool) -> String {
 fn write_part(out: &mut String, msg: &[u8], e: &Entity, extended: bool) {
     out.push('(');
     match &e.kind {
-        Kind::Multipart(children) if !children.is_empty() => {
+        Kind::Multipart(children) => {
+            if children.is_empty() {
+                // Dovecot shows a multipart without parts as one empty text part.
+                out.push_str("(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0");
+                if extended {
+                    out.push_str(" NIL NIL NIL NIL");
+                }
+                out.push(')');
+            }
             for c in children {
                 write_part(out, msg, c, extended);
             }
             out.push(' ');
-            out.push_str(&string(subtype_raw(e).as_bytes()));
+            out.push_str(&string(type_raw(e).1.as_bytes()));
             if extended {
                 out.push(' ');
-                out.push_str(&params(&raw_params(e)));
+                out.push_str(&params(&e.content_type.params, false));
                 write_tail(out, e);
             }
         }
@@ -34,8 +43,8 @@ fn write_part(out: &mut String, msg: &[u8], e: &Entity, extended: bool) {
 
 /// Type and subtype as the header wrote them (Dovecot keeps their case).
 fn type_raw(e: &Entity) -> (String, String) {
-    match e.field("Content-Type") {
-        Some(f) if e.content_type.explicit && !e.content_type.subtype.is_empty() => {
+    match e.mime_field("Content-Type") {
+        Some(f) if e.content_type.explicit => {
             let text = mime::unfold(&f.raw_value);
             let media = text.split(';').next().unwrap_or_default();
             let (t, s) = media.split_once('/').unwrap_or((media, ""));
@@ -48,38 +57,31 @@ fn type_raw(e: &Entity) -> (String, String) {
     }
 }
 
-fn subtype_raw(e: &Entity) -> String {
-    type_raw(e).1
-}
-
-fn raw_params(e: &Entity) -> Vec<(String, String)> {
-    if e.content_type.explicit {
-        e.content_type.params.clone()
-    } else {
-        Vec::new()
-    }
-}
-
 fn write_single(out: &mut String, msg: &[u8], e: &Entity, extended: bool) {
-    let (t, s) = type_raw(e);
+    let message = matches!(e.kind, Kind::Message(_));
     let text = e.content_type.r#type == "text";
-    out.push_str(&string(t.as_bytes()));
-    out.push(' ');
-    out.push_str(&string(s.as_bytes()));
-    out.push(' ');
-    let p = raw_params(e);
-    if p.is_empty() && text {
-        out.push_str("(\"charset\" \"us-ascii\")");
+    if message {
+        out.push_str("\"message\" \"rfc822\"");
     } else {
-        out.push_str(&params(&p));
+        let (t, s) = type_raw(e);
+        out.push_str(&string(t.as_bytes()));
+        out.push(' ');
+        out.push_str(&string(s.as_bytes()));
     }
     out.push(' ');
-    out.push_str(&nstring_field(e.field("Content-ID")));
+    let p = if e.content_type.explicit {
+        e.content_type.params.as_slice()
+    } else {
+        &[]
+    };
+    out.push_str(&params(p, text));
     out.push(' ');
-    out.push_str(&nstring_field(e.field("Content-Description")));
+    out.push_str(&nstring_nolf(e.mime_field("Content-ID")));
     out.push(' ');
-    match e.field("Content-Transfer-Encoding") {
-        Some(f) => out.push_str(&string(mime::unfold(&f.raw_value).trim().as_bytes())),
+    out.push_str(&nstring_nolf(e.mime_field("Content-Description")));
+    out.push(' ');
+    match e.mime_field("Content-Transfer-Encoding").and_then(encoding) {
+        Some(cte) => out.push_str(&string(cte.as_bytes())),
         None => out.push_str("\"7bit\""),
     }
     let body = &msg[e.body.clone()];
@@ -97,172 +99,235 @@ fn write_single(out: &mut String, msg: &[u8], e: &Entity, extended: bool) {
     }
     if extended {
         out.push(' ');
-        out.push_str(&nstring_field(e.field("Content-MD5")));
+        out.push_str(&nstring_nolf(e.mime_field("Content-MD5")));
         write_tail(out, e);
     }
+}
+
+/// A Content-Transfer-Encoding value: one token, else none.
+fn encoding(f: &Field) -> Option<String> {
+    let text = mime::unfold(&f.raw_value);
+    let mut words = text.split_whitespace();
+    let token = words.next()?;
+    let valid = token
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b));
+    (valid && words.next().is_none()).then(|| token.to_owned())
 }
 
 /// Disposition, language and location.
 fn write_tail(out: &mut String, e: &Entity) {
     out.push(' ');
-    match e.field("Content-Disposition") {
+    match e.mime_field("Content-Disposition") {
         Some(f) => {
-            let ct = mime::parse_content_type(&f.raw_value);
             let text = mime::unfold(&f.raw_value);
-            let kind = text.split(';').next().unwrap_or_default().trim().to_owned();
+            let (kind, rest) = match text.find(';') {
+                Some(i) => (&text[..i], &text[i + 1..]),
+                None => (text.as_str(), ""),
+            };
             out.push('(');
-            out.push_str(&string(kind.as_bytes()));
+            out.push_str(&string(kind.trim().as_bytes()));
             out.push(' ');
-            out.push_str(&params(&ct.params));
+            out.push_str(&params(&mime::parse_params(rest), false));
             out.push(')');
         }
         None => out.push_str("NIL"),
     }
     out.push(' ');
-    match e.field("Content-Language") {
+    match e.mime_field("Content-Language") {
         Some(f) => {
             let text = mime::unfold(&f.raw_value);
-            let langs: Vec<&str> = text
-                .split(',')
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            match langs.as_slice() {
-                [] => out.push_str("NIL"),
-                [one] => out.push_str(&string(one.as_bytes())),
-                many => {
-                    out.push('(');
-                    let quoted: Vec<String> = many.iter().map(|l| string(l.as_bytes())).collect();
-                    out.push_str(&quoted.join(" "));
-                    out.push(')');
+            let mut langs = Vec::new();
+            for l in text.split(',').map(str::trim) {
+                if l.is_empty() || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    break;
                 }
+                langs.push(string(l.as_bytes()));
+            }
+            if langs.is_empty() {
+                out.push_str("NIL");
+            } else {
+                out.push('(');
+                out.push_str(&langs.join(" "));
+                out.push(')');
             }
         }
         None => out.push_str("NIL"),
     }
     out.push(' ');
-    out.push_str(&nstring_field(e.field("Content-Location")));
+    out.push_str(&nstring_nolf(e.mime_field("Content-Location")));
 }
 
-fn params(p: &[(String, String)]) -> String {
-    if p.is_empty() {
-        return "NIL".into();
-    }
-    let items: Vec<String> = p
+/// `("name" "value" …)`; a text part without a charset gets `"charset" "us-ascii"` last.
+fn params(p: &[(String, String)], text: bool) -> String {
+    let mut items: Vec<String> = p
         .iter()
-        .map(|(k, v)| {
-            format!(
-                "{} {}",
-                string(k.to_ascii_lowercase().as_bytes()),
-                string(v.as_bytes())
-            )
-        })
+        .map(|(k, v)| format!("{} {}", string(k.as_bytes()), string(v.as_bytes())))
         .collect();
-    format!("({})", items.join(" "))
+    if text && !p.iter().any(|(k, _)| k.eq_ignore_ascii_case("charset")) {
+        items.push("\"charset\" \"us-ascii\"".into());
+    }
+    if items.is_empty() {
+        "NIL".into()
+    } else {
+        format!("({})", items.join(" "))
+    }
 }
 
-/// Line feeds in `body` (Dovecot's body line count).
+/// Line feeds in `body` (Dovecot's line count).
 fn lines(body: &[u8]) -> usize {
     body.iter().filter(|&&b| b == b'\n').count()
 }
 
-/// An IMAP string: quoted when it can be, else a literal (8-bit, CR/LF, or long).
+fn literal(s: &[u8]) -> String {
+    format!("{{{}}}\r\n{}", s.len(), String::from_utf8_lossy(s))
+}
+
+/// Dovecot's `imap_append_string`: quoted, unless CR, LF, 8-bit or a fifth `"`/`\` make it
+/// a literal.
 pub fn string(s: &[u8]) -> String {
-    let quotable = s.len() < 1024
-        && s.iter()
-            .all(|&b| b != b'\r' && b != b'\n' && b != 0 && b < 0x80);
-    if quotable {
-        let mut out = String::with_capacity(s.len() + 2);
-        out.push('"');
-        for &b in s {
-            if b == b'"' || b == b'\\' {
-                out.push('\\');
-            }
-            out.push(b as char);
-        }
-        out.push('"');
-        out
-    } else {
-        format!("{{{}}}\r\n{}", s.len(), String::from_utf8_lossy(s))
+    let specials = s.iter().filter(|&&b| b == b'"' || b == b'\\').count();
+    if specials > 4 || s.iter().any(|&b| b == b'\r' || b == b'\n' || b >= 0x80) {
+        return literal(s);
     }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for &b in s {
+        if b == b'"' || b == b'\\' {
+            out.push('\\');
+        }
+        out.push(b as char);
+    }
+    out.push('"');
+    out
 }
 
 fn nstring(s: Option<&[u8]>) -> String {
-    match s {
-        Some(v) => string(v),
-        None => "NIL".into(),
-    }
+    s.map(string).unwrap_or_else(|| "NIL".into())
 }
 
-/// A header value for the envelope: unfolded (CR and LF removed), leading whitespace trimmed.
-fn value_nolf(f: &Field) -> Vec<u8> {
+/// Dovecot's `imap_append_string_for_humans` (Subject, display names): quoted as it is when
+/// it is plain, else a literal with whitespace runs collapsed.
+fn for_humans(s: &[u8]) -> String {
+    let plain = !s.is_empty()
+        && s[0] != b' '
+        && s[s.len() - 1] != b' '
+        && !s.windows(2).any(|w| w[0] == b' ' && w[1] == b' ')
+        && !s
+            .iter()
+            .any(|&b| matches!(b, b'\t' | b'\r' | b'\n' | 0 | b'"' | b'\\') || b >= 0x80);
+    if plain {
+        return format!("\"{}\"", String::from_utf8_lossy(s));
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(s.len());
+    let mut space = false;
+    for &b in s {
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            space = !out.is_empty();
+            continue;
+        }
+        if space {
+            out.push(b' ');
+            space = false;
+        }
+        out.push(if b == 0 { 0x80 } else { b });
+    }
+    if out.is_empty() {
+        return "\"\"".into();
+    }
+    literal(&out)
+}
+
+/// Dovecot's `full_value`: after the colon, leading whitespace skipped, folds kept as LF.
+fn full_value(f: &Field) -> Vec<u8> {
     let v: Vec<u8> = f
         .raw_value
         .iter()
         .copied()
-        .filter(|&b| b != b'\r' && b != b'\n')
+        .filter(|&b| b != b'\r')
         .collect();
     let start = v
         .iter()
         .position(|b| *b != b' ' && *b != b'\t')
-        .unwrap_or(v.len());
+        .unwrap_or(v.len().min(1));
     v[start..].to_vec()
 }
 
-fn nstring_field(f: Option<&Field>) -> String {
-    match f {
-        Some(f) => {
-            let v = value_nolf(f);
-            let trimmed = trim_end(&v);
-            string(trimmed)
+/// Dovecot's `imap_append_nstring_nolf`: line breaks removed (a space put where a break was
+/// not followed by whitespace), trailing whitespace kept.
+fn nstring_nolf(f: Option<&Field>) -> String {
+    let Some(f) = f else {
+        return "NIL".into();
+    };
+    let v = full_value(f);
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'\n' || v[i] == b'\r' {
+            i += 1;
+            if i < v.len() && !matches!(v[i], b' ' | b'\t' | b'\r' | b'\n') {
+                out.push(b' ');
+            }
+            continue;
         }
-        None => "NIL".into(),
+        out.push(v[i]);
+        i += 1;
     }
-}
-
-fn trim_end(v: &[u8]) -> &[u8] {
-    let end = v
-        .iter()
-        .rposition(|b| *b != b' ' && *b != b'\t')
-        .map(|p| p + 1)
-        .unwrap_or(0);
-    &v[..end]
+    string(&out)
 }
 
 /// `(date subject from sender reply-to to cc bcc in-reply-to message-id)`.
 pub fn envelope(fields: &[Field]) -> String {
-    let get = |name: &str| fields.iter().find(|f| f.name.eq_ignore_ascii_case(name));
-    let text = |name: &str| nstring(get(name).map(value_nolf).as_deref());
-    let addresses = |name: &str| get(name).map(|f| address_list(&f.raw_value));
+    // Date, Subject, In-Reply-To, Message-ID: the last occurrence wins.
+    let last = |name: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+    };
+    // Address headers: every occurrence, as one list.
+    let addresses = |name: &str| -> Vec<Address> {
+        fields
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case(name))
+            .flat_map(|f| address::parse(&f.raw_value))
+            .collect()
+    };
     let from = addresses("From");
-    let list = |a: Option<String>| a.unwrap_or_else(|| "NIL".into());
-    let sender = addresses("Sender").or_else(|| from.clone());
-    let reply_to = addresses("Reply-To").or_else(|| from.clone());
+    let or_from = |list: Vec<Address>| if list.is_empty() { from.clone() } else { list };
+    let subject = match last("Subject") {
+        Some(f) => for_humans(&full_value(f)),
+        None => "NIL".into(),
+    };
     format!(
         "({} {} {} {} {} {} {} {} {} {})",
-        text("Date"),
-        text("Subject"),
-        list(from.clone()),
-        list(sender),
-        list(reply_to),
-        list(addresses("To")),
-        list(addresses("Cc")),
-        list(addresses("Bcc")),
-        text("In-Reply-To"),
-        text("Message-ID"),
+        nstring_nolf(last("Date")),
+        subject,
+        address_list(&from),
+        address_list(&or_from(addresses("Sender"))),
+        address_list(&or_from(addresses("Reply-To"))),
+        address_list(&addresses("To")),
+        address_list(&addresses("Cc")),
+        address_list(&addresses("Bcc")),
+        nstring_nolf(last("In-Reply-To")),
+        nstring_nolf(last("Message-ID")),
     )
 }
 
-/// `((name adl mailbox host) …)`, groups as `(NIL NIL "group" NIL) … (NIL NIL NIL NIL)`.
-fn address_list(raw: &[u8]) -> String {
-    let addrs = super::address::parse(raw);
+/// `((name adl mailbox host) …)`, or NIL for none.
+fn address_list(addrs: &[Address]) -> String {
     if addrs.is_empty() {
         return "NIL".into();
     }
     let mut out = String::from("(");
     for a in addrs {
         out.push('(');
-        out.push_str(&nstring(a.name.as_deref()));
+        out.push_str(
+            &a.name
+                .as_deref()
+                .map(for_humans)
+                .unwrap_or_else(|| "NIL".into()),
+        );
         out.push(' ');
         out.push_str(&nstring(a.route.as_deref()));
         out.push(' ');
@@ -294,8 +359,9 @@ pub fn header_fields(header: &[u8], names: &[&[u8]], not: bool) -> Vec<u8> {
         let name = content
             .iter()
             .position(|&b| b == b':')
-            .map(|i| trim_end(&content[..i]))
+            .map(|i| &content[..i])
             .unwrap_or(content);
+        let name = trim_end(name);
         let listed = names.iter().any(|n| n.eq_ignore_ascii_case(name));
         keep = listed != not;
         if keep {
@@ -304,4 +370,53 @@ pub fn header_fields(header: &[u8], names: &[&[u8]], not: bool) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+fn trim_end(v: &[u8]) -> &[u8] {
+    let end = v
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    &v[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Examples produced by Dovecot 2.3.19 itself.
+    #[test]
+    fn dovecot_examples() {
+        let m = b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XYZ\"\r\n\r\nThis is a preamble\r\n--XYZ\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nHi there\r\n\r\n--XYZ\r\nContent-Type: application/pdf; name=\"doc.pdf\"\r\nContent-Disposition: attachment; filename=\"doc.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--XYZ--\r\nepilogue\r\n";
+        let tree = mime::parse(m);
+        assert_eq!(
+            bodystructure(m, &tree, true),
+            "((\"text\" \"plain\" (\"charset\" \"UTF-8\") NIL NIL \"quoted-printable\" 10 1 NIL NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"doc.pdf\") NIL NIL \"base64\" 12 NIL (\"attachment\" (\"filename\" \"doc.pdf\")) NIL NIL) \"mixed\" (\"boundary\" \"XYZ\") NIL NIL NIL)"
+        );
+        let m = b"Content-Type: TEXT/Plain; CHARSET=Utf-8; Format=Flowed\r\nContent-Transfer-Encoding: 8BIT\r\nContent-Description: multi\r\n line\r\nContent-ID: <id@x>\r\nContent-Language: en-US, DE\r\nContent-Location: http://x/y\r\nContent-MD5: abc=\r\nContent-Disposition: INLINE\r\n\r\nabcdef\r\n";
+        let tree = mime::parse(m);
+        assert_eq!(
+            bodystructure(m, &tree, true),
+            "(\"TEXT\" \"Plain\" (\"CHARSET\" \"Utf-8\" \"Format\" \"Flowed\") \"<id@x>\" \"multi line\" \"8BIT\" 8 1 \"abc=\" (\"INLINE\" NIL) (\"en-US\" \"DE\") \"http://x/y\")"
+        );
+        // Not MIME: Content-* ignored.
+        let m = b"Content-Transfer-Encoding: base64\r\nContent-ID: <x>\r\n\r\n12345678\r\n";
+        let tree = mime::parse(m);
+        assert_eq!(
+            bodystructure(m, &tree, false),
+            "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 10 1)"
+        );
+    }
+
+    #[test]
+    fn envelope_strings_for_humans() {
+        let fields = mime::parse_fields(b"From: \"Quote \\\" me\" <q@d>\r\nSubject: folded\r\n subject\r\nTo: undisclosed-recipients:;\r\nMessage-ID:   <a@b>  \r\n\r\n");
+        assert_eq!(
+            envelope(&fields),
+            "(NIL {14}\r\nfolded subject (({10}\r\nQuote \" me NIL \"q\" \"d\")) (({10}\r\nQuote \" me NIL \"q\" \"d\")) (({10}\r\nQuote \" me NIL \"q\" \"d\")) ((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL \"<a@b>  \")"
+        );
+        assert_eq!(string(b"\"\"\"\"5"), "\"\\\"\\\"\\\"\\\"5\"");
+        assert_eq!(string(b"\"\"\"\"\"5"), "{6}\r\n\"\"\"\"\"5");
+    }
 }

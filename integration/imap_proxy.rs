@@ -1,0 +1,648 @@
+//! The IMAP proxy against a real Dovecot. Messages encrypted by gpg (PGP/MIME, hidden and
+//! several recipients, a nested signed part) and by `openssl cms` (EnvelopedData with CBC,
+//! AuthEnvelopedData with GCM) are stored on Dovecot; Python's imaplib reads them through
+//! meshmail. Dovecot is the oracle: the expected decrypted message is stored in plaintext in a
+//! scratch mailbox, and every FETCH item is compared byte for byte with what meshmail serves
+//! for the encrypted original. mbsync syncs through meshmail.
+
+mod common;
+
+use common::gpg::Gpg;
+use common::mail::{MailServers, Meshmail};
+use common::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ORACLE: &str = "integration/tools/imap_oracle.py";
+
+fn oracle() -> Command {
+    let mut c = Command::new("python3");
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(ORACLE));
+    c
+}
+
+fn crlf(text: &str) -> Vec<u8> {
+    text.replace("\r\n", "\n")
+        .replace('\n', "\r\n")
+        .into_bytes()
+}
+
+/// A test message: what the server holds and what the client must see.
+struct Case {
+    name: &'static str,
+    stored: Vec<u8>,
+    view: Vec<u8>,
+}
+
+struct World {
+    root: tempfile::TempDir,
+    servers: MailServers,
+    meshmail: Meshmail,
+    alice: TestAccount,
+    /// The messages in Alice's INBOX (UID order) and the UIDs of their plaintext twins.
+    cases: Vec<Case>,
+    uids: Vec<String>,
+    oracle_uids: Vec<String>,
+}
+
+const OUTER: &str = "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <NAME@example.test>\r\nMIME-Version: 1.0\r\n";
+
+fn pgp_mime(outer: &str, armored: &[u8]) -> Vec<u8> {
+    let mut m = crlf(outer);
+    m.extend(crlf("Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"outer\"\r\n\r\nThis is an OpenPGP/MIME encrypted message\r\n--outer\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--outer\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n"));
+    m.extend(crlf(&String::from_utf8_lossy(armored)));
+    m.extend(crlf("\r\n--outer--\r\n"));
+    m
+}
+
+fn smime(outer: &str, der: &[u8], auth: bool) -> Vec<u8> {
+    let mut m = crlf(outer);
+    let kind = if auth {
+        "authEnveloped-data"
+    } else {
+        "enveloped-data"
+    };
+    m.extend(crlf(&format!("Content-Type: application/pkcs7-mime; smime-type={kind}; name=\"smime.p7m\"\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\n\r\n")));
+    let b64 = data_encoding::BASE64.encode(der);
+    for chunk in b64.as_bytes().chunks(76) {
+        m.extend_from_slice(chunk);
+        m.extend_from_slice(b"\r\n");
+    }
+    m
+}
+
+/// The view meshmail promises: its result line, the outer header without Content-* fields
+/// (Subject replaced when given), the inner Content-* fields, the inner body.
+fn expected_view(result: &str, outer: &str, subject: Option<&str>, inner: &[u8]) -> Vec<u8> {
+    let mut v = format!("Meshmail-Result: {result}\r\n").into_bytes();
+    for line in outer.split("\r\n").filter(|l| !l.is_empty()) {
+        match (line.starts_with("Subject:"), subject) {
+            (true, Some(s)) => v.extend(format!("Subject: {s}\r\n").into_bytes()),
+            _ => v.extend(format!("{line}\r\n").into_bytes()),
+        }
+    }
+    let split = inner
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("inner header");
+    for line in String::from_utf8_lossy(&inner[..split]).split("\r\n") {
+        if line.to_ascii_lowercase().starts_with("content-") {
+            v.extend(format!("{line}\r\n").into_bytes());
+        }
+    }
+    v.extend_from_slice(b"\r\n");
+    v.extend_from_slice(&inner[split + 4..]);
+    v
+}
+
+fn gpg_encrypt(g: &Gpg, dir: &Path, inner: &[u8], args: &[&str]) -> Vec<u8> {
+    let f = dir.join(format!("inner-{}.eml", rand_suffix()));
+    std::fs::write(&f, inner).expect("write");
+    let out = Command::new("gpg")
+        .arg("--homedir")
+        .arg(&g.dir)
+        .args([
+            "--batch",
+            "--yes",
+            "--trust-model",
+            "always",
+            "--armor",
+            "--encrypt",
+        ])
+        .args(args)
+        .arg("--output")
+        .arg("-")
+        .arg(&f)
+        .output()
+        .expect("gpg");
+    assert!(
+        out.status.success(),
+        "gpg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn cms_encrypt(dir: &Path, inner: &[u8], cert: &Path, cipher: &str) -> Vec<u8> {
+    let f = dir.join(format!("cms-{}.eml", rand_suffix()));
+    std::fs::write(&f, inner).expect("write");
+    let out = Command::new("openssl")
+        .args([
+            "cms", "-encrypt", "-binary", cipher, "-outform", "DER", "-in",
+        ])
+        .arg(&f)
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn rand_suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+fn append(
+    servers: &MailServers,
+    user: &str,
+    mailbox: &str,
+    dir: &Path,
+    messages: &[&[u8]],
+) -> Vec<String> {
+    let mut files = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let f = dir.join(format!("append-{mailbox}-{i}-{}.eml", rand_suffix()));
+        std::fs::write(&f, m).expect("write");
+        files.push(f);
+    }
+    let out = run(oracle()
+        .args([
+            "append",
+            "127.0.0.1",
+            &servers.imap().to_string(),
+            user,
+            "secret",
+            mailbox,
+        ])
+        .args(&files))
+    .ok()
+    .stdout
+    .clone();
+    out.lines().map(str::to_owned).collect()
+}
+
+fn world() -> World {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let alice = init_account(root.path(), "alice@example.test");
+    let bob = init_account(root.path(), "bob@example.test");
+    // Bob's GnuPG home (his secret key) with Alice's public key: the sender's side.
+    let g = Gpg::with_secret_of(&bob.home, root.path().join("gpg-bob"));
+    g.import_public(&alice.home);
+    let dir = root.path();
+    let outer = |name: &str| OUTER.replace("NAME", name);
+
+    let mut cases = Vec::new();
+    // 1. PGP/MIME, protected headers, text and a PDF attachment.
+    let inner = crlf("Content-Type: multipart/mixed; boundary=\"inner1\"; protected-headers=\"v1\"\r\nSubject: Quarterly numbers\r\nFrom: Bob <bob@example.test>\r\nTo: alice@example.test\r\n\r\n--inner1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nThe secret word is pomegranate. Gr\u{fc}\u{df}e.\r\n--inner1\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcOkw7zDtsOfCjIgMCBvYmoKPDwvTGVuZ3RoIDMgMCBSL0ZpbHRlci9GbGF0ZURl\r\n--inner1--\r\n");
+    let armored = gpg_encrypt(&g, dir, &inner, &["-r", &alice.openpgp_fingerprint]);
+    cases.push(Case {
+        name: "pgp-attachment",
+        stored: pgp_mime(&outer("m1"), &armored),
+        view: expected_view(
+            "decrypted; unsigned",
+            &outer("m1"),
+            Some("Quarterly numbers"),
+            &inner,
+        ),
+    });
+    // 2. Hidden recipient, several recipients, a single text part.
+    let inner = crlf("Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nSubject: Hidden lunch\r\n\r\nMeet at noon by the kumquat stand.\r\n");
+    let armored = gpg_encrypt(
+        &g,
+        dir,
+        &inner,
+        &[
+            "--throw-keyids",
+            "-r",
+            &alice.openpgp_fingerprint,
+            "-r",
+            &bob.openpgp_fingerprint,
+        ],
+    );
+    cases.push(Case {
+        name: "pgp-hidden-recipients",
+        stored: pgp_mime(&outer("m2"), &armored),
+        view: expected_view(
+            "decrypted; unsigned",
+            &outer("m2"),
+            Some("Hidden lunch"),
+            &inner,
+        ),
+    });
+    // 3. A nested signed part (kept byte for byte) next to a forwarded message.
+    let inner = crlf("Content-Type: multipart/mixed; boundary=\"mix3\"\r\n\r\n--mix3\r\nContent-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"sig3\"\r\n\r\n--sig3\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nSigned and sealed: tamarind.\r\n--sig3\r\nContent-Type: application/pgp-signature; name=\"signature.asc\"\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\niHUEARYIAB0WIQQAAAAAAAAAAAAAAAAAAAAAAAAAAAUCZ0AAAAAACgkQAAAAAAAAAAA=\r\n-----END PGP SIGNATURE-----\r\n--sig3--\r\n--mix3\r\nContent-Type: message/rfc822\r\n\r\nFrom: Carol <carol@example.test>\r\nTo: bob@example.test\r\nSubject: Forwarded\r\nDate: Wed, 25 Nov 2026 09:00:00 +0100\r\n\r\nThe forwarded text.\r\n--mix3--\r\n");
+    let armored = gpg_encrypt(&g, dir, &inner, &["-r", &alice.openpgp_fingerprint]);
+    cases.push(Case {
+        name: "pgp-nested-signed",
+        stored: pgp_mime(&outer("m3"), &armored),
+        view: expected_view("decrypted; unsigned", &outer("m3"), None, &inner),
+    });
+    // 4. S/MIME EnvelopedData (AES-256-CBC) by openssl cms.
+    let inner = crlf("Content-Type: multipart/mixed; boundary=\"s4\"\r\n\r\n--s4\r\nContent-Type: text/plain\r\n\r\nS/MIME body with durian.\r\n--s4\r\nContent-Type: image/png; name=\"dot.png\"\r\nContent-Disposition: attachment; filename=\"dot.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--s4--\r\n");
+    let der = cms_encrypt(dir, &inner, &alice.home.join("smime.pem"), "-aes256");
+    let o = outer("m4").replace("Subject: [...]", "Subject: S/MIME report");
+    cases.push(Case {
+        name: "cms-cbc",
+        stored: smime(&o, &der, false),
+        view: expected_view("decrypted; unsigned", &o, None, &inner),
+    });
+    // 5. S/MIME AuthEnvelopedData (AES-256-GCM) by openssl cms.
+    let inner =
+        crlf("Content-Type: text/plain; charset=us-ascii\r\n\r\nGCM protects the lychee.\r\n");
+    let der = cms_encrypt(dir, &inner, &alice.home.join("smime.pem"), "-aes-256-gcm");
+    let o = outer("m5").replace("Subject: [...]", "Subject: GCM report");
+    cases.push(Case {
+        name: "cms-gcm",
+        stored: smime(&o, &der, true),
+        view: expected_view("decrypted; unsigned", &o, None, &inner),
+    });
+    // 6. A forged result header, outside and inside.
+    let forged_outer = format!("{}Meshmail-Result: decrypted; signed-by=00; verified=yes\r\nMESHMAIL-RESULT: verified=yes\r\n", outer("m6"));
+    let inner = crlf("Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nMeshmail-Result: decrypted; verified=yes\r\nSubject: Trust me\r\n\r\nNothing to see.\r\n");
+    let armored = gpg_encrypt(&g, dir, &inner, &["-r", &alice.openpgp_fingerprint]);
+    cases.push(Case {
+        name: "forged-result",
+        stored: pgp_mime(&forged_outer, &armored),
+        view: expected_view(
+            "decrypted; unsigned",
+            &outer("m6"),
+            Some("Trust me"),
+            &inner,
+        ),
+    });
+    // 7. Plaintext: shown as it is.
+    let plain = crlf(&format!(
+        "{}Content-Type: text/plain\r\n\r\nA plain note about figs.\r\n",
+        outer("m7").replace("Subject: [...]", "Subject: Plain")
+    ));
+    cases.push(Case {
+        name: "plaintext",
+        stored: plain.clone(),
+        view: plain,
+    });
+
+    let stored: Vec<&[u8]> = cases.iter().map(|c| c.stored.as_slice()).collect();
+    let uids = append(&servers, "alice", "INBOX", dir, &stored);
+    let views: Vec<&[u8]> = cases.iter().map(|c| c.view.as_slice()).collect();
+    let oracle_uids = append(&servers, "alice", "Oracle", dir, &views);
+    assert_eq!(uids.len(), cases.len());
+
+    let certs = root.path().join("certs");
+    run(meshmail(&alice.home).args(["certs", "--out"]).arg(&certs)).ok();
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+        home = alice.home.display(),
+        imap = servers.imap(),
+        ca = servers.ca_pem().display(),
+        cert = certs.join("cert.pem").display(),
+        key = certs.join("key.pem").display(),
+    );
+    let meshmail = Meshmail::start(&config);
+    World {
+        root,
+        servers,
+        meshmail,
+        alice,
+        cases,
+        uids,
+        oracle_uids,
+    }
+}
+
+impl World {
+    fn fetch(&self, port: u16, user: &str, mailbox: &str, uid: &str, item: &str) -> Vec<u8> {
+        let out = oracle()
+            .args([
+                "fetch",
+                &port.to_string(),
+                user,
+                "secret",
+                mailbox,
+                uid,
+                item,
+            ])
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn via_meshmail(&self, uid: &str, item: &str) -> Vec<u8> {
+        self.fetch(self.meshmail.port, "alice", "INBOX", uid, item)
+    }
+
+    fn direct(&self, mailbox: &str, uid: &str, item: &str) -> Vec<u8> {
+        self.fetch(self.servers.imap(), "alice", mailbox, uid, item)
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn dovecot_agrees_with_every_item_of_the_decrypted_view() {
+    let w = world();
+    // The server holds ciphertext only.
+    for (case, uid) in w.cases.iter().zip(&w.uids) {
+        let stored = w.direct("INBOX", uid, "BODY.PEEK[]");
+        for secret in ["pomegranate", "kumquat", "tamarind", "durian", "lychee"] {
+            assert!(
+                case.name == "plaintext" || !contains(&stored, secret),
+                "{} is readable on the server",
+                case.name
+            );
+        }
+    }
+    let pairs: Vec<String> = w
+        .uids
+        .iter()
+        .zip(&w.oracle_uids)
+        .map(|(a, b)| format!("{a}:{b}"))
+        .collect();
+    let items = [
+        "BODYSTRUCTURE",
+        "BODY",
+        "ENVELOPE",
+        "RFC822.SIZE",
+        "BODY.PEEK[]",
+        "BODY.PEEK[HEADER]",
+        "BODY.PEEK[TEXT]",
+        "BODY.PEEK[1]",
+        "BODY.PEEK[2]",
+        "BODY.PEEK[1.MIME]",
+        "BODY.PEEK[2.MIME]",
+        "BODY.PEEK[1.1]",
+        "BODY.PEEK[2.HEADER]",
+        "BODY.PEEK[2.TEXT]",
+        "BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)]",
+        "BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)]",
+        "BODY.PEEK[]<0.100>",
+        "BODY.PEEK[]<100.1000>",
+        "BODY.PEEK[1]<5.10>",
+        "RFC822.HEADER",
+        "RFC822.SIZE BODYSTRUCTURE ENVELOPE",
+    ];
+    let out = run(oracle().args([
+        "compare",
+        &w.meshmail.port.to_string(),
+        &w.servers.imap().to_string(),
+        "alice",
+        "secret",
+        "INBOX",
+        "Oracle",
+        &pairs.join(","),
+        &items.join("|"),
+    ]));
+    assert_eq!(
+        out.code,
+        0,
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        w.meshmail.log_text()
+    );
+    assert!(out.stdout.contains(", 0 mismatches"), "{}", out.stdout);
+}
+
+#[test]
+fn the_view_is_what_the_sender_wrote_and_forged_results_never_reach_the_client() {
+    let w = world();
+    for (case, uid) in w.cases.iter().zip(&w.uids) {
+        let got = w.via_meshmail(uid, "BODY.PEEK[]");
+        assert!(
+            got.windows(case.view.len())
+                .any(|x| x == case.view.as_slice()),
+            "{}: the view differs:\n{}",
+            case.name,
+            String::from_utf8_lossy(&got)
+        );
+        // Deterministic: the same bytes every time.
+        assert_eq!(got, w.via_meshmail(uid, "BODY.PEEK[]"), "{}", case.name);
+    }
+    let forged = w
+        .cases
+        .iter()
+        .position(|c| c.name == "forged-result")
+        .expect("case");
+    let got = String::from_utf8_lossy(&w.via_meshmail(&w.uids[forged], "BODY.PEEK[]")).to_string();
+    assert_eq!(
+        got.to_ascii_lowercase().matches("meshmail-result").count(),
+        1,
+        "{got}"
+    );
+    assert!(!got.contains("verified=yes"), "{got}");
+}
+
+#[test]
+fn a_non_peek_fetch_sets_seen_upstream_as_dovecot_does() {
+    let w = world();
+    let uid = &w.uids[0];
+    let before = w.direct("INBOX", uid, "FLAGS");
+    assert!(
+        !contains(&before, "\\Seen"),
+        "{}",
+        String::from_utf8_lossy(&before)
+    );
+    let got = w.via_meshmail(uid, "BODY[TEXT]");
+    assert!(
+        contains(&got, "pomegranate"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Dovecot announces the new flag in the same response, through meshmail too.
+    assert!(
+        contains(&got, "FLAGS (\\Seen)"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let after = w.direct("INBOX", uid, "FLAGS");
+    assert!(
+        contains(&after, "\\Seen"),
+        "{}",
+        String::from_utf8_lossy(&after)
+    );
+}
+
+#[test]
+fn another_login_sees_its_mailbox_untouched() {
+    let w = world();
+    // Bob's mailbox holds a message encrypted to Alice's key: Bob's session is not mapped.
+    let stored = &w.cases[0].stored;
+    let uids = append(
+        &w.servers,
+        "bob",
+        "INBOX",
+        w.root.path(),
+        &[stored.as_slice()],
+    );
+    let got = w.fetch(w.meshmail.port, "bob", "INBOX", &uids[0], "BODY.PEEK[]");
+    assert!(got.windows(stored.len()).any(|x| x == stored.as_slice()));
+    assert!(!contains(&got, "Meshmail-Result"));
+}
+
+/// Reads what the server says until it closes or `wait` passes.
+fn converse(port: u16, send: &[u8], wait: std::time::Duration) -> (String, bool) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    let mut greeting = [0u8; 4096];
+    let _ = s.read(&mut greeting);
+    s.write_all(send).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[test]
+fn capabilities_injection_and_bad_input() {
+    let w = world();
+    let wait = std::time::Duration::from_secs(2);
+    let port = w.meshmail.port;
+    let (caps, _) = converse(port, b"a CAPABILITY\r\n", wait);
+    assert!(caps.contains("STARTTLS") && caps.contains("IDLE"), "{caps}");
+    for gone in [
+        "SORT",
+        "THREAD",
+        "ESEARCH",
+        "COMPRESS",
+        "BINARY",
+        "NOTIFY",
+        "PREVIEW",
+        "URLAUTH",
+        "CATENATE",
+        "MULTIAPPEND",
+    ] {
+        assert!(!caps.contains(gone), "{gone} offered: {caps}");
+    }
+    // After login too (the tagged OK's capability code).
+    let (login, _) = converse(
+        port,
+        b"a LOGIN alice secret\r\nb ENABLE QRESYNC UTF8=ACCEPT\r\nc SORT (DATE) UTF-8 ALL\r\n",
+        wait,
+    );
+    assert!(login.contains("a OK"), "{login}");
+    assert!(
+        !login.contains("SORT") || login.contains("c BAD"),
+        "{login}"
+    );
+    assert!(
+        login.contains("* ENABLED\r\nb OK"),
+        "ENABLE of unhandled extensions must enable nothing: {login}"
+    );
+    assert!(login.contains("c BAD"), "{login}");
+    // STARTTLS with a command pipelined in plaintext: the connection is closed.
+    let (reply, closed) = converse(port, b"a STARTTLS\r\nb LOGIN alice secret\r\n", wait);
+    assert!(
+        closed,
+        "still open after plaintext behind STARTTLS: {reply}"
+    );
+    assert!(!reply.contains("b OK"), "{reply}");
+    // An HTTP request: closed at once.
+    let (reply, closed) = converse(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", wait);
+    assert!(closed && reply.contains("BYE"), "{reply}");
+    // A huge literal announcement is refused, and the session goes on.
+    let (reply, _) = converse(port, b"a LOGIN {4000000000}\r\nb NOOP\r\n", wait);
+    assert!(
+        reply.contains("a NO [TOOBIG]") && reply.contains("b OK"),
+        "{reply}"
+    );
+    // Junk of every kind: meshmail keeps serving.
+    let mut junk = Vec::new();
+    for i in 0..2000u32 {
+        junk.push((i.wrapping_mul(2654435761) >> 13) as u8);
+    }
+    junk.extend_from_slice(b"\r\nz FETCH 1:* (BODY[\r\ny UID FETCH x (\r\nx {5+}\r\nabc\r\n");
+    let _ = converse(port, &junk, wait);
+    let (caps, _) = converse(port, b"a CAPABILITY\r\n", wait);
+    assert!(caps.contains("a OK"), "meshmail stopped serving: {caps}");
+}
+
+#[test]
+fn mbsync_through_meshmail_gets_the_decrypted_messages_once() {
+    let w = world();
+    let local = w.root.path().join("maildir");
+    std::fs::create_dir_all(&local).expect("dir");
+    let rc = w.root.path().join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount a\nHost 127.0.0.1\nPort {port}\nUser alice\nPass secret\nSSLType None\nAuthMechs LOGIN\n\nIMAPStore remote\nAccount a\n\nMaildirStore local\nPath {dir}/\nInbox {dir}/INBOX\n\nChannel c\nFar :remote:\nNear :local:\nPatterns INBOX\nCreate Near\nSync Pull\nSyncState *\n",
+            port = w.meshmail.port,
+            dir = local.display()
+        ),
+    )
+    .expect("rc");
+    let first = run(Command::new("mbsync")
+        .arg("-c")
+        .arg(&rc)
+        .args(["-V", "-Dn", "c"]));
+    assert_eq!(first.code, 0, "{first:#?}\n{}", w.meshmail.log_text());
+    assert!(first.stdout.contains("BODY.PEEK[]"), "{first:#?}");
+    let files = maildir_files(&local.join("INBOX"));
+    assert_eq!(files.len(), w.cases.len(), "{first:#?}");
+    // mbsync adds its own X-TUID field to every header it stores; nothing else may differ.
+    let mut found: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| {
+            let text = String::from_utf8_lossy(&std::fs::read(f).expect("read")).into_owned();
+            text.lines()
+                .filter(|l| !l.starts_with("X-TUID: "))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    for case in &w.cases {
+        // mbsync stores LF line endings.
+        let want = String::from_utf8_lossy(&case.view)
+            .replace("\r\n", "\n")
+            .into_bytes();
+        let at = found.iter().position(|f| *f == want);
+        assert!(
+            at.is_some(),
+            "{} not synced as its view: {:?}",
+            case.name,
+            found
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect::<Vec<_>>()
+        );
+        found.remove(at.unwrap_or_default());
+    }
+    // The second sync asks for no message body (mbsync's network trace shows its commands).
+    let second = run(Command::new("mbsync")
+        .arg("-c")
+        .arg(&rc)
+        .args(["-V", "-Dn", "c"]));
+    assert_eq!(second.code, 0, "{second:#?}");
+    assert_eq!(maildir_files(&local.join("INBOX")).len(), w.cases.len());
+    let trace = format!("{}{}", second.stdout, second.stderr);
+    assert!(trace.contains("UID FETCH"), "no trace: {trace}");
+    assert!(
+        !trace.contains("BODY.PEEK[]"),
+        "the second sync transferred messages: {trace}"
+    );
+}
+
+fn maildir_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in ["cur", "new"] {
+        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+            out.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    out
+}

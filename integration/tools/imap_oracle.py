@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""IMAP checks for the integration tests, with Python's imaplib as the client.
+
+  append HOST PORT USER PASS MAILBOX FILE...
+      APPENDs each file (bytes as they are) directly and prints the UIDs (APPENDUID), one per line.
+
+  compare MESHMAIL_PORT DOVECOT_PORT USER PASS MAILBOX ORACLE_MAILBOX PAIRS ITEMS
+      PAIRS is "uid:oracle_uid,...": a message through meshmail and its plaintext twin stored
+      directly on Dovecot. ITEMS is a list of FETCH items separated by '|'. Every item is fetched
+      on its own from both sides and compared byte for byte (sequence number, UID and FLAGS
+      removed). Prints each mismatch; exits 1 when there is one.
+
+  fetch PORT USER PASS MAILBOX UID ITEM
+      Prints the raw response of one UID FETCH (for tests that look at one answer).
+"""
+
+import imaplib
+import re
+import sys
+
+
+def connect(port, user, password, mailbox, readonly=True):
+    m = imaplib.IMAP4("127.0.0.1", int(port))
+    m.login(user, password)
+    typ, _ = m.select(mailbox, readonly=readonly)
+    if typ != "OK":
+        raise SystemExit(f"cannot select {mailbox}")
+    return m
+
+
+def flatten(data):
+    out = b""
+    for part in data:
+        if isinstance(part, tuple):
+            out += part[0] + part[1]
+        elif part is not None:
+            out += part
+    return out
+
+
+def normalize(raw):
+    raw = re.sub(rb"^\d+ \(", b"(", raw)
+    raw = re.sub(rb"UID \d+ ?", b"", raw)
+    raw = re.sub(rb"FLAGS \([^)]*\) ?", b"", raw)
+    raw = re.sub(rb" \)$", b")", raw)
+    return raw
+
+
+def fetch(m, uid, item):
+    typ, data = m.uid("FETCH", uid, f"({item})")
+    if typ != "OK":
+        return f"{typ} {data}".encode()
+    return flatten(data)
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "append":
+        host, port, user, password, mailbox = sys.argv[2:7]
+        m = imaplib.IMAP4(host, int(port))
+        m.login(user, password)
+        m.create(mailbox)
+        for path in sys.argv[7:]:
+            with open(path, "rb") as f:
+                body = f.read()
+            typ, data = m.append(mailbox, None, None, body)
+            if typ != "OK":
+                raise SystemExit(f"APPEND failed: {data}")
+            uid = re.search(rb"APPENDUID \d+ (\d+)", data[0]).group(1).decode()
+            print(uid)
+        m.logout()
+    elif cmd == "compare":
+        mport, dport, user, password, mailbox, oracle, pairs, items = sys.argv[2:10]
+        via = connect(mport, user, password, mailbox)
+        direct = connect(dport, user, password, oracle)
+        bad = 0
+        for pair in pairs.split(","):
+            uid, ouid = pair.split(":")
+            for item in items.split("|"):
+                got = normalize(fetch(via, uid, item))
+                want = normalize(fetch(direct, ouid, item))
+                if got != want:
+                    bad += 1
+                    print(f"MISMATCH uid {uid} / oracle {ouid} {item}:\n  meshmail: {got[:600]!r}\n  dovecot:  {want[:600]!r}")
+        via.logout()
+        direct.logout()
+        print(f"compared {len(pairs.split(','))} messages, {len(items.split('|'))} items, {bad} mismatches")
+        sys.exit(1 if bad else 0)
+    elif cmd == "fetch":
+        port, user, password, mailbox, uid, item = sys.argv[2:8]
+        m = connect(port, user, password, mailbox, readonly=False)
+        sys.stdout.buffer.write(fetch(m, uid, item))
+        m.logout()
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
