@@ -646,3 +646,71 @@ fn maildir_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn append_through_meshmail_stores_ciphertext_and_reads_back_the_same_bytes() {
+    let w = world();
+    let draft = crlf("From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: Draft about persimmons\r\nDate: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <d1@example.test>\r\nX-Mozilla-Draft-Info: internal/draft; vcard=0; receipt=0\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe persimmon plan, in detail.\r\n");
+    let file = w.root.path().join("draft.eml");
+    std::fs::write(&file, &draft).expect("write");
+    for mailbox in ["INBOX", "Drafts", "Sent"] {
+        let uid = run(oracle()
+            .env("IMAP_FLAGS", "(\\Draft)")
+            .args([
+                "append",
+                "127.0.0.1",
+                &w.meshmail.port.to_string(),
+                "alice",
+                "secret",
+                mailbox,
+            ])
+            .arg(&file))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+        // The UID the client got is the server's, and the server holds ciphertext only.
+        let stored = w.direct(mailbox, &uid, "BODY.PEEK[]");
+        let text = String::from_utf8_lossy(&stored);
+        assert!(text.contains("multipart/encrypted"), "{mailbox}: {text}");
+        assert!(
+            !text.contains("persimmon"),
+            "{mailbox}: plaintext on the server: {text}"
+        );
+        assert!(text.contains("Message-ID: <d1@example.test>"), "{text}");
+        assert!(
+            text.contains("X-Mozilla-Draft-Info: internal/draft"),
+            "{text}"
+        );
+        let flags = w.direct(mailbox, &uid, "FLAGS");
+        assert!(
+            contains(&flags, "\\Draft"),
+            "{}",
+            String::from_utf8_lossy(&flags)
+        );
+        // gpg reads it with Alice's key: it is real OpenPGP to her.
+        let g = Gpg::with_secret_of(&w.alice.home, w.root.path().join("gpg-alice"));
+        let out = g.decrypt(&common::mail::pgp_part(&stored));
+        assert_eq!(out.code, 0, "{out:#?}");
+        assert!(out.stdout.contains("The persimmon plan"), "{out:#?}");
+        // Through meshmail: the very bytes appended, and the size the client cached.
+        let got = w.fetch(
+            w.meshmail.port,
+            "alice",
+            mailbox,
+            &uid,
+            "RFC822.SIZE BODY.PEEK[]",
+        );
+        assert!(
+            got.windows(draft.len()).any(|x| x == draft.as_slice()),
+            "{mailbox}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(
+            contains(&got, &format!("RFC822.SIZE {}", draft.len())),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(!contains(&got, "Meshmail-Result"));
+    }
+}

@@ -112,6 +112,7 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
             limits: config.limits.clone(),
             connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
             views: crate::imap::view::ViewCache::new(imap.cache_bytes.unwrap_or(64 << 20)),
+            append_plaintext: imap.append_plaintext.clone(),
         });
         let mut listeners = vec![(imap.listen, false)];
         if let Some(addr) = imap.listen_implicit_tls {

@@ -2,7 +2,8 @@
 """IMAP checks for the integration tests, with Python's imaplib as the client.
 
   append HOST PORT USER PASS MAILBOX FILE...
-      APPENDs each file (bytes as they are) directly and prints the UIDs (APPENDUID), one per line.
+      APPENDs each file (bytes as they are; flags from $IMAP_FLAGS) and prints the UIDs
+      (APPENDUID), one per line.
 
   compare MESHMAIL_PORT DOVECOT_PORT USER PASS MAILBOX ORACLE_MAILBOX PAIRS ITEMS
       PAIRS is "uid:oracle_uid,...": a message through meshmail and its plaintext twin stored
@@ -15,6 +16,7 @@
 """
 
 import imaplib
+import os
 import re
 import sys
 
@@ -63,7 +65,8 @@ def main():
         for path in sys.argv[7:]:
             with open(path, "rb") as f:
                 body = f.read()
-            typ, data = m.append(mailbox, None, None, body)
+            flags = os.environ.get("IMAP_FLAGS")
+            typ, data = m.append(mailbox, flags, None, body)
             if typ != "OK":
                 raise SystemExit(f"APPEND failed: {data}")
             uid = re.search(rb"APPENDUID \d+ (\d+)", data[0]).group(1).decode()

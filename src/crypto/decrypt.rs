@@ -86,6 +86,11 @@ impl DecryptionKeys {
         }
     }
 
+    /// The account's certificate with its secret keys (self-encryption and signing).
+    pub fn secret_cert(&self) -> &Cert {
+        &self.openpgp
+    }
+
     /// The account's own OpenPGP fingerprint.
     pub fn fingerprint(&self) -> String {
         self.openpgp.fingerprint().to_hex()

@@ -9,6 +9,7 @@
 //! Sessions of other logins are relayed untouched (capabilities are still filtered, since the
 //! proxy cannot know the login before the client sends it).
 
+pub mod append;
 pub mod caps;
 pub mod fetch;
 pub mod owned;
@@ -41,6 +42,8 @@ pub struct ImapContext {
     pub limits: Limits,
     pub connections: Arc<tokio::sync::Semaphore>,
     pub views: view::ViewCache,
+    /// Mailboxes whose APPENDs are stored as the client sent them.
+    pub append_plaintext: Vec<String>,
 }
 
 /// Accepts IMAP clients until shutdown.

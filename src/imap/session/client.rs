@@ -12,6 +12,7 @@ use imap_codec::encode::{Encoder, Fragment};
 use imap_codec::fragmentizer::FragmentInfo;
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::LiteralMode;
+use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::CommandCodec;
 use std::sync::Arc;
@@ -120,6 +121,7 @@ impl Session {
                 Mode::Collect
             }
             "FETCH" if mapped && self.selected.is_some() => Mode::Collect,
+            "APPEND" if mapped => Mode::Collect,
             "CLOSE" | "UNSELECT" => {
                 self.pending.insert(tag, Pending::Deselect);
                 Mode::Forward
@@ -237,6 +239,15 @@ impl Session {
                 self.forward_collected(&tag, &bytes);
             }
             CommandBody::Fetch { .. } => self.start_fetch(&tag, &command, &bytes),
+            CommandBody::Append {
+                mailbox, message, ..
+            } => {
+                let message = match message {
+                    LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
+                    LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                };
+                self.append(&tag, &mailbox_name(mailbox), &message, &bytes);
+            }
             _ => self.forward_collected(&tag, &bytes),
         }
         Ok(())
@@ -261,6 +272,61 @@ impl Session {
         });
     }
 
+    /// APPEND of a mapped session: encrypted to the account's own key unless the mailbox is
+    /// exempt or the message is already encrypted.
+    fn append(&mut self, tag: &str, mailbox: &str, message: &[u8], bytes: &[u8]) {
+        let exempt = self.ctx.append_plaintext.iter().any(|m| {
+            m == mailbox
+                || (m.eq_ignore_ascii_case("INBOX") && mailbox.eq_ignore_ascii_case("INBOX"))
+        });
+        if exempt || crate::imap::view::mime::parse(message).is_encrypted() {
+            self.forward_collected(tag, bytes);
+            return;
+        }
+        let Some(keys) = self.account.as_ref().and_then(|a| a.keys.clone()) else {
+            self.no(
+                tag,
+                "[UNAVAILABLE] The key store is locked; try again later",
+            );
+            return;
+        };
+        // Encrypting a message takes milliseconds: done here, on a worker that may block.
+        let sealed = tokio::task::block_in_place(|| {
+            crate::imap::append::seal_for_store(message, keys.secret_cert(), keys.secret_cert())
+        });
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "APPEND could not be encrypted");
+                self.no(tag, "[CANNOT] The message could not be encrypted");
+                return;
+            }
+        };
+        let frags = std::mem::take(&mut self.collected);
+        let Some(k) = frags
+            .iter()
+            .rposition(|f| matches!(f, FragmentInfo::Literal { .. }))
+            .filter(|k| *k > 0)
+        else {
+            self.bad(tag, "APPEND without a message literal");
+            return;
+        };
+        let announced = bytes
+            .get(frags[k - 1].range())
+            .and_then(|line| crate::imap::append::announce(line, sealed.len()));
+        let Some(announced) = announced else {
+            self.bad(tag, "APPEND without a message literal");
+            return;
+        };
+        self.forward_frags(tag, bytes, &frags[..k - 1]);
+        self.push_up(Some(tag.to_owned()), announced);
+        self.up_queue.push_back(UpItem::Gate {
+            tag: tag.to_owned(),
+        });
+        self.push_up(Some(tag.to_owned()), sealed);
+        self.forward_frags(tag, bytes, &frags[k + 1..]);
+    }
+
     /// Sends a command meshmail encoded, waiting for the upstream's go-ahead before each
     /// synchronizing literal.
     fn push_encoded(&mut self, tag: &str, encoded: imap_codec::encode::Encoded) {
@@ -283,7 +349,11 @@ impl Session {
     /// before each synchronizing literal (meshmail already gave the client its own).
     fn forward_collected(&mut self, tag: &str, bytes: &[u8]) {
         let frags = std::mem::take(&mut self.collected);
-        for frag in frags {
+        self.forward_frags(tag, bytes, &frags);
+    }
+
+    fn forward_frags(&mut self, tag: &str, bytes: &[u8], frags: &[FragmentInfo]) {
+        for &frag in frags {
             let data = bytes.get(frag.range()).unwrap_or_default().to_vec();
             self.push_up(Some(tag.to_owned()), data);
             if let FragmentInfo::Line {

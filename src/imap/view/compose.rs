@@ -22,9 +22,22 @@ pub fn compose(raw: &[u8], keys: &DecryptionKeys, max: usize) -> Zeroizing<Vec<u
         Err(e) => Err(e),
     };
     match opened {
+        Ok(opened) if stored_by_us(&outer, &opened, keys) => opened.plaintext,
         Ok(opened) => assemble(raw, &outer, opened),
         Err(e) => failed(raw, &outer, &e),
     }
+}
+
+/// A message meshmail itself stored on APPEND: marked so, and signed by the account's own key
+/// (anyone can encrypt to the account, only the account can sign). Its view is exactly the
+/// bytes the client appended.
+fn stored_by_us(outer: &mime::Entity, opened: &Opened, keys: &DecryptionKeys) -> bool {
+    use crate::imap::append::{STORED_FIELD, STORED_VALUE};
+    let marked = outer
+        .field(STORED_FIELD)
+        .is_some_and(|f| mime::unfold(&f.raw_value).trim() == STORED_VALUE);
+    let own = keys.fingerprint();
+    marked && opened.signatures.iter().any(|s| s.good && s.signer == own)
 }
 
 enum Payload {

@@ -71,6 +71,20 @@ impl Entity {
             .find(|f| f.name.eq_ignore_ascii_case(name))
     }
 
+    /// True for the encrypted forms meshmail decrypts: PGP/MIME, and S/MIME enveloped or
+    /// authEnveloped data.
+    pub fn is_encrypted(&self) -> bool {
+        let ct = &self.content_type;
+        let eq = |a: Option<&str>, b: &str| a.is_some_and(|a| a.eq_ignore_ascii_case(b));
+        (ct.r#type == "multipart"
+            && ct.subtype == "encrypted"
+            && eq(ct.param("protocol"), "application/pgp-encrypted"))
+            || (ct.r#type == "application"
+                && (ct.subtype == "pkcs7-mime" || ct.subtype == "x-pkcs7-mime")
+                && (eq(ct.param("smime-type"), "enveloped-data")
+                    || eq(ct.param("smime-type"), "authEnveloped-data")))
+    }
+
     /// A Content-* field, only when the entity is MIME.
     pub fn mime_field(&self, name: &str) -> Option<&Field> {
         self.field(name).filter(|_| self.mime)
