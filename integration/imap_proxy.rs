@@ -714,3 +714,85 @@ fn append_through_meshmail_stores_ciphertext_and_reads_back_the_same_bytes() {
         assert!(!contains(&got, "Meshmail-Result"));
     }
 }
+
+#[test]
+fn search_over_encrypted_and_plaintext_messages_agrees_with_the_plaintext_oracle() {
+    let w = world();
+    // curl finds a word that only an encrypted body holds.
+    let url = format!("imap://127.0.0.1:{}/INBOX", w.meshmail.port);
+    let curl = run(Command::new("curl").args([
+        "-s",
+        "--url",
+        &url,
+        "-u",
+        "alice:secret",
+        "-X",
+        "UID SEARCH BODY pomegranate",
+    ]));
+    assert_eq!(curl.code, 0, "{curl:#?}");
+    assert_eq!(
+        curl.stdout.trim(),
+        format!("* SEARCH {}", w.uids[0]),
+        "{curl:#?}"
+    );
+    // Dovecot alone cannot: the word is ciphertext on the server.
+    let direct = run(oracle().args([
+        "search",
+        &w.servers.imap().to_string(),
+        "alice",
+        "secret",
+        "INBOX",
+        "uid",
+        "BODY pomegranate",
+    ]))
+    .ok()
+    .stdout
+    .clone();
+    assert_eq!(direct.trim(), "", "the server sees the plaintext?");
+    let queries = [
+        "BODY pomegranate",
+        "TEXT durian",
+        "SUBJECT quarterly",
+        "OR BODY kumquat SUBJECT plain",
+        "NOT BODY lychee",
+        "OR NOT FROM bob HEADER Message-ID m4",
+        "LARGER 300",
+        "SMALLER 300 NOT SUBJECT report",
+        "OR (SUBJECT trust) (BODY figs)",
+        "NOT (OR BODY tamarind BODY durian)",
+        "SENTSINCE 26-Nov-2026 BODY the",
+        "UNSEEN BODY noon",
+        "2:5 NOT BODY nothing",
+        "ALL",
+    ];
+    for kind in ["uid", "seq"] {
+        let search = |port: u16, mailbox: &str| {
+            run(oracle()
+                .args([
+                    "search",
+                    &port.to_string(),
+                    "alice",
+                    "secret",
+                    mailbox,
+                    kind,
+                ])
+                .args(queries))
+            .ok()
+            .stdout
+            .clone()
+        };
+        let got = search(w.meshmail.port, "INBOX");
+        let want = search(w.servers.imap(), "Oracle");
+        for ((q, g), o) in queries.iter().zip(got.lines()).zip(want.lines()) {
+            assert_eq!(
+                g, o,
+                "{kind} SEARCH {q}: meshmail {g:?}, Dovecot on plaintext {o:?}"
+            );
+        }
+        assert_eq!(got.lines().count(), queries.len(), "{got}");
+    }
+    assert!(
+        w.meshmail.log_text().contains("IMAP login"),
+        "meshmail served the searches"
+    );
+}

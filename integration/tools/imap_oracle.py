@@ -11,6 +11,9 @@
       on its own from both sides and compared byte for byte (sequence number, UID and FLAGS
       removed). Prints each mismatch; exits 1 when there is one.
 
+  search PORT USER PASS MAILBOX uid|seq QUERY...
+      Prints the sorted numbers each (UID) SEARCH answers, one line per query.
+
   fetch PORT USER PASS MAILBOX UID ITEM
       Prints the raw response of one UID FETCH (for tests that look at one answer).
 """
@@ -89,6 +92,20 @@ def main():
         direct.logout()
         print(f"compared {len(pairs.split(','))} messages, {len(items.split('|'))} items, {bad} mismatches")
         sys.exit(1 if bad else 0)
+    elif cmd == "search":
+        # search PORT USER PASS MAILBOX (uid|seq) QUERY...: one line of numbers per query.
+        port, user, password, mailbox, kind = sys.argv[2:7]
+        m = connect(port, user, password, mailbox)
+        for query in sys.argv[7:]:
+            if kind == "uid":
+                typ, data = m.uid("SEARCH", query)
+            else:
+                typ, data = m.search(None, query)
+            if typ != "OK":
+                print(f"{typ} {data}")
+                continue
+            print(" ".join(sorted((data[0] or b"").decode().split(), key=int)))
+        m.logout()
     elif cmd == "fetch":
         port, user, password, mailbox, uid, item = sys.argv[2:8]
         m = connect(port, user, password, mailbox, readonly=False)

@@ -13,6 +13,7 @@ pub mod append;
 pub mod caps;
 pub mod fetch;
 pub mod owned;
+pub mod search;
 mod session;
 pub mod upstream;
 pub mod view;

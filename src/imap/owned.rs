@@ -39,10 +39,30 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<u8>, FetchError>>,
 }
 
+/// One message of a mailbox listing: what SEARCH needs besides the content.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub seq: u32,
+    pub uid: u32,
+    pub flags: Vec<String>,
+    /// INTERNALDATE's calendar date (year, month, day) as the server gives it.
+    pub internal_date: Option<(i32, u32, u32)>,
+    pub encrypted: bool,
+}
+
+enum Job {
+    Fetch(Request),
+    List {
+        mailbox: String,
+        uidvalidity: Option<u32>,
+        reply: oneshot::Sender<Result<Vec<Listed>, FetchError>>,
+    },
+}
+
 /// A handle on the session's own connection; the connection closes when the handle drops.
 #[derive(Clone)]
 pub struct OwnedConnection {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Job>,
 }
 
 /// UIDs fetched in one command at most.
@@ -64,17 +84,39 @@ impl OwnedConnection {
     ) -> Result<Vec<u8>, FetchError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Request {
+            .send(Job::Fetch(Request {
                 mailbox: mailbox.to_owned(),
                 uidvalidity,
                 uid,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| FetchError("meshmail's upstream connection stopped".into()))?;
         answer
             .await
             .map_err(|_| FetchError("meshmail's upstream connection stopped".into()))?
+    }
+}
+
+impl OwnedConnection {
+    /// Every message of `mailbox`: sequence number, UID, flags, date, and whether it is
+    /// encrypted (from its BODYSTRUCTURE).
+    pub async fn list(
+        &self,
+        mailbox: &str,
+        uidvalidity: Option<u32>,
+    ) -> Result<Vec<Listed>, FetchError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || FetchError("meshmail's upstream connection stopped".into());
+        self.tx
+            .send(Job::List {
+                mailbox: mailbox.to_owned(),
+                uidvalidity,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
@@ -167,28 +209,57 @@ async fn login(target: &UpstreamTarget, credentials: &Credentials) -> Result<Ses
     }
 }
 
-async fn actor(
-    target: UpstreamTarget,
-    credentials: Arc<Credentials>,
-    mut rx: mpsc::Receiver<Request>,
-) {
+async fn actor(target: UpstreamTarget, credentials: Arc<Credentials>, mut rx: mpsc::Receiver<Job>) {
     let mut session: Option<Session> = None;
     let mut examined: Option<(String, Option<u32>)> = None;
-    while let Some(first) = rx.recv().await {
+    let mut waiting: Option<Job> = None;
+    loop {
+        let job = match waiting.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => break,
+            },
+        };
+        let first = match job {
+            Job::List {
+                mailbox,
+                uidvalidity,
+                reply,
+            } => {
+                let r = list(
+                    &target,
+                    &credentials,
+                    &mut session,
+                    &mut examined,
+                    &mailbox,
+                    uidvalidity,
+                )
+                .await;
+                if r.is_err() {
+                    session = None;
+                    examined = None;
+                }
+                let _ = reply.send(r);
+                continue;
+            }
+            Job::Fetch(r) => r,
+        };
+        // Fetches asked for meanwhile, of the same mailbox, go into the same command.
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(Job::Fetch(r)) if r.mailbox == batch[0].mailbox => batch.push(r),
+                Ok(other) => {
+                    waiting = Some(other);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        // One mailbox per command; others wait for the next round.
-        let mailbox = batch[0].mailbox.clone();
-        let (now, later): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.mailbox == mailbox);
-        let result = serve_batch(&target, &credentials, &mut session, &mut examined, &now).await;
-        match result {
+        match serve_batch(&target, &credentials, &mut session, &mut examined, &batch).await {
             Ok(mut bodies) => {
-                for r in now {
+                for r in batch {
                     let answer = bodies.remove(&r.uid).ok_or_else(|| {
                         FetchError(format!("message UID {} is gone from the server", r.uid))
                     });
@@ -199,20 +270,10 @@ async fn actor(
                 tracing::warn!(error = %e, "meshmail's upstream connection failed");
                 session = None;
                 examined = None;
-                for r in now {
+                for r in batch {
                     let _ = r.reply.send(Err(e.clone()));
                 }
             }
-        }
-        for r in later {
-            // Rare (two mailboxes at once): served one by one.
-            let result =
-                serve_batch(&target, &credentials, &mut session, &mut examined, &[&r]).await;
-            let answer = result.and_then(|mut b| {
-                b.remove(&r.uid)
-                    .ok_or_else(|| FetchError(format!("message UID {} is gone", r.uid)))
-            });
-            let _ = r.reply.send(answer);
         }
     }
     if let Some(mut s) = session {
@@ -220,17 +281,16 @@ async fn actor(
     }
 }
 
-async fn serve_batch<R: std::borrow::Borrow<Request>>(
+/// Logs in (once) and EXAMINEs `mailbox` unless it is the one examined already; checks that
+/// the mailbox is still the one the client's UIDs refer to.
+async fn ready<'a>(
     target: &UpstreamTarget,
     credentials: &Credentials,
-    session: &mut Option<Session>,
+    session: &'a mut Option<Session>,
     examined: &mut Option<(String, Option<u32>)>,
-    batch: &[R],
-) -> Result<HashMap<u32, Vec<u8>>, FetchError> {
-    let Some(first) = batch.first() else {
-        return Ok(HashMap::new());
-    };
-    let first = first.borrow();
+    mailbox: &str,
+    uidvalidity: Option<u32>,
+) -> Result<&'a mut Session, FetchError> {
     let t = target.timeout;
     if session.is_none() {
         *session = Some(login(target, credentials).await?);
@@ -239,18 +299,121 @@ async fn serve_batch<R: std::borrow::Borrow<Request>>(
     let Some(s) = session.as_mut() else {
         return Err(FetchError("no connection".into()));
     };
-    if examined.as_ref().map(|(m, _)| m) != Some(&first.mailbox) {
-        let mailbox = tokio::time::timeout(t, s.examine(&first.mailbox))
+    if examined.as_ref().map(|(m, _)| m.as_str()) != Some(mailbox) {
+        let mbox = tokio::time::timeout(t, s.examine(mailbox))
             .await
             .map_err(|_| FetchError("EXAMINE timed out".into()))?
             .map_err(|e| FetchError(format!("EXAMINE: {e}")))?;
-        *examined = Some((first.mailbox.clone(), mailbox.uid_validity));
+        *examined = Some((mailbox.to_owned(), mbox.uid_validity));
     }
     let validity = examined.as_ref().and_then(|(_, v)| *v);
-    if first.uidvalidity.is_some() && validity != first.uidvalidity {
+    if uidvalidity.is_some() && validity != uidvalidity {
         return Err(FetchError("the mailbox changed (UIDVALIDITY)".into()));
     }
-    let set: Vec<String> = batch.iter().map(|r| r.borrow().uid.to_string()).collect();
+    Ok(s)
+}
+
+async fn list(
+    target: &UpstreamTarget,
+    credentials: &Credentials,
+    session: &mut Option<Session>,
+    examined: &mut Option<(String, Option<u32>)>,
+    mailbox: &str,
+    uidvalidity: Option<u32>,
+) -> Result<Vec<Listed>, FetchError> {
+    let s = ready(target, credentials, session, examined, mailbox, uidvalidity).await?;
+    let mut out = Vec::new();
+    let fetch = async {
+        // NOOP first: the EXAMINEd view catches up with messages that arrived since.
+        s.noop()
+            .await
+            .map_err(|e| FetchError(format!("NOOP: {e}")))?;
+        let mut stream = s
+            .uid_fetch("1:*", "(UID FLAGS INTERNALDATE BODYSTRUCTURE)")
+            .await
+            .map_err(|e| FetchError(format!("UID FETCH: {e}")))?;
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(|e| FetchError(format!("UID FETCH: {e}")))?;
+            let Some(uid) = item.uid else { continue };
+            use chrono::Datelike;
+            out.push(Listed {
+                seq: item.message,
+                uid,
+                flags: item.flags().map(|f| flag_text(&f)).collect(),
+                internal_date: item.internal_date().map(|d| (d.year(), d.month(), d.day())),
+                encrypted: item.bodystructure().is_some_and(is_encrypted),
+            });
+        }
+        Ok::<_, FetchError>(())
+    };
+    tokio::time::timeout(target.timeout, fetch)
+        .await
+        .map_err(|_| FetchError("UID FETCH timed out".into()))??;
+    Ok(out)
+}
+
+fn flag_text(f: &async_imap::types::Flag<'_>) -> String {
+    use async_imap::types::Flag;
+    match f {
+        Flag::Seen => "\\Seen".into(),
+        Flag::Answered => "\\Answered".into(),
+        Flag::Flagged => "\\Flagged".into(),
+        Flag::Deleted => "\\Deleted".into(),
+        Flag::Draft => "\\Draft".into(),
+        Flag::Recent => "\\Recent".into(),
+        Flag::MayCreate => "\\*".into(),
+        Flag::Custom(c) => c.to_string(),
+    }
+}
+
+/// The same test as [`crate::imap::fetch::is_encrypted`], on imap-proto's structure.
+fn is_encrypted(bs: &async_imap::imap_proto::BodyStructure<'_>) -> bool {
+    use async_imap::imap_proto::BodyStructure as B;
+    let common = match bs {
+        B::Basic { common, .. } | B::Multipart { common, .. } => common,
+        _ => return false,
+    };
+    let ty = &common.ty;
+    let param = |name: &str| {
+        ty.params.as_ref().and_then(|p| {
+            p.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_ascii_lowercase())
+        })
+    };
+    let (t, s) = (ty.ty.to_ascii_lowercase(), ty.subtype.to_ascii_lowercase());
+    (t == "multipart"
+        && s == "encrypted"
+        && param("protocol").as_deref() == Some("application/pgp-encrypted"))
+        || (t == "application"
+            && (s == "pkcs7-mime" || s == "x-pkcs7-mime")
+            && matches!(
+                param("smime-type").as_deref(),
+                Some("enveloped-data") | Some("authenveloped-data")
+            ))
+}
+
+async fn serve_batch(
+    target: &UpstreamTarget,
+    credentials: &Credentials,
+    session: &mut Option<Session>,
+    examined: &mut Option<(String, Option<u32>)>,
+    batch: &[Request],
+) -> Result<HashMap<u32, Vec<u8>>, FetchError> {
+    let Some(first) = batch.first() else {
+        return Ok(HashMap::new());
+    };
+    let t = target.timeout;
+    let s = ready(
+        target,
+        credentials,
+        session,
+        examined,
+        &first.mailbox,
+        first.uidvalidity,
+    )
+    .await?;
+    let set: Vec<String> = batch.iter().map(|r| r.uid.to_string()).collect();
     let mut out = HashMap::new();
     let fetch = async {
         let mut stream = s

@@ -14,6 +14,8 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::LiteralMode;
 use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::IntoStatic;
 use imap_codec::CommandCodec;
 use std::sync::Arc;
 
@@ -95,7 +97,7 @@ impl Session {
                 if self.mode == Mode::Collect {
                     self.handle_collected()?;
                 }
-                if self.starttls || self.fetch.is_some() {
+                if self.starttls || self.fetch.is_some() || self.search.is_some() {
                     // After STARTTLS, whatever follows must come over TLS; during a view FETCH,
                     // the next commands wait (in the fragmentizer) until it is answered.
                     break;
@@ -122,6 +124,7 @@ impl Session {
             }
             "FETCH" if mapped && self.selected.is_some() => Mode::Collect,
             "APPEND" if mapped => Mode::Collect,
+            "SEARCH" if mapped && self.selected.is_some() => Mode::Collect,
             "CLOSE" | "UNSELECT" => {
                 self.pending.insert(tag, Pending::Deselect);
                 Mode::Forward
@@ -151,8 +154,8 @@ impl Session {
                 if self.errors > self.ctx.limits.max_errors {
                     return Err(b"* BYE Too many errors\r\n".to_vec());
                 }
-                if name == "FETCH" {
-                    self.bad(&tag, "Unsupported FETCH syntax");
+                if name == "FETCH" || name == "SEARCH" {
+                    self.bad(&tag, &format!("Unsupported {name} syntax"));
                 } else {
                     // meshmail only watches this command: the server judges its syntax.
                     self.forward_collected(&tag, &bytes);
@@ -239,6 +242,15 @@ impl Session {
                 self.forward_collected(&tag, &bytes);
             }
             CommandBody::Fetch { .. } => self.start_fetch(&tag, &command, &bytes),
+            CommandBody::Search { criteria, uid, .. } => {
+                let criteria: Vec<SearchKey<'static>> = criteria
+                    .as_ref()
+                    .iter()
+                    .cloned()
+                    .map(|k| k.into_static())
+                    .collect();
+                self.start_search(&tag, criteria, *uid, &bytes);
+            }
             CommandBody::Append {
                 mailbox, message, ..
             } => {
@@ -325,6 +337,34 @@ impl Session {
         });
         self.push_up(Some(tag.to_owned()), sealed);
         self.forward_frags(tag, bytes, &frags[k + 1..]);
+    }
+
+    /// SEARCH of a mapped session: relayed, while meshmail evaluates the encrypted messages
+    /// itself on its own connection; the answers are merged when the upstream's is complete.
+    fn start_search(
+        &mut self,
+        tag: &str,
+        criteria: Vec<SearchKey<'static>>,
+        uid: bool,
+        bytes: &[u8],
+    ) {
+        let (Some(owned), Some(selected)) = (self.owned(), self.selected.clone()) else {
+            self.no(tag, "[UNAVAILABLE] meshmail cannot search this mailbox now");
+            return;
+        };
+        let keys = self.account.as_ref().and_then(|a| a.keys.clone());
+        let views = self.ctx.views.clone();
+        let user = self.user.clone().unwrap_or_default();
+        let max = self.ctx.limits.max_message_size.saturating_mul(2);
+        let local = tokio::spawn(async move {
+            super::search_local(owned, views, keys, user, selected, criteria, uid, max).await
+        });
+        self.search = Some(super::ActiveSearch {
+            upstream: Vec::new(),
+            local,
+        });
+        self.pending.insert(tag.to_owned(), Pending::Search);
+        self.forward_collected(tag, bytes);
     }
 
     /// Sends a command meshmail encoded, waiting for the upstream's go-ahead before each

@@ -8,6 +8,7 @@
 //! Client messages are handled in `client`, upstream messages in `server`.
 
 mod client;
+mod search;
 mod server;
 
 use super::caps::ClientLink;
@@ -17,6 +18,7 @@ use crate::imap::fetch::FetchPlan;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer};
+use search::search_local;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,6 +69,7 @@ enum Pending {
     Select(Selected),
     Deselect,
     Fetch,
+    Search,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +88,15 @@ enum Mode {
     /// A SASL response line during AUTHENTICATE.
     Sasl,
 }
+
+/// The running SEARCH of a mapped session: the upstream's numbers, and meshmail's own
+/// evaluation of the encrypted messages (numbers that are encrypted, numbers that match).
+struct ActiveSearch {
+    upstream: Vec<u32>,
+    local: tokio::task::JoinHandle<Result<LocalSearch, String>>,
+}
+
+type LocalSearch = (std::collections::HashSet<u32>, Vec<u32>);
 
 /// The running view FETCH (one at a time: the client is not read meanwhile).
 struct ActiveFetch {
@@ -120,6 +132,7 @@ struct Session {
     selected: Option<Selected>,
     selecting: Option<String>,
     fetch: Option<ActiveFetch>,
+    search: Option<ActiveSearch>,
     starttls: bool,
 }
 
@@ -194,6 +207,7 @@ pub async fn run(
         selected: None,
         selecting: None,
         fetch: None,
+        search: None,
         starttls: false,
     };
     let greeting = format!(
@@ -244,7 +258,10 @@ impl Session {
 
     /// The client is read only when nothing it sent is waiting on meshmail.
     fn reading_client(&self) -> bool {
-        self.fetch.is_none() && !self.starttls && self.up_queued_bytes < MAX_UP_QUEUE
+        self.fetch.is_none()
+            && self.search.is_none()
+            && !self.starttls
+            && self.up_queued_bytes < MAX_UP_QUEUE
     }
 
     fn push_out(&mut self, out: Out) {

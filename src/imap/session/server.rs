@@ -74,6 +74,10 @@ impl Session {
                 self.push_out(Out::FetchDone(message));
                 return;
             }
+            Some(Pending::Search) => {
+                self.finish_search(tag, ok, message);
+                return;
+            }
             None => {}
         }
         self.push_capability_aware(message);
@@ -100,6 +104,9 @@ impl Session {
     }
 
     fn on_untagged(&mut self, message: Vec<u8>) {
+        if self.search.is_some() && self.take_search_data(&message) {
+            return;
+        }
         if self.fetch.is_some() && self.account.is_some() && is_fetch(&message) {
             self.on_fetch_response(message);
             return;

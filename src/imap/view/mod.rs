@@ -34,6 +34,7 @@ pub struct View {
     bodystructure: String,
     body: String,
     envelope: String,
+    search: std::sync::OnceLock<crate::imap::search::SearchText>,
 }
 
 impl View {
@@ -55,7 +56,14 @@ impl View {
             bodystructure,
             body,
             envelope,
+            search: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Decoded headers and body text for SEARCH (computed on first use).
+    pub fn search_text(&self) -> &crate::imap::search::SearchText {
+        self.search
+            .get_or_init(|| crate::imap::search::SearchText::of(&self.message))
     }
 
     pub fn message(&self) -> &[u8] {

@@ -1,0 +1,153 @@
+//! The mapped session's SEARCH: meshmail's evaluation of the encrypted messages, and the
+//! merge with the upstream's answer for the others.
+
+use super::{LocalSearch, Out, Selected, Session};
+use crate::crypto::decrypt::DecryptionKeys;
+use crate::imap::owned::OwnedConnection;
+use crate::imap::search::{matches, parse_search_line, Candidate};
+use crate::imap::view::{View, ViewCache, ViewKey};
+use imap_codec::imap_types::core::Vec1;
+use imap_codec::imap_types::search::SearchKey;
+use std::sync::Arc;
+
+/// Lists the mailbox on meshmail's connection, opens every encrypted message (from the cache
+/// or by decrypting it) and evaluates the query on each. Answers with the numbers of the
+/// encrypted messages and of those that match (UIDs for UID SEARCH, else sequence numbers).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn search_local(
+    owned: OwnedConnection,
+    views: ViewCache,
+    keys: Option<Arc<DecryptionKeys>>,
+    user: String,
+    selected: Selected,
+    criteria: Vec<SearchKey<'static>>,
+    uid: bool,
+    max: usize,
+) -> Result<LocalSearch, String> {
+    let listed = owned
+        .list(&selected.mailbox, selected.uidvalidity)
+        .await
+        .map_err(|e| e.0)?;
+    let max_seq = listed.iter().map(|l| l.seq).max().unwrap_or(0);
+    let max_uid = listed.iter().map(|l| l.uid).max().unwrap_or(0);
+    let encrypted: Vec<_> = listed.iter().filter(|l| l.encrypted).collect();
+    let number = move |l: &crate::imap::owned::Listed| if uid { l.uid } else { l.seq };
+    let mut opened = Vec::with_capacity(encrypted.len());
+    for l in &encrypted {
+        let key = ViewKey {
+            user: user.clone(),
+            mailbox: selected.mailbox.clone(),
+            uidvalidity: selected.uidvalidity.unwrap_or(0),
+            uid: l.uid,
+        };
+        let view = match views.get(&key) {
+            Some(v) => v,
+            None => {
+                let keys = keys.clone().ok_or("the key store is locked")?;
+                let raw = owned
+                    .fetch(&selected.mailbox, selected.uidvalidity, l.uid)
+                    .await
+                    .map_err(|e| e.0)?;
+                let view = tokio::task::spawn_blocking(move || View::build(&raw, &keys, max))
+                    .await
+                    .map_err(|_| "decryption stopped".to_string())?;
+                let view = Arc::new(view);
+                if selected.uidvalidity.is_some() {
+                    views.insert(key, view.clone());
+                }
+                view
+            }
+        };
+        opened.push(((*l).clone(), view));
+    }
+    let query = match Vec1::try_from(criteria) {
+        Ok(keys) => SearchKey::And(keys),
+        Err(_) => SearchKey::All,
+    };
+    tokio::task::spawn_blocking(move || {
+        let numbers = opened.iter().map(|(l, _)| number(l)).collect();
+        let hits = opened
+            .iter()
+            .filter(|(l, view)| {
+                matches(
+                    &query,
+                    &Candidate {
+                        number: number(l),
+                        listed: l,
+                        view,
+                        text: view.search_text(),
+                        max_seq,
+                        max_uid,
+                    },
+                )
+            })
+            .map(|(l, _)| number(l))
+            .collect();
+        (numbers, hits)
+    })
+    .await
+    .map_err(|_| "search stopped".to_string())
+}
+
+impl Session {
+    /// `* SEARCH` during meshmail's SEARCH: kept for the merge. True when taken.
+    pub(super) fn take_search_data(&mut self, message: &[u8]) -> bool {
+        let Some(active) = self.search.as_mut() else {
+            return false;
+        };
+        match parse_search_line(message) {
+            Some(numbers) => {
+                active.upstream.extend(numbers);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The upstream completed the SEARCH: answer with the merged numbers once meshmail's own
+    /// evaluation is done.
+    pub(super) fn finish_search(&mut self, tag: String, ok: bool, line: Vec<u8>) {
+        let Some(active) = self.search.take() else {
+            self.push_out(Out::Bytes(line));
+            return;
+        };
+        if !ok {
+            active.local.abort();
+            self.push_out(Out::Bytes(line));
+        } else {
+            self.out.push_back(Box::pin(async move {
+                match active.local.await {
+                    Ok(Ok((encrypted, hits))) => {
+                        let mut all: Vec<u32> = active
+                            .upstream
+                            .into_iter()
+                            .filter(|n| !encrypted.contains(n))
+                            .chain(hits)
+                            .collect();
+                        all.sort_unstable();
+                        all.dedup();
+                        let mut out = b"* SEARCH".to_vec();
+                        for n in all {
+                            out.extend_from_slice(format!(" {n}").as_bytes());
+                        }
+                        out.extend_from_slice(b"\r\n");
+                        out.extend_from_slice(&line);
+                        Out::Bytes(out)
+                    }
+                    Ok(Err(reason)) => Out::Bytes(
+                        format!("{tag} NO [UNAVAILABLE] {reason}; try again later\r\n")
+                            .into_bytes(),
+                    ),
+                    Err(_) => Out::Bytes(
+                        format!("{tag} NO [UNAVAILABLE] search failed; try again later\r\n")
+                            .into_bytes(),
+                    ),
+                }
+            }));
+        }
+        // Commands the client pipelined behind the SEARCH are handled now.
+        if let Err(bye) = self.on_client_bytes(&[]) {
+            self.push_out(Out::Close(bye));
+        }
+    }
+}
