@@ -47,8 +47,9 @@ test: deps lint
 
 # Benchmarks print figures next to a baseline measured in the same run (not asserted).
 bench: deps
-	$(CARGO) build --release --bin meshmail --example smtp_load
+	$(CARGO) build --release --bin meshmail --example smtp_load --example imap_load
 	bash integration/bench/smtp_bench.sh
+	bash integration/bench/imap_bench.sh
 
 fmt:
 	$(CARGO) fmt --all

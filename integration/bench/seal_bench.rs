@@ -50,5 +50,41 @@ fn main() {
         "seal (parse+protect+encrypt+mime) {:8.1} us/msg",
         t.elapsed().as_secs_f64() * 1e6 / n as f64
     );
+    // The other direction: the IMAP view of a sealed 20 KB message.
+    while msg.len() < 20480 {
+        msg.extend_from_slice(
+            b"The quick brown fox jumps over the lazy dog, 0123456789 times.\r\n",
+        );
+    }
+    let sealed = meshmail::crypto::seal::seal(&msg, &req).expect("seal");
+    let unlocked = account.unlock(None).expect("unlock");
+    let keys = meshmail::crypto::decrypt::DecryptionKeys::new(
+        unlocked.openpgp_secret_cert().expect("secret"),
+        None,
+        None,
+        Vec::new(),
+    );
+    let armored = {
+        let text = String::from_utf8_lossy(sealed.bytes()).into_owned();
+        let start = text.find("-----BEGIN PGP MESSAGE-----").expect("armor");
+        let end = text.find("-----END PGP MESSAGE-----").expect("armor") + 25;
+        text[start..end].as_bytes().to_vec()
+    };
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ = keys.open_openpgp(&armored, &[], 1 << 26).expect("open");
+    }
+    println!(
+        "open_openpgp 20 KB     {:8.1} us/msg",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ = meshmail::imap::view::View::build(sealed.bytes(), &keys, 1 << 26);
+    }
+    println!(
+        "View::build 20 KB      {:8.1} us/msg",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

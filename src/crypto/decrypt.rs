@@ -43,6 +43,9 @@ pub struct DecryptionKeys {
     smime_key: Option<SecretBytes>,
     /// Certificates trusted for signature checks: the account's own and the local keyring.
     known: Vec<Cert>,
+    /// The decryption subkeys, validated once (a policy check per message would verify the
+    /// binding signatures again every time).
+    keypairs: Vec<(KeyHandle, sq::crypto::KeyPair)>,
 }
 
 impl std::fmt::Debug for DecryptionKeys {
@@ -78,11 +81,26 @@ impl DecryptionKeys {
         mut known: Vec<Cert>,
     ) -> DecryptionKeys {
         known.push(openpgp.clone().strip_secret_key_material());
+        let policy = StandardPolicy::new();
+        let keypairs = match openpgp.with_policy(&policy, None) {
+            Ok(valid) => valid
+                .keys()
+                .secret()
+                .for_transport_encryption()
+                .chain(valid.keys().secret().for_storage_encryption())
+                .filter_map(|ka| {
+                    let pair = ka.key().clone().into_keypair().ok()?;
+                    Some((ka.key().key_handle(), pair))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         DecryptionKeys {
             openpgp,
             smime_cert,
             smime_key,
             known,
+            keypairs,
         }
     }
 
@@ -111,7 +129,9 @@ impl DecryptionKeys {
             signatures: Vec::new(),
             decrypted: false,
         };
-        let mut decryptor = DecryptorBuilder::from_bytes(message)
+        // Armor is undone here: Sequoia's armor reader costs more than the decryption.
+        let binary = dearmor(message);
+        let mut decryptor = DecryptorBuilder::from_bytes(binary.as_deref().unwrap_or(message))
             .map_err(|e| OpenError::Corrupt(e.to_string()))?
             .with_policy(&policy, None, helper)
             .map_err(|e| {
@@ -165,6 +185,31 @@ impl DecryptionKeys {
             .find(|c| c.keys().any(|k| k.key().key_handle().aliases(handle)))
             .cloned()
     }
+}
+
+/// The binary of an ASCII-armored OpenPGP message, or `None` when `message` is not armored
+/// in the plain form (Sequoia's reader then deals with it).
+fn dearmor(message: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(message).ok()?;
+    let begin = text.find("-----BEGIN PGP MESSAGE-----")?;
+    let rest = &text[begin..];
+    let end = rest.find("-----END PGP MESSAGE-----")?;
+    let block = &rest[..end];
+    // Armor headers end at the first empty line.
+    let body_start = block
+        .find("\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| block.find("\n\n").map(|i| i + 2))?;
+    let mut b64: Vec<u8> = Vec::with_capacity(block.len());
+    for line in block[body_start..].lines() {
+        let line = line.trim();
+        // The CRC-24 line; the checksum itself is optional (RFC 9580 §6.1).
+        if line.starts_with('=') {
+            break;
+        }
+        b64.extend_from_slice(line.as_bytes());
+    }
+    data_encoding::BASE64.decode(&b64).ok()
 }
 
 const NO_KEY: &str = "meshmail: no secret key for this message";
@@ -244,32 +289,21 @@ impl DecryptionHelper for Helper<'_> {
         sym_algo: Option<SymmetricAlgorithm>,
         decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
     ) -> sq::Result<Option<Cert>> {
-        let policy = StandardPolicy::new();
-        let cert = &self.keys.openpgp;
-        let valid = cert.with_policy(&policy, None)?;
-        let secret_keys: Vec<_> = valid
-            .keys()
-            .secret()
-            .for_transport_encryption()
-            .chain(valid.keys().secret().for_storage_encryption())
-            .collect();
         for pkesk in pkesks {
             // A hidden recipient (wildcard key ID) is tried against every key.
             let wanted = pkesk.recipient();
-            for ka in &secret_keys {
+            for (handle, pair) in &self.keys.keypairs {
                 if let Some(w) = &wanted {
                     let hidden = w.to_hex().chars().all(|c| c == '0');
-                    if !hidden && !ka.key().key_handle().aliases(w) {
+                    if !hidden && !handle.aliases(w) {
                         continue;
                     }
                 }
-                let Ok(mut pair) = ka.key().clone().into_keypair() else {
-                    continue;
-                };
+                let mut pair = pair.clone();
                 if let Some((algo, session_key)) = pkesk.decrypt(&mut pair, sym_algo) {
                     if decrypt(algo, &session_key) {
                         self.decrypted = true;
-                        return Ok(Some(cert.clone()));
+                        return Ok(None);
                     }
                 }
             }

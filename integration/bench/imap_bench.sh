@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# IMAP benchmark (`make bench`): figures are printed, not asserted.
+#
+# 1,000 PGP/MIME messages of about 20 KB (encrypted to Alice's X25519 key) in a real Dovecot.
+#   A. `UID FETCH 1:* (BODY.PEEK[])` straight from Dovecot: the baseline (ciphertext);
+#   B. the same through meshmail, cold (nothing decrypted yet), then warm (views cached);
+#   C. a Thunderbird-style header sync through meshmail, warm;
+#   D. a BODY search for a word that only one message's (encrypted) body holds.
+# Then meshmail's peak RSS and the p50/p99 time to decrypt one message (from its debug log).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+COUNT="${COUNT:-1000}"
+SIZE="${SIZE:-20480}"
+BIN="$PWD/target/release/meshmail"
+LOAD="$PWD/target/release/examples/imap_load"
+W="$(mktemp -d /tmp/mm-ib-XXXXXX)"
+chmod 755 "$W"  # the mail servers run as other users
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  bash integration/servers/stop.sh "$W/srv" >/dev/null 2>&1 || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened"; exit 1; }
+hwm() { awk '/VmHWM/{print $2/1024 " MB"}' "/proc/$1/status"; }
+
+BASE=$(( ($(free_port) / 100) * 100 ))
+[ "$BASE" -lt 20000 ] && BASE=$((BASE + 20000))
+bash integration/servers/start.sh "$W/srv" "$BASE" >"$W/servers.log" 2>&1
+IMAP=$((BASE + 43))
+
+"$BIN" --home "$W/alice" init --address alice@example.test >/dev/null
+PORT=$(free_port)
+cat > "$W/meshmail.toml" <<EOF
+home = "$W/alice"
+upstream_user = "alice"
+[imap]
+listen = "127.0.0.1:$PORT"
+upstream = "127.0.0.1:$IMAP"
+upstream_tls = "starttls"
+upstream_ca = "$W/srv/tls/ca.pem"
+cache_bytes = 268435456
+EOF
+RUST_LOG=meshmail=debug "$BIN" serve --config "$W/meshmail.toml" >/dev/null 2>"$W/meshmail.log" & MM=$!
+PIDS+=($MM)
+wait_port "$PORT"
+
+echo "IMAP benchmark: $COUNT PGP/MIME messages of about $((SIZE / 1024)) KB"
+"$LOAD" populate "$IMAP" alice secret Bench "$W/alice/openpgp.asc" "$COUNT" "$SIZE"
+
+FETCH='UID FETCH 1:* (BODY.PEEK[])'
+HEADERS='UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject Date Message-ID Content-Type)])'
+SEARCH='UID SEARCH BODY xylophone'
+read -r direct dbytes < <("$LOAD" time "$IMAP" alice secret Bench "$FETCH")
+read -r direct2 _ < <("$LOAD" time "$IMAP" alice secret Bench "$FETCH")
+out=$("$LOAD" time "$PORT" alice secret Bench "$FETCH" "$FETCH" "$FETCH" "$HEADERS" "$SEARCH")
+cold=$(sed -n 1p <<<"$out" | cut -d' ' -f1); mbytes=$(sed -n 1p <<<"$out" | cut -d' ' -f2)
+warm=$(sed -n 3p <<<"$out" | cut -d' ' -f1)
+headers=$(sed -n 4p <<<"$out" | cut -d' ' -f1)
+search=$(sed -n 5p <<<"$out" | cut -d' ' -f1)
+best_direct=$(python3 -c "print(min($direct, $direct2))")
+ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
+printf '%-44s %8s %12s\n' "" "seconds" "bytes"
+printf '%-44s %8s %12s\n' "A. direct from Dovecot (ciphertext)" "$best_direct" "$dbytes"
+printf '%-44s %8s %12s  %s of A (target <= 2x)\n' "B. through meshmail, cold" "$cold" "$mbytes" "$(ratio "$cold" "$best_direct")"
+printf '%-44s %8s %12s  %s of A (target <= 1.2x)\n' "B. through meshmail, warm" "$warm" "" "$(ratio "$warm" "$best_direct")"
+printf '%-44s %8s\n' "C. header sync through meshmail, warm" "$headers"
+printf '%-44s %8s\n' "D. UID SEARCH BODY (one hit) through meshmail" "$search"
+python3 - "$W/meshmail.log" <<'PY'
+import re, sys
+text = re.sub(r"\x1b\[[0-9;]*m", "", open(sys.argv[1]).read())
+t = sorted(int(m.group(1)) for m in re.finditer(r"view built micros=(\d+)", text))
+if t:
+    p = lambda q: t[min(len(t) - 1, int(q * len(t)))] / 1000
+    print(f"decryption per message: {len(t)} views, p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms")
+PY
+echo "meshmail peak RSS: $(hwm "$MM") (target < 150 MB)"
