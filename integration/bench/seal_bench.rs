@@ -68,7 +68,7 @@ fn main() {
         let text = String::from_utf8_lossy(sealed.bytes()).into_owned();
         let start = text.find("-----BEGIN PGP MESSAGE-----").expect("armor");
         let end = text.find("-----END PGP MESSAGE-----").expect("armor") + 25;
-        text[start..end].as_bytes().to_vec()
+        text.as_bytes()[start..end].to_vec()
     };
     let t = Instant::now();
     for _ in 0..n {
