@@ -207,12 +207,18 @@ fn load_accounts(
             tracing::warn!("{w}");
         }
         let passphrase = read_passphrase(a.passphrase_file.as_deref(), a.passphrase_fd)?;
+        let mut index = None;
         let (keys, decryption) = match account.unlock(passphrase.as_ref()) {
             Ok(unlocked) => {
                 let secret = unlocked.openpgp_secret_cert()?;
                 let smime = SmimeCert::from_der(&account.smime_cert_der()?).ok();
                 let keyring =
                     crate::policy::store::LocalStore::new(&a.home).certs_matching(&|_| true);
+                index = crate::imap::index::Index::open(
+                    &a.home,
+                    unlocked.smime_key_pkcs8().expose(),
+                )
+                .map(Arc::new);
                 let decryption = DecryptionKeys::new(
                     secret.clone(),
                     smime.clone(),
@@ -247,6 +253,7 @@ fn load_accounts(
                 imap: Arc::new(ImapAccount {
                     address: account.address().to_owned(),
                     keys: decryption,
+                    index,
                 }),
             },
         );

@@ -96,6 +96,23 @@ pub fn plan(command: &Command<'_>) -> Option<FetchPlan> {
     })
 }
 
+impl FetchPlan {
+    /// True when an item needs the message body (not only what the index keeps: size,
+    /// structure, envelope, the top-level header).
+    pub fn needs_body(&self) -> bool {
+        self.requested.iter().any(|n| match n {
+            MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text => true,
+            MessageDataItemName::BodyExt { section, .. } => !matches!(
+                section,
+                Some(Section::Header(None))
+                    | Some(Section::HeaderFields(None, _))
+                    | Some(Section::HeaderFieldsNot(None, _))
+            ),
+            _ => false,
+        })
+    }
+}
+
 /// True when a BINARY item is asked for: meshmail does not offer BINARY, and the upstream's
 /// answer would be computed from ciphertext.
 pub fn asks_binary(plan: &FetchPlan) -> bool {
@@ -375,7 +392,7 @@ pub fn render_view(
             }
             N::Rfc822Size => {
                 sep(&mut out);
-                out.extend_from_slice(format!("RFC822.SIZE {}", view.message().len()).as_bytes());
+                out.extend_from_slice(format!("RFC822.SIZE {}", view.size()).as_bytes());
             }
             N::Rfc822 => {
                 sep(&mut out);

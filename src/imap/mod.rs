@@ -12,6 +12,7 @@
 pub mod append;
 pub mod caps;
 pub mod fetch;
+pub mod index;
 pub mod owned;
 pub mod search;
 mod session;
@@ -32,6 +33,8 @@ pub struct ImapAccount {
     pub address: String,
     /// `None` while the key store is locked: encrypted messages get `NO [UNAVAILABLE]`.
     pub keys: Option<Arc<DecryptionKeys>>,
+    /// The persistent index of decrypted messages (`None` while locked).
+    pub index: Option<Arc<index::Index>>,
 }
 
 /// What every IMAP session shares.

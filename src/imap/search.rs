@@ -4,12 +4,11 @@
 //! decrypted view. Text matches as Dovecot's do: case-insensitive substrings of decoded text.
 
 use super::owned::Listed;
-use super::view::View;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 /// What a view offers to SEARCH, computed once per view.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SearchText {
     /// (field name lower case, decoded value lower case), in message order.
     pub headers: Vec<(String, String)>,
@@ -89,10 +88,9 @@ fn body_text(message: &mail_parser::Message, out: &mut String, depth: usize) {
 
 /// One encrypted message as SEARCH sees it.
 pub struct Candidate<'a> {
-    /// The number the command answers with (sequence number or UID).
-    pub number: u32,
     pub listed: &'a Listed,
-    pub view: &'a View,
+    /// The size of the decrypted message.
+    pub size: usize,
     pub text: &'a SearchText,
     /// The largest sequence number and UID in the mailbox (`*`).
     pub max_seq: u32,
@@ -164,8 +162,8 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         K::New => has_flag(c, "\\Recent") && !has_flag(c, "\\Seen"),
         K::Keyword(k) => has_flag(c, k.as_ref()),
         K::Unkeyword(k) => !has_flag(c, k.as_ref()),
-        K::Larger(n) => c.view.message().len() as u64 > u64::from(*n),
-        K::Smaller(n) => (c.view.message().len() as u64) < u64::from(*n),
+        K::Larger(n) => c.size as u64 > u64::from(*n),
+        K::Smaller(n) => (c.size as u64) < u64::from(*n),
         K::Before(d) => c.listed.internal_date.is_some_and(|x| x < date(d)),
         K::On(d) => c.listed.internal_date.is_some_and(|x| x == date(d)),
         K::Since(d) => c.listed.internal_date.is_some_and(|x| x >= date(d)),

@@ -348,17 +348,11 @@ impl Session {
         uid: bool,
         bytes: &[u8],
     ) {
-        let (Some(owned), Some(selected)) = (self.owned(), self.selected.clone()) else {
+        let Some(source) = self.view_source() else {
             self.no(tag, "[UNAVAILABLE] meshmail cannot search this mailbox now");
             return;
         };
-        let keys = self.account.as_ref().and_then(|a| a.keys.clone());
-        let views = self.ctx.views.clone();
-        let user = self.user.clone().unwrap_or_default();
-        let max = self.ctx.limits.max_message_size.saturating_mul(2);
-        let local = tokio::spawn(async move {
-            super::search_local(owned, views, keys, user, selected, criteria, uid, max).await
-        });
+        let local = tokio::spawn(super::search_local(source, criteria, uid));
         self.search = Some(super::ActiveSearch {
             upstream: Vec::new(),
             local,

@@ -8,6 +8,7 @@
 //! Client messages are handled in `client`, upstream messages in `server`.
 
 mod client;
+mod open;
 mod search;
 mod server;
 
@@ -390,6 +391,22 @@ impl Session {
             }
         }
         Ok(None)
+    }
+
+    /// How views of the selected mailbox are opened (`None` outside a mapped, selected
+    /// session).
+    fn view_source(&mut self) -> Option<open::ViewSource> {
+        let selected = self.selected.clone()?;
+        let account = self.account.clone()?;
+        Some(open::ViewSource {
+            views: self.ctx.views.clone(),
+            index: account.index.clone(),
+            keys: account.keys.clone(),
+            owned: self.owned(),
+            user: self.user.clone().unwrap_or_default(),
+            selected,
+            max: self.ctx.limits.max_message_size.saturating_mul(2),
+        })
     }
 
     /// Starts (once) the session's own upstream connection.

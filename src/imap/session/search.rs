@@ -1,64 +1,33 @@
 //! The mapped session's SEARCH: meshmail's evaluation of the encrypted messages, and the
 //! merge with the upstream's answer for the others.
 
-use super::{LocalSearch, Out, Selected, Session};
-use crate::crypto::decrypt::DecryptionKeys;
-use crate::imap::owned::OwnedConnection;
+use super::open::ViewSource;
+use super::{LocalSearch, Out, Session};
+use crate::imap::owned::Listed;
 use crate::imap::search::{matches, parse_search_line, Candidate};
-use crate::imap::view::{View, ViewCache, ViewKey};
 use imap_codec::imap_types::core::Vec1;
 use imap_codec::imap_types::search::SearchKey;
-use std::sync::Arc;
 
-/// Lists the mailbox on meshmail's connection, opens every encrypted message (from the cache
-/// or by decrypting it) and evaluates the query on each. Answers with the numbers of the
-/// encrypted messages and of those that match (UIDs for UID SEARCH, else sequence numbers).
-#[allow(clippy::too_many_arguments)]
+/// Lists the mailbox on meshmail's connection, opens every encrypted message (cache, index,
+/// or decryption) and evaluates the query on each. Answers with the numbers of the encrypted
+/// messages and of those that match (UIDs for UID SEARCH, else sequence numbers).
 pub(super) async fn search_local(
-    owned: OwnedConnection,
-    views: ViewCache,
-    keys: Option<Arc<DecryptionKeys>>,
-    user: String,
-    selected: Selected,
+    source: ViewSource,
     criteria: Vec<SearchKey<'static>>,
     uid: bool,
-    max: usize,
 ) -> Result<LocalSearch, String> {
+    let owned = source.owned.clone().ok_or("no connection of meshmail's own")?;
     let listed = owned
-        .list(&selected.mailbox, selected.uidvalidity)
+        .list(&source.selected.mailbox, source.selected.uidvalidity)
         .await
         .map_err(|e| e.0)?;
     let max_seq = listed.iter().map(|l| l.seq).max().unwrap_or(0);
     let max_uid = listed.iter().map(|l| l.uid).max().unwrap_or(0);
-    let encrypted: Vec<_> = listed.iter().filter(|l| l.encrypted).collect();
-    let number = move |l: &crate::imap::owned::Listed| if uid { l.uid } else { l.seq };
-    let mut opened = Vec::with_capacity(encrypted.len());
-    for l in &encrypted {
-        let key = ViewKey {
-            user: user.clone(),
-            mailbox: selected.mailbox.clone(),
-            uidvalidity: selected.uidvalidity.unwrap_or(0),
-            uid: l.uid,
-        };
-        let view = match views.get(&key) {
-            Some(v) => v,
-            None => {
-                let keys = keys.clone().ok_or("the key store is locked")?;
-                let raw = owned
-                    .fetch(&selected.mailbox, selected.uidvalidity, l.uid)
-                    .await
-                    .map_err(|e| e.0)?;
-                let view = tokio::task::spawn_blocking(move || View::build(&raw, &keys, max))
-                    .await
-                    .map_err(|_| "decryption stopped".to_string())?;
-                let view = Arc::new(view);
-                if selected.uidvalidity.is_some() {
-                    views.insert(key, view.clone());
-                }
-                view
-            }
-        };
-        opened.push(((*l).clone(), view));
+    let number = move |l: &Listed| if uid { l.uid } else { l.seq };
+    let mut opened = Vec::new();
+    for l in listed.iter().filter(|l| l.encrypted) {
+        let view = source.open(l.uid, None, false).await?;
+        opened.push((l.clone(), view));
     }
     let query = match Vec1::try_from(criteria) {
         Ok(keys) => SearchKey::And(keys),
@@ -72,9 +41,8 @@ pub(super) async fn search_local(
                 matches(
                     &query,
                     &Candidate {
-                        number: number(l),
                         listed: l,
-                        view,
+                        size: view.size(),
                         text: view.search_text(),
                         max_seq,
                         max_uid,

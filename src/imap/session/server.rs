@@ -5,9 +5,8 @@
 
 use super::client::word;
 use super::{Out, OutFuture, Pending, Session, UpItem};
-use crate::imap::fetch::{self, FetchPlan};
+use crate::imap::fetch;
 use crate::imap::owned::Credentials;
-use crate::imap::view::{View, ViewKey};
 use std::sync::Arc;
 
 impl Session {
@@ -169,89 +168,24 @@ impl Session {
             self.push_out(Out::ViewFailed("the server gave no UID".into()));
             return;
         };
-        let selected = self.selected.clone();
-        let (Some(account), Some(user), Some(selected)) =
-            (self.account.clone(), self.user.clone(), selected)
-        else {
+        let Some(source) = self.view_source() else {
             self.push_out(Out::Bytes(message));
             return;
         };
-        let key = ViewKey {
-            user,
-            mailbox: selected.mailbox.clone(),
-            uidvalidity: selected.uidvalidity.unwrap_or(0),
-            uid: uid.get(),
-        };
-        let owned = if parsed.full_message.is_none() {
-            self.owned()
-        } else {
-            None
-        };
-        let views = self.ctx.views.clone();
-        let max = self.ctx.limits.max_message_size.saturating_mul(2);
+        let complete = plan.needs_body();
         let future: OutFuture = Box::pin(async move {
-            let view = match views.get(&key) {
-                Some(v) => Ok(v),
-                None => {
-                    obtain(
-                        &key,
-                        selected.uidvalidity,
-                        parsed.full_message,
-                        owned,
-                        account.keys.clone(),
-                        max,
-                    )
-                    .await
-                }
-            };
-            match view {
-                Ok(view) => {
-                    if selected.uidvalidity.is_some() {
-                        views.insert(key, view.clone());
-                    }
-                    Out::Bytes(render(parsed.seq, parsed.passthrough, &plan, &view))
-                }
+            match source.open(uid.get(), parsed.full_message, complete).await {
+                Ok(view) => Out::Bytes(fetch::render_view(
+                    parsed.seq,
+                    parsed.passthrough,
+                    &plan.requested,
+                    &view,
+                )),
                 Err(reason) => Out::ViewFailed(reason),
             }
         });
         self.out.push_back(future);
     }
-}
-
-fn render(
-    seq: std::num::NonZeroU32,
-    passthrough: Vec<imap_codec::imap_types::fetch::MessageDataItem<'static>>,
-    plan: &FetchPlan,
-    view: &View,
-) -> Vec<u8> {
-    fetch::render_view(seq, passthrough, &plan.requested, view)
-}
-
-/// Decrypts a message into its view, fetching the ciphertext first when the client's FETCH
-/// did not carry it. Errors are temporary (the text says why).
-async fn obtain(
-    key: &ViewKey,
-    uidvalidity: Option<u32>,
-    full_message: Option<Vec<u8>>,
-    owned: Option<crate::imap::owned::OwnedConnection>,
-    keys: Option<Arc<crate::crypto::decrypt::DecryptionKeys>>,
-    max: usize,
-) -> Result<Arc<View>, String> {
-    let keys = keys.ok_or("the key store is locked")?;
-    let raw = match full_message {
-        Some(m) => m,
-        None => {
-            let owned = owned.ok_or("meshmail cannot log in again with this login method")?;
-            owned
-                .fetch(&key.mailbox, uidvalidity, key.uid)
-                .await
-                .map_err(|e| e.0)?
-        }
-    };
-    let view = tokio::task::spawn_blocking(move || View::build(&raw, &keys, max))
-        .await
-        .map_err(|_| "decryption stopped".to_string())?;
-    Ok(Arc::new(view))
 }
 
 /// `* <n> FETCH ` at the start.

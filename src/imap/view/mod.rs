@@ -29,7 +29,11 @@ pub struct ViewKey {
 
 /// A message as the client sees it.
 pub struct View {
+    /// The whole message; for a view read from the index, only its header.
     message: Zeroizing<Vec<u8>>,
+    /// The whole message's size.
+    size: usize,
+    complete: bool,
     tree: mime::Entity,
     bodystructure: String,
     body: String,
@@ -59,6 +63,8 @@ impl View {
         let body = structure::bodystructure(&message, &tree, false);
         let envelope = structure::envelope(&tree.fields);
         View {
+            size: message.len(),
+            complete: true,
             message,
             tree,
             bodystructure,
@@ -74,8 +80,51 @@ impl View {
             .get_or_init(|| crate::imap::search::SearchText::of(&self.message))
     }
 
+    /// The whole message (callers check [`Self::is_complete`] first).
     pub fn message(&self) -> &[u8] {
         &self.message
+    }
+
+    /// False for a view read from the index: it holds the header, the structure and the
+    /// search text, not the body.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// RFC822.SIZE.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// What the persistent index keeps of this view.
+    pub fn index_entry(&self) -> crate::imap::index::IndexEntry {
+        crate::imap::index::IndexEntry {
+            size: self.size,
+            bodystructure: self.bodystructure.clone(),
+            body: self.body.clone(),
+            envelope: self.envelope.clone(),
+            header: self.message[self.tree.header.clone()].to_vec(),
+            search: self.search_text().clone(),
+        }
+    }
+
+    /// A view from an index entry: enough for sizes, structure, envelope, header fields and
+    /// SEARCH, without decrypting again.
+    pub fn from_index(entry: &crate::imap::index::IndexEntry) -> View {
+        let message = Zeroizing::new(entry.header.clone());
+        let tree = mime::parse(&message);
+        let search = std::sync::OnceLock::new();
+        let _ = search.set(entry.search.clone());
+        View {
+            message,
+            size: entry.size,
+            complete: false,
+            tree,
+            bodystructure: entry.bodystructure.clone(),
+            body: entry.body.clone(),
+            envelope: entry.envelope.clone(),
+            search,
+        }
     }
 
     pub fn bodystructure(&self) -> &str {
@@ -92,7 +141,8 @@ impl View {
 
     /// Bytes held, for the cache's weight.
     pub fn weight(&self) -> usize {
-        self.message.len() * 2 + self.bodystructure.len() + self.envelope.len() + 256
+        let search = self.search.get().map(|s| s.body.len()).unwrap_or(0);
+        self.message.len() * 2 + search + self.bodystructure.len() + self.envelope.len() + 256
     }
 
     /// The bytes of a section (`None`: the whole message). A section that does not exist is

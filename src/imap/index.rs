@@ -1,0 +1,197 @@
+//! The persistent index of decrypted messages: per (mailbox, UIDVALIDITY, UID) the view's
+//! size, BODYSTRUCTURE, BODY, ENVELOPE, header and search text, so that a header sync after a
+//! restart (Thunderbird's `RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (…)]`) and SEARCH need no
+//! decryption, and FETCHes of indexed messages need no ciphertext from the server.
+//!
+//! At rest every record is sealed with AES-256-GCM under a key derived (HKDF-SHA256) from the
+//! account's secret S/MIME key, and bound to its mailbox and UIDVALIDITY; files are 0600 in a
+//! 0700 directory. A record that does not open (another key, damage) is skipped: the message
+//! is decrypted again and its record written anew.
+
+use crate::imap::search::SearchText;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::hkdf::{Salt, HKDF_SHA256};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// What the index keeps of one decrypted message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub size: usize,
+    pub bodystructure: String,
+    pub body: String,
+    pub envelope: String,
+    /// The view's header section, blank line included.
+    pub header: Vec<u8>,
+    pub search: SearchText,
+}
+
+/// Records per file at most (a mailbox larger than this is indexed in part).
+const MAX_RECORDS: usize = 1_000_000;
+/// A record larger than this is damage, not a record.
+const MAX_RECORD: usize = 64 * 1024 * 1024;
+
+/// One account's index.
+pub struct Index {
+    dir: PathBuf,
+    key: LessSafeKey,
+    mailboxes: DashMap<(String, u32), Arc<Mutex<MailboxIndex>>>,
+}
+
+#[derive(Default)]
+struct MailboxIndex {
+    entries: HashMap<u32, Arc<IndexEntry>>,
+}
+
+impl Index {
+    /// The index under `home`, sealed with a key derived from `secret`.
+    pub fn open(home: &Path, secret: &[u8]) -> Option<Index> {
+        let prk = Salt::new(HKDF_SHA256, b"meshmail imap index v1").extract(secret);
+        let okm = prk.expand(&[b"record key"], &AES_256_GCM).ok()?;
+        let key = LessSafeKey::new(UnboundKey::from(okm));
+        let dir = home.join("imap-index");
+        crate::keys::account::make_private_dir(&dir).ok()?;
+        Some(Index {
+            dir,
+            key,
+            mailboxes: DashMap::new(),
+        })
+    }
+
+    fn file(&self, mailbox: &str, uidvalidity: u32) -> PathBuf {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, mailbox.as_bytes());
+        let name = data_encoding::HEXLOWER.encode(&digest.as_ref()[..12]);
+        self.dir.join(format!("{name}-{uidvalidity}.idx"))
+    }
+
+    fn aad(mailbox: &str, uidvalidity: u32) -> Vec<u8> {
+        format!("{uidvalidity}\0{mailbox}").into_bytes()
+    }
+
+    fn mailbox(&self, mailbox: &str, uidvalidity: u32) -> Arc<Mutex<MailboxIndex>> {
+        let key = (mailbox.to_owned(), uidvalidity);
+        if let Some(m) = self.mailboxes.get(&key) {
+            return m.clone();
+        }
+        let loaded = Arc::new(Mutex::new(self.load(mailbox, uidvalidity)));
+        self.mailboxes.entry(key).or_insert(loaded).clone()
+    }
+
+    fn load(&self, mailbox: &str, uidvalidity: u32) -> MailboxIndex {
+        let mut index = MailboxIndex::default();
+        let Ok(bytes) = std::fs::read(self.file(mailbox, uidvalidity)) else {
+            return index;
+        };
+        let aad = Self::aad(mailbox, uidvalidity);
+        let mut at = 0;
+        while at + 4 + 12 <= bytes.len() && index.entries.len() < MAX_RECORDS {
+            let len = u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+                as usize;
+            let start = at + 4;
+            let end = start.saturating_add(12).saturating_add(len);
+            if len > MAX_RECORD || end > bytes.len() {
+                break;
+            }
+            at = end;
+            let Ok(nonce) = Nonce::try_assume_unique_for_key(&bytes[start..start + 12]) else {
+                continue;
+            };
+            let mut sealed = bytes[start + 12..end].to_vec();
+            let Ok(plain) = self
+                .key
+                .open_in_place(nonce, Aad::from(aad.as_slice()), &mut sealed)
+            else {
+                continue;
+            };
+            if plain.len() < 4 {
+                continue;
+            }
+            let uid = u32::from_be_bytes([plain[0], plain[1], plain[2], plain[3]]);
+            if let Ok(entry) = serde_json::from_slice::<IndexEntry>(&plain[4..]) {
+                index.entries.insert(uid, Arc::new(entry));
+            }
+            zeroize::Zeroize::zeroize(&mut sealed);
+        }
+        index
+    }
+
+    pub fn get(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> Option<Arc<IndexEntry>> {
+        let m = self.mailbox(mailbox, uidvalidity);
+        let guard = m.lock().ok()?;
+        guard.entries.get(&uid).cloned()
+    }
+
+    /// The UIDs indexed for this mailbox.
+    pub fn uids(&self, mailbox: &str, uidvalidity: u32) -> Vec<u32> {
+        let m = self.mailbox(mailbox, uidvalidity);
+        let Ok(guard) = m.lock() else {
+            return Vec::new();
+        };
+        guard.entries.keys().copied().collect()
+    }
+
+    /// Adds an entry (in memory and appended to the file). Failing to write only costs a
+    /// decryption later.
+    pub fn insert(&self, mailbox: &str, uidvalidity: u32, uid: u32, entry: IndexEntry) {
+        let m = self.mailbox(mailbox, uidvalidity);
+        let Ok(mut guard) = m.lock() else {
+            return;
+        };
+        if guard.entries.contains_key(&uid) || guard.entries.len() >= MAX_RECORDS {
+            return;
+        }
+        let Ok(json) = serde_json::to_vec(&entry) else {
+            return;
+        };
+        let mut record = zeroize::Zeroizing::new(Vec::with_capacity(json.len() + 4 + 16));
+        record.extend_from_slice(&uid.to_be_bytes());
+        record.extend_from_slice(&json);
+        let mut nonce = [0u8; 12];
+        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+            return;
+        }
+        let aad = Self::aad(mailbox, uidvalidity);
+        let mut sealed = record.to_vec();
+        if self
+            .key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_slice()),
+                &mut sealed,
+            )
+            .is_err()
+        {
+            return;
+        }
+        let mut out = Vec::with_capacity(sealed.len() + 16);
+        out.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        let path = self.file(mailbox, uidvalidity);
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode_0600()
+            .open(&path)
+            .and_then(|mut f| f.write_all(&out));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the IMAP index");
+        }
+        guard.entries.insert(uid, Arc::new(entry));
+    }
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}

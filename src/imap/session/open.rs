@@ -1,0 +1,90 @@
+//! Where a view comes from, cheapest first: the in-memory cache, the persistent index (when
+//! the body is not needed), else the ciphertext (given, or fetched on meshmail's connection)
+//! decrypted on a blocking thread, then cached and indexed.
+
+use super::Selected;
+use crate::crypto::decrypt::DecryptionKeys;
+use crate::imap::index::Index;
+use crate::imap::owned::OwnedConnection;
+use crate::imap::view::{View, ViewCache, ViewKey};
+use std::sync::Arc;
+
+/// Everything needed to open the views of one selected mailbox.
+#[derive(Clone)]
+pub(super) struct ViewSource {
+    pub views: ViewCache,
+    pub index: Option<Arc<Index>>,
+    pub keys: Option<Arc<DecryptionKeys>>,
+    pub owned: Option<OwnedConnection>,
+    pub user: String,
+    pub selected: Selected,
+    pub max: usize,
+}
+
+impl ViewSource {
+    fn key(&self, uid: u32) -> ViewKey {
+        ViewKey {
+            user: self.user.clone(),
+            mailbox: self.selected.mailbox.clone(),
+            uidvalidity: self.selected.uidvalidity.unwrap_or(0),
+            uid,
+        }
+    }
+
+    /// The index entry, when the mailbox's UIDVALIDITY is known.
+    pub fn indexed(&self, uid: u32) -> Option<View> {
+        let validity = self.selected.uidvalidity?;
+        let entry = self.index.as_ref()?.get(&self.selected.mailbox, validity, uid)?;
+        Some(View::from_index(&entry))
+    }
+
+    /// The view of `uid`; `complete` when the body is needed. Errors are temporary.
+    pub async fn open(
+        &self,
+        uid: u32,
+        ciphertext: Option<Vec<u8>>,
+        complete: bool,
+    ) -> Result<Arc<View>, String> {
+        let key = self.key(uid);
+        if let Some(v) = self.views.get(&key) {
+            return Ok(v);
+        }
+        if !complete {
+            if let Some(v) = self.indexed(uid) {
+                return Ok(Arc::new(v));
+            }
+        }
+        let keys = self.keys.clone().ok_or("the key store is locked")?;
+        let raw = match ciphertext {
+            Some(c) => c,
+            None => {
+                let owned = self
+                    .owned
+                    .as_ref()
+                    .ok_or("meshmail cannot log in again with this login method")?;
+                owned
+                    .fetch(&self.selected.mailbox, self.selected.uidvalidity, uid)
+                    .await
+                    .map_err(|e| e.0)?
+            }
+        };
+        let max = self.max;
+        let index = self.index.clone();
+        let mailbox = self.selected.mailbox.clone();
+        let validity = self.selected.uidvalidity;
+        let view = tokio::task::spawn_blocking(move || {
+            let view = View::build(&raw, &keys, max);
+            if let (Some(index), Some(validity)) = (index, validity) {
+                index.insert(&mailbox, validity, uid, view.index_entry());
+            }
+            view
+        })
+        .await
+        .map_err(|_| "decryption stopped".to_string())?;
+        let view = Arc::new(view);
+        if validity.is_some() {
+            self.views.insert(key, view.clone());
+        }
+        Ok(view)
+    }
+}
