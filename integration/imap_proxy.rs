@@ -44,6 +44,8 @@ struct World {
     cases: Vec<Case>,
     uids: Vec<String>,
     oracle_uids: Vec<String>,
+    /// meshmail's configuration (to start it again).
+    config: String,
 }
 
 const OUTER: &str = "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <NAME@example.test>\r\nMIME-Version: 1.0\r\n";
@@ -301,6 +303,7 @@ fn world() -> World {
     );
     let meshmail = Meshmail::start(&config);
     World {
+        config,
         root,
         servers,
         meshmail,
@@ -794,5 +797,91 @@ fn search_over_encrypted_and_plaintext_messages_agrees_with_the_plaintext_oracle
     assert!(
         w.meshmail.log_text().contains("IMAP login"),
         "meshmail served the searches"
+    );
+}
+
+fn views_built(log: &str) -> usize {
+    log.matches("view built").count()
+}
+
+#[test]
+fn header_sync_after_a_restart_reads_the_index_not_the_ciphertext() {
+    let mut w = world();
+    let encrypted = w.cases.iter().filter(|c| c.name != "plaintext").count();
+    let sync = "UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Subject Date Message-ID Content-Type)]";
+    let strip_seq = |b: Vec<u8>| String::from_utf8_lossy(&b).to_string();
+    let first = strip_seq(w.via_meshmail("1:*", sync));
+    let oracle = strip_seq(w.direct("Oracle", "1:*", sync));
+    // Same answers as Dovecot gives for the plaintext (UIDs are equal in both mailboxes).
+    // Flags differ (\\Recent belongs to the first session that sees a message).
+    let norm = |s: &str| {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find("FLAGS (") {
+            out.push_str(&rest[..i]);
+            rest = rest[i..].split_once(')').map(|x| x.1).unwrap_or("");
+        }
+        out.push_str(rest);
+        out
+    };
+    assert_eq!(norm(&first), norm(&oracle), "{first}\n---\n{oracle}");
+    assert!(first.contains("Subject: Quarterly numbers"), "{first}");
+    assert_eq!(
+        views_built(&w.meshmail.log_text()),
+        encrypted,
+        "{}",
+        w.meshmail.log_text()
+    );
+
+    // The index at rest: owner-only, and no decrypted text in it.
+    let index = w.alice.home.join("imap-index");
+    let mut files = 0;
+    for f in std::fs::read_dir(&index).expect("index dir").flatten() {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = f.metadata().expect("meta");
+        assert_eq!(
+            meta.permissions().mode() & 0o077,
+            0,
+            "{:?} is readable by others",
+            f.path()
+        );
+        let bytes = std::fs::read(f.path()).expect("read");
+        for secret in ["Quarterly", "pomegranate", "kumquat", "lychee"] {
+            assert!(!contains(&bytes, secret), "{secret} in the index at rest");
+        }
+        files += 1;
+    }
+    assert!(files > 0, "no index written");
+
+    // After a restart the same sync decrypts nothing and fetches no ciphertext.
+    w.meshmail = Meshmail::start(&w.config);
+    let second = strip_seq(w.via_meshmail("1:*", sync));
+    assert_eq!(norm(&second), norm(&first));
+    let log = w.meshmail.log_text();
+    assert_eq!(
+        views_built(&log),
+        0,
+        "decrypted again after the restart: {log}"
+    );
+
+    // A non-PEEK fetch of an indexed message sets \Seen on the server (UID STORE), and the
+    // answer carries it, as Dovecot's does.
+    let uid = &w.uids[1];
+    let got = w.via_meshmail(uid, "BODY[TEXT]");
+    assert!(
+        contains(&got, "kumquat"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        contains(&got, "\\Seen"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let flags = w.direct("INBOX", uid, "FLAGS");
+    assert!(
+        contains(&flags, "\\Seen"),
+        "{}",
+        String::from_utf8_lossy(&flags)
     );
 }

@@ -214,11 +214,9 @@ fn load_accounts(
                 let smime = SmimeCert::from_der(&account.smime_cert_der()?).ok();
                 let keyring =
                     crate::policy::store::LocalStore::new(&a.home).certs_matching(&|_| true);
-                index = crate::imap::index::Index::open(
-                    &a.home,
-                    unlocked.smime_key_pkcs8().expose(),
-                )
-                .map(Arc::new);
+                index =
+                    crate::imap::index::Index::open(&a.home, unlocked.smime_key_pkcs8().expose())
+                        .map(Arc::new);
                 let decryption = DecryptionKeys::new(
                     secret.clone(),
                     smime.clone(),

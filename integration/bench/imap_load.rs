@@ -38,8 +38,8 @@ fn main() {
                     },
                 )
                 .expect("seal");
-                let mut cmd = format!("a APPEND {mailbox} {{{}+}}\r\n", sealed.bytes().len())
-                    .into_bytes();
+                let mut cmd =
+                    format!("a APPEND {mailbox} {{{}+}}\r\n", sealed.bytes().len()).into_bytes();
                 cmd.extend_from_slice(sealed.bytes());
                 cmd.extend_from_slice(b"\r\n");
                 conn.raw(&cmd, "a");

@@ -97,6 +97,15 @@ pub fn plan(command: &Command<'_>) -> Option<FetchPlan> {
 }
 
 impl FetchPlan {
+    /// True when no item sets \Seen (every BODY[…] is PEEK, no RFC822 or RFC822.TEXT).
+    pub fn peek_only(&self) -> bool {
+        !self.requested.iter().any(|n| match n {
+            MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text => true,
+            MessageDataItemName::BodyExt { peek, .. } => !peek,
+            _ => false,
+        })
+    }
+
     /// True when an item needs the message body (not only what the index keeps: size,
     /// structure, envelope, the top-level header).
     pub fn needs_body(&self) -> bool {
@@ -349,30 +358,56 @@ pub fn render_view(
     view: &View,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(view.message().len() + 256);
-    // Content-independent items are encoded by imap-codec, exactly as the server gave them.
-    let head = encode_items(seq, passthrough);
-    if head.is_empty() {
-        out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
-    } else {
-        // "* n FETCH (ITEMS)\r\n" without the closing ")\r\n".
-        out.extend_from_slice(&head[..head.len().saturating_sub(3)]);
-    }
-    let mut first = head.is_empty();
-    let mut sep = |out: &mut Vec<u8>| {
-        if !first {
-            out.push(b' ');
+    out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+    // Dovecot's order: UID, then the buffered items in request order (FLAGS, RFC822.SIZE,
+    // INTERNALDATE, MODSEQ), a FLAGS the server added last among them, then the streamed
+    // items in request order. Content-independent items are the server's, encoded by
+    // imap-codec.
+    let mut items: Vec<(MessageDataItemName<'static>, Vec<u8>)> = passthrough
+        .into_iter()
+        .map(|item| {
+            let name = match &item {
+                MessageDataItem::Uid(_) => MessageDataItemName::Uid,
+                MessageDataItem::Flags(_) => MessageDataItemName::Flags,
+                MessageDataItem::InternalDate(_) => MessageDataItemName::InternalDate,
+                _ => MessageDataItemName::ModSeq,
+            };
+            let encoded = encode_items(seq, vec![item]);
+            // "* n FETCH (ITEM)\r\n" → "ITEM"
+            let open = encoded.iter().position(|&b| b == b'(').map_or(0, |p| p + 1);
+            let close = encoded.len().saturating_sub(3).max(open);
+            (name, encoded[open..close].to_vec())
+        })
+        .collect();
+    let take = |items: &mut Vec<(MessageDataItemName<'static>, Vec<u8>)>,
+                name: &MessageDataItemName<'static>,
+                out: &mut Vec<u8>| {
+        if let Some(i) = items.iter().position(|(n, _)| n == name) {
+            let (_, bytes) = items.remove(i);
+            sep(out);
+            out.extend_from_slice(&bytes);
         }
-        first = false;
     };
-    // Dovecot's order: buffered items (RFC822.SIZE with UID, FLAGS …) first, then the
-    // streamed ones in request order.
-    let sizes = requested
-        .iter()
-        .filter(|n| **n == MessageDataItemName::Rfc822Size);
+    take(&mut items, &MessageDataItemName::Uid, &mut out);
+    for name in requested {
+        match name {
+            MessageDataItemName::Rfc822Size => {
+                sep(&mut out);
+                out.extend_from_slice(format!("RFC822.SIZE {}", view.size()).as_bytes());
+            }
+            MessageDataItemName::Flags
+            | MessageDataItemName::InternalDate
+            | MessageDataItemName::ModSeq => take(&mut items, name, &mut out),
+            _ => {}
+        }
+    }
+    take(&mut items, &MessageDataItemName::Flags, &mut out);
+    take(&mut items, &MessageDataItemName::ModSeq, &mut out);
+    take(&mut items, &MessageDataItemName::InternalDate, &mut out);
     let streamed = requested
         .iter()
         .filter(|n| **n != MessageDataItemName::Rfc822Size);
-    for name in sizes.chain(streamed) {
+    for name in streamed {
         use MessageDataItemName as N;
         match name {
             N::Body => {
@@ -389,10 +424,6 @@ pub fn render_view(
                 sep(&mut out);
                 out.extend_from_slice(b"ENVELOPE ");
                 out.extend_from_slice(view.envelope().as_bytes());
-            }
-            N::Rfc822Size => {
-                sep(&mut out);
-                out.extend_from_slice(format!("RFC822.SIZE {}", view.size()).as_bytes());
             }
             N::Rfc822 => {
                 sep(&mut out);
@@ -438,6 +469,13 @@ pub fn render_view(
     }
     out.extend_from_slice(b")\r\n");
     out
+}
+
+/// A space before the next item (none right after the opening parenthesis).
+fn sep(out: &mut Vec<u8>) {
+    if out.last() != Some(&b'(') {
+        out.push(b' ');
+    }
 }
 
 fn literal(out: &mut Vec<u8>, data: &[u8]) {

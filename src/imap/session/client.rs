@@ -237,6 +237,7 @@ impl Session {
                     Pending::Select(Selected {
                         mailbox: mailbox_name(mailbox),
                         uidvalidity: None,
+                        read_only: matches!(command.body, CommandBody::Examine { .. }),
                     }),
                 );
                 self.forward_collected(&tag, &bytes);
@@ -274,6 +275,9 @@ impl Session {
             self.bad(tag, "BINARY is not available through meshmail");
             return;
         }
+        if self.start_known_fetch(tag, command, plan.clone()) {
+            return;
+        }
         let encoded = CommandCodec::default().encode(&plan.upstream);
         self.push_encoded(tag, encoded);
         self.pending.insert(tag.to_owned(), Pending::Fetch);
@@ -281,6 +285,9 @@ impl Session {
             tag: tag.to_owned(),
             plan: Arc::new(plan),
             failure: None,
+            known: Default::default(),
+            known_phase: false,
+            rest_sent: true,
         });
     }
 
@@ -363,7 +370,7 @@ impl Session {
 
     /// Sends a command meshmail encoded, waiting for the upstream's go-ahead before each
     /// synchronizing literal.
-    fn push_encoded(&mut self, tag: &str, encoded: imap_codec::encode::Encoded) {
+    pub(super) fn push_encoded(&mut self, tag: &str, encoded: imap_codec::encode::Encoded) {
         for fragment in encoded {
             match fragment {
                 Fragment::Line { data } => self.push_up(Some(tag.to_owned()), data),

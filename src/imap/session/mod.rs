@@ -8,6 +8,7 @@
 //! Client messages are handled in `client`, upstream messages in `server`.
 
 mod client;
+mod known;
 mod open;
 mod search;
 mod server;
@@ -71,12 +72,18 @@ enum Pending {
     Deselect,
     Fetch,
     Search,
+    /// meshmail's own UID FETCH of messages it knows are encrypted.
+    KnownFetch,
+    /// meshmail's own command whose answer the client does not see.
+    Internal,
 }
 
 #[derive(Clone, Debug)]
 struct Selected {
     mailbox: String,
     uidvalidity: Option<u32>,
+    /// EXAMINE (or a READ-ONLY SELECT): meshmail sets no flag.
+    read_only: bool,
 }
 
 /// How the bytes of the client message being read are handled.
@@ -104,6 +111,12 @@ struct ActiveFetch {
     tag: String,
     plan: Arc<FetchPlan>,
     failure: Option<String>,
+    /// UIDs answered from views without asking the server for content.
+    known: std::collections::BTreeSet<u32>,
+    /// The internal FETCH of those UIDs is running.
+    known_phase: bool,
+    /// The client's FETCH went upstream for the other UIDs.
+    rest_sent: bool,
 }
 
 struct Session {
@@ -135,6 +148,8 @@ struct Session {
     fetch: Option<ActiveFetch>,
     search: Option<ActiveSearch>,
     starttls: bool,
+    /// Counter for meshmail's own tags.
+    internal: u64,
 }
 
 enum Exit {
@@ -210,6 +225,7 @@ pub async fn run(
         fetch: None,
         search: None,
         starttls: false,
+        internal: 0,
     };
     let greeting = format!(
         "* OK [CAPABILITY {}] meshmail ready\r\n",

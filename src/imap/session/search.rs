@@ -16,7 +16,10 @@ pub(super) async fn search_local(
     criteria: Vec<SearchKey<'static>>,
     uid: bool,
 ) -> Result<LocalSearch, String> {
-    let owned = source.owned.clone().ok_or("no connection of meshmail's own")?;
+    let owned = source
+        .owned
+        .clone()
+        .ok_or("no connection of meshmail's own")?;
     let listed = owned
         .list(&source.selected.mailbox, source.selected.uidvalidity)
         .await

@@ -73,6 +73,11 @@ impl Session {
                 self.push_out(Out::FetchDone(message));
                 return;
             }
+            Some(Pending::KnownFetch) => {
+                self.finish_known_fetch(ok, &message);
+                return;
+            }
+            Some(Pending::Internal) => return,
             Some(Pending::Search) => {
                 self.finish_search(tag, ok, message);
                 return;
@@ -135,6 +140,7 @@ impl Session {
             return;
         };
         let plan = active.plan.clone();
+        let known_phase = active.known_phase;
         let Some(parsed) = fetch::parse_response(&message, &plan) else {
             // Not a FETCH meshmail can read: it carries no content meshmail would change
             // only if it has no body items; refuse to guess.
@@ -143,7 +149,17 @@ impl Session {
             ));
             return;
         };
-        if !parsed.encrypted {
+        let known = parsed.uid.is_some_and(|u| {
+            self.fetch
+                .as_ref()
+                .is_some_and(|f| f.known.contains(&u.get()))
+        });
+        if known && !known_phase {
+            // The rest of the FETCH reached a known message (`n:*` names the last one): it
+            // was answered already.
+            return;
+        }
+        if !parsed.encrypted && !known {
             // Byte for byte, minus what meshmail added (re-encoding would change case and
             // quoting).
             let mut added = Vec::new();
