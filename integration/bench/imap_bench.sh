@@ -57,7 +57,8 @@ read -r direct dbytes < <("$LOAD" time "$IMAP" alice secret Bench "$FETCH")
 read -r direct2 _ < <("$LOAD" time "$IMAP" alice secret Bench "$FETCH")
 out=$("$LOAD" time "$PORT" alice secret Bench "$FETCH" "$FETCH" "$FETCH" "$HEADERS" "$SEARCH")
 cold=$(sed -n 1p <<<"$out" | cut -d' ' -f1); mbytes=$(sed -n 1p <<<"$out" | cut -d' ' -f2)
-warm=$(sed -n 3p <<<"$out" | cut -d' ' -f1)
+warm=$(sed -n 3p <<<"$out" | cut -d' ' -f1); wbytes=$(sed -n 3p <<<"$out" | cut -d' ' -f2)
+hbytes=$(sed -n 4p <<<"$out" | cut -d' ' -f2)
 headers=$(sed -n 4p <<<"$out" | cut -d' ' -f1)
 search=$(sed -n 5p <<<"$out" | cut -d' ' -f1)
 best_direct=$(python3 -c "print(min($direct, $direct2))")
@@ -65,8 +66,8 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
 printf '%-44s %8s %12s\n' "" "seconds" "bytes"
 printf '%-44s %8s %12s\n' "A. direct from Dovecot (ciphertext)" "$best_direct" "$dbytes"
 printf '%-44s %8s %12s  %s of A (target <= 2x)\n' "B. through meshmail, cold" "$cold" "$mbytes" "$(ratio "$cold" "$best_direct")"
-printf '%-44s %8s %12s  %s of A (target <= 1.2x)\n' "B. through meshmail, warm" "$warm" "" "$(ratio "$warm" "$best_direct")"
-printf '%-44s %8s\n' "C. header sync through meshmail, warm" "$headers"
+printf '%-44s %8s %12s  %s of A (target <= 1.2x)\n' "B. through meshmail, warm" "$warm" "$wbytes" "$(ratio "$warm" "$best_direct")"
+printf '%-44s %8s %12s\n' "C. header sync through meshmail, warm" "$headers" "$hbytes"
 printf '%-44s %8s\n' "D. UID SEARCH BODY (one hit) through meshmail" "$search"
 python3 - "$W/meshmail.log" <<'PY'
 import re, sys

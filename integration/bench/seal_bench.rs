@@ -86,5 +86,14 @@ fn main() {
         "View::build 20 KB      {:8.1} us/msg",
         t.elapsed().as_secs_f64() * 1e6 / n as f64
     );
+    let t = Instant::now();
+    for _ in 0..n {
+        let v = meshmail::imap::view::View::build(sealed.bytes(), &keys, 1 << 26);
+        let _ = serde_json::to_vec(&v.index_entry());
+    }
+    println!(
+        "View::build + index entry {:8.1} us/msg",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

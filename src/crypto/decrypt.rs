@@ -45,7 +45,11 @@ pub struct DecryptionKeys {
     known: Vec<Cert>,
     /// The decryption subkeys, validated once (a policy check per message would verify the
     /// binding signatures again every time).
-    keypairs: Vec<(KeyHandle, sq::crypto::KeyPair)>,
+    keypairs: Vec<(
+        KeyHandle,
+        sq::crypto::KeyPair,
+        Option<super::x25519::FastDecryptor>,
+    )>,
 }
 
 impl std::fmt::Debug for DecryptionKeys {
@@ -89,8 +93,9 @@ impl DecryptionKeys {
                 .for_transport_encryption()
                 .chain(valid.keys().secret().for_storage_encryption())
                 .filter_map(|ka| {
+                    let fast = super::x25519::FastDecryptor::new(ka.key());
                     let pair = ka.key().clone().into_keypair().ok()?;
-                    Some((ka.key().key_handle(), pair))
+                    Some((ka.key().key_handle(), pair, fast))
                 })
                 .collect(),
             Err(_) => Vec::new(),
@@ -292,11 +297,17 @@ impl DecryptionHelper for Helper<'_> {
         for pkesk in pkesks {
             // A hidden recipient (wildcard key ID) is tried against every key.
             let wanted = pkesk.recipient();
-            for (handle, pair) in &self.keys.keypairs {
+            for (handle, pair, fast) in &self.keys.keypairs {
                 if let Some(w) = &wanted {
                     let hidden = w.to_hex().chars().all(|c| c == '0');
                     if !hidden && !handle.aliases(w) {
                         continue;
+                    }
+                }
+                if let Some((algo, session_key)) = fast.as_ref().and_then(|f| f.decrypt(pkesk)) {
+                    if decrypt(algo, &session_key) {
+                        self.decrypted = true;
+                        return Ok(None);
                     }
                 }
                 let mut pair = pair.clone();
@@ -309,5 +320,48 @@ impl DecryptionHelper for Helper<'_> {
             }
         }
         Err(anyhow::anyhow!(NO_KEY))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_x25519_path_opens_what_sequoia_encrypted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let account = crate::keys::Account::create(
+            &dir.path().join("a"),
+            "a@example.test",
+            None,
+            time::Duration::days(30),
+        )
+        .expect("account");
+        let unlocked = account.unlock(None).expect("unlock");
+        let keys = DecryptionKeys::new(
+            unlocked.openpgp_secret_cert().expect("secret"),
+            None,
+            None,
+            Vec::new(),
+        );
+        let cert = account.openpgp_cert().expect("cert");
+        let message =
+            crate::crypto::openpgp::encrypt(&[b"hello fast path"], &[cert], None).expect("enc");
+        let pkesk = sq::PacketPile::from_bytes(&message)
+            .expect("packets")
+            .descendants()
+            .find_map(|p| match p {
+                sq::Packet::PKESK(k) => Some(k.clone()),
+                _ => None,
+            })
+            .expect("a PKESK");
+        let fast = keys
+            .keypairs
+            .iter()
+            .find_map(|(_, _, f)| f.as_ref())
+            .expect("a Cv25519 key takes the fast path");
+        assert!(fast.decrypt(&pkesk).is_some());
+        let opened = keys.open_openpgp(&message, &[], 1 << 20).expect("open");
+        assert_eq!(&opened.plaintext[..], b"hello fast path");
     }
 }

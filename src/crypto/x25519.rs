@@ -115,3 +115,89 @@ fn build(
         .map_err(|e| e.to_string())?;
     Ok(pkesk.into())
 }
+
+/// The other direction: a Cv25519 decryption key held as an aws-lc-rs X25519 private key, so
+/// that opening a message costs one fast key agreement (Sequoia's OpenSSL path costs several
+/// times more, like encryption above).
+pub struct FastDecryptor {
+    private: aws_lc_rs::agreement::PrivateKey,
+    public: Key<PublicParts, UnspecifiedRole>,
+}
+
+impl FastDecryptor {
+    /// `None` unless `key` is an unencrypted Cv25519 ECDH key with a SHA-2 KDF.
+    pub fn new<R: sq::packet::key::KeyRole>(
+        key: &Key<sq::packet::key::SecretParts, R>,
+    ) -> Option<FastDecryptor> {
+        use sq::crypto::mpi::SecretKeyMaterial as S;
+        use sq::packet::key::SecretKeyMaterial;
+        let PublicKey::ECDH {
+            curve: Curve::Cv25519,
+            hash: HashAlgorithm::SHA256 | HashAlgorithm::SHA384 | HashAlgorithm::SHA512,
+            ..
+        } = key.mpis()
+        else {
+            return None;
+        };
+        let SecretKeyMaterial::Unencrypted(secret) = key.optional_secret()? else {
+            return None;
+        };
+        // OpenPGP stores the X25519 scalar big-endian; RFC 7748 wants it little-endian.
+        let scalar = secret.map(|m| match m {
+            S::ECDH { scalar } => {
+                let v = scalar.value();
+                (v.len() <= 32).then(|| {
+                    let mut le = zeroize::Zeroizing::new([0u8; 32]);
+                    for (i, b) in v.iter().rev().enumerate() {
+                        le[i] = *b;
+                    }
+                    le
+                })
+            }
+            _ => None,
+        })?;
+        let private =
+            aws_lc_rs::agreement::PrivateKey::from_private_key(&X25519, &scalar[..]).ok()?;
+        Some(FastDecryptor {
+            private,
+            public: key.parts_as_public().role_as_unspecified().clone(),
+        })
+    }
+
+    /// The session key in `pkesk` (v3), or `None` when it is not for this key or malformed.
+    pub fn decrypt(
+        &self,
+        pkesk: &PKESK,
+    ) -> Option<(Option<SymmetricAlgorithm>, sq::crypto::SessionKey)> {
+        let Ciphertext::ECDH { e, .. } = pkesk.esk() else {
+            return None;
+        };
+        let e = e.value();
+        if pkesk.version() != 3 || e.len() != 33 || e[0] != 0x40 {
+            return None;
+        }
+        let shared = aws_lc_rs::agreement::agree(
+            &self.private,
+            UnparsedPublicKey::new(&X25519, &e[1..]),
+            (),
+            |s| Ok(Protected::from(s)),
+        )
+        .ok()?;
+        // RFC 6637 §8: KDF, AES key unwrap and unpadding, as Sequoia does them.
+        let m = sq::crypto::ecdh::decrypt_unwrap(&self.public, &shared, pkesk.esk(), None).ok()?;
+        // m = symmetric algorithm || session key || two-octet checksum
+        let m: &[u8] = &m;
+        if m.len() < 3 {
+            return None;
+        }
+        let key = &m[1..m.len() - 2];
+        let checksum = key
+            .iter()
+            .map(|&b| u16::from(b))
+            .fold(0u16, u16::wrapping_add);
+        if checksum.to_be_bytes() != m[m.len() - 2..] {
+            return None;
+        }
+        Some((Some(SymmetricAlgorithm::from(m[0])), key.into()))
+    }
+}
