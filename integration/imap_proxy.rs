@@ -284,6 +284,70 @@ fn world() -> World {
         stored: plain.clone(),
         view: plain,
     });
+    // 8. Signed by Bob, whose certificate Alice holds: the inner From and Date are shown.
+    let inner = crlf("Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nSubject: Signed plan\r\nFrom: Bob <bob@example.test>\r\nDate: Wed, 25 Nov 2026 08:00:00 +0000\r\n\r\nThe signed word is quince.\r\n");
+    let armored = gpg_encrypt(
+        &g,
+        dir,
+        &inner,
+        &[
+            "--sign",
+            "--local-user",
+            &bob.openpgp_fingerprint,
+            "-r",
+            &alice.openpgp_fingerprint,
+        ],
+    );
+    let o = outer("m8");
+    let shown = o.replace(
+        "Date: Thu, 26 Nov 2026 10:00:00 +0000",
+        "Date: Wed, 25 Nov 2026 08:00:00 +0000",
+    );
+    cases.push(Case {
+        name: "signed-verified",
+        stored: pgp_mime(&o, &armored),
+        view: expected_view(
+            &format!(
+                "decrypted; signed-by={}; verified=yes",
+                bob.openpgp_fingerprint
+            ),
+            &shown,
+            Some("Signed plan"),
+            &inner,
+        ),
+    });
+    // 9. Signed by Bob, but claiming to be from Carol: nothing inner replaces the outer From,
+    //    and the result says the signature is not Carol's.
+    let inner = crlf("Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nSubject: Not really Carol\r\nFrom: Carol <carol@example.test>\r\n\r\nA spoofed damson.\r\n");
+    let armored = gpg_encrypt(
+        &g,
+        dir,
+        &inner,
+        &[
+            "--sign",
+            "--local-user",
+            &bob.openpgp_fingerprint,
+            "-r",
+            &alice.openpgp_fingerprint,
+        ],
+    );
+    let o = outer("m9").replace(
+        "From: Bob <bob@example.test>",
+        "From: Carol <carol@example.test>",
+    );
+    cases.push(Case {
+        name: "signed-not-by-from",
+        stored: pgp_mime(&o, &armored),
+        view: expected_view(
+            &format!(
+                "decrypted; signed-by={}; verified=no",
+                bob.openpgp_fingerprint
+            ),
+            &o,
+            Some("Not really Carol"),
+            &inner,
+        ),
+    });
 
     let stored: Vec<&[u8]> = cases.iter().map(|c| c.stored.as_slice()).collect();
     let uids = append(&servers, "alice", "INBOX", dir, &stored);
@@ -291,6 +355,13 @@ fn world() -> World {
     let oracle_uids = append(&servers, "alice", "Oracle", dir, &views);
     assert_eq!(uids.len(), cases.len());
 
+    // Alice's keyring holds Bob's certificate (signature checks never look anything up).
+    std::fs::create_dir_all(alice.home.join("keyring")).expect("keyring");
+    std::fs::copy(
+        bob.home.join("openpgp.asc"),
+        alice.home.join("keyring/bob.asc"),
+    )
+    .expect("copy");
     let certs = root.path().join("certs");
     run(meshmail(&alice.home).args(["certs", "--out"]).arg(&certs)).ok();
     let config = format!(
@@ -822,7 +893,17 @@ fn header_sync_after_a_restart_reads_the_index_not_the_ciphertext() {
             rest = rest[i..].split_once(')').map(|x| x.1).unwrap_or("");
         }
         out.push_str(rest);
-        out
+        // One entry per message, in UID order (meshmail answers indexed messages first).
+        let mut messages: Vec<String> = out
+            .split(")")
+            .filter(|m| !m.trim().is_empty())
+            .map(|m| {
+                m.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ')
+                    .to_owned()
+            })
+            .collect();
+        messages.sort();
+        messages
     };
     assert_eq!(norm(&first), norm(&oracle), "{first}\n---\n{oracle}");
     assert!(first.contains("Subject: Quarterly numbers"), "{first}");
@@ -884,4 +965,205 @@ fn header_sync_after_a_restart_reads_the_index_not_the_ciphertext() {
         "{}",
         String::from_utf8_lossy(&flags)
     );
+}
+
+#[test]
+fn a_locked_key_store_answers_unavailable_never_a_view_or_plaintext() {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let home = root.path().join("frank");
+    let pass = root.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").expect("pass");
+    run(meshmail(&home).arg("--passphrase-file").arg(&pass).args([
+        "init",
+        "--address",
+        "frank@example.test",
+    ]))
+    .ok();
+    let g = Gpg {
+        dir: root.path().join("gpg"),
+    };
+    std::fs::create_dir_all(&g.dir).expect("gpg dir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&g.dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    g.import_public(&home);
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("account.json")).expect("json"))
+            .expect("json");
+    let fpr = info["openpgp_fingerprint"]
+        .as_str()
+        .expect("fpr")
+        .to_owned();
+    let inner = crlf("Content-Type: text/plain\r\n\r\nLocked away: mulberry.\r\n");
+    let armored = gpg_encrypt(&g, root.path(), &inner, &["-r", &fpr]);
+    let stored = pgp_mime(&OUTER.replace("NAME", "f1"), &armored);
+    let uids = append(
+        &servers,
+        "frank",
+        "INBOX",
+        root.path(),
+        &[stored.as_slice()],
+    );
+    // No passphrase in the configuration: the account is mapped but locked.
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"frank\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
+        home = home.display(),
+        imap = servers.imap(),
+        ca = servers.ca_pem().display(),
+    );
+    let m = Meshmail::start(&config);
+    let out = oracle()
+        .args([
+            "fetch",
+            &m.port.to_string(),
+            "frank",
+            "secret",
+            "INBOX",
+            &uids[0],
+            "BODY.PEEK[]",
+        ])
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("NO") && text.contains("UNAVAILABLE"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("mulberry") && !text.contains("BEGIN PGP"),
+        "{text}"
+    );
+    // APPEND is refused rather than stored in plaintext.
+    let draft = root.path().join("draft.eml");
+    std::fs::write(
+        &draft,
+        crlf("Subject: x\r\n\r\nA draft about elderberries.\r\n"),
+    )
+    .expect("write");
+    let appended = run(oracle()
+        .args([
+            "append",
+            "127.0.0.1",
+            &m.port.to_string(),
+            "frank",
+            "secret",
+            "Drafts",
+        ])
+        .arg(&draft));
+    assert_ne!(appended.code, 0, "{appended:#?}");
+    assert!(appended.stderr.contains("UNAVAILABLE"), "{appended:#?}");
+    let count = run(oracle().args([
+        "search",
+        &servers.imap().to_string(),
+        "frank",
+        "secret",
+        "Drafts",
+        "uid",
+        "ALL",
+    ]));
+    assert_eq!(count.code, 0, "{count:#?}");
+    assert_eq!(count.stdout.trim(), "", "{count:#?}");
+}
+
+#[test]
+fn malformed_server_responses_give_errors_not_crashes_or_unbounded_memory() {
+    let root = tempdir();
+    let alice = init_account(root.path(), "alice@example.test");
+    let port = free_port();
+    #[allow(clippy::zombie_processes)] // killed and reaped at the end
+    let mut fake = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/tools/fake_imap.py"))
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("fake server");
+    wait_for_port(port, "fake IMAP server");
+    // `badfetch` is mapped (meshmail parses its FETCH answers); the others are relayed.
+    // Messages of 1 MB at most.
+    let mut config = format!(
+        "home = \"{home}\"\nupstream_user = \"badfetch\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{port}\"\nupstream_tls = \"none\"\n[limits]\nmax_message_size = 1000000\n",
+        home = alice.home.display(),
+    );
+    config = config.replace("[limits]", "[limits]\nidle_timeout_secs = 5");
+    let m = Meshmail::start(&config);
+    let wait = std::time::Duration::from_secs(5);
+    let session = |user: &str, command: &str| {
+        converse(
+            m.port,
+            format!("a LOGIN {user} pw\r\nb SELECT INBOX\r\nc {command}\r\n").as_bytes(),
+            wait,
+        )
+    };
+    let (junk, _) = session("junk", "NOOP");
+    assert!(junk.contains("c OK"), "{junk}");
+    let (huge, closed) = session("hugeliteral", "UID FETCH 1 (BODY.PEEK[])");
+    assert!(closed && huge.contains("BYE"), "{huge}");
+    let (long, closed) = session("longline", "NOOP");
+    assert!(closed && long.contains("BYE"), "{long}");
+    let (bad, _) = session("badfetch", "UID FETCH 1 (BODY.PEEK[])");
+    assert!(
+        !bad.contains("c OK"),
+        "a broken answer must not complete the FETCH: {bad}"
+    );
+    // meshmail is still there, and its memory stayed bounded.
+    let (caps, _) = converse(m.port, b"a CAPABILITY\r\n", wait);
+    assert!(caps.contains("a OK"), "{caps}");
+    let pid = run(Command::new("pgrep").args(["-f", &format!("{}", m.dir.path().display())]))
+        .stdout
+        .clone();
+    assert!(!pid.trim().is_empty(), "meshmail's process not found");
+    for p in pid.lines() {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", p.trim())).unwrap_or_default();
+        if let Some(kb) = status.lines().find(|l| l.starts_with("VmHWM")) {
+            let kb: u64 = kb
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            assert!(kb < 200 * 1024, "peak RSS {kb} kB");
+        }
+    }
+    let _ = fake.kill();
+    let _ = fake.wait();
+}
+
+#[test]
+fn modseq_and_seen_are_the_servers() {
+    let w = world();
+    let modseq = |b: &[u8]| -> u64 {
+        let t = String::from_utf8_lossy(b);
+        t.split("MODSEQ (")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no MODSEQ in {t}"))
+    };
+    for uid in [&w.uids[0], &w.uids[3]] {
+        // Through meshmail (view path) and straight from Dovecot: the same MODSEQ.
+        let via = w.via_meshmail(uid, "MODSEQ BODY.PEEK[HEADER]");
+        let direct = w.direct("INBOX", uid, "MODSEQ");
+        assert_eq!(
+            modseq(&via),
+            modseq(&direct),
+            "{}",
+            String::from_utf8_lossy(&via)
+        );
+        // Reading it for real sets \\Seen and moves MODSEQ on the server, as Dovecot does.
+        let read = w.via_meshmail(uid, "MODSEQ BODY[TEXT]");
+        let after = w.direct("INBOX", uid, "MODSEQ FLAGS");
+        assert!(
+            contains(&after, "\\Seen"),
+            "{}",
+            String::from_utf8_lossy(&after)
+        );
+        assert!(modseq(&after) > modseq(&direct));
+        assert!(
+            contains(&read, "\\Seen"),
+            "{}",
+            String::from_utf8_lossy(&read)
+        );
+    }
 }
