@@ -116,8 +116,29 @@ printf '%s\n' "$MSG" | grep -E '^(Subject|Content-Type):|BEGIN PGP MESSAGE' | se
 printf '%s\n' "$MSG" | grep -q "secret subject" && { echo "LEAK: the Subject is in the clear"; exit 1; }
 echo "  (the Subject and body exist only inside the encrypted part)"
 
+IMAP_PORT=$((BASE + 143))
+step "5. read: Bob's own meshmail in front of his mailbox (IMAP on 127.0.0.1:$IMAP_PORT)"
+cat > "$DIR/bob.toml" <<CONF
+home = "$DIR/bob"
+upstream_user = "bob"
+[imap]
+listen = "127.0.0.1:$IMAP_PORT"
+upstream = "127.0.0.1:$((BASE + 43))"
+upstream_tls = "starttls"
+upstream_ca = "$DIR/servers/tls/ca.pem"
+CONF
+"$BIN" check-config "$DIR/bob.toml"
+"$BIN" -v serve --config "$DIR/bob.toml" >"$DIR/bob.out" 2>"$DIR/bob.log" &
+PIDS+=($!)
+for _ in $(seq 50); do grep -q ready "$DIR/bob.out" 2>/dev/null && break; sleep 0.1; done
+VIEW=$(curl -s "imap://127.0.0.1:$IMAP_PORT/INBOX;UID=1" -u bob:secret)
+echo "What Bob's mail client sees through meshmail:"
+printf '%s\n' "$VIEW" | grep -E '^(Meshmail-Result|Subject):|Only Bob' | sed 's/^/  /'
+printf '%s\n' "$VIEW" | grep -q "secret subject" || { echo "the view is not decrypted"; exit 1; }
+
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
-  step "running: meshmail SMTP 127.0.0.1:$SMTP_PORT (user alice, password secret, no TLS on loopback);"
-  echo "   Dovecot IMAP 127.0.0.1:$((BASE + 43)); NSD 127.0.0.1:$DNS_PORT. Ctrl-C stops everything."
+  step "running: meshmail SMTP 127.0.0.1:$SMTP_PORT (Alice) and IMAP 127.0.0.1:$IMAP_PORT (Bob),"
+  echo "   users alice / bob, password secret, no TLS on loopback; Dovecot IMAP 127.0.0.1:$((BASE + 43));"
+  echo "   NSD 127.0.0.1:$DNS_PORT. Ctrl-C stops everything."
   wait
 fi

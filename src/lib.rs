@@ -10,13 +10,19 @@
 //! - [`policy`]: signed policy documents, their verification (the only maker of
 //!   [`policy::Verified`]), discovery (local store → DNS → HTTPS) and the outcome cache.
 //! - [`keys`]: the account's key store: keys, certificates, sealed secrets, export.
-//! - [`crypto`]: OpenPGP and S/MIME certificates (and, next, message encryption and recryption).
+//! - [`crypto`]: OpenPGP and S/MIME certificates, message encryption and decryption (next:
+//!   recryption).
+//! - [`mime`]: header protection and the PGP/MIME and S/MIME envelopes of outgoing copies.
+//! - [`pipeline`]: what each recipient gets (classification, copies, sealing).
+//! - [`smtp`]: the submission proxy (sessions, DATA, the upstream relay).
+//! - [`imap`]: the IMAP proxy: framing (imap-codec), capabilities, the decrypted view (its
+//!   structure as Dovecot computes it), FETCH/SEARCH/APPEND of mapped sessions, the index.
 //! - [`tls`]: rustls configurations; certificates are always verified.
 //! - [`config`]: the TOML configuration.
 //! - [`codes`]: the one table of outcomes → exit codes / SMTP / IMAP replies.
 //! - [`secret`]: secrets as a type (redacted `Debug`, zeroized on drop).
 //!
-//! Next (see DESIGN.md): `smtp` (server, relay), `mime`, `imap`, `pop3`, `crypto::recrypt`.
+//! Next (see DESIGN.md): the MTA sidecar, `pop3`, `crypto::recrypt`.
 
 pub mod address;
 pub mod codes;
