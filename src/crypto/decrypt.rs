@@ -140,7 +140,7 @@ impl DecryptionKeys {
             .map_err(|e| OpenError::Corrupt(e.to_string()))?
             .with_policy(&policy, None, helper)
             .map_err(|e| {
-                if e.to_string().contains(NO_KEY) {
+                if format!("{e:#}").contains(NO_KEY) {
                     OpenError::NotForUs
                 } else {
                     OpenError::Corrupt(e.to_string())

@@ -286,8 +286,8 @@ impl Session {
             plan: Arc::new(plan),
             failure: None,
             known: Default::default(),
-            known_phase: false,
             rest_sent: true,
+            answered: Default::default(),
         });
     }
 

@@ -201,8 +201,8 @@ impl Session {
             plan: Arc::new(plan),
             failure: None,
             known,
-            known_phase: true,
             rest_sent,
+            answered: BTreeSet::new(),
         });
         true
     }
@@ -217,7 +217,6 @@ impl Session {
         let Some(active) = self.fetch.as_mut() else {
             return;
         };
-        active.known_phase = false;
         if !ok {
             let text = String::from_utf8_lossy(line);
             let reason = text

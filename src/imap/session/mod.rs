@@ -113,10 +113,10 @@ struct ActiveFetch {
     failure: Option<String>,
     /// UIDs answered from views without asking the server for content.
     known: std::collections::BTreeSet<u32>,
-    /// The internal FETCH of those UIDs is running.
-    known_phase: bool,
     /// The client's FETCH went upstream for the other UIDs.
     rest_sent: bool,
+    /// Known UIDs answered so far (each is answered once).
+    answered: std::collections::BTreeSet<u32>,
 }
 
 struct Session {

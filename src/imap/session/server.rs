@@ -140,7 +140,6 @@ impl Session {
             return;
         };
         let plan = active.plan.clone();
-        let known_phase = active.known_phase;
         let Some(parsed) = fetch::parse_response(&message, &plan) else {
             // Not a FETCH meshmail can read: it carries no content meshmail would change
             // only if it has no body items; refuse to guess.
@@ -154,10 +153,14 @@ impl Session {
                 .as_ref()
                 .is_some_and(|f| f.known.contains(&u.get()))
         });
-        if known && !known_phase {
-            // The rest of the FETCH reached a known message (`n:*` names the last one): it
-            // was answered already.
-            return;
+        if known {
+            let uid = parsed.uid.map(|u| u.get()).unwrap_or_default();
+            let first = self.fetch.as_mut().is_some_and(|f| f.answered.insert(uid));
+            if !first {
+                // Answered already: Dovecot may run the two FETCHes side by side, and the
+                // rest's `n:*` names the last (known) message.
+                return;
+            }
         }
         if !parsed.encrypted && !known {
             // Byte for byte, minus what meshmail added (re-encoding would change case and
