@@ -46,6 +46,9 @@ struct World {
     oracle_uids: Vec<String>,
     /// meshmail's configuration (to start it again).
     config: String,
+    /// meshmail's implicit-TLS IMAP port, and the directory of its certificate.
+    tls_port: u16,
+    certs: PathBuf,
 }
 
 const OUTER: &str = "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <NAME@example.test>\r\nMIME-Version: 1.0\r\n";
@@ -349,6 +352,18 @@ fn world() -> World {
         ),
     });
 
+    // 10. Encrypted to Bob only: shown as stored, with a result header saying why.
+    let inner = crlf("Content-Type: text/plain\r\n\r\nFor Bob's eyes: olive.\r\n");
+    let armored = gpg_encrypt(&g, dir, &inner, &["-r", &bob.openpgp_fingerprint]);
+    let stored = pgp_mime(&outer("m10"), &armored);
+    let mut view =
+        b"Meshmail-Result: failed; reason=\"not encrypted to this account's key\"\r\n".to_vec();
+    view.extend_from_slice(&stored);
+    cases.push(Case {
+        name: "not-for-us",
+        stored,
+        view,
+    });
     let stored: Vec<&[u8]> = cases.iter().map(|c| c.stored.as_slice()).collect();
     let uids = append(&servers, "alice", "INBOX", dir, &stored);
     let views: Vec<&[u8]> = cases.iter().map(|c| c.view.as_slice()).collect();
@@ -364,8 +379,9 @@ fn world() -> World {
     .expect("copy");
     let certs = root.path().join("certs");
     run(meshmail(&alice.home).args(["certs", "--out"]).arg(&certs)).ok();
+    let tls_port = free_port();
     let config = format!(
-        "home = \"{home}\"\nupstream_user = \"alice\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nlisten_implicit_tls = \"127.0.0.1:{tls_port}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n",
         home = alice.home.display(),
         imap = servers.imap(),
         ca = servers.ca_pem().display(),
@@ -375,6 +391,8 @@ fn world() -> World {
     let meshmail = Meshmail::start(&config);
     World {
         config,
+        tls_port,
+        certs,
         root,
         servers,
         meshmail,
@@ -935,6 +953,7 @@ fn header_sync_after_a_restart_reads_the_index_not_the_ciphertext() {
     assert!(files > 0, "no index written");
 
     // After a restart the same sync decrypts nothing and fetches no ciphertext.
+    w.meshmail.stop();
     w.meshmail = Meshmail::start(&w.config);
     let second = strip_seq(w.via_meshmail("1:*", sync));
     assert_eq!(norm(&second), norm(&first));
@@ -1166,4 +1185,185 @@ fn modseq_and_seen_are_the_servers() {
             String::from_utf8_lossy(&read)
         );
     }
+}
+
+#[test]
+fn tls_both_ways_and_authenticate_plain_reach_the_view() {
+    let w = world();
+    let ca = w.certs.join("cert.pem");
+    for (port, mode, mech) in [
+        (w.meshmail.port, "starttls", "plain"),
+        (w.tls_port, "implicit", "login"),
+    ] {
+        // HEADER.FIELDS of a message not decrypted yet: meshmail fetches its ciphertext on its
+        // own connection, logged in by replaying the client's LOGIN or AUTHENTICATE PLAIN.
+        let uid = if mode == "starttls" {
+            &w.uids[0]
+        } else {
+            &w.uids[1]
+        };
+        let out = run(oracle().args([
+            "tls",
+            &port.to_string(),
+            mode,
+            &ca.display().to_string(),
+            mech,
+            "alice",
+            "secret",
+            "INBOX",
+            uid,
+            "BODY.PEEK[HEADER.FIELDS (SUBJECT)]",
+        ]));
+        assert_eq!(
+            out.code,
+            0,
+            "{mode}/{mech}: {out:#?}\n{}",
+            w.meshmail.log_text()
+        );
+        let want = if mode == "starttls" {
+            "Quarterly numbers"
+        } else {
+            "Hidden lunch"
+        };
+        assert!(out.stdout.contains(want), "{mode}/{mech}: {out:#?}");
+    }
+}
+
+#[test]
+fn a_message_sent_through_meshmails_smtp_proxy_reads_back_through_its_imap_proxy() {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let alice = init_account(root.path(), "alice@example.test");
+    // Alice's own certificate in her keyring: mail to her plain address must be encrypted.
+    std::fs::create_dir_all(alice.home.join("keyring")).expect("keyring");
+    std::fs::copy(
+        alice.home.join("openpgp.asc"),
+        alice.home.join("keyring/alice.asc"),
+    )
+    .expect("copy");
+    let smtp_port = free_port();
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[encrypt]\ndefault = \"never\"\naddresses = {{ \"alice@example.test\" = \"required\" }}\n",
+        home = alice.home.display(),
+        sub = servers.submission(),
+        imap = servers.imap(),
+        ca = servers.ca_pem().display(),
+    );
+    let m = Meshmail::start(&config);
+    let sent = common::mail::swaks(
+        smtp_port,
+        "alice",
+        "secret",
+        "alice@example.test",
+        &[
+            "--header",
+            "Subject: Through both proxies",
+            "--body",
+            "The proxied fruit is a guava.",
+        ],
+    );
+    assert_eq!(sent.code, 0, "{sent:#?}\n{}", m.log_text());
+    let inbox = servers.wait_for_inbox("alice", 1);
+    assert_eq!(inbox.len(), 1, "{}", servers.postfix_log());
+    let stored = &inbox[0];
+    assert!(
+        !contains(stored, "guava") && !contains(stored, "Through both"),
+        "plaintext on the server"
+    );
+    // The expected view, built from what the server holds and what gpg decrypts.
+    let g = Gpg::with_secret_of(&alice.home, root.path().join("gpg"));
+    let inner = g.decrypt(&common::mail::pgp_part(stored));
+    assert_eq!(inner.code, 0, "{inner:#?}");
+    let inner = inner.stdout.into_bytes();
+    let head = String::from_utf8_lossy(
+        &stored[..stored
+            .windows(4)
+            .position(|x| x == b"\r\n\r\n")
+            .expect("header")
+            + 2],
+    )
+    .to_string();
+    let mut outer = String::new();
+    let mut skip = false;
+    for line in head.split_inclusive("\r\n") {
+        if !line.starts_with([' ', '\t']) {
+            skip = line.to_ascii_lowercase().starts_with("content-");
+        }
+        if !skip {
+            outer.push_str(line);
+        }
+    }
+    let inner_head = String::from_utf8_lossy(
+        &inner[..inner
+            .windows(4)
+            .position(|x| x == b"\r\n\r\n")
+            .expect("inner header")
+            + 2],
+    )
+    .to_string();
+    let inner_field = |name: &str| {
+        inner_head
+            .split("\r\n")
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
+            .map(|l| l[name.len() + 1..].trim().to_owned())
+    };
+    let subject = inner_field("Subject").expect("protected subject");
+    assert_eq!(subject, "Through both proxies");
+    let want = expected_view(
+        &format!(
+            "decrypted; signed-by={}; verified=yes",
+            alice.openpgp_fingerprint
+        ),
+        &outer,
+        Some(&subject),
+        &inner,
+    );
+    let uids = run(oracle().args([
+        "search",
+        &m.port.to_string(),
+        "alice",
+        "secret",
+        "INBOX",
+        "uid",
+        "ALL",
+    ]))
+    .ok()
+    .stdout
+    .clone();
+    let uid = uids.trim().to_owned();
+    let out = oracle()
+        .args([
+            "fetch",
+            &m.port.to_string(),
+            "alice",
+            "secret",
+            "INBOX",
+            &uid,
+            "BODY.PEEK[]",
+        ])
+        .output()
+        .expect("python");
+    assert!(
+        out.stdout.windows(want.len()).any(|x| x == want.as_slice()),
+        "got:\n{}\nwant:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&want)
+    );
+    // And Dovecot agrees on the structure of that view.
+    let oracle_uid = append(&servers, "alice", "Oracle", root.path(), &[want.as_slice()]);
+    let cmp = run(oracle().args([
+        "compare",
+        &m.port.to_string(),
+        &servers.imap().to_string(),
+        "alice",
+        "secret",
+        "INBOX",
+        "Oracle",
+        &format!("{uid}:{}", oracle_uid[0]),
+        "BODYSTRUCTURE|ENVELOPE|RFC822.SIZE|BODY.PEEK[1]|BODY.PEEK[HEADER]",
+    ]));
+    assert_eq!(cmp.code, 0, "{}", cmp.stdout);
 }

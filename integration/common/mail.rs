@@ -199,12 +199,21 @@ impl Meshmail {
     }
 }
 
+impl Meshmail {
+    /// Stops the process (SIGTERM) and waits for it; dropping afterwards does nothing more.
+    pub fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Drop for Meshmail {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -14,6 +14,10 @@
   search PORT USER PASS MAILBOX uid|seq QUERY...
       Prints the sorted numbers each (UID) SEARCH answers, one line per query.
 
+  tls PORT starttls|implicit CAFILE login|plain USER PASS MAILBOX UID ITEM
+      Like fetch, over TLS to meshmail (certificate checked against CAFILE), logging in with
+      LOGIN or AUTHENTICATE PLAIN.
+
   fetch PORT USER PASS MAILBOX UID ITEM
       Prints the raw response of one UID FETCH (for tests that look at one answer).
 """
@@ -105,6 +109,23 @@ def main():
                 print(f"{typ} {data}")
                 continue
             print(" ".join(sorted((data[0] or b"").decode().split(), key=int)))
+        m.logout()
+    elif cmd == "tls":
+        # tls PORT starttls|implicit CAFILE login|plain USER PASS MAILBOX UID ITEM
+        port, mode, cafile, mech, user, password, mailbox, uid, item = sys.argv[2:11]
+        import ssl
+        ctx = ssl.create_default_context(cafile=cafile)
+        if mode == "implicit":
+            m = imaplib.IMAP4_SSL("127.0.0.1", int(port), ssl_context=ctx)
+        else:
+            m = imaplib.IMAP4("127.0.0.1", int(port))
+            m.starttls(ssl_context=ctx)
+        if mech == "plain":
+            m.authenticate("PLAIN", lambda _: b"\0" + user.encode() + b"\0" + password.encode())
+        else:
+            m.login(user, password)
+        m.select(mailbox, readonly=True)
+        sys.stdout.buffer.write(fetch(m, uid, item))
         m.logout()
     elif cmd == "fetch":
         port, user, password, mailbox, uid, item = sys.argv[2:8]
