@@ -1367,3 +1367,29 @@ fn a_message_sent_through_meshmails_smtp_proxy_reads_back_through_its_imap_proxy
     ]));
     assert_eq!(cmp.code, 0, "{}", cmp.stdout);
 }
+
+#[test]
+fn search_in_sequence_numbers_uses_the_clients_own_numbering() {
+    let w = world();
+    // "durian" is UID 4. The client's session saw UID 1 go (durian is its number 3) but not
+    // yet UID 2: a fresh session numbers durian 2. meshmail must answer 3.
+    let out = run(oracle().args([
+        "stale-search",
+        &w.meshmail.port.to_string(),
+        &w.servers.imap().to_string(),
+        "alice",
+        "secret",
+        "INBOX",
+        &w.uids[0],
+        &w.uids[1],
+        "BODY durian",
+    ]));
+    assert_eq!(w.uids[3], "4");
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        out.stdout.trim(),
+        "3",
+        "{out:#?}\n{}",
+        w.meshmail.log_text()
+    );
+}

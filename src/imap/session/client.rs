@@ -232,6 +232,7 @@ impl Session {
             CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
                 self.selected = None;
                 self.selecting = Some(tag.clone());
+                self.seqmap = Default::default();
                 self.pending.insert(
                     tag.clone(),
                     Pending::Select(Selected {
@@ -359,8 +360,19 @@ impl Session {
             self.no(tag, "[UNAVAILABLE] meshmail cannot search this mailbox now");
             return;
         };
-        let local = tokio::spawn(super::search_local(source, criteria, uid));
+        let local = tokio::spawn(super::search_local(source, criteria));
+        if !uid && !self.seqmap.complete() {
+            // Sequence numbers of what meshmail finds come from the client's own session.
+            let t = self.internal_tag();
+            self.pending.insert(t.clone(), Pending::Internal);
+            self.mapping = Some(t.clone());
+            self.push_up(
+                Some(t.clone()),
+                format!("{t} FETCH 1:* (UID)\r\n").into_bytes(),
+            );
+        }
         self.search = Some(super::ActiveSearch {
+            uid,
             upstream: Vec::new(),
             local,
         });

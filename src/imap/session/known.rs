@@ -207,7 +207,7 @@ impl Session {
         true
     }
 
-    fn internal_tag(&mut self) -> String {
+    pub(super) fn internal_tag(&mut self) -> String {
         self.internal += 1;
         format!("mm{}", self.internal)
     }

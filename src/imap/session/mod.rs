@@ -11,6 +11,7 @@ mod client;
 mod known;
 mod open;
 mod search;
+mod seqmap;
 mod server;
 
 use super::caps::ClientLink;
@@ -100,6 +101,8 @@ enum Mode {
 /// The running SEARCH of a mapped session: the upstream's numbers, and meshmail's own
 /// evaluation of the encrypted messages (numbers that are encrypted, numbers that match).
 struct ActiveSearch {
+    /// UID SEARCH (else numbers are sequence numbers).
+    uid: bool,
     upstream: Vec<u32>,
     local: tokio::task::JoinHandle<Result<LocalSearch, String>>,
 }
@@ -150,6 +153,10 @@ struct Session {
     starttls: bool,
     /// Counter for meshmail's own tags.
     internal: u64,
+    /// Sequence numbers ↔ UIDs of the selected mailbox (mapped sessions).
+    seqmap: seqmap::SeqMap,
+    /// meshmail's own `FETCH 1:* (UID)` is running (its answers only fill the map).
+    mapping: Option<String>,
 }
 
 enum Exit {
@@ -226,6 +233,8 @@ pub async fn run(
         search: None,
         starttls: false,
         internal: 0,
+        seqmap: Default::default(),
+        mapping: None,
     };
     let greeting = format!(
         "* OK [CAPABILITY {}] meshmail ready\r\n",

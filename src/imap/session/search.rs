@@ -9,12 +9,11 @@ use imap_codec::imap_types::core::Vec1;
 use imap_codec::imap_types::search::SearchKey;
 
 /// Lists the mailbox on meshmail's connection, opens every encrypted message (cache, index,
-/// or decryption) and evaluates the query on each. Answers with the numbers of the encrypted
-/// messages and of those that match (UIDs for UID SEARCH, else sequence numbers).
+/// or decryption) and evaluates the query on each. Answers with the UIDs of the encrypted
+/// messages and of those that match.
 pub(super) async fn search_local(
     source: ViewSource,
     criteria: Vec<SearchKey<'static>>,
-    uid: bool,
 ) -> Result<LocalSearch, String> {
     let owned = source
         .owned
@@ -26,7 +25,7 @@ pub(super) async fn search_local(
         .map_err(|e| e.0)?;
     let max_seq = listed.iter().map(|l| l.seq).max().unwrap_or(0);
     let max_uid = listed.iter().map(|l| l.uid).max().unwrap_or(0);
-    let number = move |l: &Listed| if uid { l.uid } else { l.seq };
+    let number = |l: &Listed| l.uid;
     let mut opened = Vec::new();
     for l in listed.iter().filter(|l| l.encrypted) {
         let view = source.open(l.uid, None, false).await?;
@@ -86,9 +85,22 @@ impl Session {
             active.local.abort();
             self.push_out(Out::Bytes(line));
         } else {
+            // meshmail's own results are UIDs; a SEARCH in sequence numbers gets them numbered
+            // as the client's session numbers them.
+            let seq_of = (!active.uid).then(|| self.seqmap.by_uid());
             self.out.push_back(Box::pin(async move {
                 match active.local.await {
                     Ok(Ok((encrypted, hits))) => {
+                        let (encrypted, hits) = match &seq_of {
+                            None => (encrypted, hits),
+                            Some(map) => (
+                                encrypted
+                                    .iter()
+                                    .filter_map(|u| map.get(u).copied())
+                                    .collect(),
+                                hits.iter().filter_map(|u| map.get(u).copied()).collect(),
+                            ),
+                        };
                         let mut all: Vec<u32> = active
                             .upstream
                             .into_iter()

@@ -77,7 +77,12 @@ impl Session {
                 self.finish_known_fetch(ok, &message);
                 return;
             }
-            Some(Pending::Internal) => return,
+            Some(Pending::Internal) => {
+                if self.mapping.as_deref() == Some(tag.as_str()) {
+                    self.mapping = None;
+                }
+                return;
+            }
             Some(Pending::Search) => {
                 self.finish_search(tag, ok, message);
                 return;
@@ -110,6 +115,21 @@ impl Session {
     fn on_untagged(&mut self, message: Vec<u8>) {
         if self.search.is_some() && self.take_search_data(&message) {
             return;
+        }
+        if self.account.is_some() {
+            use super::seqmap::{news, MapNews};
+            match news(&message) {
+                Some(MapNews::Exists(n)) => self.seqmap.exists(n),
+                Some(MapNews::Expunge(n)) => self.seqmap.expunge(n),
+                Some(MapNews::Fetch { seq, uid, only_uid }) => {
+                    self.seqmap.learn(seq, uid);
+                    if only_uid && self.mapping.is_some() {
+                        // An answer to meshmail's own FETCH (UID): not the client's.
+                        return;
+                    }
+                }
+                None => {}
+            }
         }
         if self.fetch.is_some() && self.account.is_some() && is_fetch(&message) {
             self.on_fetch_response(message);
