@@ -24,7 +24,7 @@ impl SeqMap {
 
     pub fn learn(&mut self, seq: u32, uid: u32) {
         let i = seq as usize;
-        if i >= 1 && i <= MAX {
+        if (1..=MAX).contains(&i) {
             if i > self.uids.len() {
                 self.uids.resize(i, None);
             }
@@ -68,7 +68,7 @@ pub fn news(message: &[u8]) -> Option<MapNews> {
         "EXPUNGE" => Some(MapNews::Expunge(n)),
         "FETCH" => {
             let items = rest.trim_start_matches('(');
-            let mut words = items.split(|c: char| c == ' ' || c == '(' || c == ')');
+            let mut words = items.split([' ', '(', ')']);
             let mut uid = None;
             while let Some(w) = words.next() {
                 if w.eq_ignore_ascii_case("UID") {
