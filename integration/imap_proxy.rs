@@ -10,7 +10,7 @@ mod common;
 use common::gpg::Gpg;
 use common::mail::{MailServers, Meshmail};
 use common::*;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -1392,4 +1392,42 @@ fn search_in_sequence_numbers_uses_the_clients_own_numbering() {
         "{out:#?}\n{}",
         w.meshmail.log_text()
     );
+}
+
+#[test]
+fn plaintext_injected_after_the_upstreams_starttls_reply_is_refused() {
+    let root = tempdir();
+    let alice = init_account(root.path(), "alice@example.test");
+    let ca = make_test_ca(root.path(), &["localhost"]);
+    let port = free_port();
+    #[allow(clippy::zombie_processes)] // killed and reaped at the end
+    let mut fake = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/tools/fake_imap.py"))
+        .arg(port.to_string())
+        .arg(&ca.cert_pem)
+        .arg(&ca.key_pem)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("fake server");
+    wait_for_port(port, "fake IMAP server");
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"localhost:{port}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
+        home = alice.home.display(),
+        ca = ca.ca_pem.display(),
+    );
+    let m = Meshmail::start(&config);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let mut greeting = String::new();
+    let _ = std::io::BufReader::new(&s).read_line(&mut greeting);
+    assert!(greeting.starts_with("* BYE [UNAVAILABLE]"), "{greeting}");
+    assert!(!greeting.contains("injected"), "{greeting}");
+    assert!(
+        m.log_text().contains("plaintext after its STARTTLS reply"),
+        "{}",
+        m.log_text()
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
 }

@@ -8,14 +8,24 @@ them, hence this stand-in (plaintext, loopback only).
   longline     a 3 MB line without an end, then closes
   badfetch     a FETCH of an encrypted message whose literal is shorter than announced
 
-usage: fake_imap.py PORT
+With CERT and KEY it offers STARTTLS, and injects a plaintext response right after its
+STARTTLS reply (a STARTTLS response injection, which meshmail must refuse).
+
+usage: fake_imap.py PORT [CERT KEY]
 """
 import socket
 import sys
 import threading
 
+import ssl
+
 PORT = int(sys.argv[1])
 CAPS = b"IMAP4rev1 LITERAL+ IDLE AUTH=PLAIN"
+TLS = None
+if len(sys.argv) > 3:
+    TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    TLS.load_cert_chain(sys.argv[2], sys.argv[3])
+    CAPS += b" STARTTLS"
 
 
 def serve(conn):
@@ -28,6 +38,11 @@ def serve(conn):
             return
         parts = line.strip().split(b" ")
         tag, cmd = parts[0], (parts[1].upper() if len(parts) > 1 else b"")
+        if cmd == b"STARTTLS" and TLS is not None:
+            conn.sendall(tag + b" OK Begin TLS\r\n* OK [ALERT] injected in plaintext\r\n")
+            conn = TLS.wrap_socket(conn, server_side=True)
+            f = conn.makefile("rb")
+            continue
         if cmd == b"CAPABILITY":
             conn.sendall(b"* CAPABILITY " + CAPS + b"\r\n" + tag + b" OK done\r\n")
         elif cmd == b"LOGIN":
