@@ -1416,7 +1416,7 @@ fn plaintext_injected_after_the_upstreams_starttls_reply_is_refused() {
         ca = ca.ca_pem.display(),
     );
     let m = Meshmail::start(&config);
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
+    let s = std::net::TcpStream::connect(("127.0.0.1", m.port)).expect("connect");
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
     let mut greeting = String::new();
