@@ -264,3 +264,67 @@ impl ViewCache {
 
 /// The view helpers need an unlocked account.
 pub type Keys = Arc<DecryptionKeys>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_codec::imap_types::core::Vec1;
+    use proptest::prelude::*;
+    use std::num::NonZeroU32;
+
+    fn sections() -> Vec<Option<Section<'static>>> {
+        let part = |v: &[u32]| {
+            Part(
+                Vec1::try_from(
+                    v.iter()
+                        .filter_map(|&n| NonZeroU32::new(n))
+                        .collect::<Vec<_>>(),
+                )
+                .expect("non-empty"),
+            )
+        };
+        vec![
+            None,
+            Some(Section::Header(None)),
+            Some(Section::Text(None)),
+            Some(Section::Part(part(&[1]))),
+            Some(Section::Part(part(&[2, 1]))),
+            Some(Section::Part(part(&[1, 1, 1]))),
+            Some(Section::Mime(part(&[2]))),
+            Some(Section::Header(Some(part(&[2])))),
+            Some(Section::Text(Some(part(&[3, 1])))),
+        ]
+    }
+
+    /// Messages shaped like MIME, with the pieces that make parsers trip.
+    fn mime_like() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"Content-Type: multipart/mixed; boundary=b\r\n".to_vec()),
+            Just(b"Content-Type: message/rfc822\r\n".to_vec()),
+            Just(b"Content-Type: text/plain; charset*0*=utf-8''%E2; charset*1=x\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"--b\r\n".to_vec()),
+            Just(b"--b--\r\n".to_vec()),
+            Just(b"From: \"a\\\" (b) <c@d>, g: e@f;\r\n".to_vec()),
+            Just(b" folded\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_a_view_without_panicking(m in prop_oneof![mime_like(), proptest::collection::vec(any::<u8>(), 0..400)]) {
+            let view = View::from_message(Zeroizing::new(m.clone()));
+            prop_assert_eq!(view.size(), m.len());
+            // Balanced parentheses outside strings: a client can parse what is written.
+            prop_assert!(view.bodystructure().starts_with('(') && view.bodystructure().ends_with(')'));
+            for s in sections() {
+                let bytes = view.section(s.as_ref());
+                prop_assert!(bytes.len() <= m.len() + 2);
+            }
+            let _ = view.search_text();
+        }
+    }
+}
