@@ -2,7 +2,8 @@
 """IMAP checks for the integration tests, with Python's imaplib as the client.
 
   append HOST PORT USER PASS MAILBOX FILE...
-      APPENDs each file (bytes as they are; flags from $IMAP_FLAGS) and prints the UIDs
+      APPENDs each file (bytes as they are; flags from $IMAP_FLAGS, internal date from
+      $IMAP_DATE, e.g. '"01-Jan-2026 12:34:56 +0000"') and prints the UIDs
       (APPENDUID), one per line.
 
   compare MESHMAIL_PORT DOVECOT_PORT USER PASS MAILBOX ORACLE_MAILBOX PAIRS ITEMS
@@ -73,7 +74,8 @@ def main():
             with open(path, "rb") as f:
                 body = f.read()
             flags = os.environ.get("IMAP_FLAGS")
-            typ, data = m.append(mailbox, flags, None, body)
+            date = os.environ.get("IMAP_DATE")
+            typ, data = m.append(mailbox, flags, date, body)
             if typ != "OK":
                 raise SystemExit(f"APPEND failed: {data}")
             uid = re.search(rb"APPENDUID \d+ (\d+)", data[0]).group(1).decode()

@@ -19,6 +19,9 @@ use imap_codec::imap_types::IntoStatic;
 use imap_codec::CommandCodec;
 use std::sync::Arc;
 
+/// The longest command line (without literals) a client may send: long UID sets included.
+const MAX_COMMAND_LINE: usize = 256 * 1024;
+
 /// Commands meshmail refuses: their answers would be computed from ciphertext, or they would
 /// take the connection out of meshmail's hands.
 const REFUSED: &[&str] = &[
@@ -37,7 +40,26 @@ impl Session {
     pub(super) fn on_client_bytes(&mut self, bytes: &[u8]) -> Result<(), Vec<u8>> {
         self.cfrag.enqueue_bytes(bytes);
         self.client_pending += bytes.len();
+        self.client_unframed += bytes.len();
+        let result = self.frame_client();
+        // A line that never ends must not fill memory (literals are bounded by the message
+        // size limit instead).
+        if result.is_ok() && !self.client_in_literal && self.client_unframed > MAX_COMMAND_LINE {
+            return Err(b"* BYE [TOOBIG] Command line too long\r\n".to_vec());
+        }
+        result
+    }
+
+    fn frame_client(&mut self) -> Result<(), Vec<u8>> {
         while let Some(frag) = self.cfrag.progress() {
+            self.client_unframed = self.client_unframed.saturating_sub(frag.range().len());
+            self.client_in_literal = matches!(
+                frag,
+                FragmentInfo::Line {
+                    announcement: Some(_),
+                    ..
+                }
+            );
             if self.cfrag.is_max_message_size_exceeded() {
                 return Err(b"* BYE [TOOBIG] Command too large\r\n".to_vec());
             }

@@ -132,6 +132,9 @@ struct Session {
     mode: Mode,
     collected: Vec<FragmentInfo>,
     client_pending: usize,
+    /// Client bytes not yet returned as a fragment, and whether a literal is being read.
+    client_unframed: usize,
+    client_in_literal: bool,
     errors: u32,
     // Upstream side.
     ufrag: Fragmentizer,
@@ -215,6 +218,8 @@ pub async fn run(
         mode: Mode::Forward,
         collected: Vec::new(),
         client_pending: 0,
+        client_unframed: 0,
+        client_in_literal: false,
         errors: 0,
         ufrag: Fragmentizer::new(max),
         up_queue: VecDeque::new(),
@@ -262,6 +267,8 @@ pub async fn run(
                 session.starttls = false;
                 session.cfrag = Fragmentizer::new(max);
                 session.client_pending = 0;
+                session.client_unframed = 0;
+                session.client_in_literal = false;
             }
         }
     }
