@@ -364,6 +364,43 @@ fn world() -> World {
         stored,
         view,
     });
+    // 11. Signed by Carol, whose certificate Alice does not hold but the message carries.
+    let carol = init_account(root.path(), "carol@example.test");
+    let gc = Gpg::with_secret_of(&carol.home, root.path().join("gpg-carol"));
+    gc.import_public(&alice.home);
+    let key = String::from_utf8_lossy(&std::fs::read(carol.home.join("openpgp.asc")).expect("key"))
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    let inner = crlf(&format!("Content-Type: multipart/mixed; boundary=\"k11\"; protected-headers=\"v1\"\r\nSubject: My key is attached\r\nFrom: Carol <carol@example.test>\r\n\r\n--k11\r\nContent-Type: text/plain\r\n\r\nHere is my key and a persimmon.\r\n--k11\r\nContent-Type: application/pgp-keys; name=\"carol.asc\"\r\nContent-Disposition: attachment; filename=\"carol.asc\"\r\n\r\n{key}\r\n--k11--\r\n"));
+    let armored = gpg_encrypt(
+        &gc,
+        dir,
+        &inner,
+        &[
+            "--sign",
+            "--local-user",
+            &carol.openpgp_fingerprint,
+            "-r",
+            &alice.openpgp_fingerprint,
+        ],
+    );
+    let o = outer("m11").replace(
+        "From: Bob <bob@example.test>",
+        "From: Carol <carol@example.test>",
+    );
+    cases.push(Case {
+        name: "signed-key-attached",
+        stored: pgp_mime(&o, &armored),
+        view: expected_view(
+            &format!(
+                "decrypted; signed-by={}; verified=yes",
+                carol.openpgp_fingerprint
+            ),
+            &o,
+            Some("My key is attached"),
+            &inner,
+        ),
+    });
     let stored: Vec<&[u8]> = cases.iter().map(|c| c.stored.as_slice()).collect();
     let uids = append(&servers, "alice", "INBOX", dir, &stored);
     let views: Vec<&[u8]> = cases.iter().map(|c| c.view.as_slice()).collect();

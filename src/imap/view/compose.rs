@@ -17,7 +17,21 @@ pub const RESULT_HEADER: &str = "Meshmail-Result";
 pub fn compose(raw: &[u8], keys: &DecryptionKeys, max: usize) -> Zeroizing<Vec<u8>> {
     let outer = mime::parse(raw);
     let opened = match payload(raw, &outer) {
-        Ok(Payload::OpenPgp(armored)) => keys.open_openpgp(&armored, &[], max),
+        Ok(Payload::OpenPgp(armored)) => {
+            let opened = keys.open_openpgp(&armored, &[], max);
+            match &opened {
+                // A signature by a key not held locally: the sender may have attached it.
+                Ok(o) if o.signatures.iter().any(|s| !s.good) => {
+                    let attached = attached_certs(&o.plaintext);
+                    if attached.is_empty() {
+                        opened
+                    } else {
+                        keys.open_openpgp(&armored, &attached, max)
+                    }
+                }
+                _ => opened,
+            }
+        }
         Ok(Payload::Cms(der)) => keys.open_cms(&der, max),
         Err(e) => Err(e),
     };
@@ -38,6 +52,52 @@ fn stored_by_us(outer: &mime::Entity, opened: &Opened, keys: &DecryptionKeys) ->
         .is_some_and(|f| mime::unfold(&f.raw_value).trim() == STORED_VALUE);
     let own = keys.fingerprint();
     marked && opened.signatures.iter().any(|s| s.good && s.signer == own)
+}
+
+/// Certificates in `application/pgp-keys` parts of a decrypted message (at most a few).
+fn attached_certs(plaintext: &[u8]) -> Vec<sequoia_openpgp::Cert> {
+    fn walk(msg: &[u8], e: &mime::Entity, out: &mut Vec<sequoia_openpgp::Cert>, depth: usize) {
+        if depth > 10 || out.len() >= 8 {
+            return;
+        }
+        match &e.kind {
+            mime::Kind::Multipart(children) => {
+                for c in children {
+                    walk(msg, c, out, depth + 1);
+                }
+            }
+            mime::Kind::Message(inner) => walk(msg, inner, out, depth + 1),
+            mime::Kind::Leaf => {
+                let ct = &e.content_type;
+                if ct.r#type != "application" || ct.subtype != "pgp-keys" {
+                    return;
+                }
+                let body = &msg[e.body.clone()];
+                let base64 = e.mime_field("Content-Transfer-Encoding").is_some_and(|f| {
+                    mime::unfold(&f.raw_value)
+                        .trim()
+                        .eq_ignore_ascii_case("base64")
+                });
+                let bytes = if base64 {
+                    let compact: Vec<u8> = body
+                        .iter()
+                        .copied()
+                        .filter(|b| !b.is_ascii_whitespace())
+                        .collect();
+                    data_encoding::BASE64.decode(&compact).unwrap_or_default()
+                } else {
+                    body.to_vec()
+                };
+                if let Ok(certs) = crate::crypto::openpgp::parse_certs(&bytes) {
+                    out.extend(certs.into_iter().take(8));
+                }
+            }
+        }
+    }
+    let tree = mime::parse(plaintext);
+    let mut out = Vec::new();
+    walk(plaintext, &tree, &mut out, 0);
+    out
 }
 
 enum Payload {
