@@ -364,6 +364,56 @@ fn world() -> World {
         stored,
         view,
     });
+    // 12. Signed, then encrypted (RFC 3156 §6.1): the decrypted payload is a
+    //     multipart/signed whose detached signature Bob made over its first part.
+    let signed_part =
+        crlf("Content-Type: text/plain; charset=us-ascii\r\n\r\nDetached and sealed: apricot.");
+    let part_file = dir.join("signed-part.txt");
+    std::fs::write(&part_file, &signed_part).expect("write");
+    let sig = Command::new("gpg")
+        .arg("--homedir")
+        .arg(&g.dir)
+        .args([
+            "--batch",
+            "--yes",
+            "--armor",
+            "--detach-sign",
+            "--digest-algo",
+            "SHA256",
+            "--local-user",
+            &bob.openpgp_fingerprint,
+            "--output",
+            "-",
+        ])
+        .arg(&part_file)
+        .output()
+        .expect("gpg");
+    assert!(
+        sig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sig.stderr)
+    );
+    let mut inner = crlf("Content-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"s12\"\r\n\r\n--s12\r\n");
+    inner.extend_from_slice(&signed_part);
+    inner.extend(crlf(
+        "\r\n--s12\r\nContent-Type: application/pgp-signature; name=\"signature.asc\"\r\n\r\n",
+    ));
+    inner.extend(crlf(&String::from_utf8_lossy(&sig.stdout)));
+    inner.extend(crlf("\r\n--s12--\r\n"));
+    let armored = gpg_encrypt(&g, dir, &inner, &["-r", &alice.openpgp_fingerprint]);
+    cases.push(Case {
+        name: "signed-then-encrypted",
+        stored: pgp_mime(&outer("m12"), &armored),
+        view: expected_view(
+            &format!(
+                "decrypted; signed-by={}; verified=yes",
+                bob.openpgp_fingerprint
+            ),
+            &outer("m12"),
+            None,
+            &inner,
+        ),
+    });
     // 11. Signed by Carol, whose certificate Alice does not hold but the message carries.
     let carol = init_account(root.path(), "carol@example.test");
     let gc = Gpg::with_secret_of(&carol.home, root.path().join("gpg-carol"));

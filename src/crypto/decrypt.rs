@@ -170,6 +170,45 @@ impl DecryptionKeys {
         })
     }
 
+    /// Checks a detached OpenPGP signature (the second part of a PGP/MIME multipart/signed,
+    /// RFC 3156 §5) over `data`, against the known and `extra` certificates. An unreadable
+    /// signature gives one failed check, so the message is never called unsigned.
+    pub fn verify_detached(
+        &self,
+        signature: &[u8],
+        data: &[u8],
+        extra: &[Cert],
+    ) -> Vec<SignatureCheck> {
+        use sq::parse::stream::DetachedVerifierBuilder;
+        let unreadable = || {
+            vec![SignatureCheck {
+                signer: "unreadable".into(),
+                good: false,
+                addresses: Vec::new(),
+            }]
+        };
+        let policy = StandardPolicy::new();
+        let helper = Helper {
+            keys: self,
+            extra,
+            signatures: Vec::new(),
+            decrypted: false,
+        };
+        let Ok(builder) = DetachedVerifierBuilder::from_bytes(signature) else {
+            return unreadable();
+        };
+        let Ok(mut verifier) = builder.with_policy(&policy, None, helper) else {
+            return unreadable();
+        };
+        let _ = verifier.verify_bytes(data);
+        let found = verifier.into_helper().signatures;
+        if found.is_empty() {
+            unreadable()
+        } else {
+            found
+        }
+    }
+
     /// Decrypts a CMS ContentInfo (EnvelopedData or AuthEnvelopedData, DER).
     pub fn open_cms(&self, der: &[u8], max: usize) -> Result<Opened, OpenError> {
         let (Some(cert), Some(key)) = (&self.smime_cert, &self.smime_key) else {

@@ -37,7 +37,7 @@ pub fn compose(raw: &[u8], keys: &DecryptionKeys, max: usize) -> Zeroizing<Vec<u
     };
     match opened {
         Ok(opened) if stored_by_us(&outer, &opened, keys) => opened.plaintext,
-        Ok(opened) => assemble(raw, &outer, opened),
+        Ok(opened) => assemble(raw, &outer, opened, keys),
         Err(e) => failed(raw, &outer, &e),
     }
 }
@@ -52,6 +52,39 @@ fn stored_by_us(outer: &mime::Entity, opened: &Opened, keys: &DecryptionKeys) ->
         .is_some_and(|f| mime::unfold(&f.raw_value).trim() == STORED_VALUE);
     let own = keys.fingerprint();
     marked && opened.signatures.iter().any(|s| s.good && s.signer == own)
+}
+
+/// The signatures of a signed-then-encrypted message whose decrypted payload is a
+/// multipart/signed: PGP/MIME ones are checked (held or attached certificates); an S/MIME one
+/// is reported as not checked, so the message is not called unsigned.
+fn detached_signatures(
+    msg: &[u8],
+    inner: &mime::Entity,
+    keys: &DecryptionKeys,
+) -> Vec<crate::crypto::decrypt::SignatureCheck> {
+    let ct = &inner.content_type;
+    let mime::Kind::Multipart(parts) = &inner.kind else {
+        return Vec::new();
+    };
+    if ct.r#type != "multipart" || ct.subtype != "signed" || parts.len() != 2 {
+        return Vec::new();
+    }
+    let protocol = ct
+        .param("protocol")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if protocol == "application/pgp-signature" {
+        let signed = &msg[parts[0].header.start..parts[0].body.end];
+        let signature = &msg[parts[1].body.clone()];
+        let attached = attached_certs(msg);
+        keys.verify_detached(signature, signed, &attached)
+    } else {
+        vec![crate::crypto::decrypt::SignatureCheck {
+            signer: "smime-unchecked".into(),
+            good: false,
+            addresses: Vec::new(),
+        }]
+    }
 }
 
 /// Certificates in `application/pgp-keys` parts of a decrypted message (at most a few).
@@ -173,13 +206,21 @@ fn push_field(out: &mut Vec<u8>, name: &str, raw_value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn assemble(raw: &[u8], outer: &mime::Entity, opened: Opened) -> Zeroizing<Vec<u8>> {
+fn assemble(
+    raw: &[u8],
+    outer: &mime::Entity,
+    mut opened: Opened,
+    keys: &DecryptionKeys,
+) -> Zeroizing<Vec<u8>> {
     let inner_bytes = crlf(&opened.plaintext);
     let inner = mime::parse(&inner_bytes);
     let ct = &inner.content_type;
     let protected = ct.param("hp").is_some() || ct.param("protected-headers").is_some();
     let inner_field = |name: &str| protected.then(|| inner.field(name)).flatten();
 
+    if opened.signatures.is_empty() {
+        opened.signatures = detached_signatures(&inner_bytes, &inner, keys);
+    }
     // The signature that counts: the first good one, else the first one.
     let signature = opened
         .signatures
