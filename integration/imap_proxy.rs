@@ -8,25 +8,12 @@
 mod common;
 
 use common::gpg::Gpg;
+use common::imap::{append, crlf, gpg_encrypt, oracle, pgp_mime, rand_suffix};
 use common::mail::{MailServers, Meshmail};
 use common::*;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const ORACLE: &str = "integration/tools/imap_oracle.py";
-
-fn oracle() -> Command {
-    let mut c = Command::new("python3");
-    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(ORACLE));
-    c
-}
-
-fn crlf(text: &str) -> Vec<u8> {
-    text.replace("\r\n", "\n")
-        .replace('\n', "\r\n")
-        .into_bytes()
-}
 
 /// A test message: what the server holds and what the client must see.
 struct Case {
@@ -52,14 +39,6 @@ struct World {
 }
 
 const OUTER: &str = "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <NAME@example.test>\r\nMIME-Version: 1.0\r\n";
-
-fn pgp_mime(outer: &str, armored: &[u8]) -> Vec<u8> {
-    let mut m = crlf(outer);
-    m.extend(crlf("Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"outer\"\r\n\r\nThis is an OpenPGP/MIME encrypted message\r\n--outer\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--outer\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n"));
-    m.extend(crlf(&String::from_utf8_lossy(armored)));
-    m.extend(crlf("\r\n--outer--\r\n"));
-    m
-}
 
 fn smime(outer: &str, der: &[u8], auth: bool) -> Vec<u8> {
     let mut m = crlf(outer);
@@ -101,34 +80,6 @@ fn expected_view(result: &str, outer: &str, subject: Option<&str>, inner: &[u8])
     v
 }
 
-fn gpg_encrypt(g: &Gpg, dir: &Path, inner: &[u8], args: &[&str]) -> Vec<u8> {
-    let f = dir.join(format!("inner-{}.eml", rand_suffix()));
-    std::fs::write(&f, inner).expect("write");
-    let out = Command::new("gpg")
-        .arg("--homedir")
-        .arg(&g.dir)
-        .args([
-            "--batch",
-            "--yes",
-            "--trust-model",
-            "always",
-            "--armor",
-            "--encrypt",
-        ])
-        .args(args)
-        .arg("--output")
-        .arg("-")
-        .arg(&f)
-        .output()
-        .expect("gpg");
-    assert!(
-        out.status.success(),
-        "gpg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 fn cms_encrypt(dir: &Path, inner: &[u8], cert: &Path, cipher: &str) -> Vec<u8> {
     let f = dir.join(format!("cms-{}.eml", rand_suffix()));
     std::fs::write(&f, inner).expect("write");
@@ -146,45 +97,6 @@ fn cms_encrypt(dir: &Path, inner: &[u8], cert: &Path, cipher: &str) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-fn rand_suffix() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    )
-}
-
-fn append(
-    servers: &MailServers,
-    user: &str,
-    mailbox: &str,
-    dir: &Path,
-    messages: &[&[u8]],
-) -> Vec<String> {
-    let mut files = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        let f = dir.join(format!("append-{mailbox}-{i}-{}.eml", rand_suffix()));
-        std::fs::write(&f, m).expect("write");
-        files.push(f);
-    }
-    let out = run(oracle()
-        .args([
-            "append",
-            "127.0.0.1",
-            &servers.imap().to_string(),
-            user,
-            "secret",
-            mailbox,
-        ])
-        .args(&files))
-    .ok()
-    .stdout
-    .clone();
-    out.lines().map(str::to_owned).collect()
 }
 
 fn world() -> World {

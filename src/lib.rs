@@ -36,4 +36,5 @@ pub mod policy;
 pub mod secret;
 pub mod serve;
 pub mod smtp;
+pub mod thunderbird;
 pub mod tls;

@@ -75,7 +75,7 @@ enum Command {
     },
     /// Check a configuration file and report every problem with its line.
     CheckConfig { file: PathBuf },
-    /// Run the proxy (SMTP submission; IMAP next) as the configuration says.
+    /// Run the proxy (SMTP submission and IMAP) as the configuration says.
     Serve {
         #[arg(long)]
         config: PathBuf,
@@ -84,6 +84,23 @@ enum Command {
     Certs {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Write the account prefs of a new Thunderbird profile (DIR/user.js): incoming and
+    /// outgoing servers are meshmail's listeners of the configuration.
+    Thunderbird {
+        /// The profile directory (new, or without a user.js yet).
+        #[arg(long)]
+        profile: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        /// STARTTLS to meshmail, its [tls] certificate accepted in the profile (default:
+        /// plaintext, which stays on loopback).
+        #[arg(long)]
+        starttls: bool,
+        /// Keep downloaded (decrypted) messages on disk for offline use (default: off, so
+        /// plaintext is not written to disk by Thunderbird).
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -357,6 +374,45 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     }
                     other => Failure::new(Outcome::Config, other),
                 })
+        }
+        Command::Thunderbird {
+            profile,
+            config,
+            starttls,
+            offline,
+        } => {
+            let config = Config::load(&config).map_err(|e| Failure::new(Outcome::Config, e))?;
+            let account_home = config.home.clone().unwrap_or(home.clone());
+            let account = Account::open(&account_home)?;
+            let cert = match (&config.tls, starttls) {
+                (Some(t), true) => Some(
+                    std::fs::read_to_string(&t.cert).map_err(|e| Failure::new(Outcome::Io, e))?,
+                ),
+                (None, true) => {
+                    return Err(Failure::new(
+                        Outcome::Config,
+                        "--starttls needs a [tls] certificate in the configuration",
+                    ))
+                }
+                _ => None,
+            };
+            let settings = meshmail::thunderbird::ProfileSettings::from_config(
+                &config,
+                account.address(),
+                starttls,
+                offline,
+            );
+            meshmail::thunderbird::write_profile(&profile, &settings, cert.as_deref())
+                .map_err(|e| Failure::new(Outcome::Io, e))?;
+            println!(
+                "wrote {}/user.js: start Thunderbird with `thunderbird -profile {}`; it asks for your provider password once",
+                profile.display(),
+                profile.display()
+            );
+            if !offline {
+                println!("offline copies are off: decrypted messages are not kept on disk (--offline keeps them)");
+            }
+            Ok(())
         }
         Command::Certs { out } => {
             let (cert, key) = meshmail::tls::localhost_certificate()

@@ -362,4 +362,5 @@ pub fn expired_policy_line(who: &TestAccount) -> String {
 }
 
 pub mod gpg;
+pub mod imap;
 pub mod mail;

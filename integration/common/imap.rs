@@ -1,0 +1,97 @@
+//! IMAP test helpers shared by the IMAP and Thunderbird tests: messages encrypted by gpg in
+//! PGP/MIME form, and imaplib (`tools/imap_oracle.py`) to store and read them.
+
+use super::gpg::Gpg;
+use super::mail::MailServers;
+use super::run;
+use std::path::Path;
+use std::process::Command;
+
+pub const ORACLE: &str = "integration/tools/imap_oracle.py";
+
+pub fn oracle() -> Command {
+    let mut c = Command::new("python3");
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(ORACLE));
+    c
+}
+
+pub fn crlf(text: &str) -> Vec<u8> {
+    text.replace("\r\n", "\n")
+        .replace('\n', "\r\n")
+        .into_bytes()
+}
+
+pub fn pgp_mime(outer: &str, armored: &[u8]) -> Vec<u8> {
+    let mut m = crlf(outer);
+    m.extend(crlf("Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"outer\"\r\n\r\nThis is an OpenPGP/MIME encrypted message\r\n--outer\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--outer\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n"));
+    m.extend(crlf(&String::from_utf8_lossy(armored)));
+    m.extend(crlf("\r\n--outer--\r\n"));
+    m
+}
+
+pub fn gpg_encrypt(g: &Gpg, dir: &Path, inner: &[u8], args: &[&str]) -> Vec<u8> {
+    let f = dir.join(format!("inner-{}.eml", rand_suffix()));
+    std::fs::write(&f, inner).expect("write");
+    let out = Command::new("gpg")
+        .arg("--homedir")
+        .arg(&g.dir)
+        .args([
+            "--batch",
+            "--yes",
+            "--trust-model",
+            "always",
+            "--armor",
+            "--encrypt",
+        ])
+        .args(args)
+        .arg("--output")
+        .arg("-")
+        .arg(&f)
+        .output()
+        .expect("gpg");
+    assert!(
+        out.status.success(),
+        "gpg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+pub fn rand_suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+pub fn append(
+    servers: &MailServers,
+    user: &str,
+    mailbox: &str,
+    dir: &Path,
+    messages: &[&[u8]],
+) -> Vec<String> {
+    let mut files = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let f = dir.join(format!("append-{mailbox}-{i}-{}.eml", rand_suffix()));
+        std::fs::write(&f, m).expect("write");
+        files.push(f);
+    }
+    let out = run(oracle()
+        .args([
+            "append",
+            "127.0.0.1",
+            &servers.imap().to_string(),
+            user,
+            "secret",
+            mailbox,
+        ])
+        .args(&files))
+    .ok()
+    .stdout
+    .clone();
+    out.lines().map(str::to_owned).collect()
+}

@@ -1,0 +1,80 @@
+//! A real, headless Thunderbird (Debian's, installed by `make deps`) through meshmail on
+//! localhost, in front of a real Dovecot. Thunderbird's internals are driven from one file,
+//! `integration/tools/thunderbird.py`, which checks the Thunderbird version first.
+
+mod common;
+
+use common::gpg::Gpg;
+use common::imap::{append, crlf, gpg_encrypt, pgp_mime};
+use common::mail::{MailServers, Meshmail};
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+fn thunderbird() -> Command {
+    let mut c = Command::new("python3");
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/tools/thunderbird.py"));
+    c
+}
+
+#[test]
+fn the_message_list_shows_the_protected_subject_not_the_placeholder() {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let alice = init_account(root.path(), "alice@example.test");
+    let bob = init_account(root.path(), "bob@example.test");
+    // Alice writes to Bob, the Subject protected inside the encryption (as meshmail's SMTP
+    // proxy and Thunderbird itself do); Bob's Dovecot holds `[...]` only.
+    let g = Gpg::with_secret_of(&alice.home, root.path().join("gpg-alice"));
+    g.import_public(&bob.home);
+    let mut stored = Vec::new();
+    for (i, subject) in ["Lunch on Friday?", "The kumquat report"]
+        .iter()
+        .enumerate()
+    {
+        let inner = crlf(&format!("Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nSubject: {subject}\r\n\r\nSee you there.\r\n"));
+        let armored = gpg_encrypt(&g, root.path(), &inner, &["-r", &bob.openpgp_fingerprint]);
+        stored.push(pgp_mime(
+            &format!("From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 1{i}:00:00 +0000\r\nMessage-ID: <tb{i}@example.test>\r\nMIME-Version: 1.0\r\n"),
+            &armored,
+        ));
+    }
+    let refs: Vec<&[u8]> = stored.iter().map(|m| m.as_slice()).collect();
+    append(&servers, "bob", "INBOX", root.path(), &refs);
+
+    let config_path = root.path().join("bob.toml");
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"bob\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
+        home = bob.home.display(),
+        imap = servers.imap(),
+        ca = servers.ca_pem().display(),
+    );
+    let m = Meshmail::start(&config);
+    std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
+    // One command writes the profile.
+    let profile = root.path().join("profile");
+    let made = run(meshmail(&bob.home)
+        .args(["thunderbird", "--profile"])
+        .arg(&profile)
+        .arg("--config")
+        .arg(&config_path));
+    assert_eq!(made.code, 0, "{made:#?}");
+    assert!(made.stdout.contains("offline copies are off"), "{made:#?}");
+
+    let out = run(thunderbird()
+        .args(["inbox-subjects"])
+        .arg(&profile)
+        .args(["bob", "secret"]));
+    assert_eq!(out.code, 0, "{out:#?}\n{}", m.log_text());
+    let shown: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    let mut rows: Vec<String> = shown["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    rows.sort();
+    assert_eq!(rows, ["Lunch on Friday?", "The kumquat report"], "{out:#?}");
+    // meshmail served it: Bob's login went through it.
+    assert!(m.log_text().contains("IMAP login"), "{}", m.log_text());
+}

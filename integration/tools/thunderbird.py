@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""A real, headless Thunderbird for the tests, driven over Marionette. Every piece of
+Thunderbird's internals the tests use is in this file (they change between versions), and the
+version is checked first.
+
+  thunderbird.py inbox-subjects PROFILE USER PASSWORD
+      Starts Thunderbird on PROFILE (written by `meshmail thunderbird`), stores the password,
+      syncs INBOX over IMAP and prints, as JSON, the subjects of the messages in the folder the
+      message list shows.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BINARY = "/usr/lib/thunderbird/thunderbird"
+# The chrome scripts below were written against this major version.
+TESTED_MAJOR = 153
+
+
+def version():
+    out = subprocess.run([BINARY, "--version"], capture_output=True, text=True).stdout
+    return out.strip()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Marionette:
+    """The Marionette wire protocol: `length:json` frames."""
+
+    def __init__(self, port, deadline):
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise SystemExit("Thunderbird's Marionette port never opened")
+                time.sleep(0.1)
+        self.buf = b""
+        self.next_id = 0
+        self.read()  # the greeting
+
+    def read(self):
+        while b":" not in self.buf:
+            self.buf += self.recv()
+        size, rest = self.buf.split(b":", 1)
+        size = int(size)
+        while len(rest) < size:
+            rest += self.recv()
+        self.buf = rest[size:]
+        return json.loads(rest[:size])
+
+    def recv(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise SystemExit("Thunderbird closed Marionette")
+        return chunk
+
+    def call(self, name, params):
+        self.next_id += 1
+        msg = json.dumps([0, self.next_id, name, params]).encode()
+        self.sock.sendall(str(len(msg)).encode() + b":" + msg)
+        while True:
+            reply = self.read()
+            if reply[0] == 1 and reply[1] == self.next_id:
+                if reply[2]:
+                    raise SystemExit(f"{name}: {reply[2]}")
+                return reply[3]
+
+
+def start(profile):
+    """Thunderbird on `profile` with Marionette; returns (process, client)."""
+    port = free_port()
+    with open(os.path.join(profile, "user.js"), "a") as f:
+        f.write(QUIET_PREFS)
+        f.write(f'user_pref("marionette.port", {port});\n')
+    home = tempfile.mkdtemp(prefix="tb-home-")
+    env = dict(os.environ, HOME=home, MOZ_HEADLESS="1", MOZ_CRASHREPORTER_DISABLE="1",
+               MOZ_DISABLE_AUTO_SAFE_MODE="1")
+    proc = subprocess.Popen(
+        [BINARY, "--headless", "--marionette", "--remote-allow-system-access", "--no-remote",
+         "-profile", profile],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = Marionette(port, time.time() + 60)
+    client.call("WebDriver:NewSession", {"capabilities": {}})
+    client.call("Marionette:SetContext", {"value": "chrome"})
+    return proc, client
+
+
+def run_script(client, script, args, timeout_ms=60000):
+    client.call("WebDriver:SetTimeouts", {"script": timeout_ms})
+    return client.call("WebDriver:ExecuteAsyncScript", {"script": script, "args": args})["value"]
+
+
+QUIET_PREFS = """
+user_pref("mail.provider.suppress_dialog_on_startup", true);
+user_pref("mail.shell.checkDefaultClient", false);
+user_pref("mailnews.start_page.enabled", false);
+user_pref("mail.rights.version", 1);
+user_pref("mail.spotlight.firstRunDone", true);
+user_pref("mail.biff.play_sound", false);
+user_pref("mail.biff.show_alert", false);
+user_pref("mail.inappnotifications.enabled", false);
+user_pref("mail.accounthub.thundermail.enabled", false);
+user_pref("mailnews.sendInBackground", false);
+user_pref("app.update.auto", false);
+user_pref("app.update.enabled", false);
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("datareporting.healthreport.uploadEnabled", false);
+user_pref("toolkit.telemetry.enabled", false);
+user_pref("services.settings.server", "http://127.0.0.1:9/v1");
+user_pref("network.manage-offline-status", false);
+user_pref("offline.autoDetect", false);
+user_pref("network.captive-portal-service.enabled", false);
+user_pref("network.connectivity-service.enabled", false);
+user_pref("mailnews.auto_config.fetchFromISP.enabled", false);
+user_pref("mailnews.auto_config.guess.enabled", false);
+user_pref("mail.server.server1.login_at_startup", false);
+user_pref("mail.server.server1.check_new_mail", false);
+"""
+
+# Chrome-context scripts (Thunderbird internals).
+STORE_PASSWORD = """
+const [user, pass, done] = arguments;
+(async () => {
+  for (const origin of ["imap://127.0.0.1", "smtp://127.0.0.1"]) {
+    const li = Cc["@mozilla.org/login-manager/loginInfo;1"].createInstance(Ci.nsILoginInfo);
+    li.init(origin, null, origin, user, pass, "", "");
+    await Services.logins.addLoginAsync(li);
+  }
+  done("ok");
+})().catch(e => done("ERROR: " + e));
+"""
+
+# Sync INBOX, show it in the message list, and read the subjects of its rows.
+INBOX_SUBJECTS = """
+const [done] = arguments;
+(async () => {
+  const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
+  const dialogs = () => [...Services.wm.getEnumerator(null)]
+    .filter(w => w.document.documentElement.getAttribute("windowtype") == "Dialog" ||
+                 w.location.href.includes("commonDialog"))
+    .map(w => w.document.documentElement.textContent.trim().slice(0, 300));
+  const server = MailServices.accounts.defaultAccount.incomingServer;
+  const root = server.rootFolder;
+  await new Promise((resolve, reject) => {
+    MailServices.imap.discoverAllFolders(root, {
+      OnStartRunningUrl() {}, OnStopRunningUrl(url, status) { resolve(status); },
+    }, null);
+    setTimeout(() => reject(new Error("folder discovery timed out; dialogs: " + dialogs())), 30000);
+  });
+  const inbox = root.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
+  await new Promise((resolve, reject) => {
+    inbox.QueryInterface(Ci.nsIMsgImapMailFolder).updateFolderWithListener(null, {
+      OnStartRunningUrl() {}, OnStopRunningUrl(url, status) { resolve(status); },
+    });
+    setTimeout(() => reject(new Error("INBOX sync timed out; dialogs: " + dialogs())), 30000);
+  });
+  const win = Services.wm.getMostRecentWindow("mail:3pane");
+  const about3Pane = win.gTabmail.currentAbout3Pane;
+  about3Pane.displayFolder(inbox.URI);
+  const total = inbox.getTotalMessages(false);
+  for (let i = 0; i < 200 && about3Pane.gDBView?.rowCount != total; i++) {
+    await new Promise(r => setTimeout(r, 50));
+  }
+  const view = about3Pane.gDBView;
+  const rows = [];
+  for (let i = 0; i < view.rowCount; i++) {
+    rows.push(view.cellTextForColumn(i, "subjectCol"));
+  }
+  done({ rows, folder: [...inbox.messages].map(h => h.mime2DecodedSubject) });
+})().catch(e => done("ERROR: " + e));
+"""
+
+
+def main():
+    v = version()
+    major = int(v.split()[-1].split(".")[0]) if v else 0
+    if major != TESTED_MAJOR:
+        raise SystemExit(f"Thunderbird {v!r}: the scripts here were written for {TESTED_MAJOR}")
+    cmd = sys.argv[1]
+    if cmd == "inbox-subjects":
+        profile, user, password = sys.argv[2:5]
+        proc, client = start(profile)
+        try:
+            r = run_script(client, STORE_PASSWORD, [user, password])
+            if r != "ok":
+                raise SystemExit(r)
+            out = run_script(client, INBOX_SUBJECTS, [])
+            if isinstance(out, str) and out.startswith("ERROR"):
+                raise SystemExit(out)
+            print(json.dumps(out))
+        finally:
+            try:
+                client.call("Marionette:Quit", {"flags": ["eForceQuit"]})
+            except SystemExit:
+                pass
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
