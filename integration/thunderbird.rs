@@ -78,3 +78,51 @@ fn the_message_list_shows_the_protected_subject_not_the_placeholder() {
     // meshmail served it: Bob's login went through it.
     assert!(m.log_text().contains("IMAP login"), "{}", m.log_text());
 }
+
+#[test]
+fn the_sent_copy_is_ciphertext_on_the_server_and_the_original_in_thunderbird() {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let alice = init_account(root.path(), "alice@example.test");
+    let smtp_port = free_port();
+    let config_path = root.path().join("alice.toml");
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[encrypt]\ndefault = \"never\"\n",
+        home = alice.home.display(),
+        sub = servers.submission(),
+        imap = servers.imap(),
+        ca = servers.ca_pem().display(),
+    );
+    let m = Meshmail::start(&config);
+    std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
+    let profile = root.path().join("profile");
+    run(meshmail(&alice.home)
+        .args(["thunderbird", "--profile"])
+        .arg(&profile)
+        .arg("--config")
+        .arg(&config_path))
+    .ok();
+    let subject = "Plans for the tamarind harvest";
+    let out = run(thunderbird().arg("send").arg(&profile).args([
+        "alice",
+        "secret",
+        "bob@example.test",
+        subject,
+        "See the attached figures.",
+    ]));
+    assert_eq!(out.code, 0, "{out:#?}\n{}", m.log_text());
+    let shown: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(shown["rows"], serde_json::json!([subject]), "{out:#?}");
+    // On the server, the Sent copy is ciphertext with the Subject hidden.
+    let sent = servers.messages("alice", "Sent");
+    assert_eq!(sent.len(), 1, "{out:#?}");
+    let text = String::from_utf8_lossy(&sent[0]);
+    assert!(text.contains("multipart/encrypted"), "{text}");
+    assert!(
+        !text.contains("tamarind") && !text.contains("attached figures"),
+        "{text}"
+    );
+    // Bob got the message (a plain address, no policy: sent as written).
+    let inbox = servers.wait_for_inbox("bob", 1);
+    assert!(String::from_utf8_lossy(&inbox[0]).contains(subject));
+}

@@ -7,6 +7,10 @@ version is checked first.
       Starts Thunderbird on PROFILE (written by `meshmail thunderbird`), stores the password,
       syncs INBOX over IMAP and prints, as JSON, the subjects of the messages in the folder the
       message list shows.
+
+  thunderbird.py send PROFILE USER PASSWORD TO SUBJECT BODY
+      Sends one message through the compose backend (SMTP, then the Sent copy over IMAP),
+      then prints the subjects the Sent folder's message list shows.
 """
 
 import json
@@ -143,9 +147,39 @@ const [user, pass, done] = arguments;
 })().catch(e => done("ERROR: " + e));
 """
 
-# Sync INBOX, show it in the message list, and read the subjects of its rows.
+SEND = """
+const [to, subject, body, done] = arguments;
+(async () => {
+  const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
+  const account = MailServices.accounts.defaultAccount;
+  const identity = account.defaultIdentity;
+  const fields = Cc["@mozilla.org/messengercompose/composefields;1"]
+    .createInstance(Ci.nsIMsgCompFields);
+  fields.to = to;
+  fields.from = identity.email;
+  fields.subject = subject;
+  fields.body = body + "\\r\\n";
+  const params = Cc["@mozilla.org/messengercompose/composeparams;1"]
+    .createInstance(Ci.nsIMsgComposeParams);
+  params.composeFields = fields;
+  params.identity = identity;
+  params.type = Ci.nsIMsgCompType.New;
+  params.format = Ci.nsIMsgCompFormat.PlainText;
+  const compose = MailServices.compose.initCompose(params);
+  const result = await new Promise(resolve => {
+    compose.RegisterStateListener({
+      NotifyComposeFieldsReady() {}, NotifyComposeBodyReady() {},
+      ComposeProcessDone(r) { resolve(r); }, SaveInFolderDone() {},
+    });
+    compose.sendMsg(Ci.nsIMsgCompDeliverMode.Now, identity, account.key, null, null);
+  });
+  done(result == 0 ? "sent" : "ERROR: send failed " + result);
+})().catch(e => done("ERROR: " + e));
+"""
+
+# Sync a folder (INBOX, or the Sent folder), show it in the message list, read its rows.
 INBOX_SUBJECTS = """
-const [done] = arguments;
+const [which, done] = arguments;
 (async () => {
   const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
   const dialogs = () => [...Services.wm.getEnumerator(null)]
@@ -160,7 +194,8 @@ const [done] = arguments;
     }, null);
     setTimeout(() => reject(new Error("folder discovery timed out; dialogs: " + dialogs())), 30000);
   });
-  const inbox = root.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
+  const inbox = root.getFolderWithFlags(
+    which == "sent" ? Ci.nsMsgFolderFlags.SentMail : Ci.nsMsgFolderFlags.Inbox);
   await new Promise((resolve, reject) => {
     inbox.QueryInterface(Ci.nsIMsgImapMailFolder).updateFolderWithListener(null, {
       OnStartRunningUrl() {}, OnStopRunningUrl(url, status) { resolve(status); },
@@ -197,21 +232,41 @@ def main():
             r = run_script(client, STORE_PASSWORD, [user, password])
             if r != "ok":
                 raise SystemExit(r)
-            out = run_script(client, INBOX_SUBJECTS, [])
+            out = run_script(client, INBOX_SUBJECTS, ["inbox"])
             if isinstance(out, str) and out.startswith("ERROR"):
                 raise SystemExit(out)
             print(json.dumps(out))
         finally:
-            try:
-                client.call("Marionette:Quit", {"flags": ["eForceQuit"]})
-            except SystemExit:
-                pass
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            quit(proc, client)
+    elif cmd == "send":
+        profile, user, password, to, subject, body = sys.argv[2:8]
+        proc, client = start(profile)
+        try:
+            r = run_script(client, STORE_PASSWORD, [user, password])
+            if r != "ok":
+                raise SystemExit(r)
+            r = run_script(client, SEND, [to, subject, body])
+            if r != "sent":
+                raise SystemExit(r)
+            out = run_script(client, INBOX_SUBJECTS, ["sent"])
+            if isinstance(out, str) and out.startswith("ERROR"):
+                raise SystemExit(out)
+            print(json.dumps(out))
+        finally:
+            quit(proc, client)
     else:
         raise SystemExit(f"unknown command {cmd}")
+
+
+def quit(proc, client):
+    try:
+        client.call("Marionette:Quit", {"flags": ["eForceQuit"]})
+    except SystemExit:
+        pass
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 if __name__ == "__main__":
