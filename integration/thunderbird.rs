@@ -126,3 +126,59 @@ fn the_sent_copy_is_ciphertext_on_the_server_and_the_original_in_thunderbird() {
     let inbox = servers.wait_for_inbox("bob", 1);
     assert!(String::from_utf8_lossy(&inbox[0]).contains(subject));
 }
+
+#[test]
+fn a_fingerprint_address_without_a_valid_policy_is_refused_with_the_reason_in_a_dialog() {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let alice = init_account(root.path(), "alice@example.test");
+    // Bob has keys but never published a policy; DNS answers that there is none.
+    let bob = init_account(root.path(), "bob@example.test");
+    let nsd = Nsd::start(&[("example.test", Vec::new())]);
+    let smtp_port = free_port();
+    let config_path = root.path().join("alice.toml");
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 2\n",
+        home = alice.home.display(),
+        sub = servers.submission(),
+        imap = servers.imap(),
+        ca = servers.ca_pem().display(),
+        dns = nsd.addr(),
+    );
+    let m = Meshmail::start(&config);
+    std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
+    let profile = root.path().join("profile");
+    run(meshmail(&alice.home)
+        .args(["thunderbird", "--profile"])
+        .arg(&profile)
+        .arg("--config")
+        .arg(&config_path))
+    .ok();
+    let out = run(thunderbird().arg("send-refused").arg(&profile).args([
+        "alice",
+        "secret",
+        &bob.strong,
+        "Never sent",
+        "This must not leave.",
+    ]));
+    assert_eq!(out.code, 0, "{out:#?}");
+    let shown: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_ne!(shown["result"], "sent", "{out:#?}");
+    let dialogs = shown["dialogs"].to_string();
+    // meshmail's 550 text, shown by Thunderbird: who, why, and that nothing went out.
+    for words in [
+        bob.strong.as_str(),
+        "securely",
+        "no policy record",
+        "Nothing was sent",
+    ] {
+        assert!(
+            dialogs.contains(words),
+            "the dialog lacks {words:?}: {out:#?}\n{}",
+            m.log_text()
+        );
+    }
+    // Thunderbird sent the address as written, and nothing was delivered.
+    assert!(m.log_text().contains(&bob.strong), "{}", m.log_text());
+    assert!(servers.messages("bob", "INBOX").is_empty());
+}

@@ -8,6 +8,10 @@ version is checked first.
       syncs INBOX over IMAP and prints, as JSON, the subjects of the messages in the folder the
       message list shows.
 
+  thunderbird.py send-refused PROFILE USER PASSWORD TO SUBJECT BODY
+      Sends one message that the server refuses; prints the send result and the text of the
+      dialogs Thunderbird shows.
+
   thunderbird.py send PROFILE USER PASSWORD TO SUBJECT BODY
       Sends one message through the compose backend (SMTP, then the Sent copy over IMAP),
       then prints the subjects the Sent folder's message list shows.
@@ -177,6 +181,44 @@ const [to, subject, body, done] = arguments;
 })().catch(e => done("ERROR: " + e));
 """
 
+# The text of every prompt Thunderbird shows (window-modal dialogs and tab prompts).
+DIALOGS = """
+const [done] = arguments;
+(async () => {
+  const texts = () => {
+    const out = [];
+    for (const w of Services.wm.getEnumerator(null)) {
+      const docs = [w.document, ...[...w.document.querySelectorAll("browser, iframe")]
+        .map(b => b.contentDocument).filter(Boolean)];
+      for (const d of docs) {
+        if (d.location && String(d.location.href).includes("commonDialog")) {
+          const w2 = d.defaultView;
+          let text = "";
+          try {
+            const a = w2.args || (w2.arguments && w2.arguments[0]);
+            if (a) {
+              text = a.text || (a.getProperty ? a.getProperty("text") : "") || "";
+            }
+          } catch (e) {}
+          const body = d.getElementById("infoBody");
+          if (!text && body) {
+            text = body.textContent;
+          }
+          if (text && text.trim()) {
+            out.push(text.trim());
+          }
+        }
+      }
+    }
+    return out;
+  };
+  for (let i = 0; i < 100 && texts().length == 0; i++) {
+    await new Promise(r => setTimeout(r, 100));
+  }
+  done(texts());
+})().catch(e => done(["ERROR: " + e]));
+"""
+
 # Sync a folder (INBOX, or the Sent folder), show it in the message list, read its rows.
 INBOX_SUBJECTS = """
 const [which, done] = arguments;
@@ -252,6 +294,18 @@ def main():
             if isinstance(out, str) and out.startswith("ERROR"):
                 raise SystemExit(out)
             print(json.dumps(out))
+        finally:
+            quit(proc, client)
+    elif cmd == "send-refused":
+        profile, user, password, to, subject, body = sys.argv[2:8]
+        proc, client = start(profile)
+        try:
+            r = run_script(client, STORE_PASSWORD, [user, password])
+            if r != "ok":
+                raise SystemExit(r)
+            r = run_script(client, SEND, [to, subject, body])
+            dialogs = run_script(client, DIALOGS, [])
+            print(json.dumps({"result": r, "dialogs": dialogs}))
         finally:
             quit(proc, client)
     else:
