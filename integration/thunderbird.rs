@@ -182,3 +182,65 @@ fn a_fingerprint_address_without_a_valid_policy_is_refused_with_the_reason_in_a_
     assert!(m.log_text().contains(&bob.strong), "{}", m.log_text());
     assert!(servers.messages("bob", "INBOX").is_empty());
 }
+
+#[test]
+fn online_search_finds_a_word_only_inside_an_encrypted_body() {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let alice = init_account(root.path(), "alice@example.test");
+    let bob = init_account(root.path(), "bob@example.test");
+    let g = Gpg::with_secret_of(&alice.home, root.path().join("gpg-alice"));
+    g.import_public(&bob.home);
+    let mut stored = Vec::new();
+    for (i, (subject, body)) in [
+        ("Garden", "Plant the pomegranate tree."),
+        ("Kitchen", "Buy figs."),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let inner = crlf(&format!("Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nSubject: {subject}\r\n\r\n{body}\r\n"));
+        let armored = gpg_encrypt(&g, root.path(), &inner, &["-r", &bob.openpgp_fingerprint]);
+        stored.push(pgp_mime(
+            &format!("From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 1{i}:00:00 +0000\r\nMessage-ID: <s{i}@example.test>\r\nMIME-Version: 1.0\r\n"),
+            &armored,
+        ));
+    }
+    let refs: Vec<&[u8]> = stored.iter().map(|m| m.as_slice()).collect();
+    append(&servers, "bob", "INBOX", root.path(), &refs);
+    let config_path = root.path().join("bob.toml");
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"bob\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
+        home = bob.home.display(),
+        imap = servers.imap(),
+        ca = servers.ca_pem().display(),
+    );
+    let m = Meshmail::start(&config);
+    std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
+    let profile = root.path().join("profile");
+    run(meshmail(&bob.home)
+        .args(["thunderbird", "--profile"])
+        .arg(&profile)
+        .arg("--config")
+        .arg(&config_path))
+    .ok();
+    // Offline copies are off, so Thunderbird has no local text to search.
+    let prefs = std::fs::read_to_string(profile.join("user.js")).expect("prefs");
+    assert!(
+        prefs.contains("\"mail.server.server1.offline_download\", false"),
+        "{prefs}"
+    );
+    let out = run(thunderbird()
+        .arg("search")
+        .arg(&profile)
+        .args(["bob", "secret", "pomegranate"]));
+    assert_eq!(out.code, 0, "{out:#?}\n{}", m.log_text());
+    let hits: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(hits, serde_json::json!(["Garden"]), "{out:#?}");
+    // The search reached meshmail (not Thunderbird's local copy).
+    assert!(
+        m.log_text().contains("IMAP SEARCH over encrypted messages"),
+        "{}",
+        m.log_text()
+    );
+}

@@ -8,6 +8,9 @@ version is checked first.
       syncs INBOX over IMAP and prints, as JSON, the subjects of the messages in the folder the
       message list shows.
 
+  thunderbird.py search PROFILE USER PASSWORD WORD
+      Runs an online (server-side) body search of INBOX; prints the subjects of the hits.
+
   thunderbird.py send-refused PROFILE USER PASSWORD TO SUBJECT BODY
       Sends one message that the server refuses; prints the send result and the text of the
       dialogs Thunderbird shows.
@@ -181,6 +184,43 @@ const [to, subject, body, done] = arguments;
 })().catch(e => done("ERROR: " + e));
 """
 
+# A server-side (online) body search of INBOX.
+ONLINE_SEARCH = """
+const [word, done] = arguments;
+(async () => {
+  const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
+  const root = MailServices.accounts.defaultAccount.incomingServer.rootFolder;
+  await new Promise(resolve => MailServices.imap.discoverAllFolders(root, {
+    OnStartRunningUrl() {}, OnStopRunningUrl() { resolve(); },
+  }, null));
+  const inbox = root.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
+  await new Promise(resolve => inbox.QueryInterface(Ci.nsIMsgImapMailFolder)
+    .updateFolderWithListener(null, { OnStartRunningUrl() {}, OnStopRunningUrl() { resolve(); } }));
+  const session = Cc["@mozilla.org/messenger/searchSession;1"]
+    .createInstance(Ci.nsIMsgSearchSession);
+  session.addScopeTerm(Ci.nsMsgSearchScope.onlineMail, inbox);
+  const term = session.createTerm();
+  term.attrib = Ci.nsMsgSearchAttrib.Body;
+  term.op = Ci.nsMsgSearchOp.Contains;
+  const value = term.value;
+  value.attrib = Ci.nsMsgSearchAttrib.Body;
+  value.str = word;
+  term.value = value;
+  term.booleanAnd = true;
+  session.appendTerm(term);
+  const hits = [];
+  await new Promise(resolve => {
+    session.registerListener({
+      onSearchHit(hdr) { hits.push(hdr.mime2DecodedSubject); },
+      onSearchDone() { resolve(); },
+      onNewSearch() {},
+    });
+    session.search(null);
+  });
+  done(hits);
+})().catch(e => done("ERROR: " + e));
+"""
+
 # The text of every prompt Thunderbird shows (window-modal dialogs and tab prompts).
 DIALOGS = """
 const [done] = arguments;
@@ -291,6 +331,19 @@ def main():
             if r != "sent":
                 raise SystemExit(r)
             out = run_script(client, INBOX_SUBJECTS, ["sent"])
+            if isinstance(out, str) and out.startswith("ERROR"):
+                raise SystemExit(out)
+            print(json.dumps(out))
+        finally:
+            quit(proc, client)
+    elif cmd == "search":
+        profile, user, password, word = sys.argv[2:6]
+        proc, client = start(profile)
+        try:
+            r = run_script(client, STORE_PASSWORD, [user, password])
+            if r != "ok":
+                raise SystemExit(r)
+            out = run_script(client, ONLINE_SEARCH, [word])
             if isinstance(out, str) and out.startswith("ERROR"):
                 raise SystemExit(out)
             print(json.dumps(out))

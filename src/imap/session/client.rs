@@ -382,6 +382,8 @@ impl Session {
             self.no(tag, "[UNAVAILABLE] meshmail cannot search this mailbox now");
             return;
         };
+        // The search words are the user's: only the fact is logged.
+        tracing::info!(peer = %self.peer, uid, keys = criteria.len(), "IMAP SEARCH over encrypted messages");
         let local = tokio::spawn(super::search_local(source, criteria));
         if !uid && !self.seqmap.complete() {
             // Sequence numbers of what meshmail finds come from the client's own session.
