@@ -109,6 +109,7 @@ fn the_sent_copy_is_ciphertext_on_the_server_and_the_original_in_thunderbird() {
         "bob@example.test",
         subject,
         "See the attached figures.",
+        "Draft about quinces",
     ]));
     assert_eq!(out.code, 0, "{out:#?}\n{}", m.log_text());
     let shown: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
@@ -120,6 +121,15 @@ fn the_sent_copy_is_ciphertext_on_the_server_and_the_original_in_thunderbird() {
     assert!(text.contains("multipart/encrypted"), "{text}");
     assert!(
         !text.contains("tamarind") && !text.contains("attached figures"),
+        "{text}"
+    );
+    // The saved draft too.
+    let drafts = servers.messages("alice", "Drafts");
+    assert_eq!(drafts.len(), 1, "{out:#?}");
+    let text = String::from_utf8_lossy(&drafts[0]);
+    assert!(text.contains("multipart/encrypted"), "{text}");
+    assert!(
+        !text.contains("quince") && !text.contains("attached figures"),
         "{text}"
     );
     // Bob got the message (a plain address, no policy: sent as written).

@@ -15,9 +15,9 @@ version is checked first.
       Sends one message that the server refuses; prints the send result and the text of the
       dialogs Thunderbird shows.
 
-  thunderbird.py send PROFILE USER PASSWORD TO SUBJECT BODY
+  thunderbird.py send PROFILE USER PASSWORD TO SUBJECT BODY [DRAFT_SUBJECT]
       Sends one message through the compose backend (SMTP, then the Sent copy over IMAP),
-      then prints the subjects the Sent folder's message list shows.
+      optionally saves a draft, then prints the subjects the Sent folder's message list shows.
 """
 
 import json
@@ -155,7 +155,7 @@ const [user, pass, done] = arguments;
 """
 
 SEND = """
-const [to, subject, body, done] = arguments;
+const [to, subject, body, mode, done] = arguments;
 (async () => {
   const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
   const account = MailServices.accounts.defaultAccount;
@@ -176,9 +176,11 @@ const [to, subject, body, done] = arguments;
   const result = await new Promise(resolve => {
     compose.RegisterStateListener({
       NotifyComposeFieldsReady() {}, NotifyComposeBodyReady() {},
-      ComposeProcessDone(r) { resolve(r); }, SaveInFolderDone() {},
+      ComposeProcessDone(r) { resolve(r); }, SaveInFolderDone() { resolve(0); },
     });
-    compose.sendMsg(Ci.nsIMsgCompDeliverMode.Now, identity, account.key, null, null);
+    const how = mode == "draft" ? Ci.nsIMsgCompDeliverMode.SaveAsDraft
+                                : Ci.nsIMsgCompDeliverMode.Now;
+    compose.sendMsg(how, identity, account.key, null, null);
   });
   done(result == 0 ? "sent" : "ERROR: send failed " + result);
 })().catch(e => done("ERROR: " + e));
@@ -327,9 +329,14 @@ def main():
             r = run_script(client, STORE_PASSWORD, [user, password])
             if r != "ok":
                 raise SystemExit(r)
-            r = run_script(client, SEND, [to, subject, body])
+            r = run_script(client, SEND, [to, subject, body, "now"])
             if r != "sent":
                 raise SystemExit(r)
+            if len(sys.argv) > 8:
+                # And a draft, saved on the server.
+                r = run_script(client, SEND, [to, sys.argv[8], body, "draft"])
+                if r != "sent":
+                    raise SystemExit(r)
             out = run_script(client, INBOX_SUBJECTS, ["sent"])
             if isinstance(out, str) and out.startswith("ERROR"):
                 raise SystemExit(out)
@@ -356,7 +363,7 @@ def main():
             r = run_script(client, STORE_PASSWORD, [user, password])
             if r != "ok":
                 raise SystemExit(r)
-            r = run_script(client, SEND, [to, subject, body])
+            r = run_script(client, SEND, [to, subject, body, "now"])
             dialogs = run_script(client, DIALOGS, [])
             print(json.dumps({"result": r, "dialogs": dialogs}))
         finally:
