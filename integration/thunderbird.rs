@@ -254,3 +254,110 @@ fn online_search_finds_a_word_only_inside_an_encrypted_body() {
         m.log_text()
     );
 }
+
+#[test]
+fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_his_meshmail() {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let alice = init_account(root.path(), "alice@example.test");
+    let bob = init_account(root.path(), "bob@example.test");
+    let zone: Vec<String> = publish(&bob, &root.path().join("pub-bob"))
+        .into_iter()
+        .filter(|l| l.contains(" TXT "))
+        .collect();
+    let nsd = Nsd::start(&[("example.test", zone)]);
+    // Alice: SMTP and IMAP through meshmail, STARTTLS with meshmail's own certificate, which
+    // the profile accepts (no CA installed anywhere).
+    let certs = root.path().join("certs");
+    run(meshmail(&alice.home).args(["certs", "--out"]).arg(&certs)).ok();
+    let smtp_port = free_port();
+    let alice_config = root.path().join("alice.toml");
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[tls]\ncert = \"{certs}/cert.pem\"\nkey = \"{certs}/key.pem\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 2\n[encrypt]\ndefault = \"never\"\n",
+        home = alice.home.display(),
+        sub = servers.submission(),
+        imap = servers.imap(),
+        ca = servers.ca_pem().display(),
+        certs = certs.display(),
+        dns = nsd.addr(),
+    );
+    let ma = Meshmail::start(&config);
+    std::fs::write(
+        &alice_config,
+        config.replace("{port}", &ma.port.to_string()),
+    )
+    .expect("cfg");
+    let alice_profile = root.path().join("alice-profile");
+    run(meshmail(&alice.home)
+        .args(["thunderbird", "--starttls", "--profile"])
+        .arg(&alice_profile)
+        .arg("--config")
+        .arg(&alice_config))
+    .ok();
+    assert!(alice_profile.join("cert_override.txt").exists());
+    let attachment = root.path().join("figures.txt");
+    std::fs::write(&attachment, "Q3: 42 crates of quinces\n").expect("attachment");
+    let sent = run(thunderbird()
+        .arg("send-attached")
+        .arg(&alice_profile)
+        .args([
+            "alice",
+            "secret",
+            &format!("{}, carol@example.test", bob.strong),
+            "Quarterly figures",
+            "The numbers are in the attachment.",
+        ])
+        .arg(&attachment));
+    assert_eq!(sent.code, 0, "{sent:#?}\n{}", ma.log_text());
+
+    // Bob's Dovecot holds ciphertext only; Carol (a plain address) got it as written.
+    let stored = servers.wait_for_inbox("bob", 1);
+    assert_eq!(stored.len(), 1, "{}", servers.postfix_log());
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(text.contains("multipart/encrypted"), "{text}");
+    for secret in ["Quarterly", "numbers are", "figures.txt", "quinces"] {
+        assert!(
+            !text.contains(secret),
+            "{secret} readable on Bob's server: {text}"
+        );
+    }
+    assert_eq!(servers.wait_for_inbox("carol", 1).len(), 1);
+
+    // Bob reads it in his Thunderbird, through his own meshmail.
+    let bob_config = root.path().join("bob.toml");
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"bob\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
+        home = bob.home.display(),
+        imap = servers.imap(),
+        ca = servers.ca_pem().display(),
+    );
+    let mb = Meshmail::start(&config);
+    std::fs::write(&bob_config, config.replace("{port}", &mb.port.to_string())).expect("cfg");
+    let bob_profile = root.path().join("bob-profile");
+    run(meshmail(&bob.home)
+        .args(["thunderbird", "--profile"])
+        .arg(&bob_profile)
+        .arg("--config")
+        .arg(&bob_config))
+    .ok();
+    let read = run(thunderbird()
+        .arg("read")
+        .arg(&bob_profile)
+        .args(["bob", "secret"]));
+    assert_eq!(read.code, 0, "{read:#?}\n{}", mb.log_text());
+    let messages: serde_json::Value = serde_json::from_str(read.stdout.trim()).expect("json");
+    let m = &messages[0];
+    assert_eq!(m["subject"], "Quarterly figures", "{read:#?}");
+    assert!(
+        m["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("The numbers are in the attachment."),
+        "{read:#?}"
+    );
+    assert_eq!(
+        m["attachments"],
+        serde_json::json!(["figures.txt"]),
+        "{read:#?}"
+    );
+}

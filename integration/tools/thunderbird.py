@@ -8,6 +8,13 @@ version is checked first.
       syncs INBOX over IMAP and prints, as JSON, the subjects of the messages in the folder the
       message list shows.
 
+  thunderbird.py send-attached PROFILE USER PASSWORD TO SUBJECT BODY FILE
+      Sends one message with FILE attached (TO may list several addresses, comma-separated).
+
+  thunderbird.py read PROFILE USER PASSWORD
+      Prints, as JSON, each INBOX message's subject, plain body and attachment names as
+      Thunderbird's MIME reader sees them.
+
   thunderbird.py search PROFILE USER PASSWORD WORD
       Runs an online (server-side) body search of INBOX; prints the subjects of the hits.
 
@@ -155,7 +162,7 @@ const [user, pass, done] = arguments;
 """
 
 SEND = """
-const [to, subject, body, mode, done] = arguments;
+const [to, subject, body, mode, attachment, done] = arguments;
 (async () => {
   const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
   const account = MailServices.accounts.defaultAccount;
@@ -168,6 +175,13 @@ const [to, subject, body, mode, done] = arguments;
   fields.body = body + "\\r\\n";
   const params = Cc["@mozilla.org/messengercompose/composeparams;1"]
     .createInstance(Ci.nsIMsgComposeParams);
+  if (attachment) {
+    const att = Cc["@mozilla.org/messengercompose/attachment;1"]
+      .createInstance(Ci.nsIMsgAttachment);
+    att.url = PathUtils.toFileURI(attachment);
+    att.name = PathUtils.filename(attachment);
+    fields.addAttachment(att);
+  }
   params.composeFields = fields;
   params.identity = identity;
   params.type = Ci.nsIMsgCompType.New;
@@ -220,6 +234,37 @@ const [word, done] = arguments;
     session.search(null);
   });
   done(hits);
+})().catch(e => done("ERROR: " + e));
+"""
+
+# Sync INBOX and read each message as Thunderbird's MIME reader (the one its message pane
+# uses) sees it: subject, plain body and attachment names.
+READ_INBOX = """
+const [done] = arguments;
+(async () => {
+  const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
+  const { MsgHdrToMimeMessage } = ChromeUtils.importESModule(
+    "resource:///modules/gloda/MimeMessage.sys.mjs");
+  const root = MailServices.accounts.defaultAccount.incomingServer.rootFolder;
+  await new Promise(resolve => MailServices.imap.discoverAllFolders(root, {
+    OnStartRunningUrl() {}, OnStopRunningUrl() { resolve(); },
+  }, null));
+  const inbox = root.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
+  await new Promise(resolve => inbox.QueryInterface(Ci.nsIMsgImapMailFolder)
+    .updateFolderWithListener(null, { OnStartRunningUrl() {}, OnStopRunningUrl() { resolve(); } }));
+  const out = [];
+  for (const hdr of [...inbox.messages]) {
+    const mime = await new Promise((resolve, reject) => {
+      MsgHdrToMimeMessage(hdr, null, (h, m) => resolve(m), true, { saneBodySize: true });
+      setTimeout(() => reject(new Error("reading the message timed out")), 30000);
+    });
+    out.push({
+      subject: hdr.mime2DecodedSubject,
+      body: mime ? mime.coerceBodyToPlaintext() : null,
+      attachments: mime ? mime.allUserAttachments.map(a => a.name) : [],
+    });
+  }
+  done(out);
 })().catch(e => done("ERROR: " + e));
 """
 
@@ -329,15 +374,43 @@ def main():
             r = run_script(client, STORE_PASSWORD, [user, password])
             if r != "ok":
                 raise SystemExit(r)
-            r = run_script(client, SEND, [to, subject, body, "now"])
+            r = run_script(client, SEND, [to, subject, body, "now", None])
             if r != "sent":
                 raise SystemExit(r)
             if len(sys.argv) > 8:
                 # And a draft, saved on the server.
-                r = run_script(client, SEND, [to, sys.argv[8], body, "draft"])
+                r = run_script(client, SEND, [to, sys.argv[8], body, "draft", None])
                 if r != "sent":
                     raise SystemExit(r)
             out = run_script(client, INBOX_SUBJECTS, ["sent"])
+            if isinstance(out, str) and out.startswith("ERROR"):
+                raise SystemExit(out)
+            print(json.dumps(out))
+        finally:
+            quit(proc, client)
+    elif cmd == "send-attached":
+        # send-attached PROFILE USER PASSWORD TO SUBJECT BODY FILE
+        profile, user, password, to, subject, body, attachment = sys.argv[2:9]
+        proc, client = start(profile)
+        try:
+            r = run_script(client, STORE_PASSWORD, [user, password])
+            if r != "ok":
+                raise SystemExit(r)
+            r = run_script(client, SEND, [to, subject, body, "now", attachment])
+            if r != "sent":
+                dialogs = run_script(client, DIALOGS, [])
+                raise SystemExit(f"{r}: {dialogs}")
+            print(json.dumps(r))
+        finally:
+            quit(proc, client)
+    elif cmd == "read":
+        profile, user, password = sys.argv[2:5]
+        proc, client = start(profile)
+        try:
+            r = run_script(client, STORE_PASSWORD, [user, password])
+            if r != "ok":
+                raise SystemExit(r)
+            out = run_script(client, READ_INBOX, [])
             if isinstance(out, str) and out.startswith("ERROR"):
                 raise SystemExit(out)
             print(json.dumps(out))
@@ -363,7 +436,7 @@ def main():
             r = run_script(client, STORE_PASSWORD, [user, password])
             if r != "ok":
                 raise SystemExit(r)
-            r = run_script(client, SEND, [to, subject, body, "now"])
+            r = run_script(client, SEND, [to, subject, body, "now", None])
             dialogs = run_script(client, DIALOGS, [])
             print(json.dumps({"result": r, "dialogs": dialogs}))
         finally:
