@@ -361,3 +361,53 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
         "{read:#?}"
     );
 }
+
+#[test]
+fn the_compose_window_accepts_fingerprint_addresses_in_both_forms() {
+    let root = tempdir();
+    let alice = init_account(root.path(), "alice@example.test");
+    let suffix = run(meshmail(&alice.home).arg("address"))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let prefix = run(meshmail(&alice.home).args(["address", "--form", "prefix"]))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    assert!(
+        suffix.contains(".xx--") && prefix.contains("@xx--"),
+        "{suffix} {prefix}"
+    );
+    let config_path = root.path().join("m.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "home = \"{}\"\nupstream_user = \"alice\"\n[imap]\nlisten = \"127.0.0.1:1143\"\nupstream = \"127.0.0.1:143\"\nupstream_tls = \"none\"\n",
+            alice.home.display()
+        ),
+    )
+    .expect("config");
+    let profile = root.path().join("profile");
+    run(meshmail(&alice.home)
+        .args(["thunderbird", "--profile"])
+        .arg(&profile)
+        .arg("--config")
+        .arg(&config_path))
+    .ok();
+    let out = run(thunderbird()
+        .arg("compose-pills")
+        .arg(&profile)
+        .args([&suffix, &prefix]));
+    assert_eq!(out.code, 0, "{out:#?}");
+    let pills: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(
+        pills,
+        serde_json::json!([
+            {"address": suffix, "invalid": false},
+            {"address": prefix, "invalid": false},
+        ]),
+        "{out:#?}"
+    );
+}

@@ -15,6 +15,9 @@ version is checked first.
       Prints, as JSON, each INBOX message's subject, plain body and attachment names as
       Thunderbird's MIME reader sees them.
 
+  thunderbird.py compose-pills PROFILE ADDRESS...
+      Types the addresses into a compose window's To field; prints the recipient pills.
+
   thunderbird.py search PROFILE USER PASSWORD WORD
       Runs an online (server-side) body search of INBOX; prints the subjects of the hits.
 
@@ -268,6 +271,42 @@ const [done] = arguments;
 })().catch(e => done("ERROR: " + e));
 """
 
+# Type addresses into a real compose window's To field and read back the recipient pills it
+# makes (address, and whether Thunderbird marks it invalid).
+COMPOSE_PILLS = """
+const [addresses, done] = arguments;
+(async () => {
+  const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const params = Cc["@mozilla.org/messengercompose/composeparams;1"]
+    .createInstance(Ci.nsIMsgComposeParams);
+  params.composeFields = Cc["@mozilla.org/messengercompose/composefields;1"]
+    .createInstance(Ci.nsIMsgCompFields);
+  params.type = Ci.nsIMsgCompType.New;
+  params.format = Ci.nsIMsgCompFormat.PlainText;
+  params.identity = MailServices.accounts.defaultAccount.defaultIdentity;
+  MailServices.compose.OpenComposeWindowWithParams(null, params);
+  let win = null;
+  for (let i = 0; i < 400; i++) {
+    win = Services.wm.getMostRecentWindow("msgcompose");
+    if (win && win.gLoadingComplete) break;
+    await sleep(50);
+  }
+  if (!win || !win.gLoadingComplete) throw new Error("no compose window");
+  const input = win.document.getElementById("toAddrInput");
+  input.focus();
+  input.value = addresses.join(", ");
+  win.pillifyRecipients();
+  await sleep(300);
+  const pills = [...win.document.querySelectorAll("#addressRowTo mail-address-pill")].map(p => ({
+    address: p.emailAddress,
+    invalid: p.classList.contains("invalid-address") || p.hasAttribute("invalid"),
+  }));
+  win.close();
+  done(pills);
+})().catch(e => done("ERROR: " + e));
+"""
+
 # The text of every prompt Thunderbird shows (window-modal dialogs and tab prompts).
 DIALOGS = """
 const [done] = arguments;
@@ -411,6 +450,16 @@ def main():
             if r != "ok":
                 raise SystemExit(r)
             out = run_script(client, READ_INBOX, [])
+            if isinstance(out, str) and out.startswith("ERROR"):
+                raise SystemExit(out)
+            print(json.dumps(out))
+        finally:
+            quit(proc, client)
+    elif cmd == "compose-pills":
+        profile = sys.argv[2]
+        proc, client = start(profile)
+        try:
+            out = run_script(client, COMPOSE_PILLS, [sys.argv[3:]])
             if isinstance(out, str) and out.startswith("ERROR"):
                 raise SystemExit(out)
             print(json.dumps(out))
