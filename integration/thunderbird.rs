@@ -346,7 +346,15 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
         .args(["bob", "secret"]));
     assert_eq!(read.code, 0, "{read:#?}\n{}", mb.log_text());
     let messages: serde_json::Value = serde_json::from_str(read.stdout.trim()).expect("json");
-    let m = &messages[0];
+    // The message pane (what Bob sees) and Thunderbird's MIME reader agree.
+    let pane = &messages[0]["pane"];
+    assert_eq!(pane["subject"], "Quarterly figures", "{read:#?}");
+    assert!(
+        pane["body"].as_str().unwrap_or_default().contains("The numbers are in the attachment."),
+        "{read:#?}"
+    );
+    assert_eq!(pane["attachments"], serde_json::json!(["figures.txt"]), "{read:#?}");
+    let m = &messages[1];
     assert_eq!(m["subject"], "Quarterly figures", "{read:#?}");
     assert!(
         m["body"]

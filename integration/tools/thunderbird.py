@@ -256,6 +256,40 @@ const [done] = arguments;
   await new Promise(resolve => inbox.QueryInterface(Ci.nsIMsgImapMailFolder)
     .updateFolderWithListener(null, { OnStartRunningUrl() {}, OnStopRunningUrl() { resolve(); } }));
   const out = [];
+  // What the message pane shows for the first message (the user's view).
+  const win = Services.wm.getMostRecentWindow("mail:3pane");
+  const about3Pane = win.gTabmail.currentAbout3Pane;
+  about3Pane.displayFolder(inbox.URI);
+  const total = inbox.getTotalMessages(false);
+  for (let i = 0; i < 200 && about3Pane.gDBView?.rowCount != total; i++) {
+    await new Promise(r => setTimeout(r, 50));
+  }
+  about3Pane.threadTree.selectedIndex = 0;
+  const aboutMessage = about3Pane.messageBrowser.contentWindow;
+  let pane = null;
+  for (let i = 0; i < 200; i++) {
+    const doc = aboutMessage.document;
+    const subject = doc.getElementById("expandedsubjectBox");
+    const body = aboutMessage.getMessagePaneBrowser?.()?.contentDocument?.body;
+    const names = () => [...doc.querySelectorAll("#attachmentList .attachmentItem, #attachmentName")]
+      .map(e => (e.getAttribute("name") || e.textContent || "").trim())
+      .filter(n => n && !n.includes("://"))
+      .filter((n, i, all) => all.indexOf(n) == i);
+    if (aboutMessage.gMessage && subject && subject.textContent && body && body.innerText) {
+      // The attachment list fills in after the body.
+      for (let j = 0; j < 60 && names().length == 0 && aboutMessage.gMessage.flags; j++) {
+        await new Promise(r => setTimeout(r, 50));
+      }
+      pane = {
+        subject: subject.textContent.trim().replace(/^Subject:?\\s*/, ""),
+        body: body.innerText,
+        attachments: names(),
+      };
+      break;
+    }
+    await new Promise(r => setTimeout(r, 50));
+  }
+  out.push({ pane });
   for (const hdr of [...inbox.messages]) {
     const mime = await new Promise((resolve, reject) => {
       MsgHdrToMimeMessage(hdr, null, (h, m) => resolve(m), true, { saneBodySize: true });
