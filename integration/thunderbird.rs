@@ -148,7 +148,7 @@ fn a_fingerprint_address_without_a_valid_policy_is_refused_with_the_reason_in_a_
     let smtp_port = free_port();
     let config_path = root.path().join("alice.toml");
     let config = format!(
-        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 2\n",
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 5\n",
         home = alice.home.display(),
         sub = servers.submission(),
         imap = servers.imap(),
@@ -273,7 +273,7 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
     let smtp_port = free_port();
     let alice_config = root.path().join("alice.toml");
     let config = format!(
-        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[tls]\ncert = \"{certs}/cert.pem\"\nkey = \"{certs}/key.pem\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 2\n[encrypt]\ndefault = \"never\"\n",
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[tls]\ncert = \"{certs}/cert.pem\"\nkey = \"{certs}/key.pem\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 5\n[encrypt]\ndefault = \"never\"\n",
         home = alice.home.display(),
         sub = servers.submission(),
         imap = servers.imap(),

@@ -372,7 +372,7 @@ const [done] = arguments;
     }
     return out;
   };
-  for (let i = 0; i < 100 && texts().length == 0; i++) {
+  for (let i = 0; i < 200 && texts().length == 0; i++) {
     await new Promise(r => setTimeout(r, 100));
   }
   done(texts());
