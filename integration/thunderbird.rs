@@ -350,10 +350,17 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
     let pane = &messages[0]["pane"];
     assert_eq!(pane["subject"], "Quarterly figures", "{read:#?}");
     assert!(
-        pane["body"].as_str().unwrap_or_default().contains("The numbers are in the attachment."),
+        pane["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("The numbers are in the attachment."),
         "{read:#?}"
     );
-    assert_eq!(pane["attachments"], serde_json::json!(["figures.txt"]), "{read:#?}");
+    assert_eq!(
+        pane["attachments"],
+        serde_json::json!(["figures.txt"]),
+        "{read:#?}"
+    );
     let m = &messages[1];
     assert_eq!(m["subject"], "Quarterly figures", "{read:#?}");
     assert!(
