@@ -41,31 +41,39 @@ impl MailServers {
     }
 
     pub fn start_with_size_limit(limit: Option<usize>) -> MailServers {
-        let root = super::tempdir();
-        let base = free_base();
-        let log = root.path().join("start.log");
-        let mut cmd = Command::new("bash");
-        cmd.arg(servers_dir().join("start.sh"))
-            .arg(root.path().join("srv"))
-            .arg(base.to_string());
-        if let Some(l) = limit {
-            cmd.env("MESSAGE_SIZE_LIMIT", l.to_string());
+        // Ports are checked free just before the start, but a test running in parallel may
+        // take one meanwhile: then the instance is stopped and started on another range.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let root = super::tempdir();
+            let base = free_base();
+            let log = root.path().join("start.log");
+            let mut cmd = Command::new("bash");
+            cmd.arg(servers_dir().join("start.sh"))
+                .arg(root.path().join("srv"))
+                .arg(base.to_string());
+            if let Some(l) = limit {
+                cmd.env("MESSAGE_SIZE_LIMIT", l.to_string());
+            }
+            // The daemons inherit stdout/stderr: send them to a file, not a pipe nobody closes.
+            let file = std::fs::File::create(&log).expect("log");
+            let status = cmd
+                .stdin(Stdio::null())
+                .stdout(file.try_clone().expect("log"))
+                .stderr(file)
+                .status()
+                .expect("start.sh");
+            let servers = MailServers { root, base };
+            if status.success() {
+                return servers;
+            }
+            last = std::fs::read_to_string(&log).unwrap_or_default();
+            if !last.contains("Address already in use") {
+                break;
+            }
+            // Dropping `servers` stops what did start.
         }
-        // The daemons inherit stdout/stderr: send them to a file, not a pipe nobody closes.
-        let file = std::fs::File::create(&log).expect("log");
-        let status = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .status()
-            .expect("start.sh");
-        let servers = MailServers { root, base };
-        assert!(
-            status.success(),
-            "start.sh failed: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        servers
+        panic!("start.sh failed: {last}");
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -179,10 +187,13 @@ impl Meshmail {
             Some(Ok(l)) if l.contains("ready") => {}
             other => {
                 let _ = child.kill();
-                panic!(
-                    "meshmail serve did not start ({other:?}): {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+                let _ = child.wait();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                // Another test took the port between the check and the bind: try another.
+                if config.contains("{port}") && text.contains("Address already in use") {
+                    return Meshmail::start(config);
+                }
+                panic!("meshmail serve did not start ({other:?}): {text}");
             }
         }
         wait_for_port(port, "meshmail");
