@@ -166,6 +166,10 @@ pub struct Meshmail {
 impl Meshmail {
     /// Starts meshmail with `config` (TOML); `{port}` in it is replaced by the listen port.
     pub fn start(config: &str) -> Meshmail {
+        Self::start_trying(config, 3)
+    }
+
+    fn start_trying(config: &str, tries: u32) -> Meshmail {
         let dir = super::tempdir();
         let port = free_port();
         let cfg = dir.path().join("meshmail.toml");
@@ -190,8 +194,9 @@ impl Meshmail {
                 let _ = child.wait();
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 // Another test took the port between the check and the bind: try another.
-                if config.contains("{port}") && text.contains("Address already in use") {
-                    return Meshmail::start(config);
+                if tries > 1 && config.contains("{port}") && text.contains("Address already in use")
+                {
+                    return Meshmail::start_trying(config, tries - 1);
                 }
                 panic!("meshmail serve did not start ({other:?}): {text}");
             }
