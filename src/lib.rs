@@ -30,6 +30,7 @@ pub mod config;
 pub mod crypto;
 pub mod imap;
 pub mod keys;
+pub mod listen;
 pub mod mime;
 pub mod pipeline;
 pub mod policy;

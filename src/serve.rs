@@ -73,17 +73,9 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
             in_flight: crate::smtp::server::InFlight::new(config.limits.max_bytes_in_flight),
             connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
         });
-        let mut listeners = vec![(smtp.listen, false)];
-        if let Some(addr) = smtp.listen_implicit_tls {
-            if ctx.tls.is_none() {
-                return Err(ServeError::Config(
-                    "listen_implicit_tls needs a [tls] certificate".into(),
-                ));
-            }
-            listeners.push((addr, true));
-        }
-        for (addr, implicit) in listeners {
-            let listener = bind(addr)?;
+        for (listener, addr, implicit) in
+            listeners(smtp.listen, smtp.listen_implicit_tls, ctx.tls.is_some())?
+        {
             tracing::info!(%addr, implicit_tls = implicit, "SMTP listening");
             tasks.push(tokio::spawn(run_listener(
                 listener,
@@ -114,17 +106,9 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
             views: crate::imap::view::ViewCache::new(imap.cache_bytes.unwrap_or(64 << 20)),
             append_plaintext: imap.append_plaintext.clone(),
         });
-        let mut listeners = vec![(imap.listen, false)];
-        if let Some(addr) = imap.listen_implicit_tls {
-            if ctx.tls.is_none() {
-                return Err(ServeError::Config(
-                    "listen_implicit_tls needs a [tls] certificate".into(),
-                ));
-            }
-            listeners.push((addr, true));
-        }
-        for (addr, implicit) in listeners {
-            let listener = bind(addr)?;
+        for (listener, addr, implicit) in
+            listeners(imap.listen, imap.listen_implicit_tls, ctx.tls.is_some())?
+        {
             tracing::info!(%addr, implicit_tls = implicit, "IMAP listening");
             tasks.push(tokio::spawn(crate::imap::run_listener(
                 listener,
@@ -144,6 +128,24 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The plaintext/STARTTLS listener and, when configured, the implicit-TLS one.
+fn listeners(
+    listen: std::net::SocketAddr,
+    implicit: Option<std::net::SocketAddr>,
+    have_tls: bool,
+) -> Result<Vec<(TcpListener, std::net::SocketAddr, bool)>, ServeError> {
+    let mut out = vec![(bind(listen)?, listen, false)];
+    if let Some(addr) = implicit {
+        if !have_tls {
+            return Err(ServeError::Config(
+                "listen_implicit_tls needs a [tls] certificate".into(),
+            ));
+        }
+        out.push((bind(addr)?, addr, true));
+    }
+    Ok(out)
 }
 
 fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {

@@ -24,7 +24,6 @@ use crate::crypto::decrypt::DecryptionKeys;
 use crate::smtp::upstream::UpstreamTarget;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -55,33 +54,14 @@ pub async fn run_listener(
     listener: TcpListener,
     ctx: Arc<ImapContext>,
     implicit_tls: bool,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let loopback = listener
-        .local_addr()
-        .map(|a| a.ip().is_loopback())
-        .unwrap_or(false);
-    loop {
-        let permit = tokio::select! {
-            p = ctx.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
-        };
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            session::run(ctx, tcp, peer, loopback, implicit_tls).await;
-        });
-    }
+    let connections = ctx.connections.clone();
+    crate::listen::accept_loop(
+        listener,
+        connections,
+        shutdown,
+        move |tcp, peer, loopback| session::run(ctx.clone(), tcp, peer, loopback, implicit_tls),
+    )
+    .await
 }

@@ -3,8 +3,7 @@
 //! connection and for meshmail's own connection (`owned`).
 
 use crate::smtp::session::io::Stream;
-use crate::smtp::upstream::{UpstreamError, UpstreamTarget, UpstreamTls};
-use rustls::pki_types::ServerName;
+use crate::smtp::upstream::{handshake, UpstreamError, UpstreamTarget, UpstreamTls};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -83,24 +82,6 @@ pub async fn connect(target: &UpstreamTarget) -> Result<ImapUpstream, UpstreamEr
         stream,
         capabilities,
     })
-}
-
-async fn handshake(
-    target: &UpstreamTarget,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
-    let host = target
-        .address
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
-        .unwrap_or(&target.address)
-        .to_owned();
-    let name = ServerName::try_from(host).map_err(|e| UpstreamError::Tls(e.to_string()))?;
-    let connector = tokio_rustls::TlsConnector::from(target.tls_config.clone());
-    tokio::time::timeout(target.timeout, connector.connect(name, tcp))
-        .await
-        .map_err(|_| UpstreamError::Tls("handshake timed out".into()))?
-        .map_err(|e| UpstreamError::Tls(e.to_string()))
 }
 
 async fn write<S: tokio::io::AsyncWrite + Unpin + ?Sized>(

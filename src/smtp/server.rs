@@ -110,63 +110,48 @@ pub async fn run_listener(
     listener: TcpListener,
     ctx: Arc<SmtpContext>,
     implicit_tls: bool,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let loopback = listener
-        .local_addr()
-        .map(|a| a.ip().is_loopback())
-        .unwrap_or(false);
-    loop {
-        // The permit is taken before accept, so a flood waits in the kernel's backlog.
-        let permit = tokio::select! {
-            p = ctx.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
-        };
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let idle = Duration::from_secs(ctx.limits.idle_timeout_secs);
-            let mut conn = if implicit_tls {
-                let Some(acceptor) = ctx.tls.clone() else {
-                    return;
+    let connections = ctx.connections.clone();
+    crate::listen::accept_loop(
+        listener,
+        connections,
+        shutdown,
+        move |tcp, peer, loopback| {
+            let ctx = ctx.clone();
+            async move {
+                let idle = Duration::from_secs(ctx.limits.idle_timeout_secs);
+                let mut conn = if implicit_tls {
+                    let Some(acceptor) = ctx.tls.clone() else {
+                        return;
+                    };
+                    match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => Connection::new(Box::new(tls), idle, true),
+                        _ => return,
+                    }
+                } else {
+                    Connection::new(Box::new(tcp), idle, false)
                 };
-                match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => Connection::new(Box::new(tls), idle, true),
-                    _ => return,
-                }
-            } else {
-                Connection::new(Box::new(tcp), idle, false)
-            };
-            let upstream = match Upstream::connect(&ctx.upstream).await {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::warn!(peer = %peer, error = %e, "upstream unavailable");
-                    let r = Reply::new(
-                        421,
-                        "4.4.0",
-                        "The mail server is unavailable; try again later",
-                    );
-                    let _ = conn.write(&r.to_wire()).await;
-                    return;
-                }
-            };
-            Session::new(conn, upstream, ctx, peer, loopback)
-                .run()
-                .await;
-        });
-    }
+                let upstream = match Upstream::connect(&ctx.upstream).await {
+                    Ok(u) => u,
+                    Err(e) => {
+                        tracing::warn!(peer = %peer, error = %e, "upstream unavailable");
+                        let r = Reply::new(
+                            421,
+                            "4.4.0",
+                            "The mail server is unavailable; try again later",
+                        );
+                        let _ = conn.write(&r.to_wire()).await;
+                        return;
+                    }
+                };
+                Session::new(conn, upstream, ctx, peer, loopback)
+                    .run()
+                    .await;
+            }
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -206,7 +206,9 @@ impl Upstream {
     }
 }
 
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+/// TLS to the upstream, its certificate verified for the host of `target.address` (also
+/// used by the IMAP upstream).
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     target: &UpstreamTarget,
     stream: S,
 ) -> Result<tokio_rustls::client::TlsStream<S>, UpstreamError> {
