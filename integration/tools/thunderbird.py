@@ -48,14 +48,6 @@ def version():
     return out.strip()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 class Marionette:
     """The Marionette wire protocol: `length:json` frames."""
 
@@ -100,12 +92,34 @@ class Marionette:
                 return reply[3]
 
 
+def wait_for_port(proc, active_port, deadline):
+    """The Marionette port Thunderbird wrote into the profile."""
+    while True:
+        try:
+            with open(active_port) as f:
+                text = f.read().strip()
+            if text:
+                return int(text)
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"Thunderbird exited with {proc.returncode} before Marionette opened")
+        if time.time() > deadline:
+            raise SystemExit("Thunderbird's Marionette port never opened")
+        time.sleep(0.1)
+
+
 def start(profile):
     """Thunderbird on `profile` with Marionette; returns (process, client)."""
-    port = free_port()
+    # Port 0: Thunderbird binds a free port itself and writes it to the profile. A port chosen
+    # here could be taken by a Thunderbird of a test running in parallel before ours binds it,
+    # and this script would then drive the other test's Thunderbird (a CI run failed that way).
+    active_port = os.path.join(profile, "MarionetteActivePort")
+    if os.path.exists(active_port):
+        os.remove(active_port)
     with open(os.path.join(profile, "user.js"), "a") as f:
         f.write(QUIET_PREFS)
-        f.write(f'user_pref("marionette.port", {port});\n')
+        f.write('user_pref("marionette.port", 0);\n')
     home = tempfile.mkdtemp(prefix="tb-home-")
     env = dict(os.environ, HOME=home, MOZ_HEADLESS="1", MOZ_CRASHREPORTER_DISABLE="1",
                MOZ_DISABLE_AUTO_SAFE_MODE="1")
@@ -113,7 +127,7 @@ def start(profile):
         [BINARY, "--headless", "--marionette", "--remote-allow-system-access", "--no-remote",
          "-profile", profile],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = Marionette(port, time.time() + 60)
+    client = Marionette(wait_for_port(proc, active_port, time.time() + 60), time.time() + 60)
     client.call("WebDriver:NewSession", {"capabilities": {}})
     client.call("Marionette:SetContext", {"value": "chrome"})
     return proc, client
