@@ -32,6 +32,7 @@ version is checked first.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -120,13 +121,19 @@ def start(profile):
     with open(os.path.join(profile, "user.js"), "a") as f:
         f.write(QUIET_PREFS)
         f.write('user_pref("marionette.port", 0);\n')
+    # A home and a temporary directory of its own: Thunderbird writes each outgoing message to
+    # $TMPDIR/nsemail.eml before sending it, and two Thunderbirds sharing /tmp sent each other's
+    # messages (a CI run delivered the refusal test's text as another test's message).
     home = tempfile.mkdtemp(prefix="tb-home-")
-    env = dict(os.environ, HOME=home, MOZ_HEADLESS="1", MOZ_CRASHREPORTER_DISABLE="1",
-               MOZ_DISABLE_AUTO_SAFE_MODE="1")
+    tmp = os.path.join(home, "tmp")
+    os.mkdir(tmp)
+    env = dict(os.environ, HOME=home, TMPDIR=tmp, MOZ_HEADLESS="1",
+               MOZ_CRASHREPORTER_DISABLE="1", MOZ_DISABLE_AUTO_SAFE_MODE="1")
     proc = subprocess.Popen(
         [BINARY, "--headless", "--marionette", "--remote-allow-system-access", "--no-remote",
          "-profile", profile],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.home = home
     client = Marionette(wait_for_port(proc, active_port, time.time() + 60), time.time() + 60)
     client.call("WebDriver:NewSession", {"capabilities": {}})
     client.call("Marionette:SetContext", {"value": "chrome"})
@@ -551,6 +558,8 @@ def quit(proc, client):
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+    shutil.rmtree(proc.home, ignore_errors=True)
 
 
 if __name__ == "__main__":
