@@ -8,8 +8,9 @@
 mod common;
 
 use common::gpg::Gpg;
-use common::imap::{append, crlf, gpg_encrypt, oracle, pgp_mime, rand_suffix};
+use common::imap::{append, crlf, gpg_encrypt, oracle, pgp_mime};
 use common::mail::{MailServers, Meshmail};
+use common::smime;
 use common::*;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -40,22 +41,6 @@ struct World {
 
 const OUTER: &str = "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <NAME@example.test>\r\nMIME-Version: 1.0\r\n";
 
-fn smime(outer: &str, der: &[u8], auth: bool) -> Vec<u8> {
-    let mut m = crlf(outer);
-    let kind = if auth {
-        "authEnveloped-data"
-    } else {
-        "enveloped-data"
-    };
-    m.extend(crlf(&format!("Content-Type: application/pkcs7-mime; smime-type={kind}; name=\"smime.p7m\"\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\n\r\n")));
-    let b64 = data_encoding::BASE64.encode(der);
-    for chunk in b64.as_bytes().chunks(76) {
-        m.extend_from_slice(chunk);
-        m.extend_from_slice(b"\r\n");
-    }
-    m
-}
-
 /// The view meshmail promises: its result line, the outer header without Content-* fields
 /// (Subject replaced when given), the inner Content-* fields, the inner body.
 fn expected_view(result: &str, outer: &str, subject: Option<&str>, inner: &[u8]) -> Vec<u8> {
@@ -78,25 +63,6 @@ fn expected_view(result: &str, outer: &str, subject: Option<&str>, inner: &[u8])
     v.extend_from_slice(b"\r\n");
     v.extend_from_slice(&inner[split + 4..]);
     v
-}
-
-fn cms_encrypt(dir: &Path, inner: &[u8], cert: &Path, cipher: &str) -> Vec<u8> {
-    let f = dir.join(format!("cms-{}.eml", rand_suffix()));
-    std::fs::write(&f, inner).expect("write");
-    let out = Command::new("openssl")
-        .args([
-            "cms", "-encrypt", "-binary", cipher, "-outform", "DER", "-in",
-        ])
-        .arg(&f)
-        .arg(cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn world() -> World {
@@ -158,21 +124,21 @@ fn world() -> World {
     });
     // 4. S/MIME EnvelopedData (AES-256-CBC) by openssl cms.
     let inner = crlf("Content-Type: multipart/mixed; boundary=\"s4\"\r\n\r\n--s4\r\nContent-Type: text/plain\r\n\r\nS/MIME body with durian.\r\n--s4\r\nContent-Type: image/png; name=\"dot.png\"\r\nContent-Disposition: attachment; filename=\"dot.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--s4--\r\n");
-    let der = cms_encrypt(dir, &inner, &alice.home.join("smime.pem"), "-aes256");
+    let der = smime::encrypt(dir, &inner, &alice.home.join("smime.pem"), "-aes256");
     let o = outer("m4").replace("Subject: [...]", "Subject: S/MIME report");
     cases.push(Case {
         name: "cms-cbc",
-        stored: smime(&o, &der, false),
+        stored: smime::enveloped(&o, &der, false),
         view: expected_view("decrypted; unsigned", &o, None, &inner),
     });
     // 5. S/MIME AuthEnvelopedData (AES-256-GCM) by openssl cms.
     let inner =
         crlf("Content-Type: text/plain; charset=us-ascii\r\n\r\nGCM protects the lychee.\r\n");
-    let der = cms_encrypt(dir, &inner, &alice.home.join("smime.pem"), "-aes-256-gcm");
+    let der = smime::encrypt(dir, &inner, &alice.home.join("smime.pem"), "-aes-256-gcm");
     let o = outer("m5").replace("Subject: [...]", "Subject: GCM report");
     cases.push(Case {
         name: "cms-gcm",
-        stored: smime(&o, &der, true),
+        stored: smime::enveloped(&o, &der, true),
         view: expected_view("decrypted; unsigned", &o, None, &inner),
     });
     // 6. A forged result header, outside and inside.
@@ -363,6 +329,7 @@ fn world() -> World {
             &inner,
         ),
     });
+    smime_signed_cases(dir, &alice, &g, &mut cases);
     let stored: Vec<&[u8]> = cases.iter().map(|c| c.stored.as_slice()).collect();
     let uids = append(&servers, "alice", "INBOX", dir, &stored);
     let views: Vec<&[u8]> = cases.iter().map(|c| c.view.as_slice()).collect();
@@ -400,6 +367,72 @@ fn world() -> World {
         uids,
         oracle_uids,
     }
+}
+
+/// S/MIME signed, then encrypted: the signatures inside are checked with the certificates the
+/// SignedData carries.
+fn smime_signed_cases(dir: &Path, alice: &TestAccount, g: &Gpg, cases: &mut Vec<Case>) {
+    let outer = |name: &str| OUTER.replace("NAME", name);
+    let alice_cert = alice.home.join("smime.pem");
+    // 13. Detached (multipart/signed) by Bob's RSA certificate, in EnvelopedData.
+    let bob = smime::signer(dir, "bob@example.test", false);
+    let part =
+        crlf("Content-Type: text/plain; charset=us-ascii\r\n\r\nSigned by S/MIME: cloudberry.\r\n");
+    let inner = smime::multipart_signed(&part, &smime::sign(dir, &bob, &part, true));
+    let o = outer("m13");
+    cases.push(Case {
+        name: "smime-detached-verified",
+        stored: smime::enveloped(
+            &o,
+            &smime::encrypt(dir, &inner, &alice_cert, "-aes256"),
+            false,
+        ),
+        view: expected_view(
+            &format!("decrypted; signed-by={}; verified=yes", bob.fingerprint),
+            &o,
+            None,
+            &inner,
+        ),
+    });
+    // 14. Opaque signed-data by Carol's P-256 certificate, in AuthEnvelopedData: the view is
+    //     the content the SignedData carries.
+    let carol = smime::signer(dir, "carol@example.test", true);
+    let content =
+        crlf("Content-Type: text/plain; charset=us-ascii\r\n\r\nOpaque and sealed: mulberry.\r\n");
+    let inner = smime::opaque_signed(&smime::sign(dir, &carol, &content, false));
+    let o = outer("m14").replace(
+        "From: Bob <bob@example.test>",
+        "From: Carol <carol@example.test>",
+    );
+    cases.push(Case {
+        name: "smime-opaque-verified",
+        stored: smime::enveloped(
+            &o,
+            &smime::encrypt(dir, &inner, &alice_cert, "-aes-256-gcm"),
+            true,
+        ),
+        view: expected_view(
+            &format!("decrypted; signed-by={}; verified=yes", carol.fingerprint),
+            &o,
+            None,
+            &content,
+        ),
+    });
+    // 15. Bob's S/MIME signature over a text that was changed afterwards, in PGP/MIME.
+    let signed = crlf("Content-Type: text/plain; charset=us-ascii\r\n\r\nPay 100 to Bob.\r\n");
+    let changed = crlf("Content-Type: text/plain; charset=us-ascii\r\n\r\nPay 900 to Eve.\r\n");
+    let inner = smime::multipart_signed(&changed, &smime::sign(dir, &bob, &signed, true));
+    let armored = gpg_encrypt(g, dir, &inner, &["-r", &alice.openpgp_fingerprint]);
+    cases.push(Case {
+        name: "smime-detached-tampered",
+        stored: pgp_mime(&outer("m15"), &armored),
+        view: expected_view(
+            &format!("decrypted; signed-by={}; verified=no", bob.fingerprint),
+            &outer("m15"),
+            None,
+            &inner,
+        ),
+    });
 }
 
 impl World {

@@ -364,3 +364,4 @@ pub fn expired_policy_line(who: &TestAccount) -> String {
 pub mod gpg;
 pub mod imap;
 pub mod mail;
+pub mod smime;

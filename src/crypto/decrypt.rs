@@ -62,12 +62,14 @@ impl std::fmt::Debug for DecryptionKeys {
 /// One signature found on the decrypted message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureCheck {
-    /// The signing certificate's fingerprint (upper-case hex), or the issuer given by the
-    /// signature when the certificate is not held.
+    /// The signing certificate's fingerprint (upper-case hex; for S/MIME the SHA-256 of the
+    /// X.509 certificate), or the issuer given by the signature when the certificate is not
+    /// held.
     pub signer: String,
-    /// The signature verified with a certificate held locally.
+    /// The signature verified with a certificate held locally or carried by the message.
     pub good: bool,
-    /// The e-mail addresses bound to that certificate by valid user IDs (lower case).
+    /// The e-mail addresses bound to that certificate by valid user IDs or, for S/MIME, named
+    /// by it (lower case).
     pub addresses: Vec<String>,
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cms;
 mod cms_decrypt;
+pub mod cms_verify;
 pub mod decrypt;
 pub mod openpgp;
 pub mod seal;

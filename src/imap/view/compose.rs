@@ -6,9 +6,14 @@
 //! the inner part is signed by a key bound to that From; otherwise the outer ones stay and the
 //! result header says so. A `Meshmail-Result` header tells the reader what happened; any
 //! incoming header of that name is removed first, so it cannot be forged.
+//!
+//! Signatures inside are checked in every form: OpenPGP signed-and-encrypted, a PGP/MIME or
+//! S/MIME `multipart/signed`, and S/MIME opaque `signed-data` (then the content it carries is
+//! what is shown).
 
 use super::mime;
-use crate::crypto::decrypt::{DecryptionKeys, OpenError, Opened};
+use crate::crypto::cms_verify::{self, SignedContent};
+use crate::crypto::decrypt::{DecryptionKeys, OpenError, Opened, SignatureCheck};
 use zeroize::Zeroizing;
 
 pub const RESULT_HEADER: &str = "Meshmail-Result";
@@ -35,6 +40,7 @@ pub fn compose(raw: &[u8], keys: &DecryptionKeys, max: usize) -> Zeroizing<Vec<u
         Ok(Payload::Cms(der)) => keys.open_cms(&der, max),
         Err(e) => Err(e),
     };
+    let opened = opened.map(unwrap_opaque_signed);
     match opened {
         Ok(opened) if stored_by_us(&outer, &opened, keys) => opened.plaintext,
         Ok(opened) => assemble(raw, &outer, opened, keys),
@@ -54,14 +60,75 @@ fn stored_by_us(outer: &mime::Entity, opened: &Opened, keys: &DecryptionKeys) ->
     marked && opened.signatures.iter().any(|s| s.good && s.signer == own)
 }
 
+/// An S/MIME opaque-signed payload (`application/pkcs7-mime; smime-type=signed-data`, RFC
+/// 8551 §3.5.2, what Outlook sends signed and encrypted) is replaced by the content it carries,
+/// with its signatures checked. Anything else is left as it is.
+fn unwrap_opaque_signed(mut opened: Opened) -> Opened {
+    if !opened.signatures.is_empty() {
+        return opened;
+    }
+    let inner = mime::parse(&opened.plaintext);
+    let ct = &inner.content_type;
+    let pkcs7 = ct.r#type == "application"
+        && (ct.subtype == "pkcs7-mime" || ct.subtype == "x-pkcs7-mime")
+        && ct
+            .param("smime-type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("signed-data"));
+    if !pkcs7 {
+        return opened;
+    }
+    let der = decoded_body(&opened.plaintext, &inner);
+    match cms_verify::verify(&der, None) {
+        Some(SignedContent {
+            checks,
+            content: Some(content),
+        }) => {
+            opened.plaintext = Zeroizing::new(content);
+            opened.signatures = checks;
+        }
+        // A signature object without content: the message says it is signed but nothing can
+        // be shown as signed.
+        _ => opened.signatures = vec![unreadable_signature()],
+    }
+    opened
+}
+
+fn unreadable_signature() -> SignatureCheck {
+    SignatureCheck {
+        signer: "unreadable".into(),
+        good: false,
+        addresses: Vec::new(),
+    }
+}
+
+/// A leaf's body, base64-decoded when its Content-Transfer-Encoding says so.
+fn decoded_body(msg: &[u8], e: &mime::Entity) -> Vec<u8> {
+    let body = &msg[e.body.clone()];
+    let base64 = e.mime_field("Content-Transfer-Encoding").is_some_and(|f| {
+        mime::unfold(&f.raw_value)
+            .trim()
+            .eq_ignore_ascii_case("base64")
+    });
+    if !base64 {
+        return body.to_vec();
+    }
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    data_encoding::BASE64.decode(&compact).unwrap_or_default()
+}
+
 /// The signatures of a signed-then-encrypted message whose decrypted payload is a
-/// multipart/signed: PGP/MIME ones are checked (held or attached certificates); an S/MIME one
-/// is reported as not checked, so the message is not called unsigned.
+/// multipart/signed (RFC 3156 §6.1, RFC 8551 §3.5.3), checked against held or attached
+/// certificates. An unreadable signature counts as a bad one, so the message is never called
+/// unsigned.
 fn detached_signatures(
     msg: &[u8],
     inner: &mime::Entity,
     keys: &DecryptionKeys,
-) -> Vec<crate::crypto::decrypt::SignatureCheck> {
+) -> Vec<SignatureCheck> {
     let ct = &inner.content_type;
     let mime::Kind::Multipart(parts) = &inner.kind else {
         return Vec::new();
@@ -78,12 +145,17 @@ fn detached_signatures(
         let signature = &msg[parts[1].body.clone()];
         let attached = attached_certs(msg);
         keys.verify_detached(signature, signed, &attached)
+    } else if protocol == "application/pkcs7-signature"
+        || protocol == "application/x-pkcs7-signature"
+    {
+        let signed = &msg[parts[0].header.start..parts[0].body.end];
+        let der = decoded_body(msg, &parts[1]);
+        match cms_verify::verify(&der, Some(signed)) {
+            Some(s) if !s.checks.is_empty() => s.checks,
+            _ => vec![unreadable_signature()],
+        }
     } else {
-        vec![crate::crypto::decrypt::SignatureCheck {
-            signer: "smime-unchecked".into(),
-            good: false,
-            addresses: Vec::new(),
-        }]
+        vec![unreadable_signature()]
     }
 }
 
@@ -105,22 +177,7 @@ fn attached_certs(plaintext: &[u8]) -> Vec<sequoia_openpgp::Cert> {
                 if ct.r#type != "application" || ct.subtype != "pgp-keys" {
                     return;
                 }
-                let body = &msg[e.body.clone()];
-                let base64 = e.mime_field("Content-Transfer-Encoding").is_some_and(|f| {
-                    mime::unfold(&f.raw_value)
-                        .trim()
-                        .eq_ignore_ascii_case("base64")
-                });
-                let bytes = if base64 {
-                    let compact: Vec<u8> = body
-                        .iter()
-                        .copied()
-                        .filter(|b| !b.is_ascii_whitespace())
-                        .collect();
-                    data_encoding::BASE64.decode(&compact).unwrap_or_default()
-                } else {
-                    body.to_vec()
-                };
+                let bytes = decoded_body(msg, e);
                 if let Ok(certs) = crate::crypto::openpgp::parse_certs(&bytes) {
                     out.extend(certs.into_iter().take(8));
                 }
