@@ -127,6 +127,19 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
     for t in tasks {
         let _ = t.await;
     }
+    // Records still queued for the IMAP index are written before exiting.
+    let indexes: Vec<_> = accounts
+        .values()
+        .filter_map(|a| a.imap.index.clone())
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for index in indexes {
+            if !index.flush(Duration::from_secs(20)) {
+                tracing::warn!("the IMAP index was not written completely before exit");
+            }
+        }
+    })
+    .await;
     Ok(())
 }
 
@@ -217,8 +230,7 @@ fn load_accounts(
                 let keyring =
                     crate::policy::store::LocalStore::new(&a.home).certs_matching(&|_| true);
                 index =
-                    crate::imap::index::Index::open(&a.home, unlocked.smime_key_pkcs8().expose())
-                        .map(Arc::new);
+                    crate::imap::index::Index::open(&a.home, unlocked.smime_key_pkcs8().expose());
                 let decryption = DecryptionKeys::new(
                     secret.clone(),
                     smime.clone(),

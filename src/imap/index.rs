@@ -7,6 +7,11 @@
 //! account's secret S/MIME key, and bound to its mailbox and UIDVALIDITY; files are 0600 in a
 //! 0700 directory. A record that does not open (another key, damage) is skipped: the message
 //! is decrypted again and its record written anew.
+//!
+//! Records are built (search text, structure) and written by the index's own thread, when no
+//! decryption is running ([`super::slots`]): a cold FETCH of a whole mailbox is answered first
+//! and indexed right after. `flush` waits for the queue at shutdown; a record lost to a crash
+//! only costs a decryption later.
 
 use crate::imap::search::SearchText;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -16,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 /// What the index keeps of one decrypted message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,11 +43,32 @@ const MAX_RECORDS: usize = 1_000_000;
 /// A record larger than this is damage, not a record.
 const MAX_RECORD: usize = 64 * 1024 * 1024;
 
+/// Bytes of decrypted views waiting in the queue at most; beyond, records are built at once.
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// How often the index's thread looks whether decryption has stopped.
+const IDLE_POLL: Duration = Duration::from_millis(2);
+
 /// One account's index.
 pub struct Index {
     dir: PathBuf,
     key: LessSafeKey,
     mailboxes: DashMap<(String, u32), Arc<Mutex<MailboxIndex>>>,
+    /// Records for the index's own thread to build and write (`None`: no thread, build at once).
+    queue: Option<Sender<Job>>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+type BuildEntry = Box<dyn FnOnce() -> IndexEntry + Send>;
+
+enum Job {
+    Insert {
+        mailbox: String,
+        uidvalidity: u32,
+        uid: u32,
+        bytes: usize,
+        build: BuildEntry,
+    },
+    Flush(Sender<()>),
 }
 
 #[derive(Default)]
@@ -48,18 +77,70 @@ struct MailboxIndex {
 }
 
 impl Index {
-    /// The index under `home`, sealed with a key derived from `secret`.
-    pub fn open(home: &Path, secret: &[u8]) -> Option<Index> {
+    /// The index under `home`, sealed with a key derived from `secret`, with its own thread.
+    pub fn open(home: &Path, secret: &[u8]) -> Option<Arc<Index>> {
         let prk = Salt::new(HKDF_SHA256, b"meshmail imap index v1").extract(secret);
         let okm = prk.expand(&[b"record key"], &AES_256_GCM).ok()?;
         let key = LessSafeKey::new(UnboundKey::from(okm));
         let dir = home.join("imap-index");
         crate::keys::account::make_private_dir(&dir).ok()?;
-        Some(Index {
-            dir,
-            key,
-            mailboxes: DashMap::new(),
-        })
+        Some(Arc::new_cyclic(|me: &Weak<Index>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let me = me.clone();
+            let started = std::thread::Builder::new()
+                .name("imap-index".into())
+                .spawn(move || run_queue(me, rx));
+            Index {
+                dir,
+                key,
+                mailboxes: DashMap::new(),
+                queue: started.is_ok().then_some(tx),
+                queued_bytes: Arc::new(AtomicUsize::new(0)),
+            }
+        }))
+    }
+
+    /// Adds the entry `build` makes (from a view of `bytes` bytes), on the index's thread
+    /// once no decryption is running; at once when the queue is full or there is no thread.
+    pub fn insert_later(
+        &self,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        bytes: usize,
+        build: impl FnOnce() -> IndexEntry + Send + 'static,
+    ) {
+        if self.get(mailbox, uidvalidity, uid).is_some() {
+            return;
+        }
+        let queued = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let job = Job::Insert {
+            mailbox: mailbox.to_owned(),
+            uidvalidity,
+            uid,
+            bytes,
+            build: Box::new(build),
+        };
+        let refused = match &self.queue {
+            Some(tx) if queued + bytes <= MAX_QUEUED_BYTES => tx.send(job).err().map(|e| e.0),
+            _ => Some(job),
+        };
+        if let Some(Job::Insert { build, .. }) = refused {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.insert(mailbox, uidvalidity, uid, build());
+        }
+    }
+
+    /// Waits (at most `timeout`) until every queued record is written. `false` on timeout.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let Some(tx) = &self.queue else {
+            return true;
+        };
+        let (done, wait) = std::sync::mpsc::channel();
+        if tx.send(Job::Flush(done)).is_err() {
+            return true;
+        }
+        wait.recv_timeout(timeout).is_ok()
     }
 
     fn file(&self, mailbox: &str, uidvalidity: u32) -> PathBuf {
@@ -182,6 +263,36 @@ impl Index {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the IMAP index");
         }
         guard.entries.insert(uid, Arc::new(entry));
+    }
+}
+
+/// The index's own thread: builds and writes queued records while no decryption runs. Ends
+/// when the index is dropped.
+fn run_queue(index: Weak<Index>, jobs: Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Insert {
+                mailbox,
+                uidvalidity,
+                uid,
+                bytes,
+                build,
+            } => {
+                while !super::slots::idle() {
+                    std::thread::sleep(IDLE_POLL);
+                }
+                let Some(index) = index.upgrade() else {
+                    return;
+                };
+                if index.get(&mailbox, uidvalidity, uid).is_none() {
+                    index.insert(&mailbox, uidvalidity, uid, build());
+                }
+                index.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            }
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
     }
 }
 

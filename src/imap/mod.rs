@@ -16,6 +16,7 @@ pub mod index;
 pub mod owned;
 pub mod search;
 mod session;
+pub mod slots;
 pub mod upstream;
 pub mod view;
 

@@ -1,6 +1,7 @@
 //! Where a view comes from, cheapest first: the in-memory cache, the persistent index (when
 //! the body is not needed), else the ciphertext (given, or fetched on meshmail's connection)
-//! decrypted on a blocking thread, then cached and indexed.
+//! decrypted on a blocking thread (one decryption per core at a time), then cached and
+//! indexed (the index builds its record when decryption is idle).
 
 use super::Selected;
 use crate::crypto::decrypt::DecryptionKeys;
@@ -75,16 +76,18 @@ impl ViewSource {
         let index = self.index.clone();
         let mailbox = self.selected.mailbox.clone();
         let validity = self.selected.uidvalidity;
+        let slot = crate::imap::slots::decryption_slot().await;
         let view = tokio::task::spawn_blocking(move || {
-            let view = View::build(&raw, &keys, max);
+            let view = Arc::new(View::build(&raw, &keys, max));
+            drop(slot);
             if let (Some(index), Some(validity)) = (index, validity) {
-                index.insert(&mailbox, validity, uid, view.index_entry());
+                let v = view.clone();
+                index.insert_later(&mailbox, validity, uid, v.size(), move || v.index_entry());
             }
             view
         })
         .await
         .map_err(|_| "decryption stopped".to_string())?;
-        let view = Arc::new(view);
         if validity.is_some() {
             self.views.insert(key, view.clone());
         }
