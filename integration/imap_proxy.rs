@@ -1149,7 +1149,10 @@ fn malformed_server_responses_give_errors_not_crashes_or_unbounded_memory() {
         "home = \"{home}\"\nupstream_user = \"badfetch\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{port}\"\nupstream_tls = \"none\"\n[limits]\nmax_message_size = 1000000\n",
         home = alice.home.display(),
     );
-    config = config.replace("[limits]", "[limits]\nidle_timeout_secs = 5");
+    config = config.replace(
+        "[limits]",
+        "[limits]\nidle_timeout_secs = 5\nupstream_timeout_secs = 2",
+    );
     let m = Meshmail::start(&config);
     let wait = std::time::Duration::from_secs(5);
     let session = |user: &str, command: &str| {
@@ -1165,11 +1168,19 @@ fn malformed_server_responses_give_errors_not_crashes_or_unbounded_memory() {
     assert!(closed && huge.contains("BYE"), "{huge}");
     let (long, closed) = session("longline", "NOOP");
     assert!(closed && long.contains("BYE"), "{long}");
-    let (bad, _) = session("badfetch", "UID FETCH 1 (BODY.PEEK[])");
+    // A literal shorter than announced: the server stops in the middle of its answer, and
+    // meshmail gives up after the upstream timeout (2 s) instead of the idle timeout.
+    let started = std::time::Instant::now();
+    let (bad, closed) = session("badfetch", "UID FETCH 1 (BODY.PEEK[])");
     assert!(
         !bad.contains("c OK"),
         "a broken answer must not complete the FETCH: {bad}"
     );
+    assert!(
+        closed && bad.contains("BYE [UNAVAILABLE] The mail server stopped in the middle"),
+        "{bad}"
+    );
+    assert!(started.elapsed() < wait, "{:?}", started.elapsed());
     // meshmail is still there, and its memory stayed bounded.
     let (caps, _) = converse(m.port, b"a CAPABILITY\r\n", wait);
     assert!(caps.contains("a OK"), "{caps}");

@@ -144,6 +144,9 @@ pub struct UpstreamFetch {
     pub passthrough: Vec<MessageDataItem<'static>>,
     /// The response without the items meshmail added, for an unencrypted message.
     pub stripped: Option<Vec<MessageDataItem<'static>>>,
+    /// Only FLAGS (with UID or MODSEQ): a flag update, possibly unsolicited (another client
+    /// changed the flags).
+    pub flags_only: bool,
 }
 
 /// Parses an untagged FETCH response; `None` when the bytes are not one.
@@ -164,6 +167,15 @@ pub fn parse_response(bytes: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
         full_message: None,
         passthrough: Vec::new(),
         stripped: None,
+        flags_only: items.iter().any(|i| matches!(i, MessageDataItem::Flags(_)))
+            && items.iter().all(|i| {
+                matches!(
+                    i,
+                    MessageDataItem::Flags(_)
+                        | MessageDataItem::Uid(_)
+                        | MessageDataItem::ModSeq(_)
+                )
+            }),
     };
     let mut kept = Vec::with_capacity(items.len());
     for item in items {
@@ -545,5 +557,31 @@ fn astring(out: &mut Vec<u8>, s: &AString) {
             out.push(*b);
         }
         out.push(b'"');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_codec::decode::Decoder;
+    use imap_codec::CommandCodec;
+
+    fn plan_of(command: &[u8]) -> FetchPlan {
+        let (_, c) = CommandCodec::default().decode(command).expect("command");
+        plan(&c).expect("a FETCH with content items")
+    }
+
+    #[test]
+    fn a_flag_update_is_told_apart_from_an_answer_with_content() {
+        let p = plan_of(b"a UID FETCH 1:* (BODY.PEEK[])\r\n");
+        let update = parse_response(b"* 3 FETCH (UID 7 FLAGS (\\Flagged) MODSEQ (12))\r\n", &p)
+            .expect("fetch");
+        assert!(update.flags_only);
+        let answer =
+            parse_response(b"* 3 FETCH (UID 7 FLAGS () BODY[] {3}\r\nabc)\r\n", &p).expect("fetch");
+        assert!(!answer.flags_only);
+        assert_eq!(answer.full_message.as_deref(), Some(&b"abc"[..]));
+        let no_flags = parse_response(b"* 3 FETCH (UID 7)\r\n", &p).expect("fetch");
+        assert!(!no_flags.flags_only);
     }
 }

@@ -289,6 +289,11 @@ impl Session {
         }
     }
 
+    /// Part of an upstream message has arrived, not all of it.
+    fn upstream_mid_message(&self) -> bool {
+        !self.ufrag.is_message_complete() && !self.ufrag.message_bytes().is_empty()
+    }
+
     /// The client is read only when nothing it sent is waiting on meshmail.
     fn reading_client(&self) -> bool {
         self.fetch.is_none()
@@ -322,7 +327,15 @@ impl Session {
                 Some(UpItem::Bytes { data, .. }) => Some(&data[self.up_written..]),
                 _ => None,
             };
-            let idle = self.idle();
+            // A server that stops in the middle of a response (a short literal, a line
+            // without its end) will not go on: give up after the upstream timeout, not the
+            // half-hour an idle client may wait.
+            let stalled = read_up && self.upstream_mid_message();
+            let idle = if stalled {
+                self.idle().min(self.ctx.upstream.timeout)
+            } else {
+                self.idle()
+            };
             tokio::select! {
                 r = cr.read(&mut cbuf), if read_client => {
                     let n = match r { Ok(0) | Err(_) => return Exit::Close, Ok(n) => n };
@@ -358,7 +371,13 @@ impl Session {
                     }
                 }
                 _ = tokio::time::sleep(idle) => {
-                    let _ = cw.write_all(b"* BYE Idle for too long\r\n").await;
+                    let bye: &[u8] = if stalled {
+                        tracing::warn!(peer = %self.peer, "the server stopped in the middle of a response");
+                        b"* BYE [UNAVAILABLE] The mail server stopped in the middle of a response\r\n"
+                    } else {
+                        b"* BYE Idle for too long\r\n"
+                    };
+                    let _ = cw.write_all(bye).await;
                     return Exit::Close;
                 }
             }

@@ -178,7 +178,11 @@ impl Session {
             let first = self.fetch.as_mut().is_some_and(|f| f.answered.insert(uid));
             if !first {
                 // Answered already: Dovecot may run the two FETCHes side by side, and the
-                // rest's `n:*` names the last (known) message.
+                // rest's `n:*` names the last (known) message; that second answer is dropped.
+                // A flag update is passed on: another client may have changed the flags.
+                if parsed.flags_only {
+                    self.push_out(Out::Bytes(message));
+                }
                 return;
             }
         }
