@@ -130,11 +130,13 @@ def main():
         sys.stdout.buffer.write(fetch(m, uid, item))
         m.logout()
     elif cmd == "stale-search":
-        # stale-search MESHMAIL_PORT DOVECOT_PORT USER PASS MAILBOX SEEN_UID UNSEEN_UID QUERY
+        # stale-search MESHMAIL_PORT DOVECOT_PORT USER PASS MAILBOX SEEN_UID UNSEEN_UID QUERY...
         # A session through meshmail; another, straight to Dovecot, expunges SEEN_UID (the
         # first session is told, by a NOOP) and then UNSEEN_UID (it is not told yet), so its
-        # SEARCH answers in its own numbering, which is neither the UIDs nor a fresh session's.
-        mport, dport, user, password, mailbox, seen, unseen, query = sys.argv[2:10]
+        # SEARCHes answer in its own numbering, which is neither the UIDs nor a fresh
+        # session's. One line of numbers per query.
+        mport, dport, user, password, mailbox, seen, unseen = sys.argv[2:9]
+        queries = sys.argv[9:]
         via = connect(mport, user, password, mailbox, readonly=False)
         other = connect(dport, user, password, mailbox, readonly=False)
         for uid in (seen, unseen):
@@ -143,8 +145,9 @@ def main():
             if uid == seen:
                 via.noop()
         other.logout()
-        typ, data = via.search(None, query)
-        print(" ".join(sorted((data[0] or b"").decode().split(), key=int)))
+        for query in queries:
+            typ, data = via.search(None, query)
+            print(" ".join(sorted((data[0] or b"").decode().split(), key=int)))
         via.logout()
     elif cmd == "fetch":
         port, user, password, mailbox, uid, item = sys.argv[2:8]

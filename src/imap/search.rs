@@ -136,6 +136,18 @@ fn ymd(d: &chrono::NaiveDate) -> (i32, u32, u32) {
     (d.year(), d.month(), d.day())
 }
 
+/// True when `key` has a sequence-set criterion anywhere (its numbers are the client's).
+pub fn uses_sequence_numbers(key: &SearchKey) -> bool {
+    use SearchKey as K;
+    match key {
+        K::SequenceSet(_) => true,
+        K::And(keys) => keys.as_ref().iter().any(uses_sequence_numbers),
+        K::Or(a, b) => uses_sequence_numbers(a) || uses_sequence_numbers(b),
+        K::Not(k) => uses_sequence_numbers(k),
+        _ => false,
+    }
+}
+
 /// True when the candidate matches `key`.
 pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
     use SearchKey as K;

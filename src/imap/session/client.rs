@@ -6,6 +6,7 @@ use super::{ActiveFetch, Mode, Out, Pending, Selected, Session, UpItem};
 use crate::imap::caps::ENABLE_ALLOWED;
 use crate::imap::fetch;
 use crate::imap::owned::Credentials;
+use crate::imap::search::uses_sequence_numbers;
 use crate::secret::{Secret, SecretString};
 use imap_codec::decode::Decoder;
 use imap_codec::encode::{Encoder, Fragment};
@@ -384,8 +385,22 @@ impl Session {
         };
         // The search words are the user's: only the fact is logged.
         tracing::info!(peer = %self.peer, uid, keys = criteria.len(), "IMAP SEARCH over encrypted messages");
-        let local = tokio::spawn(super::search_local(source, criteria));
-        if !uid && !self.seqmap.complete() {
+        // A sequence-set criterion is in the client's numbering, which meshmail's own
+        // connection may not share (expunges the client has not seen yet).
+        let (numbering, numbering_rx) = if criteria.iter().any(uses_sequence_numbers) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let local = tokio::spawn(super::search_local(source, criteria, numbering_rx));
+        let mut numbering = numbering;
+        if self.seqmap.complete() {
+            if let Some(tx) = numbering.take() {
+                let _ = tx.send((self.seqmap.by_uid(), self.seqmap.len()));
+            }
+        }
+        if (!uid || numbering.is_some()) && !self.seqmap.complete() {
             // Sequence numbers of what meshmail finds come from the client's own session.
             let t = self.internal_tag();
             self.pending.insert(t.clone(), Pending::Internal);
@@ -399,6 +414,7 @@ impl Session {
             uid,
             upstream: Vec::new(),
             local,
+            numbering,
         });
         self.pending.insert(tag.to_owned(), Pending::Search);
         self.forward_collected(tag, bytes);

@@ -105,9 +105,15 @@ struct ActiveSearch {
     uid: bool,
     upstream: Vec<u32>,
     local: tokio::task::JoinHandle<Result<LocalSearch, String>>,
+    /// For a query with a sequence-set criterion: the client's numbering, sent to the local
+    /// evaluation once the session's map is complete.
+    numbering: Option<tokio::sync::oneshot::Sender<ClientNumbering>>,
 }
 
 type LocalSearch = (std::collections::HashSet<u32>, Vec<u32>);
+
+/// The client session's numbering: UID → sequence number, and the number of messages.
+type ClientNumbering = (HashMap<u32, u32>, u32);
 
 /// The running view FETCH (one at a time: the client is not read meanwhile).
 struct ActiveFetch {

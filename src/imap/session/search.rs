@@ -2,7 +2,7 @@
 //! merge with the upstream's answer for the others.
 
 use super::open::ViewSource;
-use super::{LocalSearch, Out, Session};
+use super::{ClientNumbering, LocalSearch, Out, Session};
 use crate::imap::owned::Listed;
 use crate::imap::search::{matches, parse_search_line, Candidate};
 use imap_codec::imap_types::core::Vec1;
@@ -10,20 +10,31 @@ use imap_codec::imap_types::search::SearchKey;
 
 /// Lists the mailbox on meshmail's connection, opens every encrypted message (cache, index,
 /// or decryption) and evaluates the query on each. Answers with the UIDs of the encrypted
-/// messages and of those that match.
+/// messages and of those that match. With `numbering`, sequence-set criteria are evaluated in
+/// the client's numbering (a message the client has no number for matches none).
 pub(super) async fn search_local(
     source: ViewSource,
     criteria: Vec<SearchKey<'static>>,
+    numbering: Option<tokio::sync::oneshot::Receiver<ClientNumbering>>,
 ) -> Result<LocalSearch, String> {
     let owned = source
         .owned
         .clone()
         .ok_or("no connection of meshmail's own")?;
-    let listed = owned
+    let mut listed = owned
         .list(&source.selected.mailbox, source.selected.uidvalidity)
         .await
         .map_err(|e| e.0)?;
-    let max_seq = listed.iter().map(|l| l.seq).max().unwrap_or(0);
+    let mut max_seq = listed.iter().map(|l| l.seq).max().unwrap_or(0);
+    if let Some(numbering) = numbering {
+        let (seq_of, count) = numbering
+            .await
+            .map_err(|_| "the session's numbering is not known".to_string())?;
+        for l in &mut listed {
+            l.seq = seq_of.get(&l.uid).copied().unwrap_or(0);
+        }
+        max_seq = count;
+    }
     let max_uid = listed.iter().map(|l| l.uid).max().unwrap_or(0);
     let number = |l: &Listed| l.uid;
     let mut opened = Vec::new();

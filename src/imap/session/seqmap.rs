@@ -37,6 +37,11 @@ impl SeqMap {
         self.uids.iter().all(Option::is_some)
     }
 
+    /// The number of messages (the largest sequence number).
+    pub fn len(&self) -> u32 {
+        self.uids.len() as u32
+    }
+
     /// UID → sequence number, for translating many at once.
     pub fn by_uid(&self) -> std::collections::HashMap<u32, u32> {
         self.uids

@@ -80,6 +80,11 @@ impl Session {
             Some(Pending::Internal) => {
                 if self.mapping.as_deref() == Some(tag.as_str()) {
                     self.mapping = None;
+                    // The map is as complete as the server let it be.
+                    let numbering = self.search.as_mut().and_then(|s| s.numbering.take());
+                    if let Some(tx) = numbering {
+                        let _ = tx.send((self.seqmap.by_uid(), self.seqmap.len()));
+                    }
                 }
                 return;
             }
