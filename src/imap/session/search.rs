@@ -5,8 +5,12 @@ use super::open::ViewSource;
 use super::{ClientNumbering, LocalSearch, Out, Session};
 use crate::imap::owned::Listed;
 use crate::imap::search::{matches, parse_search_line, Candidate};
+use futures_util::{StreamExt, TryStreamExt};
 use imap_codec::imap_types::core::Vec1;
 use imap_codec::imap_types::search::SearchKey;
+
+/// Views opened at once for a SEARCH (decryption itself is limited to one per core).
+const OPEN_AT_ONCE: usize = 8;
 
 /// Lists the mailbox on meshmail's connection, opens every encrypted message (cache, index,
 /// or decryption) and evaluates the query on each. Answers with the UIDs of the encrypted
@@ -37,11 +41,18 @@ pub(super) async fn search_local(
     }
     let max_uid = listed.iter().map(|l| l.uid).max().unwrap_or(0);
     let number = |l: &Listed| l.uid;
-    let mut opened = Vec::new();
-    for l in listed.iter().filter(|l| l.encrypted) {
-        let view = source.open(l.uid, None, false).await?;
-        opened.push((l.clone(), view));
-    }
+    // Opened side by side (decryption takes one slot per core); the first failure ends it.
+    let encrypted: Vec<Listed> = listed.iter().filter(|l| l.encrypted).cloned().collect();
+    let opened: Vec<_> = futures_util::stream::iter(encrypted.into_iter().map(|l| {
+        let source = source.clone();
+        async move {
+            let view = source.open(l.uid, None, false).await?;
+            Ok::<_, String>((l, view))
+        }
+    }))
+    .buffered(OPEN_AT_ONCE)
+    .try_collect()
+    .await?;
     let query = match Vec1::try_from(criteria) {
         Ok(keys) => SearchKey::And(keys),
         Err(_) => SearchKey::All,
