@@ -64,7 +64,7 @@ fn stored_by_us(outer: &mime::Entity, opened: &Opened, keys: &DecryptionKeys) ->
 /// 8551 §3.5.2, what Outlook sends signed and encrypted) is replaced by the content it carries,
 /// with its signatures checked. Anything else is left as it is.
 fn unwrap_opaque_signed(mut opened: Opened) -> Opened {
-    if !opened.signatures.is_empty() {
+    if !opened.signatures.is_empty() || !header_mentions(&opened.plaintext, b"pkcs7-mime") {
         return opened;
     }
     let inner = mime::parse(&opened.plaintext);
@@ -91,6 +91,18 @@ fn unwrap_opaque_signed(mut opened: Opened) -> Opened {
         _ => opened.signatures = vec![unreadable_signature()],
     }
     opened
+}
+
+/// The header section of `msg` contains `word` (ASCII, any case): a cheap test before a parse.
+fn header_mentions(msg: &[u8], word: &[u8]) -> bool {
+    let end = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| msg.windows(2).position(|w| w == b"\n\n"))
+        .unwrap_or(msg.len());
+    msg[..end]
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
 }
 
 fn unreadable_signature() -> SignatureCheck {
