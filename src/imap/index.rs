@@ -55,7 +55,7 @@ pub struct Index {
     mailboxes: DashMap<(String, u32), Arc<Mutex<MailboxIndex>>>,
     /// Records for the index's own thread to build and write (`None`: no thread, build at once).
     queue: Option<Sender<Job>>,
-    queued_bytes: Arc<AtomicUsize>,
+    queued_bytes: AtomicUsize,
 }
 
 type BuildEntry = Box<dyn FnOnce() -> IndexEntry + Send>;
@@ -95,7 +95,7 @@ impl Index {
                 key,
                 mailboxes: DashMap::new(),
                 queue: started.is_ok().then_some(tx),
-                queued_bytes: Arc::new(AtomicUsize::new(0)),
+                queued_bytes: AtomicUsize::new(0),
             }
         }))
     }
@@ -304,5 +304,60 @@ impl Mode0600 for std::fs::OpenOptions {
     fn mode_0600(&mut self) -> &mut Self {
         use std::os::unix::fs::OpenOptionsExt;
         self.mode(0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn entry(size: usize) -> IndexEntry {
+        IndexEntry {
+            size,
+            bodystructure: "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 2 1 NIL NIL NIL NIL)".into(),
+            body: String::new(),
+            envelope: String::new(),
+            header: b"Subject: secret plans\r\n\r\n".to_vec(),
+            search: SearchText::default(),
+        }
+    }
+
+    #[test]
+    fn queued_records_are_written_sealed_and_read_back_only_with_the_key() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(home.path(), b"account secret").expect("index");
+        for uid in 1..=50 {
+            index.insert_later("INBOX", 7, uid, 100, move || entry(uid as usize));
+        }
+        assert!(index.flush(Duration::from_secs(10)));
+        assert_eq!(index.get("INBOX", 7, 42).map(|e| e.size), Some(42));
+        assert!(index.get("INBOX", 8, 42).is_none(), "another UIDVALIDITY");
+        drop(index);
+
+        let files: Vec<_> = std::fs::read_dir(home.path().join("imap-index"))
+            .expect("dir")
+            .map(|f| f.expect("entry").path())
+            .collect();
+        assert_eq!(files.len(), 1);
+        let bytes = std::fs::read(&files[0]).expect("read");
+        let mode = std::fs::metadata(&files[0])
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            !bytes.windows(6).any(|w| w == b"secret"),
+            "plaintext at rest"
+        );
+
+        let again = Index::open(home.path(), b"account secret").expect("index");
+        assert_eq!(again.uids("INBOX", 7).len(), 50);
+        assert_eq!(again.get("INBOX", 7, 9).map(|e| e.size), Some(9));
+        let other = Index::open(home.path(), b"another key").expect("index");
+        assert!(
+            other.get("INBOX", 7, 9).is_none(),
+            "opened with the wrong key"
+        );
     }
 }
