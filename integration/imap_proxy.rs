@@ -1070,12 +1070,7 @@ fn a_locked_key_store_answers_unavailable_never_a_view_or_plaintext() {
         &[stored.as_slice()],
     );
     // No passphrase in the configuration: the account is mapped but locked.
-    let config = format!(
-        "home = \"{home}\"\nupstream_user = \"frank\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
-        home = home.display(),
-        imap = servers.imap(),
-        ca = servers.ca_pem().display(),
-    );
+    let config = servers.meshmail_config(&home, "frank", None, "");
     let m = Meshmail::start(&config);
     let out = oracle()
         .args([
@@ -1297,12 +1292,11 @@ fn a_message_sent_through_meshmails_smtp_proxy_reads_back_through_its_imap_proxy
     )
     .expect("copy");
     let smtp_port = free_port();
-    let config = format!(
-        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[encrypt]\ndefault = \"never\"\naddresses = {{ \"alice@example.test\" = \"required\" }}\n",
-        home = alice.home.display(),
-        sub = servers.submission(),
-        imap = servers.imap(),
-        ca = servers.ca_pem().display(),
+    let config = servers.meshmail_config(
+        &alice.home,
+        "alice",
+        Some(smtp_port),
+        "[encrypt]\ndefault = \"never\"\naddresses = { \"alice@example.test\" = \"required\" }\n",
     );
     let m = Meshmail::start(&config);
     let sent = common::mail::swaks(

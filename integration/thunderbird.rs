@@ -8,13 +8,64 @@ use common::gpg::Gpg;
 use common::imap::{append, crlf, gpg_encrypt, pgp_mime};
 use common::mail::{MailServers, Meshmail};
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn thunderbird() -> Command {
     let mut c = Command::new("python3");
     c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/tools/thunderbird.py"));
     c
+}
+
+/// meshmail started on `config`, and a Thunderbird profile `<name>-profile` written for it by
+/// `meshmail thunderbird` (with `--starttls` when asked): meshmail, the profile, and what the
+/// command printed.
+fn meshmail_and_profile(
+    root: &Path,
+    home: &Path,
+    name: &str,
+    config: &str,
+    starttls: bool,
+) -> (Meshmail, PathBuf, Run) {
+    let m = Meshmail::start(config);
+    let config_path = root.join(format!("{name}.toml"));
+    std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
+    let profile = root.join(format!("{name}-profile"));
+    let mut command = meshmail(home);
+    command.arg("thunderbird");
+    if starttls {
+        command.arg("--starttls");
+    }
+    let made = run(command
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--config")
+        .arg(&config_path));
+    assert_eq!(made.code, 0, "{made:#?}");
+    (m, profile, made)
+}
+
+/// PGP/MIME messages from Alice to `to`, encrypted by gpg, each Subject protected inside and
+/// `[...]` outside.
+fn protected_messages(
+    g: &Gpg,
+    dir: &Path,
+    to: &TestAccount,
+    items: &[(&str, &str)],
+    id: &str,
+) -> Vec<Vec<u8>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, (subject, body))| {
+            let inner = crlf(&format!("Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nSubject: {subject}\r\n\r\n{body}\r\n"));
+            let armored = gpg_encrypt(g, dir, &inner, &["-r", &to.openpgp_fingerprint]);
+            pgp_mime(
+                &format!("From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 1{i}:00:00 +0000\r\nMessage-ID: <{id}{i}@example.test>\r\nMIME-Version: 1.0\r\n"),
+                &armored,
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -27,38 +78,22 @@ fn the_message_list_shows_the_protected_subject_not_the_placeholder() {
     // proxy and Thunderbird itself do); Bob's Dovecot holds `[...]` only.
     let g = Gpg::with_secret_of(&alice.home, root.path().join("gpg-alice"));
     g.import_public(&bob.home);
-    let mut stored = Vec::new();
-    for (i, subject) in ["Lunch on Friday?", "The kumquat report"]
-        .iter()
-        .enumerate()
-    {
-        let inner = crlf(&format!("Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nSubject: {subject}\r\n\r\nSee you there.\r\n"));
-        let armored = gpg_encrypt(&g, root.path(), &inner, &["-r", &bob.openpgp_fingerprint]);
-        stored.push(pgp_mime(
-            &format!("From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 1{i}:00:00 +0000\r\nMessage-ID: <tb{i}@example.test>\r\nMIME-Version: 1.0\r\n"),
-            &armored,
-        ));
-    }
+    let stored = protected_messages(
+        &g,
+        root.path(),
+        &bob,
+        &[
+            ("Lunch on Friday?", "See you there."),
+            ("The kumquat report", "See you there."),
+        ],
+        "tb",
+    );
     let refs: Vec<&[u8]> = stored.iter().map(|m| m.as_slice()).collect();
     append(&servers, "bob", "INBOX", root.path(), &refs);
 
-    let config_path = root.path().join("bob.toml");
-    let config = format!(
-        "home = \"{home}\"\nupstream_user = \"bob\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
-        home = bob.home.display(),
-        imap = servers.imap(),
-        ca = servers.ca_pem().display(),
-    );
-    let m = Meshmail::start(&config);
-    std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
     // One command writes the profile.
-    let profile = root.path().join("profile");
-    let made = run(meshmail(&bob.home)
-        .args(["thunderbird", "--profile"])
-        .arg(&profile)
-        .arg("--config")
-        .arg(&config_path));
-    assert_eq!(made.code, 0, "{made:#?}");
+    let config = servers.meshmail_config(&bob.home, "bob", None, "");
+    let (m, profile, made) = meshmail_and_profile(root.path(), &bob.home, "bob", &config, false);
     assert!(made.stdout.contains("offline copies are off"), "{made:#?}");
 
     let out = run(thunderbird()
@@ -84,24 +119,13 @@ fn the_sent_copy_is_ciphertext_on_the_server_and_the_original_in_thunderbird() {
     let root = tempdir();
     let servers = MailServers::start();
     let alice = init_account(root.path(), "alice@example.test");
-    let smtp_port = free_port();
-    let config_path = root.path().join("alice.toml");
-    let config = format!(
-        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[encrypt]\ndefault = \"never\"\n",
-        home = alice.home.display(),
-        sub = servers.submission(),
-        imap = servers.imap(),
-        ca = servers.ca_pem().display(),
+    let config = servers.meshmail_config(
+        &alice.home,
+        "alice",
+        Some(free_port()),
+        "[encrypt]\ndefault = \"never\"\n",
     );
-    let m = Meshmail::start(&config);
-    std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
-    let profile = root.path().join("profile");
-    run(meshmail(&alice.home)
-        .args(["thunderbird", "--profile"])
-        .arg(&profile)
-        .arg("--config")
-        .arg(&config_path))
-    .ok();
+    let (m, profile, _) = meshmail_and_profile(root.path(), &alice.home, "alice", &config, false);
     let subject = "Plans for the tamarind harvest";
     let out = run(thunderbird().arg("send").arg(&profile).args([
         "alice",
@@ -145,25 +169,13 @@ fn a_fingerprint_address_without_a_valid_policy_is_refused_with_the_reason_in_a_
     // Bob has keys but never published a policy; DNS answers that there is none.
     let bob = init_account(root.path(), "bob@example.test");
     let nsd = Nsd::start(&[("example.test", Vec::new())]);
-    let smtp_port = free_port();
-    let config_path = root.path().join("alice.toml");
-    let config = format!(
-        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 5\n",
-        home = alice.home.display(),
-        sub = servers.submission(),
-        imap = servers.imap(),
-        ca = servers.ca_pem().display(),
-        dns = nsd.addr(),
+    let config = servers.meshmail_config(
+        &alice.home,
+        "alice",
+        Some(free_port()),
+        &format!("[policy]\ndns = \"{}\"\ntimeout_secs = 5\n", nsd.addr()),
     );
-    let m = Meshmail::start(&config);
-    std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
-    let profile = root.path().join("profile");
-    run(meshmail(&alice.home)
-        .args(["thunderbird", "--profile"])
-        .arg(&profile)
-        .arg("--config")
-        .arg(&config_path))
-    .ok();
+    let (m, profile, _) = meshmail_and_profile(root.path(), &alice.home, "alice", &config, false);
     let out = run(thunderbird().arg("send-refused").arg(&profile).args([
         "alice",
         "secret",
@@ -201,39 +213,20 @@ fn online_search_finds_a_word_only_inside_an_encrypted_body() {
     let bob = init_account(root.path(), "bob@example.test");
     let g = Gpg::with_secret_of(&alice.home, root.path().join("gpg-alice"));
     g.import_public(&bob.home);
-    let mut stored = Vec::new();
-    for (i, (subject, body)) in [
-        ("Garden", "Plant the pomegranate tree."),
-        ("Kitchen", "Buy figs."),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let inner = crlf(&format!("Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nSubject: {subject}\r\n\r\n{body}\r\n"));
-        let armored = gpg_encrypt(&g, root.path(), &inner, &["-r", &bob.openpgp_fingerprint]);
-        stored.push(pgp_mime(
-            &format!("From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 1{i}:00:00 +0000\r\nMessage-ID: <s{i}@example.test>\r\nMIME-Version: 1.0\r\n"),
-            &armored,
-        ));
-    }
+    let stored = protected_messages(
+        &g,
+        root.path(),
+        &bob,
+        &[
+            ("Garden", "Plant the pomegranate tree."),
+            ("Kitchen", "Buy figs."),
+        ],
+        "s",
+    );
     let refs: Vec<&[u8]> = stored.iter().map(|m| m.as_slice()).collect();
     append(&servers, "bob", "INBOX", root.path(), &refs);
-    let config_path = root.path().join("bob.toml");
-    let config = format!(
-        "home = \"{home}\"\nupstream_user = \"bob\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
-        home = bob.home.display(),
-        imap = servers.imap(),
-        ca = servers.ca_pem().display(),
-    );
-    let m = Meshmail::start(&config);
-    std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
-    let profile = root.path().join("profile");
-    run(meshmail(&bob.home)
-        .args(["thunderbird", "--profile"])
-        .arg(&profile)
-        .arg("--config")
-        .arg(&config_path))
-    .ok();
+    let config = servers.meshmail_config(&bob.home, "bob", None, "");
+    let (m, profile, _) = meshmail_and_profile(root.path(), &bob.home, "bob", &config, false);
     // Offline copies are off, so Thunderbird has no local text to search.
     let prefs = std::fs::read_to_string(profile.join("user.js")).expect("prefs");
     assert!(
@@ -270,30 +263,18 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
     // the profile accepts (no CA installed anywhere).
     let certs = root.path().join("certs");
     run(meshmail(&alice.home).args(["certs", "--out"]).arg(&certs)).ok();
-    let smtp_port = free_port();
-    let alice_config = root.path().join("alice.toml");
-    let config = format!(
-        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nupstream = \"127.0.0.1:{sub}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n[tls]\ncert = \"{certs}/cert.pem\"\nkey = \"{certs}/key.pem\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 5\n[encrypt]\ndefault = \"never\"\n",
-        home = alice.home.display(),
-        sub = servers.submission(),
-        imap = servers.imap(),
-        ca = servers.ca_pem().display(),
-        certs = certs.display(),
-        dns = nsd.addr(),
+    let config = servers.meshmail_config(
+        &alice.home,
+        "alice",
+        Some(free_port()),
+        &format!(
+            "[tls]\ncert = \"{certs}/cert.pem\"\nkey = \"{certs}/key.pem\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 5\n[encrypt]\ndefault = \"never\"\n",
+            certs = certs.display(),
+            dns = nsd.addr(),
+        ),
     );
-    let ma = Meshmail::start(&config);
-    std::fs::write(
-        &alice_config,
-        config.replace("{port}", &ma.port.to_string()),
-    )
-    .expect("cfg");
-    let alice_profile = root.path().join("alice-profile");
-    run(meshmail(&alice.home)
-        .args(["thunderbird", "--starttls", "--profile"])
-        .arg(&alice_profile)
-        .arg("--config")
-        .arg(&alice_config))
-    .ok();
+    let (ma, alice_profile, _) =
+        meshmail_and_profile(root.path(), &alice.home, "alice", &config, true);
     assert!(alice_profile.join("cert_override.txt").exists());
     let attachment = root.path().join("figures.txt");
     std::fs::write(&attachment, "Q3: 42 crates of quinces\n").expect("attachment");
@@ -324,22 +305,8 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
     assert_eq!(servers.wait_for_inbox("carol", 1).len(), 1);
 
     // Bob reads it in his Thunderbird, through his own meshmail.
-    let bob_config = root.path().join("bob.toml");
-    let config = format!(
-        "home = \"{home}\"\nupstream_user = \"bob\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{imap}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
-        home = bob.home.display(),
-        imap = servers.imap(),
-        ca = servers.ca_pem().display(),
-    );
-    let mb = Meshmail::start(&config);
-    std::fs::write(&bob_config, config.replace("{port}", &mb.port.to_string())).expect("cfg");
-    let bob_profile = root.path().join("bob-profile");
-    run(meshmail(&bob.home)
-        .args(["thunderbird", "--profile"])
-        .arg(&bob_profile)
-        .arg("--config")
-        .arg(&bob_config))
-    .ok();
+    let config = servers.meshmail_config(&bob.home, "bob", None, "");
+    let (mb, bob_profile, _) = meshmail_and_profile(root.path(), &bob.home, "bob", &config, false);
     let read = run(thunderbird()
         .arg("read")
         .arg(&bob_profile)

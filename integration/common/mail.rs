@@ -79,6 +79,35 @@ impl MailServers {
     pub fn dir(&self) -> PathBuf {
         self.root.path().join("srv")
     }
+    /// meshmail's configuration for `user` (home `home`) in front of these servers: `[imap]`
+    /// listening on `{port}` (which `Meshmail::start` fills in), `[smtp]` on `smtp_port` when
+    /// given, both STARTTLS upstream with the test CA; then the `extra` sections.
+    pub fn meshmail_config(
+        &self,
+        home: &Path,
+        user: &str,
+        smtp_port: Option<u16>,
+        extra: &str,
+    ) -> String {
+        let ca = self.ca_pem();
+        let ca = ca.display();
+        let mut c = format!(
+            "home = \"{}\"\nupstream_user = \"{user}\"\n",
+            home.display()
+        );
+        if let Some(port) = smtp_port {
+            c += &format!(
+                "[smtp]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
+                self.submission()
+            );
+        }
+        c += &format!(
+            "[imap]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{ca}\"\n",
+            self.imap()
+        );
+        c + extra
+    }
+
     pub fn ca_pem(&self) -> PathBuf {
         self.dir().join("tls/ca.pem")
     }
