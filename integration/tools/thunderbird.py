@@ -30,6 +30,7 @@ version is checked first.
       optionally saves a draft, then prints the subjects the Sent folder's message list shows.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -442,109 +443,68 @@ const [which, done] = arguments;
 """
 
 
+@contextlib.contextmanager
+def thunderbird(profile, user=None, password=None):
+    """A running Thunderbird on `profile` (the password stored first when given); quit after."""
+    proc, client = start(profile)
+    try:
+        if user is not None:
+            checked(run_script(client, STORE_PASSWORD, [user, password]), "ok")
+        yield client
+    finally:
+        quit(proc, client)
+
+
+def checked(result, expected=None):
+    """A script's result; an `ERROR…` string (or anything but `expected`) ends the run."""
+    if (expected is not None and result != expected) or (
+            isinstance(result, str) and result.startswith("ERROR")):
+        raise SystemExit(result)
+    return result
+
+
 def main():
     v = version()
     major = int(v.split()[-1].split(".")[0]) if v else 0
     if major != TESTED_MAJOR:
         raise SystemExit(f"Thunderbird {v!r}: the scripts here were written for {TESTED_MAJOR}")
-    cmd = sys.argv[1]
+    cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "inbox-subjects":
-        profile, user, password = sys.argv[2:5]
-        proc, client = start(profile)
-        try:
-            r = run_script(client, STORE_PASSWORD, [user, password])
-            if r != "ok":
-                raise SystemExit(r)
-            out = run_script(client, INBOX_SUBJECTS, ["inbox"])
-            if isinstance(out, str) and out.startswith("ERROR"):
-                raise SystemExit(out)
-            print(json.dumps(out))
-        finally:
-            quit(proc, client)
+        profile, user, password = args[:3]
+        with thunderbird(profile, user, password) as client:
+            print(json.dumps(checked(run_script(client, INBOX_SUBJECTS, ["inbox"]))))
     elif cmd == "send":
-        profile, user, password, to, subject, body = sys.argv[2:8]
-        proc, client = start(profile)
-        try:
-            r = run_script(client, STORE_PASSWORD, [user, password])
-            if r != "ok":
-                raise SystemExit(r)
-            r = run_script(client, SEND, [to, subject, body, "now", None])
-            if r != "sent":
-                raise SystemExit(r)
-            if len(sys.argv) > 8:
+        profile, user, password, to, subject, body = args[:6]
+        with thunderbird(profile, user, password) as client:
+            checked(run_script(client, SEND, [to, subject, body, "now", None]), "sent")
+            if len(args) > 6:
                 # And a draft, saved on the server.
-                r = run_script(client, SEND, [to, sys.argv[8], body, "draft", None])
-                if r != "sent":
-                    raise SystemExit(r)
-            out = run_script(client, INBOX_SUBJECTS, ["sent"])
-            if isinstance(out, str) and out.startswith("ERROR"):
-                raise SystemExit(out)
-            print(json.dumps(out))
-        finally:
-            quit(proc, client)
+                checked(run_script(client, SEND, [to, args[6], body, "draft", None]), "sent")
+            print(json.dumps(checked(run_script(client, INBOX_SUBJECTS, ["sent"]))))
     elif cmd == "send-attached":
-        # send-attached PROFILE USER PASSWORD TO SUBJECT BODY FILE
-        profile, user, password, to, subject, body, attachment = sys.argv[2:9]
-        proc, client = start(profile)
-        try:
-            r = run_script(client, STORE_PASSWORD, [user, password])
-            if r != "ok":
-                raise SystemExit(r)
+        profile, user, password, to, subject, body, attachment = args[:7]
+        with thunderbird(profile, user, password) as client:
             r = run_script(client, SEND, [to, subject, body, "now", attachment])
             if r != "sent":
-                dialogs = run_script(client, DIALOGS, [])
-                raise SystemExit(f"{r}: {dialogs}")
+                raise SystemExit(f"{r}: {run_script(client, DIALOGS, [])}")
             print(json.dumps(r))
-        finally:
-            quit(proc, client)
     elif cmd == "read":
-        profile, user, password = sys.argv[2:5]
-        proc, client = start(profile)
-        try:
-            r = run_script(client, STORE_PASSWORD, [user, password])
-            if r != "ok":
-                raise SystemExit(r)
-            out = run_script(client, READ_INBOX, [])
-            if isinstance(out, str) and out.startswith("ERROR"):
-                raise SystemExit(out)
-            print(json.dumps(out))
-        finally:
-            quit(proc, client)
+        profile, user, password = args[:3]
+        with thunderbird(profile, user, password) as client:
+            print(json.dumps(checked(run_script(client, READ_INBOX, []))))
     elif cmd == "compose-pills":
-        profile = sys.argv[2]
-        proc, client = start(profile)
-        try:
-            out = run_script(client, COMPOSE_PILLS, [sys.argv[3:]])
-            if isinstance(out, str) and out.startswith("ERROR"):
-                raise SystemExit(out)
-            print(json.dumps(out))
-        finally:
-            quit(proc, client)
+        with thunderbird(args[0]) as client:
+            print(json.dumps(checked(run_script(client, COMPOSE_PILLS, [args[1:]]))))
     elif cmd == "search":
-        profile, user, password, word = sys.argv[2:6]
-        proc, client = start(profile)
-        try:
-            r = run_script(client, STORE_PASSWORD, [user, password])
-            if r != "ok":
-                raise SystemExit(r)
-            out = run_script(client, ONLINE_SEARCH, [word])
-            if isinstance(out, str) and out.startswith("ERROR"):
-                raise SystemExit(out)
-            print(json.dumps(out))
-        finally:
-            quit(proc, client)
+        profile, user, password, word = args[:4]
+        with thunderbird(profile, user, password) as client:
+            print(json.dumps(checked(run_script(client, ONLINE_SEARCH, [word]))))
     elif cmd == "send-refused":
-        profile, user, password, to, subject, body = sys.argv[2:8]
-        proc, client = start(profile)
-        try:
-            r = run_script(client, STORE_PASSWORD, [user, password])
-            if r != "ok":
-                raise SystemExit(r)
+        profile, user, password, to, subject, body = args[:6]
+        with thunderbird(profile, user, password) as client:
             r = run_script(client, SEND, [to, subject, body, "now", None])
             dialogs = run_script(client, DIALOGS, [])
             print(json.dumps({"result": r, "dialogs": dialogs}))
-        finally:
-            quit(proc, client)
     else:
         raise SystemExit(f"unknown command {cmd}")
 
