@@ -285,7 +285,11 @@ fn run_queue(index: Weak<Index>, jobs: Receiver<Job>) {
                     return;
                 };
                 if index.get(&mailbox, uidvalidity, uid).is_none() {
-                    index.insert(&mailbox, uidvalidity, uid, build());
+                    // A parser panic on one message must not end indexing for the account.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)) {
+                        Ok(entry) => index.insert(&mailbox, uidvalidity, uid, entry),
+                        Err(_) => tracing::warn!(uid, "cannot index one message"),
+                    }
                 }
                 index.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             }
