@@ -136,7 +136,10 @@ def start(profile):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.home = home
     client = Marionette(wait_for_port(proc, active_port, time.time() + 60), time.time() + 60)
-    client.call("WebDriver:NewSession", {"capabilities": {}})
+    # Marionette takes the capabilities as the parameters themselves. With its default
+    # ("dismiss and notify"), a script run while Thunderbird shows a dialog (the refusal the
+    # tests read) closes that dialog and returns nothing; "ignore" leaves dialogs alone.
+    client.call("WebDriver:NewSession", {"unhandledPromptBehavior": "ignore"})
     client.call("Marionette:SetContext", {"value": "chrome"})
     return proc, client
 
@@ -225,18 +228,39 @@ const [to, subject, body, mode, attachment, done] = arguments;
 })().catch(e => done("ERROR: " + e));
 """
 
+# Shared by the scripts that read a folder: sync the account's folder list, then the folder
+# with `flag`, naming any dialog when a step times out; gives the folder.
+SYNC_FOLDER = """
+const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
+const dialogTexts = () => [...Services.wm.getEnumerator(null)]
+  .filter(w => w.document.documentElement.getAttribute("windowtype") == "Dialog" ||
+               w.location.href.includes("commonDialog"))
+  .map(w => w.document.documentElement.textContent.trim().slice(0, 300));
+async function syncFolder(flag) {
+  const root = MailServices.accounts.defaultAccount.incomingServer.rootFolder;
+  await new Promise((resolve, reject) => {
+    MailServices.imap.discoverAllFolders(root, {
+      OnStartRunningUrl() {}, OnStopRunningUrl(url, status) { resolve(status); },
+    }, null);
+    setTimeout(() => reject(new Error("folder discovery timed out; dialogs: " + dialogTexts())),
+               30000);
+  });
+  const folder = root.getFolderWithFlags(flag);
+  await new Promise((resolve, reject) => {
+    folder.QueryInterface(Ci.nsIMsgImapMailFolder).updateFolderWithListener(null, {
+      OnStartRunningUrl() {}, OnStopRunningUrl(url, status) { resolve(status); },
+    });
+    setTimeout(() => reject(new Error("folder sync timed out; dialogs: " + dialogTexts())), 30000);
+  });
+  return folder;
+}
+"""
+
 # A server-side (online) body search of INBOX.
-ONLINE_SEARCH = """
+ONLINE_SEARCH = SYNC_FOLDER + """
 const [word, done] = arguments;
 (async () => {
-  const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
-  const root = MailServices.accounts.defaultAccount.incomingServer.rootFolder;
-  await new Promise(resolve => MailServices.imap.discoverAllFolders(root, {
-    OnStartRunningUrl() {}, OnStopRunningUrl() { resolve(); },
-  }, null));
-  const inbox = root.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
-  await new Promise(resolve => inbox.QueryInterface(Ci.nsIMsgImapMailFolder)
-    .updateFolderWithListener(null, { OnStartRunningUrl() {}, OnStopRunningUrl() { resolve(); } }));
+  const inbox = await syncFolder(Ci.nsMsgFolderFlags.Inbox);
   const session = Cc["@mozilla.org/messenger/searchSession;1"]
     .createInstance(Ci.nsIMsgSearchSession);
   session.addScopeTerm(Ci.nsMsgSearchScope.onlineMail, inbox);
@@ -264,19 +288,12 @@ const [word, done] = arguments;
 
 # Sync INBOX and read each message as Thunderbird's MIME reader (the one its message pane
 # uses) sees it: subject, plain body and attachment names.
-READ_INBOX = """
+READ_INBOX = SYNC_FOLDER + """
 const [done] = arguments;
 (async () => {
-  const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
   const { MsgHdrToMimeMessage } = ChromeUtils.importESModule(
     "resource:///modules/gloda/MimeMessage.sys.mjs");
-  const root = MailServices.accounts.defaultAccount.incomingServer.rootFolder;
-  await new Promise(resolve => MailServices.imap.discoverAllFolders(root, {
-    OnStartRunningUrl() {}, OnStopRunningUrl() { resolve(); },
-  }, null));
-  const inbox = root.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
-  await new Promise(resolve => inbox.QueryInterface(Ci.nsIMsgImapMailFolder)
-    .updateFolderWithListener(null, { OnStartRunningUrl() {}, OnStopRunningUrl() { resolve(); } }));
+  const inbox = await syncFolder(Ci.nsMsgFolderFlags.Inbox);
   const out = [];
   // What the message pane shows for the first message (the user's view).
   const win = Services.wm.getMostRecentWindow("mail:3pane");
@@ -402,30 +419,11 @@ const [done] = arguments;
 """
 
 # Sync a folder (INBOX, or the Sent folder), show it in the message list, read its rows.
-INBOX_SUBJECTS = """
+INBOX_SUBJECTS = SYNC_FOLDER + """
 const [which, done] = arguments;
 (async () => {
-  const { MailServices } = ChromeUtils.importESModule("resource:///modules/MailServices.sys.mjs");
-  const dialogs = () => [...Services.wm.getEnumerator(null)]
-    .filter(w => w.document.documentElement.getAttribute("windowtype") == "Dialog" ||
-                 w.location.href.includes("commonDialog"))
-    .map(w => w.document.documentElement.textContent.trim().slice(0, 300));
-  const server = MailServices.accounts.defaultAccount.incomingServer;
-  const root = server.rootFolder;
-  await new Promise((resolve, reject) => {
-    MailServices.imap.discoverAllFolders(root, {
-      OnStartRunningUrl() {}, OnStopRunningUrl(url, status) { resolve(status); },
-    }, null);
-    setTimeout(() => reject(new Error("folder discovery timed out; dialogs: " + dialogs())), 30000);
-  });
-  const inbox = root.getFolderWithFlags(
+  const inbox = await syncFolder(
     which == "sent" ? Ci.nsMsgFolderFlags.SentMail : Ci.nsMsgFolderFlags.Inbox);
-  await new Promise((resolve, reject) => {
-    inbox.QueryInterface(Ci.nsIMsgImapMailFolder).updateFolderWithListener(null, {
-      OnStartRunningUrl() {}, OnStopRunningUrl(url, status) { resolve(status); },
-    });
-    setTimeout(() => reject(new Error("INBOX sync timed out; dialogs: " + dialogs())), 30000);
-  });
   const win = Services.wm.getMostRecentWindow("mail:3pane");
   const about3Pane = win.gTabmail.currentAbout3Pane;
   about3Pane.displayFolder(inbox.URI);
