@@ -93,18 +93,10 @@ fn check_signer(
     content: Option<&[u8]>,
 ) -> SignatureCheck {
     let Some(der) = find_cert(&si.sid, certs) else {
-        return SignatureCheck {
-            signer: "smime-certificate-missing".into(),
-            good: false,
-            addresses: Vec::new(),
-        };
+        return SignatureCheck::failed("smime-certificate-missing");
     };
     let Ok((_, cert)) = X509Certificate::from_der(&der) else {
-        return SignatureCheck {
-            signer: "smime-certificate-unreadable".into(),
-            good: false,
-            addresses: Vec::new(),
-        };
+        return SignatureCheck::failed("smime-certificate-unreadable");
     };
     let fingerprint =
         data_encoding::HEXUPPER.encode(digest::digest(&digest::SHA256, &der).as_ref());

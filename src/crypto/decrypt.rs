@@ -73,6 +73,17 @@ pub struct SignatureCheck {
     pub addresses: Vec<String>,
 }
 
+impl SignatureCheck {
+    /// A signature that did not verify (or could not be read), named by `signer`.
+    pub fn failed(signer: impl Into<String>) -> SignatureCheck {
+        SignatureCheck {
+            signer: signer.into(),
+            good: false,
+            addresses: Vec::new(),
+        }
+    }
+}
+
 /// A decrypted message body.
 pub struct Opened {
     pub plaintext: Zeroizing<Vec<u8>>,
@@ -130,12 +141,7 @@ impl DecryptionKeys {
         max: usize,
     ) -> Result<Opened, OpenError> {
         let policy = StandardPolicy::new();
-        let helper = Helper {
-            keys: self,
-            extra,
-            signatures: Vec::new(),
-            decrypted: false,
-        };
+        let helper = Helper::new(self, extra);
         // Armor is undone here: Sequoia's armor reader costs more than the decryption.
         let binary = dearmor(message);
         let mut decryptor = DecryptorBuilder::from_bytes(binary.as_deref().unwrap_or(message))
@@ -182,20 +188,9 @@ impl DecryptionKeys {
         extra: &[Cert],
     ) -> Vec<SignatureCheck> {
         use sq::parse::stream::DetachedVerifierBuilder;
-        let unreadable = || {
-            vec![SignatureCheck {
-                signer: "unreadable".into(),
-                good: false,
-                addresses: Vec::new(),
-            }]
-        };
+        let unreadable = || vec![SignatureCheck::failed("unreadable")];
         let policy = StandardPolicy::new();
-        let helper = Helper {
-            keys: self,
-            extra,
-            signatures: Vec::new(),
-            decrypted: false,
-        };
+        let helper = Helper::new(self, extra);
         let Ok(builder) = DetachedVerifierBuilder::from_bytes(signature) else {
             return unreadable();
         };
@@ -279,6 +274,17 @@ struct Helper<'a> {
     decrypted: bool,
 }
 
+impl<'a> Helper<'a> {
+    fn new(keys: &'a DecryptionKeys, extra: &'a [Cert]) -> Helper<'a> {
+        Helper {
+            keys,
+            extra,
+            signatures: Vec::new(),
+            decrypted: false,
+        }
+    }
+}
+
 impl VerificationHelper for Helper<'_> {
     fn get_certs(&mut self, ids: &[KeyHandle]) -> sq::Result<Vec<Cert>> {
         Ok(ids
@@ -299,11 +305,7 @@ impl VerificationHelper for Helper<'_> {
                         }),
                         Err(bad) => {
                             let signer = signature_issuer(&bad).unwrap_or_else(|| "unknown".into());
-                            self.signatures.push(SignatureCheck {
-                                signer,
-                                good: false,
-                                addresses: Vec::new(),
-                            })
+                            self.signatures.push(SignatureCheck::failed(signer))
                         }
                     }
                 }

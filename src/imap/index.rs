@@ -200,6 +200,27 @@ impl Index {
         index
     }
 
+    /// Reads the mailbox's records from disk unless they are in memory already. That first
+    /// read is file I/O and a decryption per record, so on a runtime worker tokio is told the
+    /// thread blocks; the session calls this before `get` and `uids`.
+    pub fn prepare(&self, mailbox: &str, uidvalidity: u32) {
+        if self
+            .mailboxes
+            .contains_key(&(mailbox.to_owned(), uidvalidity))
+        {
+            return;
+        }
+        let load = || {
+            self.mailbox(mailbox, uidvalidity);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(load)
+            }
+            _ => load(),
+        }
+    }
+
     pub fn get(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> Option<Arc<IndexEntry>> {
         let m = self.mailbox(mailbox, uidvalidity);
         let guard = m.lock().ok()?;

@@ -131,6 +131,7 @@ impl Session {
             return false;
         };
         let wanted = ranges(sequence_set);
+        index.prepare(&selected.mailbox, validity);
         let known: BTreeSet<u32> = index
             .uids(&selected.mailbox, validity)
             .into_iter()

@@ -35,10 +35,9 @@ impl ViewSource {
     /// The index entry, when the mailbox's UIDVALIDITY is known.
     pub fn indexed(&self, uid: u32) -> Option<View> {
         let validity = self.selected.uidvalidity?;
-        let entry = self
-            .index
-            .as_ref()?
-            .get(&self.selected.mailbox, validity, uid)?;
+        let index = self.index.as_ref()?;
+        index.prepare(&self.selected.mailbox, validity);
+        let entry = index.get(&self.selected.mailbox, validity, uid)?;
         Some(View::from_index(&entry))
     }
 

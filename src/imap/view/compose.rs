@@ -88,7 +88,7 @@ fn unwrap_opaque_signed(mut opened: Opened) -> Opened {
         }
         // A signature object without content: the message says it is signed but nothing can
         // be shown as signed.
-        _ => opened.signatures = vec![unreadable_signature()],
+        _ => opened.signatures = vec![SignatureCheck::failed("unreadable")],
     }
     opened
 }
@@ -105,14 +105,6 @@ fn header_mentions(msg: &[u8], word: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(word))
 }
 
-fn unreadable_signature() -> SignatureCheck {
-    SignatureCheck {
-        signer: "unreadable".into(),
-        good: false,
-        addresses: Vec::new(),
-    }
-}
-
 /// A leaf's body, base64-decoded when its Content-Transfer-Encoding says so.
 fn decoded_body(msg: &[u8], e: &mime::Entity) -> Vec<u8> {
     let body = &msg[e.body.clone()];
@@ -124,12 +116,17 @@ fn decoded_body(msg: &[u8], e: &mime::Entity) -> Vec<u8> {
     if !base64 {
         return body.to_vec();
     }
-    let compact: Vec<u8> = body
+    base64_decode(body).unwrap_or_default()
+}
+
+/// Base64 with line breaks and other whitespace skipped.
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let compact: Vec<u8> = text
         .iter()
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
-    data_encoding::BASE64.decode(&compact).unwrap_or_default()
+    data_encoding::BASE64.decode(&compact).ok()
 }
 
 /// The signatures of a signed-then-encrypted message whose decrypted payload is a
@@ -164,10 +161,10 @@ fn detached_signatures(
         let der = decoded_body(msg, &parts[1]);
         match cms_verify::verify(&der, Some(signed)) {
             Some(s) if !s.checks.is_empty() => s.checks,
-            _ => vec![unreadable_signature()],
+            _ => vec![SignatureCheck::failed("unreadable")],
         }
     } else {
-        vec![unreadable_signature()]
+        vec![SignatureCheck::failed("unreadable")]
     }
 }
 
@@ -224,15 +221,8 @@ fn payload(raw: &[u8], outer: &mime::Entity) -> Result<Payload, OpenError> {
             .ok_or_else(|| OpenError::Corrupt("PGP/MIME without the encrypted part".into()))?;
         return Ok(Payload::OpenPgp(raw[data.body.clone()].to_vec()));
     }
-    let body = &raw[outer.body.clone()];
-    let compact: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let der = data_encoding::BASE64
-        .decode(&compact)
-        .map_err(|_| OpenError::Corrupt("S/MIME body is not base64".into()))?;
+    let der = base64_decode(&raw[outer.body.clone()])
+        .ok_or_else(|| OpenError::Corrupt("S/MIME body is not base64".into()))?;
     Ok(Payload::Cms(der))
 }
 
