@@ -68,37 +68,58 @@ fn protected_messages(
         .collect()
 }
 
-#[test]
-fn the_message_list_shows_the_protected_subject_not_the_placeholder() {
+/// Bob's INBOX holding messages from Alice (`(subject, body)`, the Subject protected inside),
+/// Bob's meshmail in front of it and a Thunderbird profile for it.
+struct BobsInbox {
+    // Dropped in this order: meshmail, then the servers, then the directory.
+    meshmail: Meshmail,
+    profile: PathBuf,
+    /// What `meshmail thunderbird` printed.
+    made: Run,
+    _servers: MailServers,
+    _root: tempfile::TempDir,
+}
+
+fn bobs_inbox(items: &[(&str, &str)], id: &str) -> BobsInbox {
     let root = tempdir();
     let servers = MailServers::start();
     let alice = init_account(root.path(), "alice@example.test");
     let bob = init_account(root.path(), "bob@example.test");
-    // Alice writes to Bob, the Subject protected inside the encryption (as meshmail's SMTP
-    // proxy and Thunderbird itself do); Bob's Dovecot holds `[...]` only.
     let g = Gpg::with_secret_of(&alice.home, root.path().join("gpg-alice"));
     g.import_public(&bob.home);
-    let stored = protected_messages(
-        &g,
-        root.path(),
-        &bob,
+    let stored = protected_messages(&g, root.path(), &bob, items, id);
+    let refs: Vec<&[u8]> = stored.iter().map(|m| m.as_slice()).collect();
+    append(&servers, "bob", "INBOX", root.path(), &refs);
+    let config = servers.meshmail_config(&bob.home, "bob", None, "");
+    let (meshmail, profile, made) =
+        meshmail_and_profile(root.path(), &bob.home, "bob", &config, false);
+    BobsInbox {
+        meshmail,
+        profile,
+        made,
+        _servers: servers,
+        _root: root,
+    }
+}
+
+#[test]
+fn the_message_list_shows_the_protected_subject_not_the_placeholder() {
+    // Alice writes to Bob, the Subject protected inside the encryption (as meshmail's SMTP
+    // proxy and Thunderbird itself do); Bob's Dovecot holds `[...]` only. One command writes
+    // the profile.
+    let inbox = bobs_inbox(
         &[
             ("Lunch on Friday?", "See you there."),
             ("The kumquat report", "See you there."),
         ],
         "tb",
     );
-    let refs: Vec<&[u8]> = stored.iter().map(|m| m.as_slice()).collect();
-    append(&servers, "bob", "INBOX", root.path(), &refs);
-
-    // One command writes the profile.
-    let config = servers.meshmail_config(&bob.home, "bob", None, "");
-    let (m, profile, made) = meshmail_and_profile(root.path(), &bob.home, "bob", &config, false);
+    let (m, profile, made) = (&inbox.meshmail, &inbox.profile, &inbox.made);
     assert!(made.stdout.contains("offline copies are off"), "{made:#?}");
 
     let out = run(thunderbird()
         .args(["inbox-subjects"])
-        .arg(&profile)
+        .arg(profile)
         .args(["bob", "secret"]));
     assert_eq!(out.code, 0, "{out:#?}\n{}", m.log_text());
     let shown: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
@@ -207,26 +228,14 @@ fn a_fingerprint_address_without_a_valid_policy_is_refused_with_the_reason_in_a_
 
 #[test]
 fn online_search_finds_a_word_only_inside_an_encrypted_body() {
-    let root = tempdir();
-    let servers = MailServers::start();
-    let alice = init_account(root.path(), "alice@example.test");
-    let bob = init_account(root.path(), "bob@example.test");
-    let g = Gpg::with_secret_of(&alice.home, root.path().join("gpg-alice"));
-    g.import_public(&bob.home);
-    let stored = protected_messages(
-        &g,
-        root.path(),
-        &bob,
+    let inbox = bobs_inbox(
         &[
             ("Garden", "Plant the pomegranate tree."),
             ("Kitchen", "Buy figs."),
         ],
         "s",
     );
-    let refs: Vec<&[u8]> = stored.iter().map(|m| m.as_slice()).collect();
-    append(&servers, "bob", "INBOX", root.path(), &refs);
-    let config = servers.meshmail_config(&bob.home, "bob", None, "");
-    let (m, profile, _) = meshmail_and_profile(root.path(), &bob.home, "bob", &config, false);
+    let (m, profile) = (&inbox.meshmail, &inbox.profile);
     // Offline copies are off, so Thunderbird has no local text to search.
     let prefs = std::fs::read_to_string(profile.join("user.js")).expect("prefs");
     assert!(
@@ -235,7 +244,7 @@ fn online_search_finds_a_word_only_inside_an_encrypted_body() {
     );
     let out = run(thunderbird()
         .arg("search")
-        .arg(&profile)
+        .arg(profile)
         .args(["bob", "secret", "pomegranate"]));
     assert_eq!(out.code, 0, "{out:#?}\n{}", m.log_text());
     let hits: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
@@ -348,11 +357,7 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
 fn the_compose_window_accepts_fingerprint_addresses_in_both_forms() {
     let root = tempdir();
     let alice = init_account(root.path(), "alice@example.test");
-    let suffix = run(meshmail(&alice.home).arg("address"))
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let suffix = alice.strong.clone();
     let prefix = run(meshmail(&alice.home).args(["address", "--form", "prefix"]))
         .ok()
         .stdout

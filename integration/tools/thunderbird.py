@@ -254,6 +254,16 @@ async function syncFolder(flag) {
   });
   return folder;
 }
+// Shows `folder` in the main window's message list, once all its rows are there.
+async function showFolder(folder) {
+  const about3Pane = Services.wm.getMostRecentWindow("mail:3pane").gTabmail.currentAbout3Pane;
+  about3Pane.displayFolder(folder.URI);
+  const total = folder.getTotalMessages(false);
+  for (let i = 0; i < 200 && about3Pane.gDBView?.rowCount != total; i++) {
+    await new Promise(r => setTimeout(r, 50));
+  }
+  return about3Pane;
+}
 """
 
 # A server-side (online) body search of INBOX.
@@ -296,13 +306,7 @@ const [done] = arguments;
   const inbox = await syncFolder(Ci.nsMsgFolderFlags.Inbox);
   const out = [];
   // What the message pane shows for the first message (the user's view).
-  const win = Services.wm.getMostRecentWindow("mail:3pane");
-  const about3Pane = win.gTabmail.currentAbout3Pane;
-  about3Pane.displayFolder(inbox.URI);
-  const total = inbox.getTotalMessages(false);
-  for (let i = 0; i < 200 && about3Pane.gDBView?.rowCount != total; i++) {
-    await new Promise(r => setTimeout(r, 50));
-  }
+  const about3Pane = await showFolder(inbox);
   about3Pane.threadTree.selectedIndex = 0;
   const aboutMessage = about3Pane.messageBrowser.contentWindow;
   let pane = null;
@@ -424,14 +428,7 @@ const [which, done] = arguments;
 (async () => {
   const inbox = await syncFolder(
     which == "sent" ? Ci.nsMsgFolderFlags.SentMail : Ci.nsMsgFolderFlags.Inbox);
-  const win = Services.wm.getMostRecentWindow("mail:3pane");
-  const about3Pane = win.gTabmail.currentAbout3Pane;
-  about3Pane.displayFolder(inbox.URI);
-  const total = inbox.getTotalMessages(false);
-  for (let i = 0; i < 200 && about3Pane.gDBView?.rowCount != total; i++) {
-    await new Promise(r => setTimeout(r, 50));
-  }
-  const view = about3Pane.gDBView;
+  const view = (await showFolder(inbox)).gDBView;
   const rows = [];
   for (let i = 0; i < view.rowCount; i++) {
     rows.push(view.cellTextForColumn(i, "subjectCol"));
