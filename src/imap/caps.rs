@@ -28,6 +28,10 @@ const ALLOWED: &[&str] = &[
     "I18NLEVEL=1",
 ];
 
+/// SASL mechanisms meshmail relays: those whose login it can tell (to bind the session to an
+/// account) and replay (for its own connection). Others are not advertised.
+pub const RELAYED_MECHANISMS: &[&str] = &["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"];
+
 /// Extensions a client may ENABLE through meshmail.
 pub const ENABLE_ALLOWED: &[&str] = &["CONDSTORE"];
 
@@ -57,7 +61,11 @@ pub fn filter<'a>(upstream: impl Iterator<Item = &'a str>, link: ClientLink) -> 
     for cap in upstream {
         let upper = cap.to_ascii_uppercase();
         let keep = ALLOWED.contains(&upper.as_str())
-            || (upper.starts_with("AUTH=") && !link.authenticated && link.login_allowed());
+            || (upper
+                .strip_prefix("AUTH=")
+                .is_some_and(|m| RELAYED_MECHANISMS.contains(&m))
+                && !link.authenticated
+                && link.login_allowed());
         if keep && !out.iter().any(|c| c.eq_ignore_ascii_case(cap)) {
             out.push(cap.to_owned());
         }

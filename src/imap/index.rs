@@ -30,9 +30,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IndexEntry {
     pub size: usize,
-    pub bodystructure: String,
-    pub body: String,
-    pub envelope: String,
+    pub bodystructure: Vec<u8>,
+    pub body: Vec<u8>,
+    pub envelope: Vec<u8>,
     /// The view's header section, blank line included.
     pub header: Vec<u8>,
     pub search: SearchText,
@@ -340,9 +340,10 @@ mod tests {
     fn entry(size: usize) -> IndexEntry {
         IndexEntry {
             size,
-            bodystructure: "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 2 1 NIL NIL NIL NIL)".into(),
-            body: String::new(),
-            envelope: String::new(),
+            bodystructure: b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 2 1 NIL NIL NIL NIL)"
+                .to_vec(),
+            body: Vec::new(),
+            envelope: Vec::new(),
             header: b"Subject: secret plans\r\n\r\n".to_vec(),
             search: SearchText::default(),
         }

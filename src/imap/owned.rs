@@ -100,7 +100,7 @@ impl OwnedConnection {
 
 impl OwnedConnection {
     /// Every message of `mailbox`: sequence number, UID, flags, date, and whether it is
-    /// encrypted (from its BODYSTRUCTURE).
+    /// encrypted (from its top-level Content-Type).
     pub async fn list(
         &self,
         mailbox: &str,
@@ -329,7 +329,12 @@ async fn list(
             .await
             .map_err(|e| FetchError(format!("NOOP: {e}")))?;
         let mut stream = s
-            .uid_fetch("1:*", "(UID FLAGS INTERNALDATE BODYSTRUCTURE)")
+            // The top-level Content-Type tells encrypted messages apart; a BODYSTRUCTURE could
+            // be nested deeper than any parser accepts (the sender chooses it).
+            .uid_fetch(
+                "1:*",
+                "(UID FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])",
+            )
             .await
             .map_err(|e| FetchError(format!("UID FETCH: {e}")))?;
         while let Some(item) = stream.next().await {
@@ -341,7 +346,9 @@ async fn list(
                 uid,
                 flags: item.flags().map(|f| flag_text(&f)).collect(),
                 internal_date: item.internal_date().map(|d| (d.year(), d.month(), d.day())),
-                encrypted: item.bodystructure().is_some_and(is_encrypted),
+                encrypted: item
+                    .header()
+                    .is_some_and(|h| crate::imap::view::mime::parse(h).is_encrypted()),
             });
         }
         Ok::<_, FetchError>(())
@@ -364,33 +371,6 @@ fn flag_text(f: &async_imap::types::Flag<'_>) -> String {
         Flag::MayCreate => "\\*".into(),
         Flag::Custom(c) => c.to_string(),
     }
-}
-
-/// The same test as [`crate::imap::fetch::is_encrypted`], on imap-proto's structure.
-fn is_encrypted(bs: &async_imap::imap_proto::BodyStructure<'_>) -> bool {
-    use async_imap::imap_proto::BodyStructure as B;
-    let common = match bs {
-        B::Basic { common, .. } | B::Multipart { common, .. } => common,
-        _ => return false,
-    };
-    let ty = &common.ty;
-    let param = |name: &str| {
-        ty.params.as_ref().and_then(|p| {
-            p.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.to_ascii_lowercase())
-        })
-    };
-    let (t, s) = (ty.ty.to_ascii_lowercase(), ty.subtype.to_ascii_lowercase());
-    (t == "multipart"
-        && s == "encrypted"
-        && param("protocol").as_deref() == Some("application/pgp-encrypted"))
-        || (t == "application"
-            && (s == "pkcs7-mime" || s == "x-pkcs7-mime")
-            && matches!(
-                param("smime-type").as_deref(),
-                Some("enveloped-data") | Some("authenveloped-data")
-            ))
 }
 
 async fn serve_batch(

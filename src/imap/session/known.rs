@@ -6,7 +6,8 @@
 //!    answer completed from the view (cache, index or decryption);
 //! 3. the client's FETCH for the other UIDs, as usual (or nothing, when none are left).
 
-use super::{ActiveFetch, Out, Pending, Session};
+use super::core::{ActiveFetch, Core, Out};
+use super::tags::Kind;
 use crate::imap::fetch::FetchPlan;
 use imap_codec::encode::Encoder;
 use imap_codec::imap_types::command::{Command, CommandBody};
@@ -104,7 +105,7 @@ fn set_text(ranges: &[Range]) -> String {
         .join(",")
 }
 
-impl Session {
+impl Core {
     /// Starts a UID FETCH split into known-encrypted and other UIDs. False when there is
     /// nothing known to split off (the caller relays the FETCH as a whole).
     pub(super) fn start_known_fetch(
@@ -121,19 +122,19 @@ impl Session {
         else {
             return false;
         };
-        let (Some(selected), Some(index)) = (
-            self.selected.clone(),
-            self.account.as_ref().and_then(|a| a.index.clone()),
-        ) else {
+        let Some((mapped, selected)) = self.state.mapped_selected() else {
+            return false;
+        };
+        let (selected, Some(index)) = (selected.clone(), mapped.account.index.clone()) else {
             return false;
         };
         let Some(validity) = selected.uidvalidity else {
             return false;
         };
         let wanted = ranges(sequence_set);
-        index.prepare(&selected.mailbox, validity);
+        index.prepare(&selected.name, validity);
         let known: BTreeSet<u32> = index
-            .uids(&selected.mailbox, validity)
+            .uids(&selected.name, validity)
             .into_iter()
             .filter(|u| contains(&wanted, *u))
             .collect();
@@ -154,8 +155,7 @@ impl Session {
         let sets = set_text(&known_ranges);
         let sets_seen = !plan.peek_only() && !selected.read_only;
         if sets_seen {
-            let t = self.internal_tag();
-            self.pending.insert(t.clone(), Pending::Internal);
+            let t = self.tags.issue(None, Kind::Internal);
             self.push_up(
                 Some(t.clone()),
                 format!("{t} UID STORE {sets} +FLAGS.SILENT (\\Seen)\r\n").into_bytes(),
@@ -177,8 +177,7 @@ impl Session {
             // Dovecot reports the \Seen it sets; so does meshmail.
             items.push("FLAGS".into());
         }
-        let t = self.internal_tag();
-        self.pending.insert(t.clone(), Pending::KnownFetch);
+        let t = self.tags.issue(None, Kind::KnownFetch);
         self.push_up(
             Some(t.clone()),
             format!("{t} UID FETCH {sets} ({})\r\n", items.join(" ")).into_bytes(),
@@ -186,21 +185,23 @@ impl Session {
         let rest = to_set(&subtract(&wanted, &known));
         let rest_sent = match rest {
             Some(set) => {
+                let own = self.tags.issue(Some(tag), Kind::Fetch);
                 let mut upstream = plan.upstream.clone();
                 if let CommandBody::Fetch { sequence_set, .. } = &mut upstream.body {
                     *sequence_set = set;
                 }
+                if let Ok(t) = imap_codec::imap_types::core::Tag::try_from(own.clone()) {
+                    upstream.tag = t;
+                }
                 let encoded = CommandCodec::default().encode(&upstream);
-                self.push_encoded(tag, encoded);
-                self.pending.insert(tag.to_owned(), Pending::Fetch);
+                self.push_encoded(&own, encoded);
                 true
             }
             None => false,
         };
         self.fetch = Some(ActiveFetch {
-            tag: tag.to_owned(),
+            client_tag: tag.to_owned(),
             plan: Arc::new(plan),
-            failure: None,
             known,
             rest_sent,
             answered: BTreeSet::new(),
@@ -208,28 +209,23 @@ impl Session {
         true
     }
 
-    pub(super) fn internal_tag(&mut self) -> String {
-        self.internal += 1;
-        format!("mm{}", self.internal)
-    }
-
     /// The internal UID FETCH of known messages is complete.
     pub(super) fn finish_known_fetch(&mut self, ok: bool, line: &[u8]) {
-        let Some(active) = self.fetch.as_mut() else {
+        let Some(active) = self.fetch.as_ref() else {
             return;
         };
+        let client_tag = active.client_tag.clone();
+        let rest_sent = active.rest_sent;
         if !ok {
             let text = String::from_utf8_lossy(line);
             let reason = text
                 .split_once(' ')
                 .map(|(_, r)| r.trim())
                 .unwrap_or("failed");
-            active
-                .failure
-                .get_or_insert(format!("the server said: {reason}"));
+            self.push_out(Out::ViewFailed(format!("the server said: {reason}")));
         }
-        if !active.rest_sent {
-            let done = format!("{} OK Fetch completed\r\n", active.tag).into_bytes();
+        if !rest_sent {
+            let done = format!("{client_tag} OK Fetch completed\r\n").into_bytes();
             self.push_out(Out::FetchDone(done));
         }
     }

@@ -3,10 +3,10 @@
 //! decrypted on a blocking thread (one decryption per core at a time), then cached and
 //! indexed (the index builds its record when decryption is idle).
 
-use super::Selected;
+use super::state::Mailbox;
 use crate::crypto::decrypt::DecryptionKeys;
 use crate::imap::index::Index;
-use crate::imap::owned::OwnedConnection;
+use crate::imap::owned::{Credentials, OwnedConnection};
 use crate::imap::view::{View, ViewCache, ViewKey};
 use std::sync::Arc;
 
@@ -16,9 +16,10 @@ pub(super) struct ViewSource {
     pub views: ViewCache,
     pub index: Option<Arc<Index>>,
     pub keys: Option<Arc<DecryptionKeys>>,
-    pub owned: Option<OwnedConnection>,
+    /// How meshmail's own connection logs in (`None`: it cannot).
+    pub credentials: Option<Arc<Credentials>>,
     pub user: String,
-    pub selected: Selected,
+    pub selected: Mailbox,
     pub max: usize,
 }
 
@@ -26,7 +27,7 @@ impl ViewSource {
     fn key(&self, uid: u32) -> ViewKey {
         ViewKey {
             user: self.user.clone(),
-            mailbox: self.selected.mailbox.clone(),
+            mailbox: self.selected.name.clone(),
             uidvalidity: self.selected.uidvalidity.unwrap_or(0),
             uid,
         }
@@ -36,20 +37,22 @@ impl ViewSource {
     pub fn indexed(&self, uid: u32) -> Option<View> {
         let validity = self.selected.uidvalidity?;
         let index = self.index.as_ref()?;
-        index.prepare(&self.selected.mailbox, validity);
-        let entry = index.get(&self.selected.mailbox, validity, uid)?;
+        index.prepare(&self.selected.name, validity);
+        let entry = index.get(&self.selected.name, validity, uid)?;
         Some(View::from_index(&entry))
     }
 
     /// The view of `uid`; `complete` when the body is needed. Errors are temporary.
     pub async fn open(
         &self,
+        owned: Option<&OwnedConnection>,
         uid: u32,
         ciphertext: Option<Vec<u8>>,
         complete: bool,
     ) -> Result<Arc<View>, String> {
         let key = self.key(uid);
-        if let Some(v) = self.views.get(&key) {
+        // Without a UIDVALIDITY a UID names no message for sure: no cache then.
+        if let Some(v) = self.selected.uidvalidity.and_then(|_| self.views.get(&key)) {
             return Ok(v);
         }
         if !complete {
@@ -61,19 +64,16 @@ impl ViewSource {
         let raw = match ciphertext {
             Some(c) => c,
             None => {
-                let owned = self
-                    .owned
-                    .as_ref()
-                    .ok_or("meshmail cannot log in again with this login method")?;
+                let owned = owned.ok_or("meshmail cannot log in again with this login method")?;
                 owned
-                    .fetch(&self.selected.mailbox, self.selected.uidvalidity, uid)
+                    .fetch(&self.selected.name, self.selected.uidvalidity, uid)
                     .await
                     .map_err(|e| e.0)?
             }
         };
         let max = self.max;
         let index = self.index.clone();
-        let mailbox = self.selected.mailbox.clone();
+        let mailbox = self.selected.name.clone();
         let validity = self.selected.uidvalidity;
         let slot = crate::imap::slots::decryption_slot().await;
         let view = tokio::task::spawn_blocking(move || {

@@ -1,9 +1,9 @@
 //! The mapped session's SEARCH: meshmail's evaluation of the encrypted messages, and the
 //! merge with the upstream's answer for the others.
 
-use super::open::ViewSource;
-use super::{ClientNumbering, LocalSearch, Out, Session};
-use crate::imap::owned::Listed;
+use super::core::{ActiveSearch, Core, Job, SearchJob};
+use super::tags::Kind;
+use crate::imap::owned::{Listed, OwnedConnection};
 use crate::imap::search::{matches, parse_search_line, Candidate};
 use futures_util::{StreamExt, TryStreamExt};
 use imap_codec::imap_types::core::Vec1;
@@ -16,17 +16,21 @@ const OPEN_AT_ONCE: usize = 8;
 /// or decryption) and evaluates the query on each. Answers with the UIDs of the encrypted
 /// messages and of those that match. With `numbering`, sequence-set criteria are evaluated in
 /// the client's numbering (a message the client has no number for matches none).
+/// UIDs of the encrypted messages, and of those that match.
+pub(super) type LocalSearch = (std::collections::HashSet<u32>, Vec<u32>);
+
 pub(super) async fn search_local(
-    source: ViewSource,
-    criteria: Vec<SearchKey<'static>>,
-    numbering: Option<tokio::sync::oneshot::Receiver<ClientNumbering>>,
+    job: SearchJob,
+    owned: Option<OwnedConnection>,
 ) -> Result<LocalSearch, String> {
-    let owned = source
-        .owned
-        .clone()
-        .ok_or("no connection of meshmail's own")?;
+    let SearchJob {
+        source,
+        criteria,
+        numbering,
+    } = job;
+    let owned = owned.ok_or("no connection of meshmail's own")?;
     let mut listed = owned
-        .list(&source.selected.mailbox, source.selected.uidvalidity)
+        .list(&source.selected.name, source.selected.uidvalidity)
         .await
         .map_err(|e| e.0)?;
     let mut max_seq = listed.iter().map(|l| l.seq).max().unwrap_or(0);
@@ -45,8 +49,9 @@ pub(super) async fn search_local(
     let encrypted: Vec<Listed> = listed.iter().filter(|l| l.encrypted).cloned().collect();
     let opened: Vec<_> = futures_util::stream::iter(encrypted.into_iter().map(|l| {
         let source = source.clone();
+        let owned = owned.clone();
         async move {
-            let view = source.open(l.uid, None, false).await?;
+            let view = source.open(Some(&owned), l.uid, None, false).await?;
             Ok::<_, String>((l, view))
         }
     }))
@@ -81,7 +86,60 @@ pub(super) async fn search_local(
     .map_err(|_| "search stopped".to_string())
 }
 
-impl Session {
+impl Core {
+    /// SEARCH of a mapped session: relayed, while meshmail evaluates the encrypted messages
+    /// itself on its own connection; the answers are merged when the upstream's is complete.
+    pub(super) fn start_search(
+        &mut self,
+        tag: &str,
+        criteria: Vec<SearchKey<'static>>,
+        uid: bool,
+        bytes: &[u8],
+    ) {
+        let Some(source) = self.view_source() else {
+            self.no(tag, "[UNAVAILABLE] meshmail cannot search this mailbox now");
+            return;
+        };
+        // The search words are the user's: only the fact is logged.
+        tracing::info!(peer = %self.peer, uid, keys = criteria.len(), "IMAP SEARCH over encrypted messages");
+        // A sequence-set criterion is in the client's numbering, which meshmail's own
+        // connection may not share (expunges the client has not seen yet).
+        let (mut numbering, numbering_rx) = if criteria
+            .iter()
+            .any(crate::imap::search::uses_sequence_numbers)
+        {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.jobs.push_back(Job::Search(SearchJob {
+            source,
+            criteria,
+            numbering: numbering_rx,
+        }));
+        if self.seqmap.complete() {
+            if let Some(tx) = numbering.take() {
+                let _ = tx.send((self.seqmap.by_uid(), self.seqmap.len()));
+            }
+        }
+        if (!uid || numbering.is_some()) && !self.seqmap.complete() {
+            // Sequence numbers of what meshmail finds come from the client's own session.
+            let t = self.tags.issue(None, Kind::Mapping);
+            self.mapping = Some(t.clone());
+            self.push_up(
+                Some(t.clone()),
+                format!("{t} FETCH 1:* (UID)\r\n").into_bytes(),
+            );
+        }
+        self.search = Some(ActiveSearch {
+            uid,
+            upstream: Vec::new(),
+            numbering,
+        });
+        self.forward_collected(tag, Kind::Search, bytes);
+    }
+
     /// `* SEARCH` during meshmail's SEARCH: kept for the merge. True when taken.
     pub(super) fn take_search_data(&mut self, message: &[u8]) -> bool {
         let Some(active) = self.search.as_mut() else {
@@ -95,64 +153,48 @@ impl Session {
             None => false,
         }
     }
+}
 
-    /// The upstream completed the SEARCH: answer with the merged numbers once meshmail's own
-    /// evaluation is done.
-    pub(super) fn finish_search(&mut self, tag: String, ok: bool, line: Vec<u8>) {
-        let Some(active) = self.search.take() else {
-            self.push_out(Out::Bytes(line));
-            return;
-        };
-        if !ok {
-            active.local.abort();
-            self.push_out(Out::Bytes(line));
-        } else {
-            // meshmail's own results are UIDs; a SEARCH in sequence numbers gets them numbered
-            // as the client's session numbers them.
-            let seq_of = (!active.uid).then(|| self.seqmap.by_uid());
-            self.out.push_back(Box::pin(async move {
-                match active.local.await {
-                    Ok(Ok((encrypted, hits))) => {
-                        let (encrypted, hits) = match &seq_of {
-                            None => (encrypted, hits),
-                            Some(map) => (
-                                encrypted
-                                    .iter()
-                                    .filter_map(|u| map.get(u).copied())
-                                    .collect(),
-                                hits.iter().filter_map(|u| map.get(u).copied()).collect(),
-                            ),
-                        };
-                        let mut all: Vec<u32> = active
-                            .upstream
-                            .into_iter()
-                            .filter(|n| !encrypted.contains(n))
-                            .chain(hits)
-                            .collect();
-                        all.sort_unstable();
-                        all.dedup();
-                        let mut out = b"* SEARCH".to_vec();
-                        for n in all {
-                            out.extend_from_slice(format!(" {n}").as_bytes());
-                        }
-                        out.extend_from_slice(b"\r\n");
-                        out.extend_from_slice(&line);
-                        Out::Bytes(out)
-                    }
-                    Ok(Err(reason)) => Out::Bytes(
-                        format!("{tag} NO [UNAVAILABLE] {reason}; try again later\r\n")
-                            .into_bytes(),
-                    ),
-                    Err(_) => Out::Bytes(
-                        format!("{tag} NO [UNAVAILABLE] search failed; try again later\r\n")
-                            .into_bytes(),
-                    ),
-                }
-            }));
+/// The answer to a SEARCH: the server's numbers for the messages meshmail did not evaluate,
+/// and meshmail's hits, in the client's numbering.
+pub(super) fn merged_answer(
+    done: &super::core::SearchDone,
+    local: Result<LocalSearch, String>,
+) -> Vec<u8> {
+    let (encrypted, hits) = match local {
+        Ok(l) => l,
+        Err(reason) => {
+            return format!(
+                "{} NO [UNAVAILABLE] {reason}; try again later\r\n",
+                done.client_tag
+            )
+            .into_bytes()
         }
-        // Commands the client pipelined behind the SEARCH are handled now.
-        if let Err(bye) = self.on_client_bytes(&[]) {
-            self.push_out(Out::Close(bye));
-        }
+    };
+    let (encrypted, hits): (std::collections::HashSet<u32>, Vec<u32>) = match &done.seq_of {
+        None => (encrypted, hits),
+        Some(map) => (
+            encrypted
+                .iter()
+                .filter_map(|u| map.get(u).copied())
+                .collect(),
+            hits.iter().filter_map(|u| map.get(u).copied()).collect(),
+        ),
+    };
+    let mut all: Vec<u32> = done
+        .upstream
+        .iter()
+        .copied()
+        .filter(|n| !encrypted.contains(n))
+        .chain(hits)
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    let mut out = b"* SEARCH".to_vec();
+    for n in all {
+        out.extend_from_slice(format!(" {n}").as_bytes());
     }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&done.line);
+    out
 }

@@ -61,36 +61,27 @@ pub enum MapNews {
     Fetch { seq: u32, uid: u32, only_uid: bool },
 }
 
-pub fn news(message: &[u8]) -> Option<MapNews> {
+pub fn news(
+    message: &[u8],
+    fetch: Option<&crate::imap::fetch::response::FetchResponse>,
+) -> Option<MapNews> {
+    if let Some(f) = fetch {
+        let uid = f.uid(message)?;
+        let only_uid = f.items.len() == 1;
+        return Some(MapNews::Fetch {
+            seq: f.seq,
+            uid,
+            only_uid,
+        });
+    }
     let first = message.split(|&b| b == b'\n').next()?;
     let text = std::str::from_utf8(first).ok()?.trim_end();
     let rest = text.strip_prefix("* ")?;
-    let (n, rest) = rest.split_once(' ')?;
+    let (n, word) = rest.split_once(' ')?;
     let n: u32 = n.parse().ok()?;
-    let (word, rest) = rest.split_once(' ').unwrap_or((rest, ""));
     match word.to_ascii_uppercase().as_str() {
         "EXISTS" => Some(MapNews::Exists(n)),
         "EXPUNGE" => Some(MapNews::Expunge(n)),
-        "FETCH" => {
-            let items = rest.trim_start_matches('(');
-            let mut words = items.split([' ', '(', ')']);
-            let mut uid = None;
-            while let Some(w) = words.next() {
-                if w.eq_ignore_ascii_case("UID") {
-                    uid = words.next().and_then(|v| v.parse().ok());
-                    break;
-                }
-            }
-            let only_uid = items
-                .trim_end_matches(')')
-                .split_once(' ')
-                .is_some_and(|(k, v)| k.eq_ignore_ascii_case("UID") && !v.contains(' '));
-            Some(MapNews::Fetch {
-                seq: n,
-                uid: uid?,
-                only_uid,
-            })
-        }
         _ => None,
     }
 }
@@ -98,6 +89,7 @@ pub fn news(message: &[u8]) -> Option<MapNews> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imap::fetch::response::scan;
 
     #[test]
     fn follows_exists_expunge_and_fetch() {
@@ -110,9 +102,12 @@ mod tests {
         assert!(m.complete());
         m.expunge(2);
         assert_eq!(m.by_uid().get(&30), Some(&2));
-        assert_eq!(news(b"* 4 EXISTS\r\n"), Some(MapNews::Exists(4)));
+        assert_eq!(news(b"* 4 EXISTS\r\n", None), Some(MapNews::Exists(4)));
         assert_eq!(
-            news(b"* 2 FETCH (UID 30)\r\n"),
+            news(
+                b"* 2 FETCH (UID 30)\r\n",
+                scan(b"* 2 FETCH (UID 30)\r\n").as_ref()
+            ),
             Some(MapNews::Fetch {
                 seq: 2,
                 uid: 30,
@@ -120,13 +115,16 @@ mod tests {
             })
         );
         assert_eq!(
-            news(b"* 2 FETCH (FLAGS (\\Seen) UID 30)\r\n"),
+            news(
+                b"* 2 FETCH (FLAGS (\\Seen) UID 30)\r\n",
+                scan(b"* 2 FETCH (FLAGS (\\Seen) UID 30)\r\n").as_ref()
+            ),
             Some(MapNews::Fetch {
                 seq: 2,
                 uid: 30,
                 only_uid: false
             })
         );
-        assert_eq!(news(b"* OK [UIDNEXT 4]\r\n"), None);
+        assert_eq!(news(b"* OK [UIDNEXT 4]\r\n", None), None);
     }
 }

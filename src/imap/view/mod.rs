@@ -35,9 +35,9 @@ pub struct View {
     size: usize,
     complete: bool,
     tree: mime::Entity,
-    bodystructure: String,
-    body: String,
-    envelope: String,
+    bodystructure: Vec<u8>,
+    body: Vec<u8>,
+    envelope: Vec<u8>,
     search: std::sync::OnceLock<crate::imap::search::SearchText>,
 }
 
@@ -127,15 +127,15 @@ impl View {
         }
     }
 
-    pub fn bodystructure(&self) -> &str {
+    pub fn bodystructure(&self) -> &[u8] {
         &self.bodystructure
     }
 
-    pub fn body(&self) -> &str {
+    pub fn body(&self) -> &[u8] {
         &self.body
     }
 
-    pub fn envelope(&self) -> &str {
+    pub fn envelope(&self) -> &[u8] {
         &self.envelope
     }
 
@@ -319,7 +319,7 @@ mod tests {
             let view = View::from_message(Zeroizing::new(m.clone()));
             prop_assert_eq!(view.size(), m.len());
             // Balanced parentheses outside strings: a client can parse what is written.
-            prop_assert!(view.bodystructure().starts_with('(') && view.bodystructure().ends_with(')'));
+            prop_assert!(view.bodystructure().starts_with(b"(") && view.bodystructure().ends_with(b")"));
             for s in sections() {
                 let bytes = view.section(s.as_ref());
                 prop_assert!(bytes.len() <= m.len() + 2);

@@ -7,38 +7,40 @@ use super::address::{self, Address};
 use super::mime::{self, Entity, Field, Kind};
 
 /// `(…)` BODYSTRUCTURE (`extended`) or BODY of `entity`.
-pub fn bodystructure(msg: &[u8], entity: &Entity, extended: bool) -> String {
-    let mut out = String::new();
+pub fn bodystructure(msg: &[u8], entity: &Entity, extended: bool) -> Vec<u8> {
+    let mut out = Vec::new();
     write_part(&mut out, msg, entity, extended);
     out
 }
 
-fn write_part(out: &mut String, msg: &[u8], e: &Entity, extended: bool) {
-    out.push('(');
+fn write_part(out: &mut Vec<u8>, msg: &[u8], e: &Entity, extended: bool) {
+    out.push(b'(');
     match &e.kind {
         Kind::Multipart(children) => {
             if children.is_empty() {
                 // Dovecot shows a multipart without parts as one empty text part.
-                out.push_str("(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0");
+                out.extend_from_slice(
+                    b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0",
+                );
                 if extended {
-                    out.push_str(" NIL NIL NIL NIL");
+                    out.extend_from_slice(b" NIL NIL NIL NIL");
                 }
-                out.push(')');
+                out.push(b')');
             }
             for c in children {
                 write_part(out, msg, c, extended);
             }
-            out.push(' ');
-            out.push_str(&string(type_raw(e).1.as_bytes()));
+            out.push(b' ');
+            out.extend_from_slice(&string(type_raw(e).1.as_bytes()));
             if extended {
-                out.push(' ');
-                out.push_str(&params(&e.content_type.params, false));
+                out.push(b' ');
+                out.extend_from_slice(&params(&e.content_type.params, false));
                 write_tail(out, e);
             }
         }
         _ => write_single(out, msg, e, extended),
     }
-    out.push(')');
+    out.push(b')');
 }
 
 /// Type and subtype as the header wrote them (Dovecot keeps their case).
@@ -57,49 +59,49 @@ fn type_raw(e: &Entity) -> (String, String) {
     }
 }
 
-fn write_single(out: &mut String, msg: &[u8], e: &Entity, extended: bool) {
+fn write_single(out: &mut Vec<u8>, msg: &[u8], e: &Entity, extended: bool) {
     let message = matches!(e.kind, Kind::Message(_));
     let text = e.content_type.r#type == "text";
     if message {
-        out.push_str("\"message\" \"rfc822\"");
+        out.extend_from_slice(b"\"message\" \"rfc822\"");
     } else {
         let (t, s) = type_raw(e);
-        out.push_str(&string(t.as_bytes()));
-        out.push(' ');
-        out.push_str(&string(s.as_bytes()));
+        out.extend_from_slice(&string(t.as_bytes()));
+        out.push(b' ');
+        out.extend_from_slice(&string(s.as_bytes()));
     }
-    out.push(' ');
+    out.push(b' ');
     let p = if e.content_type.explicit {
         e.content_type.params.as_slice()
     } else {
         &[]
     };
-    out.push_str(&params(p, text));
-    out.push(' ');
-    out.push_str(&nstring_nolf(e.mime_field("Content-ID")));
-    out.push(' ');
-    out.push_str(&nstring_nolf(e.mime_field("Content-Description")));
-    out.push(' ');
+    out.extend_from_slice(&params(p, text));
+    out.push(b' ');
+    out.extend_from_slice(&nstring_nolf(e.mime_field("Content-ID")));
+    out.push(b' ');
+    out.extend_from_slice(&nstring_nolf(e.mime_field("Content-Description")));
+    out.push(b' ');
     match e.mime_field("Content-Transfer-Encoding").and_then(encoding) {
-        Some(cte) => out.push_str(&string(cte.as_bytes())),
-        None => out.push_str("\"7bit\""),
+        Some(cte) => out.extend_from_slice(&string(cte.as_bytes())),
+        None => out.extend_from_slice(b"\"7bit\""),
     }
     let body = &msg[e.body.clone()];
-    out.push_str(&format!(" {}", body.len()));
+    out.extend_from_slice(format!(" {}", body.len()).as_bytes());
     match &e.kind {
         Kind::Message(inner) => {
-            out.push(' ');
-            out.push_str(&envelope(&inner.fields));
-            out.push(' ');
+            out.push(b' ');
+            out.extend_from_slice(&envelope(&inner.fields));
+            out.push(b' ');
             write_part(out, msg, inner, extended);
-            out.push_str(&format!(" {}", lines(body)));
+            out.extend_from_slice(format!(" {}", lines(body)).as_bytes());
         }
-        _ if text => out.push_str(&format!(" {}", lines(body))),
+        _ if text => out.extend_from_slice(format!(" {}", lines(body)).as_bytes()),
         _ => {}
     }
     if extended {
-        out.push(' ');
-        out.push_str(&nstring_nolf(e.mime_field("Content-MD5")));
+        out.push(b' ');
+        out.extend_from_slice(&nstring_nolf(e.mime_field("Content-MD5")));
         write_tail(out, e);
     }
 }
@@ -116,8 +118,8 @@ fn encoding(f: &Field) -> Option<String> {
 }
 
 /// Disposition, language and location.
-fn write_tail(out: &mut String, e: &Entity) {
-    out.push(' ');
+fn write_tail(out: &mut Vec<u8>, e: &Entity) {
+    out.push(b' ');
     match e.mime_field("Content-Disposition") {
         Some(f) => {
             let text = mime::unfold(&f.raw_value);
@@ -125,15 +127,15 @@ fn write_tail(out: &mut String, e: &Entity) {
                 Some(i) => (&text[..i], &text[i + 1..]),
                 None => (text.as_str(), ""),
             };
-            out.push('(');
-            out.push_str(&string(kind.trim().as_bytes()));
-            out.push(' ');
-            out.push_str(&params(&mime::parse_params(rest), false));
-            out.push(')');
+            out.push(b'(');
+            out.extend_from_slice(&string(kind.trim().as_bytes()));
+            out.push(b' ');
+            out.extend_from_slice(&params(&mime::parse_params(rest), false));
+            out.push(b')');
         }
-        None => out.push_str("NIL"),
+        None => out.extend_from_slice(b"NIL"),
     }
-    out.push(' ');
+    out.push(b' ');
     match e.mime_field("Content-Language") {
         Some(f) => {
             let text = mime::unfold(&f.raw_value);
@@ -145,32 +147,32 @@ fn write_tail(out: &mut String, e: &Entity) {
                 langs.push(string(l.as_bytes()));
             }
             if langs.is_empty() {
-                out.push_str("NIL");
+                out.extend_from_slice(b"NIL");
             } else {
-                out.push('(');
-                out.push_str(&langs.join(" "));
-                out.push(')');
+                out.push(b'(');
+                out.extend_from_slice(&langs.join(&b' '));
+                out.push(b')');
             }
         }
-        None => out.push_str("NIL"),
+        None => out.extend_from_slice(b"NIL"),
     }
-    out.push(' ');
-    out.push_str(&nstring_nolf(e.mime_field("Content-Location")));
+    out.push(b' ');
+    out.extend_from_slice(&nstring_nolf(e.mime_field("Content-Location")));
 }
 
 /// `("name" "value" …)`; a text part without a charset gets `"charset" "us-ascii"` last.
-fn params(p: &[(String, String)], text: bool) -> String {
-    let mut items: Vec<String> = p
+fn params(p: &[(String, String)], text: bool) -> Vec<u8> {
+    let mut items: Vec<Vec<u8>> = p
         .iter()
-        .map(|(k, v)| format!("{} {}", string(k.as_bytes()), string(v.as_bytes())))
+        .map(|(k, v)| [string(k.as_bytes()), string(v.as_bytes())].join(&b' '))
         .collect();
     if text && !p.iter().any(|(k, _)| k.eq_ignore_ascii_case("charset")) {
-        items.push("\"charset\" \"us-ascii\"".into());
+        items.push(b"\"charset\" \"us-ascii\"".to_vec());
     }
     if items.is_empty() {
-        "NIL".into()
+        b"NIL".to_vec()
     } else {
-        format!("({})", items.join(" "))
+        [&b"("[..], &items.join(&b' '), b")"].concat()
     }
 }
 
@@ -179,36 +181,37 @@ fn lines(body: &[u8]) -> usize {
     body.iter().filter(|&&b| b == b'\n').count()
 }
 
-fn literal(s: &[u8]) -> String {
-    format!("{{{}}}\r\n{}", s.len(), String::from_utf8_lossy(s))
+fn literal(s: &[u8]) -> Vec<u8> {
+    // The announced length is the number of bytes that follow, 8-bit ones included.
+    [format!("{{{}}}\r\n", s.len()).as_bytes(), s].concat()
 }
 
 /// Dovecot's `imap_append_string`: quoted, unless CR, LF, 8-bit or a fifth `"`/`\` make it
 /// a literal.
-pub fn string(s: &[u8]) -> String {
+pub fn string(s: &[u8]) -> Vec<u8> {
     let specials = s.iter().filter(|&&b| b == b'"' || b == b'\\').count();
     if specials > 4 || s.iter().any(|&b| b == b'\r' || b == b'\n' || b >= 0x80) {
         return literal(s);
     }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'"');
     for &b in s {
         if b == b'"' || b == b'\\' {
-            out.push('\\');
+            out.push(b'\\');
         }
-        out.push(b as char);
+        out.push(b);
     }
-    out.push('"');
+    out.push(b'"');
     out
 }
 
-fn nstring(s: Option<&[u8]>) -> String {
-    s.map(string).unwrap_or_else(|| "NIL".into())
+fn nstring(s: Option<&[u8]>) -> Vec<u8> {
+    s.map(string).unwrap_or_else(|| b"NIL".to_vec())
 }
 
 /// Dovecot's `imap_append_string_for_humans` (Subject, display names): quoted as it is when
 /// it is plain, else a literal with whitespace runs collapsed.
-fn for_humans(s: &[u8]) -> String {
+fn for_humans(s: &[u8]) -> Vec<u8> {
     let plain = !s.is_empty()
         && s[0] != b' '
         && s[s.len() - 1] != b' '
@@ -217,7 +220,7 @@ fn for_humans(s: &[u8]) -> String {
             .iter()
             .any(|&b| matches!(b, b'\t' | b'\r' | b'\n' | 0 | b'"' | b'\\') || b >= 0x80);
     if plain {
-        return format!("\"{}\"", String::from_utf8_lossy(s));
+        return [&b"\""[..], s, b"\""].concat();
     }
     let mut out: Vec<u8> = Vec::with_capacity(s.len());
     let mut space = false;
@@ -255,9 +258,9 @@ fn full_value(f: &Field) -> Vec<u8> {
 
 /// Dovecot's `imap_append_nstring_nolf`: line breaks removed (a space put where a break was
 /// not followed by whitespace), trailing whitespace kept.
-fn nstring_nolf(f: Option<&Field>) -> String {
+fn nstring_nolf(f: Option<&Field>) -> Vec<u8> {
     let Some(f) = f else {
-        return "NIL".into();
+        return b"NIL".to_vec();
     };
     let v = full_value(f);
     let mut out = Vec::with_capacity(v.len());
@@ -277,7 +280,7 @@ fn nstring_nolf(f: Option<&Field>) -> String {
 }
 
 /// `(date subject from sender reply-to to cc bcc in-reply-to message-id)`.
-pub fn envelope(fields: &[Field]) -> String {
+pub fn envelope(fields: &[Field]) -> Vec<u8> {
     // Date, Subject, In-Reply-To, Message-ID: the last occurrence wins.
     let last = |name: &str| {
         fields
@@ -297,10 +300,9 @@ pub fn envelope(fields: &[Field]) -> String {
     let or_from = |list: Vec<Address>| if list.is_empty() { from.clone() } else { list };
     let subject = match last("Subject") {
         Some(f) => for_humans(&full_value(f)),
-        None => "NIL".into(),
+        None => b"NIL".to_vec(),
     };
-    format!(
-        "({} {} {} {} {} {} {} {} {} {})",
+    let items = [
         nstring_nolf(last("Date")),
         subject,
         address_list(&from),
@@ -311,32 +313,33 @@ pub fn envelope(fields: &[Field]) -> String {
         address_list(&addresses("Bcc")),
         nstring_nolf(last("In-Reply-To")),
         nstring_nolf(last("Message-ID")),
-    )
+    ];
+    [&b"("[..], &items.join(&b' '), b")"].concat()
 }
 
 /// `((name adl mailbox host) …)`, or NIL for none.
-fn address_list(addrs: &[Address]) -> String {
+fn address_list(addrs: &[Address]) -> Vec<u8> {
     if addrs.is_empty() {
-        return "NIL".into();
+        return b"NIL".to_vec();
     }
-    let mut out = String::from("(");
+    let mut out = b"(".to_vec();
     for a in addrs {
-        out.push('(');
-        out.push_str(
+        out.push(b'(');
+        out.extend_from_slice(
             &a.name
                 .as_deref()
                 .map(for_humans)
-                .unwrap_or_else(|| "NIL".into()),
+                .unwrap_or_else(|| b"NIL".to_vec()),
         );
-        out.push(' ');
-        out.push_str(&nstring(a.route.as_deref()));
-        out.push(' ');
-        out.push_str(&nstring(a.mailbox.as_deref()));
-        out.push(' ');
-        out.push_str(&nstring(a.domain.as_deref()));
-        out.push(')');
+        out.push(b' ');
+        out.extend_from_slice(&nstring(a.route.as_deref()));
+        out.push(b' ');
+        out.extend_from_slice(&nstring(a.mailbox.as_deref()));
+        out.push(b' ');
+        out.extend_from_slice(&nstring(a.domain.as_deref()));
+        out.push(b')');
     }
-    out.push(')');
+    out.push(b')');
     out
 }
 
@@ -391,20 +394,20 @@ mod tests {
         let m = b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XYZ\"\r\n\r\nThis is a preamble\r\n--XYZ\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nHi there\r\n\r\n--XYZ\r\nContent-Type: application/pdf; name=\"doc.pdf\"\r\nContent-Disposition: attachment; filename=\"doc.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--XYZ--\r\nepilogue\r\n";
         let tree = mime::parse(m);
         assert_eq!(
-            bodystructure(m, &tree, true),
+            String::from_utf8_lossy(&bodystructure(m, &tree, true)),
             "((\"text\" \"plain\" (\"charset\" \"UTF-8\") NIL NIL \"quoted-printable\" 10 1 NIL NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"doc.pdf\") NIL NIL \"base64\" 12 NIL (\"attachment\" (\"filename\" \"doc.pdf\")) NIL NIL) \"mixed\" (\"boundary\" \"XYZ\") NIL NIL NIL)"
         );
         let m = b"Content-Type: TEXT/Plain; CHARSET=Utf-8; Format=Flowed\r\nContent-Transfer-Encoding: 8BIT\r\nContent-Description: multi\r\n line\r\nContent-ID: <id@x>\r\nContent-Language: en-US, DE\r\nContent-Location: http://x/y\r\nContent-MD5: abc=\r\nContent-Disposition: INLINE\r\n\r\nabcdef\r\n";
         let tree = mime::parse(m);
         assert_eq!(
-            bodystructure(m, &tree, true),
+            String::from_utf8_lossy(&bodystructure(m, &tree, true)),
             "(\"TEXT\" \"Plain\" (\"CHARSET\" \"Utf-8\" \"Format\" \"Flowed\") \"<id@x>\" \"multi line\" \"8BIT\" 8 1 \"abc=\" (\"INLINE\" NIL) (\"en-US\" \"DE\") \"http://x/y\")"
         );
         // Not MIME: Content-* ignored.
         let m = b"Content-Transfer-Encoding: base64\r\nContent-ID: <x>\r\n\r\n12345678\r\n";
         let tree = mime::parse(m);
         assert_eq!(
-            bodystructure(m, &tree, false),
+            String::from_utf8_lossy(&bodystructure(m, &tree, false)),
             "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 10 1)"
         );
     }
@@ -413,10 +416,46 @@ mod tests {
     fn envelope_strings_for_humans() {
         let fields = mime::parse_fields(b"From: \"Quote \\\" me\" <q@d>\r\nSubject: folded\r\n subject\r\nTo: undisclosed-recipients:;\r\nMessage-ID:   <a@b>  \r\n\r\n");
         assert_eq!(
-            envelope(&fields),
+            String::from_utf8_lossy(&envelope(&fields)),
             "(NIL {14}\r\nfolded subject (({10}\r\nQuote \" me NIL \"q\" \"d\")) (({10}\r\nQuote \" me NIL \"q\" \"d\")) (({10}\r\nQuote \" me NIL \"q\" \"d\")) ((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL \"<a@b>  \")"
         );
-        assert_eq!(string(b"\"\"\"\"5"), "\"\\\"\\\"\\\"\\\"5\"");
-        assert_eq!(string(b"\"\"\"\"\"5"), "{6}\r\n\"\"\"\"\"5");
+        assert_eq!(
+            String::from_utf8_lossy(&string(b"\"\"\"\"5")),
+            "\"\\\"\\\"\\\"\\\"5\""
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&string(b"\"\"\"\"\"5")),
+            "{6}\r\n\"\"\"\"\"5"
+        );
+    }
+
+    #[test]
+    fn literals_announce_their_bytes_8bit_included() {
+        let fields =
+            mime::parse_fields(b"Subject: caf\xe9 cr\xe8me\r\nFrom: Ren\xe9 <r@d>\r\n\r\n");
+        let env = envelope(&fields);
+        // Every literal announces exactly the bytes that follow it.
+        let mut literals = 0;
+        let mut i = 0;
+        while let Some(open) = env[i..].iter().position(|&b| b == b'{') {
+            let open = i + open;
+            let close = open + env[open..].iter().position(|&b| b == b'}').expect("close");
+            let n: usize = std::str::from_utf8(&env[open + 1..close])
+                .expect("digits")
+                .parse()
+                .expect("n");
+            let data = &env[close + 3..close + 3 + n];
+            assert!(
+                data == b"caf\xe9 cr\xe8me" || data == b"Ren\xe9",
+                "{:?}",
+                String::from_utf8_lossy(data)
+            );
+            literals += 1;
+            i = close + 3 + n;
+        }
+        assert_eq!(
+            literals, 4,
+            "subject, and the name in From, Sender, Reply-To"
+        );
     }
 }

@@ -1,0 +1,375 @@
+//! Messages from the upstream: continuation requests, untagged data and tagged completions.
+//! Everything is relayed byte for byte except capability lists (filtered), tags (given back
+//! as the client wrote them), the continuation requests meshmail asked for itself, and FETCH
+//! responses of encrypted messages in a mapped session (answered from the decrypted view).
+//!
+//! The session's state changes only here, on the server's tagged answer to the command in
+//! flight that asked for the change; the response codes it relies on (`UIDVALIDITY`,
+//! `READ-ONLY`) are parsed by imap-codec, never searched for in text.
+
+use super::core::{Core, Out, SearchDone, UpItem, ViewJob};
+use super::state::{renamed, State};
+use super::tags::{Inflight, Kind};
+use crate::imap::fetch;
+use crate::imap::owned::Credentials;
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::response::{Code, Response, Status, StatusKind};
+use imap_codec::ResponseCodec;
+use std::sync::Arc;
+
+/// An OK status response as imap-codec reads it: the codes meshmail uses.
+struct StatusInfo {
+    uidvalidity: Option<u32>,
+    read_only: bool,
+}
+
+/// Reads an OK status line (`* OK [...] …`, `tag OK …`); `None` for anything else.
+fn status(message: &[u8]) -> Option<StatusInfo> {
+    let (rest, response) = ResponseCodec::default().decode(message).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let body = match response {
+        Response::Status(Status::Untagged(body)) => body,
+        Response::Status(Status::Tagged(tagged)) => tagged.body,
+        _ => return None,
+    };
+    if body.kind != StatusKind::Ok {
+        return None;
+    }
+    Some(StatusInfo {
+        uidvalidity: match body.code {
+            Some(Code::UidValidity(v)) => Some(v.get()),
+            _ => None,
+        },
+        read_only: matches!(body.code, Some(Code::ReadOnly)),
+    })
+}
+
+/// The first word of a line and whether the second is `OK`.
+fn tag_and_ok(message: &[u8]) -> (String, bool) {
+    let mut words = message.splitn(3, |&b| b == b' ');
+    let tag = String::from_utf8_lossy(words.next().unwrap_or_default()).into_owned();
+    let ok = words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"OK"));
+    (tag, ok)
+}
+
+impl Core {
+    pub(super) fn on_upstream_message(&mut self, message: Vec<u8>) {
+        if message.starts_with(b"+") {
+            self.on_continuation(message);
+        } else if message.starts_with(b"* ") {
+            self.on_untagged(message);
+        } else {
+            self.on_tagged(message);
+        }
+    }
+
+    fn on_continuation(&mut self, message: Vec<u8>) {
+        if self.up_written == 0 && matches!(self.up_queue.front(), Some(UpItem::Gate { .. })) {
+            // The go-ahead meshmail waited for; the client already had its own.
+            self.up_queue.pop_front();
+            return;
+        }
+        if let State::Authenticating(login) = &mut self.state {
+            if let Some(sasl) = login.sasl.as_mut() {
+                // A challenge: the client may now send one response line.
+                sasl.challenged = true;
+            }
+        }
+        self.push_out(Out::Bytes(message));
+    }
+
+    fn on_tagged(&mut self, message: Vec<u8>) {
+        let (tag, ok) = tag_and_ok(&message);
+        self.drop_refused_literals(&tag);
+        let Some(Inflight { client_tag, kind }) = self.tags.complete(&tag) else {
+            // An answer to no command in flight cannot be given to anyone.
+            tracing::warn!(peer = %self.peer, "the server answered a command that is not in flight");
+            return;
+        };
+        let line = match &client_tag {
+            Some(client) => super::tags::retag(&message, client),
+            None => message.clone(),
+        };
+        match kind {
+            Kind::Login => self.on_login_answer(ok),
+            Kind::Select(mut mailbox) => {
+                if ok && self.state.is_authenticated() {
+                    mailbox.read_only |= status(&message).is_some_and(|s| s.read_only);
+                    let state = std::mem::replace(&mut self.state, State::Logout);
+                    if let State::Authenticated(account) = state {
+                        tracing::debug!(peer = %self.peer, mailbox = %mailbox.name, "selected");
+                        self.state = State::Selected(account, mailbox);
+                    } else {
+                        self.state = state;
+                    }
+                }
+            }
+            Kind::Deselect if ok => {
+                let state = std::mem::replace(&mut self.state, State::Logout);
+                self.state = state.deselected();
+                self.seqmap = Default::default();
+            }
+            Kind::Rename { from, to } if ok => {
+                if let State::Selected(_, mailbox) = &mut self.state {
+                    if let Some(name) = renamed(&mailbox.name, &from, &to) {
+                        mailbox.name = name;
+                    }
+                }
+            }
+            Kind::Logout => self.state = State::Logout,
+            Kind::Fetch => {
+                self.push_out(Out::FetchDone(line));
+                return;
+            }
+            Kind::KnownFetch => {
+                self.finish_known_fetch(ok, &message);
+                return;
+            }
+            Kind::Mapping => {
+                self.mapping = None;
+                // The map is as complete as the server let it be.
+                if let Some(tx) = self.search.as_mut().and_then(|s| s.numbering.take()) {
+                    let _ = tx.send((self.seqmap.by_uid(), self.seqmap.len()));
+                }
+                return;
+            }
+            Kind::Search => {
+                self.finish_search(client_tag.unwrap_or_default(), ok, line);
+                return;
+            }
+            Kind::Internal => return,
+            Kind::Deselect | Kind::Rename { .. } | Kind::Relay | Kind::Idle => {}
+        }
+        if client_tag.is_some() {
+            self.push_capability_aware(line);
+        }
+        // Commands the client pipelined behind a state change are handled now.
+        self.pump_client();
+    }
+
+    /// The server answered the login in flight: the one place the account is bound.
+    fn on_login_answer(&mut self, ok: bool) {
+        let state = std::mem::replace(&mut self.state, State::Logout);
+        let State::Authenticating(mut login) = state else {
+            self.state = state;
+            return;
+        };
+        if let Some(sasl) = login.sasl.take() {
+            let user = sasl_user(&sasl.mechanism, &sasl.responses);
+            login.user = user.unwrap_or_default();
+            login.credentials = Some(Arc::new(Credentials::Sasl {
+                mechanism: sasl.mechanism,
+                responses: sasl.responses,
+            }));
+        }
+        let user = login.user.clone();
+        self.state = State::logged_in(login, ok, &self.ctx.accounts);
+        if ok {
+            let mapped = self.state.mapped().is_some();
+            tracing::info!(peer = %self.peer, user = %user, mapped, "IMAP login");
+        }
+    }
+
+    /// When the upstream answers a command instead of giving the go-ahead for its literal, the
+    /// rest of that command is not sent.
+    fn drop_refused_literals(&mut self, tag: &str) {
+        if !matches!(self.up_queue.front(), Some(UpItem::Gate { tag: t }) if t == tag) {
+            return;
+        }
+        while let Some(item) = self.up_queue.front() {
+            let same = match item {
+                UpItem::Gate { tag: t } => t == tag,
+                UpItem::Bytes { tag: t, .. } => t.as_deref() == Some(tag),
+            };
+            if !same {
+                break;
+            }
+            if let Some(UpItem::Bytes { data, .. }) = self.up_queue.pop_front() {
+                self.up_queued_bytes = self.up_queued_bytes.saturating_sub(data.len());
+            }
+        }
+    }
+
+    fn on_untagged(&mut self, message: Vec<u8>) {
+        if self.search.is_some() && self.take_search_data(&message) {
+            return;
+        }
+        if message.len() > 4 && message[2..].starts_with(b"OK [") {
+            // A response code for the selection in flight (only SELECT/EXAMINE run then).
+            if let Some(v) = status(&message).and_then(|s| s.uidvalidity) {
+                if let Some(selecting) = self.tags.selecting_mut() {
+                    selecting.uidvalidity = Some(v);
+                }
+            }
+        }
+        let scanned = fetch::response::scan(&message);
+        // The numbering starts with the SELECT's own EXISTS, before its tagged OK.
+        let follows_mailbox = self.state.mapped_selected().is_some()
+            || (self.state.mapped().is_some() && self.tags.selecting());
+        if follows_mailbox {
+            use super::seqmap::MapNews;
+            match super::seqmap::news(&message, scanned.as_ref()) {
+                Some(MapNews::Exists(n)) => self.seqmap.exists(n),
+                Some(MapNews::Expunge(n)) => self.seqmap.expunge(n),
+                Some(MapNews::Fetch { seq, uid, only_uid }) => {
+                    self.seqmap.learn(seq, uid);
+                    if only_uid && self.mapping.is_some() {
+                        // An answer to meshmail's own FETCH (UID): not the client's.
+                        return;
+                    }
+                }
+                None => {}
+            }
+            if self.fetch.is_some() && scanned.is_some() && self.state.mapped_selected().is_some() {
+                self.on_fetch_response(message);
+                return;
+            }
+        }
+        self.push_capability_aware(message);
+    }
+
+    fn push_capability_aware(&mut self, message: Vec<u8>) {
+        let single_line = message.iter().filter(|&&b| b == b'\n').count() == 1;
+        let rewritten = single_line
+            .then(|| crate::imap::caps::rewrite_line(&message, self.link()))
+            .flatten();
+        self.push_out(Out::Bytes(rewritten.unwrap_or(message)));
+    }
+
+    /// A FETCH response during the mapped session's view FETCH.
+    fn on_fetch_response(&mut self, message: Vec<u8>) {
+        let Some(active) = self.fetch.as_ref() else {
+            self.push_out(Out::Bytes(message));
+            return;
+        };
+        let plan = active.plan.clone();
+        let Some(parsed) = fetch::read_response(&message, &plan) else {
+            // Framing meshmail cannot read: the server's bytes, as they are.
+            self.push_out(Out::Bytes(message));
+            return;
+        };
+        let known = parsed
+            .uid
+            .is_some_and(|u| self.fetch.as_ref().is_some_and(|f| f.known.contains(&u)));
+        if known {
+            let uid = parsed.uid.unwrap_or_default();
+            let first = self.fetch.as_mut().is_some_and(|f| f.answered.insert(uid));
+            if !first {
+                // Answered already: Dovecot may run the two FETCHes side by side, and the
+                // rest's `n:*` names the last (known) message; that second answer is dropped.
+                // A flag update is passed on: another client may have changed the flags.
+                if parsed.flags_only {
+                    self.push_out(Out::Bytes(message));
+                }
+                return;
+            }
+        }
+        if !parsed.encrypted && !known {
+            if let Some(bytes) = parsed.as_sent {
+                self.push_out(Out::Bytes(bytes));
+            }
+            return;
+        }
+        let (Some(uid), Some(source)) = (parsed.uid, self.view_source()) else {
+            self.push_out(Out::Bytes(message));
+            return;
+        };
+        self.push_out(Out::View(Box::new(ViewJob {
+            source,
+            uid,
+            ciphertext: parsed.full_message,
+            seq: parsed.seq,
+            passthrough: parsed.passthrough,
+            plan,
+        })));
+    }
+
+    /// The upstream completed the SEARCH: answer with the merged numbers once meshmail's own
+    /// evaluation is done.
+    pub(super) fn finish_search(&mut self, client_tag: String, ok: bool, line: Vec<u8>) {
+        let Some(active) = self.search.as_mut() else {
+            self.push_out(Out::Bytes(line));
+            return;
+        };
+        let upstream = std::mem::take(&mut active.upstream);
+        // meshmail's own results are UIDs; a SEARCH in sequence numbers gets them numbered as
+        // the client's session numbers them.
+        let seq_of = (!active.uid).then(|| self.seqmap.by_uid());
+        if !ok {
+            self.push_out(Out::Bytes(line));
+            self.search = None;
+            self.pump_client();
+            return;
+        }
+        self.push_out(Out::SearchDone(Box::new(SearchDone {
+            client_tag,
+            line,
+            upstream,
+            seq_of,
+        })));
+    }
+}
+
+/// The login a SASL exchange authenticated as (PLAIN authcid, XOAUTH2 `user=`, OAUTHBEARER
+/// `a=`, LOGIN's first response). `None` when it cannot be told: the session is then not
+/// mapped. A PLAIN authorization identity other than the authentication identity is not
+/// taken: the session would act for someone the password does not belong to.
+fn sasl_user(mechanism: &str, responses: &[crate::secret::SecretBytes]) -> Option<String> {
+    let first = responses.first().map(|r| r.expose().as_slice())?;
+    let user = match mechanism.to_ascii_uppercase().as_str() {
+        "PLAIN" => {
+            let mut fields = first.split(|&b| b == 0);
+            let authzid = fields.next()?;
+            let authcid = fields.next()?;
+            if !authzid.is_empty() && authzid != authcid {
+                return None;
+            }
+            String::from_utf8_lossy(authcid).into_owned()
+        }
+        "XOAUTH2" => String::from_utf8_lossy(first)
+            .split('\x01')
+            .find_map(|f| f.strip_prefix("user=").map(str::to_owned))?,
+        "OAUTHBEARER" => String::from_utf8_lossy(first)
+            .split(['\x01', ','])
+            .find_map(|f| f.strip_prefix("a=").map(str::to_owned))?,
+        "LOGIN" => String::from_utf8_lossy(first).into_owned(),
+        _ => return None,
+    };
+    Some(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn sasl_users() {
+        let plain = [Secret::new(b"\0alice\0secret".to_vec())];
+        assert_eq!(sasl_user("PLAIN", &plain).as_deref(), Some("alice"));
+        let other = [Secret::new(b"alice\0bob\0bobs".to_vec())];
+        assert_eq!(sasl_user("PLAIN", &other), None);
+        let xoauth = [Secret::new(b"user=bob\x01auth=Bearer x\x01\x01".to_vec())];
+        assert_eq!(sasl_user("xoauth2", &xoauth).as_deref(), Some("bob"));
+        let bearer = [Secret::new(b"n,a=carol,\x01host=h\x01\x01".to_vec())];
+        assert_eq!(sasl_user("OAUTHBEARER", &bearer).as_deref(), Some("carol"));
+        assert_eq!(sasl_user("SCRAM-SHA-256", &plain), None);
+    }
+
+    #[test]
+    fn response_codes_come_from_the_codec_not_from_text() {
+        let s = status(b"* OK [UIDVALIDITY 1700000000] UIDs valid\r\n").expect("status");
+        assert_eq!(s.uidvalidity, Some(1700000000));
+        // A mailbox named like a response code is text, not a code.
+        let s = status(b"* OK Selected \"[UIDVALIDITY 5]\"\r\n").expect("status");
+        assert_eq!(s.uidvalidity, None);
+        assert!(status(b"* LIST () \"/\" \"[UIDVALIDITY 5]\"\r\n").is_none());
+        assert!(
+            status(b"M3 OK [READ-ONLY] Examined\r\n")
+                .expect("tagged")
+                .read_only
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! Commands in flight: every command goes upstream under meshmail's own tag, and the server's
+//! tagged answer is given back to the client under the client's tag.
+//!
+//! This is what makes an answer belong to the command that caused it whatever the client
+//! does: a client that reuses a tag, or pipelines two commands with one tag, cannot make the
+//! answer to one count as the answer to the other (issue: a reused tag once bound a session to
+//! another user's account).
+
+use std::collections::HashMap;
+
+/// What a command in flight was, as far as the session's state is concerned.
+pub(super) enum Kind {
+    /// Relayed; its answer changes nothing meshmail keeps.
+    Relay,
+    /// LOGIN or AUTHENTICATE (the pending login is in the state).
+    Login,
+    /// SELECT or EXAMINE of this mailbox.
+    Select(super::state::Mailbox),
+    /// CLOSE or UNSELECT.
+    Deselect,
+    /// RENAME: the selected mailbox may move with it.
+    Rename { from: String, to: String },
+    /// IDLE: the client ends it with `DONE`.
+    Idle,
+    /// LOGOUT.
+    Logout,
+    /// The client's FETCH, answered through views.
+    Fetch,
+    /// The client's SEARCH, merged with meshmail's own evaluation.
+    Search,
+    /// meshmail's own UID FETCH of messages it knows (answers completed from views).
+    KnownFetch,
+    /// meshmail's own `FETCH 1:* (UID)` for the session's numbering.
+    Mapping,
+    /// meshmail's own command whose answer the client does not see.
+    Internal,
+}
+
+impl Kind {
+    /// Commands that change the session's state: nothing else is in flight with them, so
+    /// every untagged response meanwhile is theirs.
+    pub fn exclusive(&self) -> bool {
+        matches!(
+            self,
+            Kind::Login | Kind::Select(_) | Kind::Deselect | Kind::Rename { .. } | Kind::Logout
+        )
+    }
+}
+
+/// One command in flight.
+pub(super) struct Inflight {
+    /// The client's tag; `None` for meshmail's own commands.
+    pub client_tag: Option<String>,
+    pub kind: Kind,
+}
+
+/// The table of commands in flight.
+#[derive(Default)]
+pub(super) struct Tags {
+    next: u64,
+    inflight: HashMap<String, Inflight>,
+}
+
+impl Tags {
+    /// A new tag of meshmail's for `kind`, on behalf of `client_tag`.
+    pub fn issue(&mut self, client_tag: Option<&str>, kind: Kind) -> String {
+        self.next += 1;
+        let tag = format!("M{}", self.next);
+        self.inflight.insert(
+            tag.clone(),
+            Inflight {
+                client_tag: client_tag.map(str::to_owned),
+                kind,
+            },
+        );
+        tag
+    }
+
+    /// The command the server's tagged answer `tag` completes.
+    pub fn complete(&mut self, tag: &str) -> Option<Inflight> {
+        self.inflight.remove(tag)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inflight.is_empty()
+    }
+
+    /// A state-changing command is in flight.
+    pub fn exclusive_in_flight(&self) -> bool {
+        self.inflight.values().any(|i| i.kind.exclusive())
+    }
+
+    /// The client's IDLE in flight, if any.
+    pub fn idle(&self) -> Option<&str> {
+        self.inflight
+            .iter()
+            .find(|(_, i)| matches!(i.kind, Kind::Idle))
+            .map(|(t, _)| t.as_str())
+    }
+
+    /// The kind of a command in flight.
+    pub fn kind_mut(&mut self, tag: &str) -> Option<&mut Kind> {
+        self.inflight.get_mut(tag).map(|i| &mut i.kind)
+    }
+
+    /// A SELECT or EXAMINE is in flight.
+    pub fn selecting(&self) -> bool {
+        self.inflight
+            .values()
+            .any(|i| matches!(i.kind, Kind::Select(_)))
+    }
+
+    /// The selection in flight, for the untagged data that answers it.
+    pub fn selecting_mut(&mut self) -> Option<&mut super::state::Mailbox> {
+        self.inflight.values_mut().find_map(|i| match &mut i.kind {
+            Kind::Select(m) => Some(m),
+            _ => None,
+        })
+    }
+}
+
+/// The client's tag at the start of a command line, if it is a valid one (RFC 9051: any
+/// ASTRING-CHAR but `+`).
+pub(super) fn client_tag(line: &[u8]) -> Option<&str> {
+    let end = line.iter().position(|&b| b == b' ')?;
+    let tag = &line[..end];
+    let valid = !tag.is_empty()
+        && tag.iter().all(|&b| {
+            b.is_ascii_graphic()
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
+        });
+    if valid {
+        std::str::from_utf8(tag).ok()
+    } else {
+        None
+    }
+}
+
+/// The first line of a command with its tag replaced by `tag`.
+pub(super) fn retag(line: &[u8], tag: &str) -> Vec<u8> {
+    let rest = line
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(&line[line.len()..], |p| &line[p..]);
+    let mut out = Vec::with_capacity(tag.len() + rest.len());
+    out.extend_from_slice(tag.as_bytes());
+    out.extend_from_slice(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_meshmails_own_and_answers_find_their_command() {
+        let mut tags = Tags::default();
+        let a = tags.issue(Some("x"), Kind::Relay);
+        let b = tags.issue(Some("x"), Kind::Login);
+        assert_ne!(a, b, "a reused client tag still gets two tags upstream");
+        assert!(tags.exclusive_in_flight());
+        assert!(matches!(
+            tags.complete(&a).map(|i| i.kind),
+            Some(Kind::Relay)
+        ));
+        assert!(matches!(
+            tags.complete(&b).map(|i| i.kind),
+            Some(Kind::Login)
+        ));
+        assert!(
+            tags.complete(&b).is_none(),
+            "an answer completes one command once"
+        );
+        assert!(tags.is_empty());
+    }
+
+    #[test]
+    fn client_tags_are_checked_and_replaced() {
+        assert_eq!(client_tag(b"a1 NOOP\r\n"), Some("a1"));
+        assert_eq!(client_tag(b"+ x\r\n"), None);
+        assert_eq!(client_tag(b"* NOOP\r\n"), None);
+        assert_eq!(client_tag(b"NOOP\r\n"), None);
+        assert_eq!(client_tag(b" NOOP\r\n"), None);
+        assert_eq!(retag(b"a1 SELECT INBOX\r\n", "M7"), b"M7 SELECT INBOX\r\n");
+    }
+}
