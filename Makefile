@@ -10,7 +10,7 @@ DEB_PACKAGES := build-essential pkg-config nettle-dev libssl-dev libclang-dev \
 	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl \
 	msmtp isync bind9-dnsutils ca-certificates gnupg gpgsm openssl curl python3 thunderbird
 
-.PHONY: all deps build release run test lint fmt clean bench
+.PHONY: all deps build release run test lint fmt clean bench compliance
 
 all: build
 
@@ -50,6 +50,12 @@ bench: deps
 	$(CARGO) build --release --bin meshmail --example smtp_load --example imap_load
 	bash integration/bench/smtp_bench.sh
 	bash integration/bench/imap_bench.sh
+
+# Dovecot's imaptest suite straight to Dovecot and through meshmail (another login, the mapped
+# account), side by side. imaptest is built outside this repository (README, "Compliance").
+compliance: deps
+	$(CARGO) build --bin meshmail
+	IMAPTEST="$(IMAPTEST)" bash integration/compliance.sh
 
 fmt:
 	$(CARGO) fmt --all

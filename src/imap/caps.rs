@@ -3,6 +3,10 @@
 //! ESEARCH, PREVIEW, BINARY …) or bypass the proxy (COMPRESS, NOTIFY, URLAUTH, CATENATE …) is
 //! dropped until meshmail implements it. Applied to the greeting, `* CAPABILITY` and every
 //! `[CAPABILITY …]` response code.
+//!
+//! A session logged in as a user meshmail does not map is relayed untouched, so once logged in
+//! it sees the server's capabilities, less only what would take the connection out of
+//! meshmail's hands (COMPRESS) or no longer applies (STARTTLS, AUTH=).
 
 /// Capabilities passed through as they are (upper case; `AUTH=` is matched as a prefix).
 const ALLOWED: &[&str] = &[
@@ -46,6 +50,8 @@ pub struct ClientLink {
     pub loopback: bool,
     /// The session is authenticated (no STARTTLS or AUTH= any more).
     pub authenticated: bool,
+    /// Authenticated as a login meshmail does not map: relayed as it is.
+    pub relayed: bool,
 }
 
 impl ClientLink {
@@ -60,7 +66,13 @@ pub fn filter<'a>(upstream: impl Iterator<Item = &'a str>, link: ClientLink) -> 
     let mut out: Vec<String> = Vec::new();
     for cap in upstream {
         let upper = cap.to_ascii_uppercase();
-        let keep = ALLOWED.contains(&upper.as_str())
+        let relayed = link.relayed
+            && !upper.starts_with("COMPRESS")
+            && !upper.starts_with("AUTH=")
+            && upper != "STARTTLS"
+            && upper != "LOGINDISABLED";
+        let keep = relayed
+            || ALLOWED.contains(&upper.as_str())
             || (upper
                 .strip_prefix("AUTH=")
                 .is_some_and(|m| RELAYED_MECHANISMS.contains(&m))
@@ -127,6 +139,7 @@ mod tests {
         can_starttls: true,
         loopback: true,
         authenticated: false,
+        relayed: false,
     };
 
     #[test]
@@ -151,6 +164,7 @@ mod tests {
             can_starttls: true,
             loopback: false,
             authenticated: true,
+            relayed: false,
         };
         let out = rewrite_line(
             b"a1 OK [CAPABILITY IMAP4rev1 SORT IDLE AUTH=PLAIN] Logged in\r\n",
@@ -169,8 +183,33 @@ mod tests {
             can_starttls: true,
             loopback: false,
             authenticated: false,
+            relayed: false,
         };
         let caps = filter(["IMAP4rev1", "AUTH=PLAIN"].into_iter(), link);
         assert_eq!(caps, ["IMAP4rev1", "STARTTLS", "LOGINDISABLED"]);
+    }
+
+    #[test]
+    fn another_login_sees_the_servers_capabilities_less_compress() {
+        let link = ClientLink {
+            tls: true,
+            can_starttls: true,
+            loopback: false,
+            authenticated: true,
+            relayed: true,
+        };
+        let caps = filter(
+            [
+                "IMAP4rev1",
+                "SORT",
+                "THREAD=REFERENCES",
+                "COMPRESS=DEFLATE",
+                "AUTH=PLAIN",
+                "BINARY",
+            ]
+            .into_iter(),
+            link,
+        );
+        assert_eq!(caps, ["IMAP4rev1", "SORT", "THREAD=REFERENCES", "BINARY"]);
     }
 }

@@ -136,16 +136,28 @@ fn ymd(d: &chrono::NaiveDate) -> (i32, u32, u32) {
     (d.year(), d.month(), d.day())
 }
 
-/// True when `key` has a sequence-set criterion anywhere (its numbers are the client's).
-pub fn uses_sequence_numbers(key: &SearchKey) -> bool {
+/// True when `key` has a criterion `leaf` holds for anywhere in it.
+fn uses(key: &SearchKey, leaf: &dyn Fn(&SearchKey) -> bool) -> bool {
     use SearchKey as K;
     match key {
-        K::SequenceSet(_) => true,
-        K::And(keys) => keys.as_ref().iter().any(uses_sequence_numbers),
-        K::Or(a, b) => uses_sequence_numbers(a) || uses_sequence_numbers(b),
-        K::Not(k) => uses_sequence_numbers(k),
-        _ => false,
+        K::And(keys) => keys.as_ref().iter().any(|k| uses(k, leaf)),
+        K::Or(a, b) => uses(a, leaf) || uses(b, leaf),
+        K::Not(k) => uses(k, leaf),
+        k => leaf(k),
     }
+}
+
+/// True when `key` has a sequence-set criterion anywhere (its numbers are the client's).
+pub fn uses_sequence_numbers(key: &SearchKey) -> bool {
+    uses(key, &|k| matches!(k, SearchKey::SequenceSet(_)))
+}
+
+/// True when `key` asks about `\Recent` (RECENT, NEW, OLD): a flag only the client's own
+/// session holds, never meshmail's EXAMINE connection.
+pub fn uses_recent(key: &SearchKey) -> bool {
+    uses(key, &|k| {
+        matches!(k, SearchKey::Recent | SearchKey::New | SearchKey::Old)
+    })
 }
 
 /// True when the candidate matches `key`.

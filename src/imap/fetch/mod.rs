@@ -197,7 +197,8 @@ pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
         .iter()
         .filter_map(|item| {
             let name = match item.name.as_str() {
-                "UID" => MessageDataItemName::Uid,
+                // A UID meshmail added is not the client's to see.
+                "UID" if !plan.added_uid => MessageDataItemName::Uid,
                 "FLAGS" => MessageDataItemName::Flags,
                 "INTERNALDATE" => MessageDataItemName::InternalDate,
                 "MODSEQ" => MessageDataItemName::ModSeq,

@@ -135,6 +135,12 @@ impl Core {
                 }
                 return;
             }
+            Kind::Recent => {
+                if let Some((_, uids, tx)) = self.search.as_mut().and_then(|s| s.recent.take()) {
+                    let _ = tx.send(uids);
+                }
+                return;
+            }
             Kind::Search => {
                 self.finish_search(client_tag.unwrap_or_default(), ok, line);
                 return;
@@ -193,6 +199,10 @@ impl Core {
     }
 
     fn on_untagged(&mut self, message: Vec<u8>) {
+        if message.len() >= 5 && message[2..5].eq_ignore_ascii_case(b"BYE") {
+            // The server is closing the connection; the client reads why from its BYE.
+            self.state = State::Logout;
+        }
         if self.search.is_some() && self.take_search_data(&message) {
             return;
         }
@@ -203,6 +213,10 @@ impl Core {
                     selecting.uidvalidity = Some(v);
                 }
             }
+        }
+        if let Some(untagged) = super::tags::untag_correlator(&message, &self.tags) {
+            self.push_out(Out::Bytes(untagged));
+            return;
         }
         let scanned = fetch::response::scan(&message);
         // The numbering starts with the SELECT's own EXISTS, before its tagged OK.

@@ -24,8 +24,11 @@ use imap_codec::imap_types::mailbox::Mailbox as CodecMailbox;
 use imap_codec::CommandCodec;
 use std::sync::Arc;
 
-/// Commands meshmail refuses: their answers would be computed from ciphertext, or they would
-/// take the connection out of meshmail's hands.
+/// Commands meshmail refuses in every session: they take the connection out of its hands.
+const REFUSED_ALWAYS: &[&str] = &["COMPRESS"];
+
+/// Commands meshmail refuses in a mapped session: their answers would be computed from
+/// ciphertext, or would bypass the views.
 const REFUSED: &[&str] = &[
     "COMPRESS",
     "SORT",
@@ -70,6 +73,13 @@ pub(super) fn is_exclusive(bytes: &[u8]) -> bool {
 }
 
 impl Core {
+    /// True when meshmail refuses the command `name` in this session.
+    fn refused(&self, name: &str) -> bool {
+        REFUSED_ALWAYS.contains(&name)
+            || (!matches!(self.state.account(), Some(super::state::Account::Other))
+                && REFUSED.contains(&name))
+    }
+
     /// How the message starting with `line` is handled.
     pub(super) fn classify(&mut self, line: &[u8]) -> Mode {
         if let State::Authenticating(PendingLogin {
@@ -97,7 +107,7 @@ impl Core {
             | "UNSELECT" | "RENAME" | "LOGOUT" => true,
             "FETCH" | "SEARCH" => selected,
             "APPEND" => mapped,
-            n => REFUSED.contains(&n),
+            n => self.refused(n),
         };
         if collect {
             // meshmail's tag is issued when the command is handled.
@@ -110,6 +120,13 @@ impl Core {
             Kind::Relay
         };
         let own = self.tags.issue(Some(&tag), kind);
+        let updates = line
+            .split(|&b| b == b' ' || b == b'(' || b == b')')
+            .any(|w| w.eq_ignore_ascii_case(b"UPDATE"));
+        if matches!(name.as_str(), "SEARCH" | "SORT") && updates {
+            self.tags.remember_context(&own, &tag);
+        }
+        self.cancelupdate = name == "CANCELUPDATE";
         self.current = Some((tag, own));
         Mode::Forward
     }
@@ -141,7 +158,7 @@ impl Core {
     pub(super) fn handle_collected(&mut self, bytes: &[u8]) -> Result<(), Vec<u8>> {
         let tag = tags::client_tag(bytes).unwrap_or("*").to_owned();
         let name = command_name(bytes);
-        if REFUSED.contains(&name.as_str()) {
+        if self.refused(&name) {
             self.bad(&tag, &format!("{name} is not available through meshmail"));
             return Ok(());
         }
@@ -185,6 +202,11 @@ impl Core {
                 };
                 self.login(&tag, String::new(), None, Some(sasl), bytes);
             }
+            CommandBody::Enable { .. } if self.state.mapped().is_none() => {
+                // Not meshmail's to judge: before a login the server refuses it, and another
+                // login's session is relayed as it is.
+                self.forward_collected(&tag, Kind::Relay, bytes);
+            }
             CommandBody::Enable { capabilities } => {
                 let allowed: Vec<String> = capabilities
                     .as_ref()
@@ -192,16 +214,12 @@ impl Core {
                     .map(|c| c.to_string())
                     .filter(|c| ENABLE_ALLOWED.iter().any(|a| a.eq_ignore_ascii_case(c)))
                     .collect();
-                if allowed.is_empty() || !self.state.is_authenticated() {
-                    // Nothing meshmail handles is enabled (and nothing before a login).
-                    if self.state.is_authenticated() {
-                        self.push_out(Out::Bytes(b"* ENABLED\r\n".to_vec()));
-                        self.push_out(Out::Bytes(
-                            format!("{tag} OK ENABLE completed\r\n").into_bytes(),
-                        ));
-                    } else {
-                        self.bad(&tag, "ENABLE needs a login first");
-                    }
+                if allowed.is_empty() {
+                    // Nothing meshmail handles is enabled.
+                    self.push_out(Out::Bytes(b"* ENABLED\r\n".to_vec()));
+                    self.push_out(Out::Bytes(
+                        format!("{tag} OK ENABLE completed\r\n").into_bytes(),
+                    ));
                 } else {
                     let own = self.tags.issue(Some(&tag), Kind::Relay);
                     let line = format!("{own} ENABLE {}\r\n", allowed.join(" "));

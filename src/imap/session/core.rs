@@ -85,6 +85,8 @@ pub(super) struct SearchJob {
     pub source: ViewSource,
     pub criteria: Vec<imap_codec::imap_types::search::SearchKey<'static>>,
     pub numbering: Option<tokio::sync::oneshot::Receiver<ClientNumbering>>,
+    /// For a query about `\Recent`: the UIDs the client's session holds as recent.
+    pub recent: Option<tokio::sync::oneshot::Receiver<Vec<u32>>>,
 }
 
 /// The server finished a SEARCH: merge with meshmail's evaluation and answer.
@@ -131,6 +133,9 @@ pub(super) struct ActiveSearch {
     /// For a query with a sequence-set criterion: the client's numbering, sent to the local
     /// evaluation once the session's map is complete.
     pub numbering: Option<tokio::sync::oneshot::Sender<ClientNumbering>>,
+    /// meshmail's own `UID SEARCH RECENT` in the client's session: its tag, the UIDs so far,
+    /// and where they go once it is answered.
+    pub recent: Option<(String, Vec<u32>, tokio::sync::oneshot::Sender<Vec<u32>>)>,
 }
 
 /// A client message set aside until nothing else is in flight.
@@ -159,6 +164,8 @@ pub(super) struct Core {
     client_in_literal: bool,
     pub errors: u32,
     pub deferred: Option<Deferred>,
+    /// The message being relayed is a CANCELUPDATE (its tag arguments are rewritten).
+    pub cancelupdate: bool,
     // Upstream side.
     pub ufrag: Fragmentizer,
     pub up_queue: VecDeque<UpItem>,
@@ -204,6 +211,7 @@ impl Core {
             client_in_literal: false,
             errors: 0,
             deferred: None,
+            cancelupdate: false,
             ufrag: Fragmentizer::new(max),
             up_queue: VecDeque::new(),
             up_written: 0,
@@ -234,6 +242,7 @@ impl Core {
             can_starttls: self.ctx.tls.is_some(),
             loopback: self.loopback,
             authenticated: self.state.is_authenticated(),
+            relayed: matches!(self.state.account(), Some(super::state::Account::Other)),
         }
     }
 
@@ -386,6 +395,9 @@ impl Core {
                         if let Some(own) = own {
                             data = super::tags::retag(&data, &own);
                         }
+                        if self.cancelupdate {
+                            data = self.tags.cancelupdate(&data);
+                        }
                     }
                     if self.mode == Mode::Raw {
                         self.raw_line(&data);
@@ -461,11 +473,15 @@ impl Core {
         }
     }
 
-    /// The upstream closed the connection.
+    /// The upstream closed the connection: after a LOGOUT or the server's own BYE, the
+    /// client has its goodbye already; otherwise it is told why.
     pub fn on_upstream_closed(&mut self) {
-        self.push_out(Out::Close(
-            b"* BYE [UNAVAILABLE] The mail server closed the connection\r\n".to_vec(),
-        ));
+        let bye: &[u8] = if matches!(self.state, State::Logout) {
+            b""
+        } else {
+            b"* BYE [UNAVAILABLE] The mail server closed the connection\r\n"
+        };
+        self.push_out(Out::Close(bye.to_vec()));
     }
 
     /// TLS is now in place on the client link.

@@ -27,6 +27,7 @@ pub(super) async fn search_local(
         source,
         criteria,
         numbering,
+        recent,
     } = job;
     let owned = owned.ok_or("no connection of meshmail's own")?;
     let mut listed = owned
@@ -42,6 +43,17 @@ pub(super) async fn search_local(
             l.seq = seq_of.get(&l.uid).copied().unwrap_or(0);
         }
         max_seq = count;
+    }
+    if let Some(recent) = recent {
+        let recent = recent
+            .await
+            .map_err(|_| "the session's recent messages are not known".to_string())?;
+        for l in &mut listed {
+            l.flags.retain(|f| !f.eq_ignore_ascii_case("\\Recent"));
+            if recent.contains(&l.uid) {
+                l.flags.push("\\Recent".into());
+            }
+        }
     }
     let max_uid = listed.iter().map(|l| l.uid).max().unwrap_or(0);
     let number = |l: &Listed| l.uid;
@@ -113,10 +125,27 @@ impl Core {
         } else {
             (None, None)
         };
+        // \Recent is the client's session's own: asked of it, before its SEARCH.
+        let recent = if criteria.iter().any(crate::imap::search::uses_recent) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let t = self.tags.issue(None, Kind::Recent);
+            self.push_up(
+                Some(t.clone()),
+                format!("{t} UID SEARCH RECENT\r\n").into_bytes(),
+            );
+            Some((t, tx, rx))
+        } else {
+            None
+        };
+        let (recent, recent_rx) = match recent {
+            Some((t, tx, rx)) => (Some((t, Vec::new(), tx)), Some(rx)),
+            None => (None, None),
+        };
         self.jobs.push_back(Job::Search(SearchJob {
             source,
             criteria,
             numbering: numbering_rx,
+            recent: recent_rx,
         }));
         if self.seqmap.complete() {
             if let Some(tx) = numbering.take() {
@@ -136,6 +165,7 @@ impl Core {
             uid,
             upstream: Vec::new(),
             numbering,
+            recent,
         });
         self.forward_collected(tag, Kind::Search, bytes);
     }
@@ -145,13 +175,15 @@ impl Core {
         let Some(active) = self.search.as_mut() else {
             return false;
         };
-        match parse_search_line(message) {
-            Some(numbers) => {
-                active.upstream.extend(numbers);
-                true
-            }
-            None => false,
+        let Some(numbers) = parse_search_line(message) else {
+            return false;
+        };
+        // meshmail's own SEARCH RECENT runs first, and is answered first.
+        match active.recent.as_mut() {
+            Some((_, recent, _)) => recent.extend(numbers),
+            None => active.upstream.extend(numbers),
         }
+        true
     }
 }
 

@@ -32,6 +32,8 @@ pub(super) enum Kind {
     KnownFetch,
     /// meshmail's own `FETCH 1:* (UID)` for the session's numbering.
     Mapping,
+    /// meshmail's own `UID SEARCH RECENT` in the client's session.
+    Recent,
     /// meshmail's own command whose answer the client does not see.
     Internal,
 }
@@ -59,7 +61,13 @@ pub(super) struct Inflight {
 pub(super) struct Tags {
     next: u64,
     inflight: HashMap<String, Inflight>,
+    /// Searches whose results the server keeps updating after they complete (RFC 5267
+    /// `RETURN (UPDATE)`): meshmail's tag and the client's, newest last.
+    contexts: std::collections::VecDeque<(String, String)>,
 }
+
+/// Search contexts remembered at most (the server ends older ones anyway: Dovecot keeps 10).
+const MAX_CONTEXTS: usize = 64;
 
 impl Tags {
     /// A new tag of meshmail's for `kind`, on behalf of `client_tag`.
@@ -96,6 +104,51 @@ impl Tags {
             .iter()
             .find(|(_, i)| matches!(i.kind, Kind::Idle))
             .map(|(t, _)| t.as_str())
+    }
+
+    /// The client's tag for meshmail's tag `own`: a command in flight, or a search context.
+    pub fn client_tag_of(&self, own: &str) -> Option<&str> {
+        match self.inflight.get(own) {
+            Some(i) => i.client_tag.as_deref(),
+            None => self
+                .contexts
+                .iter()
+                .rev()
+                .find(|(o, _)| o == own)
+                .map(|(_, c)| c.as_str()),
+        }
+    }
+
+    /// Remembers a search context: the server names it by meshmail's tag after it completes.
+    pub fn remember_context(&mut self, own: &str, client: &str) {
+        if self.contexts.len() == MAX_CONTEXTS {
+            self.contexts.pop_front();
+        }
+        self.contexts.push_back((own.to_owned(), client.to_owned()));
+    }
+
+    /// `CANCELUPDATE "t1" "t2"` with the client's tags given as meshmail's.
+    pub fn cancelupdate(&self, line: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(line.len());
+        let mut parts = line.split(|&b| b == b'"');
+        if let Some(first) = parts.next() {
+            out.extend_from_slice(first);
+        }
+        for (i, part) in parts.enumerate() {
+            out.push(b'"');
+            let own = (i % 2 == 0)
+                .then(|| std::str::from_utf8(part).ok())
+                .flatten()
+                .and_then(|client| {
+                    self.contexts
+                        .iter()
+                        .rev()
+                        .find(|(_, c)| c == client)
+                        .map(|(o, _)| o.as_bytes())
+                });
+            out.extend_from_slice(own.unwrap_or(part));
+        }
+        out
     }
 
     /// The kind of a command in flight.
@@ -148,6 +201,25 @@ pub(super) fn retag(line: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
+/// An untagged response that names a command by its tag (RFC 4731 `* ESEARCH (TAG "M4") …`,
+/// also for ESORT and CONTEXT=SEARCH), with meshmail's tag given back as the client's.
+pub(super) fn untag_correlator(message: &[u8], tags: &Tags) -> Option<Vec<u8>> {
+    const PREFIX: &[u8] = b"* ESEARCH (TAG \"";
+    let head = message.get(..PREFIX.len())?;
+    if !head.eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    let rest = &message[PREFIX.len()..];
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let own = std::str::from_utf8(&rest[..end]).ok()?;
+    let client = tags.client_tag_of(own)?;
+    let mut out = Vec::with_capacity(message.len() + client.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(client.as_bytes());
+    out.extend_from_slice(&rest[end..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +254,26 @@ mod tests {
         assert_eq!(client_tag(b"NOOP\r\n"), None);
         assert_eq!(client_tag(b" NOOP\r\n"), None);
         assert_eq!(retag(b"a1 SELECT INBOX\r\n", "M7"), b"M7 SELECT INBOX\r\n");
+        let mut tags = Tags::default();
+        let own = tags.issue(Some("c.1"), Kind::Relay);
+        let esearch = format!("* ESEARCH (TAG \"{own}\") UID ALL 1:3\r\n");
+        assert_eq!(
+            untag_correlator(esearch.as_bytes(), &tags).as_deref(),
+            Some(&b"* ESEARCH (TAG \"c.1\") UID ALL 1:3\r\n"[..])
+        );
+        assert!(untag_correlator(b"* ESEARCH (TAG \"M99\") ALL 1\r\n", &tags).is_none());
+        // A search context outlives its command (RFC 5267).
+        let ctx = tags.issue(Some("s1"), Kind::Relay);
+        tags.remember_context(&ctx, "s1");
+        tags.complete(&ctx);
+        let update = format!("* ESEARCH (TAG \"{ctx}\") ADDTO (0 3)\r\n");
+        assert_eq!(
+            untag_correlator(update.as_bytes(), &tags).as_deref(),
+            Some(&b"* ESEARCH (TAG \"s1\") ADDTO (0 3)\r\n"[..])
+        );
+        assert_eq!(
+            tags.cancelupdate(b"M9 CANCELUPDATE \"s1\" \"zz\"\r\n"),
+            format!("M9 CANCELUPDATE \"{ctx}\" \"zz\"\r\n").into_bytes()
+        );
     }
 }

@@ -195,10 +195,12 @@ impl View {
         // A non-multipart entity answers to one `.1` (itself), once: the top-level message's
         // part 1 is its body, and `1.1` of a leaf inside a multipart is that leaf (Dovecot).
         let mut may_self = true;
-        for n in part.0.as_ref() {
+        for (depth, n) in part.0.as_ref().iter().enumerate() {
             let index = n.get() as usize - 1;
-            // Step into an encapsulated message first.
-            if let mime::Kind::Message(inner) = &current.kind {
+            // Step into an encapsulated message first; but the top level's part 1 is its own
+            // body even when that body is a message (RFC 3501 §6.4.5; imaptest's
+            // fetch-body-message-rfc822 checks it).
+            if let (mime::Kind::Message(inner), true) = (&current.kind, depth > 0) {
                 current = inner;
                 may_self = true;
             }
