@@ -6,6 +6,8 @@ pub mod cms;
 mod cms_decrypt;
 pub mod cms_verify;
 pub mod decrypt;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod openpgp;
 pub mod seal;
 pub mod smime;

@@ -16,6 +16,9 @@ pub mod index;
 pub mod owned;
 pub mod search;
 mod session;
+/// Entry points for the fuzz targets (`integration/fuzz`).
+#[doc(hidden)]
+pub use session::fuzz;
 pub mod slots;
 pub mod upstream;
 pub mod view;

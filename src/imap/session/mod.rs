@@ -10,6 +10,8 @@
 mod answer;
 mod command;
 mod core;
+#[doc(hidden)]
+pub mod fuzz;
 mod known;
 mod open;
 mod search;

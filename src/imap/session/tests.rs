@@ -2,44 +2,8 @@
 //! Each test plays the client and the server and reads what the core would write to each.
 
 use super::core::{Core, Out, UpItem};
+use super::fuzz::context;
 use super::state::State;
-use crate::config::Limits;
-use crate::imap::{ImapAccount, ImapContext};
-use crate::smtp::upstream::{UpstreamTarget, UpstreamTls};
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
-
-fn context() -> Arc<ImapContext> {
-    let tls_config = match crate::tls::client_config(None) {
-        Ok(c) => c,
-        Err(e) => panic!("client config: {e}"),
-    };
-    let mut accounts = HashMap::new();
-    accounts.insert(
-        "alice".to_string(),
-        Arc::new(ImapAccount {
-            address: "alice@example.test".into(),
-            keys: None,
-            index: None,
-        }),
-    );
-    Arc::new(ImapContext {
-        upstream: UpstreamTarget {
-            address: "127.0.0.1:1".into(),
-            tls: UpstreamTls::None,
-            tls_config: Arc::new(tls_config),
-            timeout: Duration::from_secs(5),
-            hello_name: "localhost".into(),
-        },
-        tls: None,
-        accounts,
-        limits: Limits::default(),
-        connections: Arc::new(tokio::sync::Semaphore::new(4)),
-        views: crate::imap::view::ViewCache::new(1 << 20),
-        append_plaintext: Vec::new(),
-    })
-}
 
 fn core() -> Core {
     let caps = [
