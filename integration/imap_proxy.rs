@@ -235,7 +235,7 @@ fn world() -> World {
     let armored = gpg_encrypt(&g, dir, &inner, &["-r", &bob.openpgp_fingerprint]);
     let stored = pgp_mime(&outer("m10"), &armored);
     let mut view =
-        b"Meshmail-Result: failed; reason=\"not encrypted to this account's key\"\r\n".to_vec();
+        b"Meshmail-Result: failed; reason=\"this account's keys cannot decrypt it\"\r\n".to_vec();
     view.extend_from_slice(&stored);
     cases.push(Case {
         name: "not-for-us",

@@ -27,10 +27,16 @@ pub enum Credentials {
     },
 }
 
-/// Why ciphertext could not be fetched: always temporary for the client.
+/// Why ciphertext could not be fetched.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct FetchError(pub String);
+pub enum FetchError {
+    /// The message was expunged meanwhile: that message alone is left out.
+    #[error("message UID {0} is gone from the server")]
+    Gone(u32),
+    /// Temporary for the client: it asks again later.
+    #[error("{0}")]
+    Failed(String),
+}
 
 struct Request {
     mailbox: String,
@@ -91,10 +97,10 @@ impl OwnedConnection {
                 reply,
             }))
             .await
-            .map_err(|_| FetchError("meshmail's upstream connection stopped".into()))?;
+            .map_err(|_| FetchError::Failed("meshmail's upstream connection stopped".into()))?;
         answer
             .await
-            .map_err(|_| FetchError("meshmail's upstream connection stopped".into()))?
+            .map_err(|_| FetchError::Failed("meshmail's upstream connection stopped".into()))?
     }
 }
 
@@ -107,7 +113,7 @@ impl OwnedConnection {
         uidvalidity: Option<u32>,
     ) -> Result<Vec<Listed>, FetchError> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || FetchError("meshmail's upstream connection stopped".into());
+        let stopped = || FetchError::Failed("meshmail's upstream connection stopped".into());
         self.tx
             .send(Job::List {
                 mailbox: mailbox.to_owned(),
@@ -180,7 +186,7 @@ impl async_imap::Authenticator for &mut Replay {
 async fn login(target: &UpstreamTarget, credentials: &Credentials) -> Result<Session, FetchError> {
     let up = super::upstream::connect(target)
         .await
-        .map_err(|e| FetchError(e.to_string()))?;
+        .map_err(|e| FetchError::Failed(e.to_string()))?;
     let client = async_imap::Client::new(Link(up.stream));
     let t = target.timeout;
     let result = match credentials {
@@ -204,8 +210,10 @@ async fn login(target: &UpstreamTarget, credentials: &Credentials) -> Result<Ses
     };
     match result {
         Ok(Ok(session)) => Ok(session),
-        Ok(Err((e, _))) => Err(FetchError(format!("login for meshmail's connection: {e}"))),
-        Err(_) => Err(FetchError("login timed out".into())),
+        Ok(Err((e, _))) => Err(FetchError::Failed(format!(
+            "login for meshmail's connection: {e}"
+        ))),
+        Err(_) => Err(FetchError::Failed("login timed out".into())),
     }
 }
 
@@ -260,9 +268,7 @@ async fn actor(target: UpstreamTarget, credentials: Arc<Credentials>, mut rx: mp
         match serve_batch(&target, &credentials, &mut session, &mut examined, &batch).await {
             Ok(mut bodies) => {
                 for r in batch {
-                    let answer = bodies.remove(&r.uid).ok_or_else(|| {
-                        FetchError(format!("message UID {} is gone from the server", r.uid))
-                    });
+                    let answer = bodies.remove(&r.uid).ok_or(FetchError::Gone(r.uid));
                     let _ = r.reply.send(answer);
                 }
             }
@@ -297,18 +303,20 @@ async fn ready<'a>(
         *examined = None;
     }
     let Some(s) = session.as_mut() else {
-        return Err(FetchError("no connection".into()));
+        return Err(FetchError::Failed("no connection".into()));
     };
     if examined.as_ref().map(|(m, _)| m.as_str()) != Some(mailbox) {
         let mbox = tokio::time::timeout(t, s.examine(mailbox))
             .await
-            .map_err(|_| FetchError("EXAMINE timed out".into()))?
-            .map_err(|e| FetchError(format!("EXAMINE: {e}")))?;
+            .map_err(|_| FetchError::Failed("EXAMINE timed out".into()))?
+            .map_err(|e| FetchError::Failed(format!("EXAMINE: {e}")))?;
         *examined = Some((mailbox.to_owned(), mbox.uid_validity));
     }
     let validity = examined.as_ref().and_then(|(_, v)| *v);
     if uidvalidity.is_some() && validity != uidvalidity {
-        return Err(FetchError("the mailbox changed (UIDVALIDITY)".into()));
+        return Err(FetchError::Failed(
+            "the mailbox changed (UIDVALIDITY)".into(),
+        ));
     }
     Ok(s)
 }
@@ -327,7 +335,7 @@ async fn list(
         // NOOP first: the EXAMINEd view catches up with messages that arrived since.
         s.noop()
             .await
-            .map_err(|e| FetchError(format!("NOOP: {e}")))?;
+            .map_err(|e| FetchError::Failed(format!("NOOP: {e}")))?;
         let mut stream = s
             // The top-level Content-Type tells encrypted messages apart; a BODYSTRUCTURE could
             // be nested deeper than any parser accepts (the sender chooses it).
@@ -336,9 +344,9 @@ async fn list(
                 "(UID FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])",
             )
             .await
-            .map_err(|e| FetchError(format!("UID FETCH: {e}")))?;
+            .map_err(|e| FetchError::Failed(format!("UID FETCH: {e}")))?;
         while let Some(item) = stream.next().await {
-            let item = item.map_err(|e| FetchError(format!("UID FETCH: {e}")))?;
+            let item = item.map_err(|e| FetchError::Failed(format!("UID FETCH: {e}")))?;
             let Some(uid) = item.uid else { continue };
             use chrono::Datelike;
             out.push(Listed {
@@ -355,7 +363,7 @@ async fn list(
     };
     tokio::time::timeout(target.timeout, fetch)
         .await
-        .map_err(|_| FetchError("UID FETCH timed out".into()))??;
+        .map_err(|_| FetchError::Failed("UID FETCH timed out".into()))??;
     Ok(out)
 }
 
@@ -396,12 +404,17 @@ async fn serve_batch(
     let set: Vec<String> = batch.iter().map(|r| r.uid.to_string()).collect();
     let mut out = HashMap::new();
     let fetch = async {
+        // NOOP first: a message that arrived after the EXAMINE is not in this session's view
+        // until the server has told it (new mail is shown decrypted on its first FETCH).
+        s.noop()
+            .await
+            .map_err(|e| FetchError::Failed(format!("NOOP: {e}")))?;
         let mut stream = s
             .uid_fetch(set.join(","), "(UID BODY.PEEK[])")
             .await
-            .map_err(|e| FetchError(format!("UID FETCH: {e}")))?;
+            .map_err(|e| FetchError::Failed(format!("UID FETCH: {e}")))?;
         while let Some(item) = stream.next().await {
-            let item = item.map_err(|e| FetchError(format!("UID FETCH: {e}")))?;
+            let item = item.map_err(|e| FetchError::Failed(format!("UID FETCH: {e}")))?;
             if let (Some(uid), Some(body)) = (item.uid, item.body()) {
                 out.insert(uid, body.to_vec());
             }
@@ -410,6 +423,6 @@ async fn serve_batch(
     };
     tokio::time::timeout(t, fetch)
         .await
-        .map_err(|_| FetchError("UID FETCH timed out".into()))??;
+        .map_err(|_| FetchError::Failed("UID FETCH timed out".into()))??;
     Ok(out)
 }

@@ -17,13 +17,17 @@ use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItem
 use imap_codec::imap_types::IntoStatic;
 
 /// The probe's name in the server's answer.
-pub const PROBE_NAME: &str = "BODY[HEADER.FIELDS (CONTENT-TYPE)]";
+pub const PROBE_NAME: &str = "BODY[HEADER.FIELDS (CONTENT-TYPE MESHMAIL-RESULT)]";
 
-/// `BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)]`: what tells an encrypted message apart.
+/// `BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE MESHMAIL-RESULT)]`: what tells an encrypted message
+/// apart, and a plaintext one that carries a result header of its own.
 fn probe() -> Option<MessageDataItemName<'static>> {
-    let field = AString::try_from("CONTENT-TYPE").ok()?;
+    let fields = vec![
+        AString::try_from("CONTENT-TYPE").ok()?,
+        AString::try_from("MESHMAIL-RESULT").ok()?,
+    ];
     Some(MessageDataItemName::BodyExt {
-        section: Some(Section::HeaderFields(None, Vec1::from(field))),
+        section: Some(Section::HeaderFields(None, Vec1::try_from(fields).ok()?)),
         partial: None,
         peek: true,
     })
@@ -38,7 +42,9 @@ fn is_probe(name: &MessageDataItemName) -> bool {
             ..
         } => {
             let fields = fields.as_ref();
-            fields.len() == 1 && fields[0].as_ref().eq_ignore_ascii_case(b"CONTENT-TYPE")
+            fields.len() == 2
+                && fields[0].as_ref().eq_ignore_ascii_case(b"CONTENT-TYPE")
+                && fields[1].as_ref().eq_ignore_ascii_case(b"MESHMAIL-RESULT")
         }
         _ => false,
     }
@@ -125,6 +131,11 @@ pub fn plan(command: &Command<'_>) -> Option<FetchPlan> {
 }
 
 impl FetchPlan {
+    /// A UID FETCH.
+    pub fn is_uid(&self) -> bool {
+        matches!(self.upstream.body, CommandBody::Fetch { uid: true, .. })
+    }
+
     /// True when no item sets \Seen (every BODY[…] is PEEK, no RFC822 or RFC822.TEXT).
     pub fn peek_only(&self) -> bool {
         !self.requested.iter().any(|n| match n {
@@ -169,6 +180,8 @@ pub struct UpstreamFetch {
     pub seq: u32,
     pub uid: Option<u32>,
     pub encrypted: bool,
+    /// Not encrypted, yet carrying a `Meshmail-Result` field of its own: shown without it.
+    pub forged: bool,
     /// The whole message, when the response carried it (`BODY[]` or `RFC822`).
     pub full_message: Option<Vec<u8>>,
     /// Items that do not depend on content (UID, FLAGS, INTERNALDATE, MODSEQ), as sent.
@@ -185,9 +198,12 @@ pub struct UpstreamFetch {
 pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
     let r = response::scan(raw)?;
     let probe = r.string(raw, PROBE_NAME);
-    let encrypted = probe
-        .as_deref()
-        .is_some_and(|h| crate::imap::view::mime::parse(h).is_encrypted());
+    let header = probe.as_deref().map(crate::imap::view::mime::parse);
+    let encrypted = header.as_ref().is_some_and(|h| h.is_encrypted());
+    let forged = !encrypted
+        && header
+            .as_ref()
+            .is_some_and(|h| h.field(crate::imap::view::compose::RESULT_HEADER).is_some());
     let full_message = ["BODY[]", "RFC822"]
         .iter()
         .find_map(|n| r.string(raw, n))
@@ -218,6 +234,7 @@ pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
         seq: r.seq,
         uid: r.uid(raw),
         encrypted,
+        forged,
         full_message,
         passthrough,
         flags_only: r.flags_only(),

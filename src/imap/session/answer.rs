@@ -280,7 +280,7 @@ impl Core {
                 return;
             }
         }
-        if !parsed.encrypted && !known {
+        if !parsed.encrypted && !parsed.forged && !known {
             if let Some(bytes) = parsed.as_sent {
                 self.push_out(Out::Bytes(bytes));
             }
@@ -293,6 +293,7 @@ impl Core {
         self.push_out(Out::View(Box::new(ViewJob {
             source,
             uid,
+            forged: parsed.forged,
             ciphertext: parsed.full_message,
             seq: parsed.seq,
             passthrough: parsed.passthrough,

@@ -59,6 +59,8 @@ pub(super) enum Job {
 pub(super) struct ViewJob {
     pub source: ViewSource,
     pub uid: u32,
+    /// A plaintext message with a result header of its own (shown without it).
+    pub forged: bool,
     pub ciphertext: Option<Vec<u8>>,
     pub seq: u32,
     pub passthrough: Passthrough,
@@ -183,6 +185,8 @@ pub(super) struct Core {
     pub seqmap: SeqMap,
     /// meshmail's own `FETCH 1:* (UID)` is running (its answers only fill the map).
     pub mapping: Option<String>,
+    /// The session's last complete view (see [`ViewSource::open`]).
+    pub pinned: super::open::Pinned,
 }
 
 impl Core {
@@ -224,6 +228,7 @@ impl Core {
             starttls: false,
             seqmap: SeqMap::default(),
             mapping: None,
+            pinned: Default::default(),
         }
     }
 
@@ -518,6 +523,7 @@ impl Core {
             user: mapped.user.clone(),
             selected: Mailbox::clone(mailbox),
             max: self.ctx.limits.max_message_size.saturating_mul(2),
+            pinned: self.pinned.clone(),
         })
     }
 }

@@ -23,6 +23,7 @@ mod tags;
 mod tests;
 
 use self::core::{Core, Job, Out};
+use self::open::OpenFailure;
 use super::owned::{Credentials, OwnedConnection};
 use super::ImapContext;
 use crate::smtp::session::io::Stream;
@@ -48,6 +49,11 @@ const AUTHENTICATED_IDLE: Duration = Duration::from_secs(31 * 60);
 enum Ready {
     Write(Vec<u8>),
     ViewFailed(String),
+    /// A message of the running view FETCH was expunged meanwhile (left out of the answer);
+    /// `uid`: the FETCH was a UID FETCH.
+    Gone {
+        uid: bool,
+    },
     FetchDone(Vec<u8>),
     SearchDone(Vec<u8>),
     StartTls(String),
@@ -69,6 +75,8 @@ struct Task {
     owned: Option<OwnedConnection>,
     /// The first reason a message of the running view FETCH could not be shown.
     fetch_failure: Option<String>,
+    /// A message of the running (non-UID) view FETCH was expunged meanwhile.
+    fetch_expunged: bool,
     search: Option<JoinHandle<Result<search::LocalSearch, String>>>,
     seal: Option<JoinHandle<Result<Vec<u8>, String>>>,
     /// Bytes were written upstream and not yet flushed.
@@ -122,6 +130,7 @@ pub async fn run(
         ready: FuturesOrdered::new(),
         owned: None,
         fetch_failure: None,
+        fetch_expunged: false,
         search: None,
         seal: None,
         up_dirty: false,
@@ -263,18 +272,27 @@ impl Task {
                     let owned = self.owned(&job.source.credentials);
                     Box::pin(async move {
                         let complete = job.plan.needs_body();
-                        match job
+                        let opened = job
                             .source
-                            .open(owned.as_ref(), job.uid, job.ciphertext, complete)
-                            .await
-                        {
+                            .open(
+                                owned.as_ref(),
+                                job.uid,
+                                job.ciphertext,
+                                complete,
+                                job.forged,
+                            )
+                            .await;
+                        match opened {
                             Ok(view) => Ready::Write(crate::imap::fetch::render_view(
                                 job.seq,
                                 job.passthrough,
                                 &job.plan.requested,
                                 &view,
                             )),
-                            Err(reason) => Ready::ViewFailed(reason),
+                            Err(OpenFailure::Gone) => Ready::Gone {
+                                uid: job.plan.is_uid(),
+                            },
+                            Err(OpenFailure::Temporary(reason)) => Ready::ViewFailed(reason),
                         }
                     })
                 }
@@ -318,7 +336,13 @@ impl Task {
             Ready::ViewFailed(reason) => {
                 self.fetch_failure.get_or_insert(reason);
             }
+            Ready::Gone { uid } => self.fetch_expunged |= !uid,
             Ready::FetchDone(line) => {
+                let expunged = std::mem::take(&mut self.fetch_expunged);
+                let ok = line
+                    .split(|&b| b == b' ')
+                    .nth(1)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"OK"));
                 match self.fetch_failure.take() {
                     Some(reason) => {
                         // Never a partial view the client would cache: it asks again later.
@@ -327,6 +351,17 @@ impl Task {
                         )
                         .into_owned();
                         let no = format!("{tag} NO [UNAVAILABLE] {reason}; try again later\r\n");
+                        cw.write_all(no.as_bytes()).await?;
+                    }
+                    // As Dovecot answers a FETCH by sequence number of a message another
+                    // session expunged (the others were answered); a UID FETCH just leaves
+                    // the message out.
+                    None if expunged && ok => {
+                        let tag = String::from_utf8_lossy(
+                            line.split(|&b| b == b' ').next().unwrap_or_default(),
+                        )
+                        .into_owned();
+                        let no = format!("{tag} NO [EXPUNGEISSUED] Some of the requested messages no longer exist\r\n");
                         cw.write_all(no.as_bytes()).await?;
                     }
                     None => cw.write_all(&line).await?,

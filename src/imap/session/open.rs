@@ -6,9 +6,12 @@
 use super::state::Mailbox;
 use crate::crypto::decrypt::DecryptionKeys;
 use crate::imap::index::Index;
-use crate::imap::owned::{Credentials, OwnedConnection};
+use crate::imap::owned::{Credentials, FetchError, OwnedConnection};
 use crate::imap::view::{View, ViewCache, ViewKey};
 use std::sync::Arc;
+
+/// The session's last complete view.
+pub(super) type Pinned = Arc<std::sync::Mutex<Option<(ViewKey, Arc<View>)>>>;
 
 /// Everything needed to open the views of one selected mailbox.
 #[derive(Clone)]
@@ -21,6 +24,8 @@ pub(super) struct ViewSource {
     pub user: String,
     pub selected: Mailbox,
     pub max: usize,
+    /// The session's last complete view (one per session at most).
+    pub pinned: Pinned,
 }
 
 impl ViewSource {
@@ -42,15 +47,20 @@ impl ViewSource {
         Some(View::from_index(&entry))
     }
 
-    /// The view of `uid`; `complete` when the body is needed. Errors are temporary.
+    /// The view of `uid`; `complete` when the body is needed. `forged`: a message in
+    /// plaintext that carries a result header of its own, shown without it (no decryption).
     pub async fn open(
         &self,
         owned: Option<&OwnedConnection>,
         uid: u32,
         ciphertext: Option<Vec<u8>>,
         complete: bool,
-    ) -> Result<Arc<View>, String> {
+        forged: bool,
+    ) -> Result<Arc<View>, OpenFailure> {
         let key = self.key(uid);
+        if let Some(v) = self.pinned(&key) {
+            return Ok(v);
+        }
         // Without a UIDVALIDITY a UID names no message for sure: no cache then.
         if let Some(v) = self.selected.uidvalidity.and_then(|_| self.views.get(&key)) {
             return Ok(v);
@@ -60,15 +70,24 @@ impl ViewSource {
                 return Ok(Arc::new(v));
             }
         }
-        let keys = self.keys.clone().ok_or("the key store is locked")?;
+        let keys = self
+            .keys
+            .clone()
+            .ok_or(OpenFailure::Temporary("the key store is locked".into()))?;
         let raw = match ciphertext {
             Some(c) => c,
             None => {
-                let owned = owned.ok_or("meshmail cannot log in again with this login method")?;
-                owned
+                let owned = owned.ok_or(OpenFailure::Temporary(
+                    "meshmail cannot log in again with this login method".into(),
+                ))?;
+                match owned
                     .fetch(&self.selected.name, self.selected.uidvalidity, uid)
                     .await
-                    .map_err(|e| e.0)?
+                {
+                    Ok(raw) => raw,
+                    Err(FetchError::Gone(_)) => return Err(OpenFailure::Gone),
+                    Err(e) => return Err(OpenFailure::Temporary(e.to_string())),
+                }
             }
         };
         let max = self.max;
@@ -77,7 +96,11 @@ impl ViewSource {
         let validity = self.selected.uidvalidity;
         let slot = crate::imap::slots::decryption_slot().await;
         let view = tokio::task::spawn_blocking(move || {
-            let view = Arc::new(View::build(&raw, &keys, max));
+            let view = Arc::new(if forged {
+                View::from_message(crate::imap::view::compose::without_result_fields(&raw))
+            } else {
+                View::build(&raw, &keys, max)
+            });
             drop(slot);
             if let (Some(index), Some(validity)) = (index, validity) {
                 let v = view.clone();
@@ -86,10 +109,31 @@ impl ViewSource {
             view
         })
         .await
-        .map_err(|_| "decryption stopped".to_string())?;
+        .map_err(|_| OpenFailure::Temporary("decryption stopped".into()))?;
         if validity.is_some() {
-            self.views.insert(key, view.clone());
+            self.views.insert(key.clone(), view.clone());
+            // A view larger than the cache would be decrypted again for every partial read
+            // (Thunderbird reads in 64 KiB pieces): the session keeps its last one.
+            if let Ok(mut pinned) = self.pinned.lock() {
+                *pinned = Some((key, view.clone()));
+            }
         }
         Ok(view)
     }
+
+    /// The session's last complete view, when it is the one asked for.
+    fn pinned(&self, key: &ViewKey) -> Option<Arc<View>> {
+        let pinned = self.pinned.lock().ok()?;
+        let (k, v) = pinned.as_ref()?;
+        (k == key && self.selected.uidvalidity.is_some()).then(|| v.clone())
+    }
+}
+
+/// Why a view could not be opened.
+#[derive(Debug)]
+pub enum OpenFailure {
+    /// The message was expunged meanwhile: it is left out of the answer.
+    Gone,
+    /// Anything else: the client is told to try again later.
+    Temporary(String),
 }

@@ -2,12 +2,14 @@
 //! merge with the upstream's answer for the others.
 
 use super::core::{ActiveSearch, Core, Job, SearchJob};
+use super::open::OpenFailure;
 use super::tags::Kind;
 use crate::imap::owned::{Listed, OwnedConnection};
 use crate::imap::search::{matches, parse_search_line, Candidate};
 use futures_util::{StreamExt, TryStreamExt};
 use imap_codec::imap_types::core::Vec1;
 use imap_codec::imap_types::search::SearchKey;
+use std::sync::Arc;
 
 /// Views opened at once for a SEARCH (decryption itself is limited to one per core).
 const OPEN_AT_ONCE: usize = 8;
@@ -16,7 +18,6 @@ const OPEN_AT_ONCE: usize = 8;
 /// or decryption) and evaluates the query on each. Answers with the UIDs of the encrypted
 /// messages and of those that match. With `numbering`, sequence-set criteria are evaluated in
 /// the client's numbering (a message the client has no number for matches none).
-/// UIDs of the encrypted messages, and of those that match.
 pub(super) type LocalSearch = (std::collections::HashSet<u32>, Vec<u32>);
 
 pub(super) async fn search_local(
@@ -33,7 +34,7 @@ pub(super) async fn search_local(
     let mut listed = owned
         .list(&source.selected.name, source.selected.uidvalidity)
         .await
-        .map_err(|e| e.0)?;
+        .map_err(|e| e.to_string())?;
     let mut max_seq = listed.iter().map(|l| l.seq).max().unwrap_or(0);
     if let Some(numbering) = numbering {
         let (seq_of, count) = numbering
@@ -56,33 +57,31 @@ pub(super) async fn search_local(
         }
     }
     let max_uid = listed.iter().map(|l| l.uid).max().unwrap_or(0);
-    let number = |l: &Listed| l.uid;
-    // Opened side by side (decryption takes one slot per core); the first failure ends it.
-    let encrypted: Vec<Listed> = listed.iter().filter(|l| l.encrypted).cloned().collect();
-    let opened: Vec<_> = futures_util::stream::iter(encrypted.into_iter().map(|l| {
-        let source = source.clone();
-        let owned = owned.clone();
-        async move {
-            let view = source.open(Some(&owned), l.uid, None, false).await?;
-            Ok::<_, String>((l, view))
-        }
-    }))
-    .buffered(OPEN_AT_ONCE)
-    .try_collect()
-    .await?;
-    let query = match Vec1::try_from(criteria) {
+    let query = Arc::new(match Vec1::try_from(criteria) {
         Ok(keys) => SearchKey::And(keys),
         Err(_) => SearchKey::All,
-    };
-    tokio::task::spawn_blocking(move || {
-        let numbers = opened.iter().map(|(l, _)| number(l)).collect();
-        let hits = opened
-            .iter()
-            .filter(|(l, view)| {
+    });
+    // Message by message: each view is opened (cache, index or decryption; several side by
+    // side, decryption one per core), evaluated off the reactor and dropped, so memory does
+    // not grow with the mailbox. The first failure ends the search.
+    let encrypted: Vec<Listed> = listed.into_iter().filter(|l| l.encrypted).collect();
+    let mut evaluated = futures_util::stream::iter(encrypted.into_iter().map(|l| {
+        let source = source.clone();
+        let owned = owned.clone();
+        let query = query.clone();
+        async move {
+            let view = match source.open(Some(&owned), l.uid, None, false, false).await {
+                Ok(v) => v,
+                // Expunged meanwhile: it matches nothing.
+                Err(OpenFailure::Gone) => return Ok((l.uid, false)),
+                Err(OpenFailure::Temporary(e)) => return Err(e),
+            };
+            let uid = l.uid;
+            let hit = tokio::task::spawn_blocking(move || {
                 matches(
                     &query,
                     &Candidate {
-                        listed: l,
+                        listed: &l,
                         size: view.size(),
                         text: view.search_text(),
                         max_seq,
@@ -90,12 +89,21 @@ pub(super) async fn search_local(
                     },
                 )
             })
-            .map(|(l, _)| number(l))
-            .collect();
-        (numbers, hits)
-    })
-    .await
-    .map_err(|_| "search stopped".to_string())
+            .await
+            .map_err(|_| "search stopped".to_string())?;
+            Ok::<_, String>((uid, hit))
+        }
+    }))
+    .buffered(OPEN_AT_ONCE);
+    let mut numbers = std::collections::HashSet::new();
+    let mut hits = Vec::new();
+    while let Some((uid, hit)) = evaluated.try_next().await? {
+        numbers.insert(uid);
+        if hit {
+            hits.push(uid);
+        }
+    }
+    Ok((numbers, hits))
 }
 
 impl Core {

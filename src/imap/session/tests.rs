@@ -266,8 +266,10 @@ fn select_waits_for_commands_in_flight_and_holds_the_ones_behind_it() {
     );
     let up = upstream(&mut c);
     assert!(
-        up.contains("FETCH 1 (BODY[] BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)] UID)")
-            || up.contains("FETCH 1 (BODY[] UID BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE)])"),
+        up.contains("FETCH 1 (BODY[] BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE MESHMAIL-RESULT)] UID)")
+            || up.contains(
+                "FETCH 1 (BODY[] UID BODY.PEEK[HEADER.FIELDS (CONTENT-TYPE MESHMAIL-RESULT)])"
+            ),
         "{up}"
     );
     assert!(
@@ -333,7 +335,7 @@ fn a_deep_structure_the_client_asked_for_is_relayed_as_the_server_sent_it() {
     );
     let header = "Content-Type: message/rfc822\r\n\r\n";
     let response = format!(
-        "* 1 FETCH (UID 4 BODYSTRUCTURE {deep} BODY[HEADER.FIELDS (CONTENT-TYPE)] {{{}}}\r\n{header})\r\n",
+        "* 1 FETCH (UID 4 BODYSTRUCTURE {deep} BODY[HEADER.FIELDS (CONTENT-TYPE MESHMAIL-RESULT)] {{{}}}\r\n{header})\r\n",
         header.len()
     );
     c.on_upstream_bytes(format!("{response}{tag} OK Fetch completed\r\n").as_bytes());
@@ -354,7 +356,7 @@ fn an_encrypted_message_is_answered_from_its_view_and_a_plain_one_as_sent() {
     let plain = "Content-Type: text/plain\r\n\r\n";
     c.on_upstream_bytes(
         format!(
-            "* 1 FETCH (FLAGS () BODY[] {{3}}\r\nabc UID 10 BODY[HEADER.FIELDS (CONTENT-TYPE)] {{{}}}\r\n{enc})\r\n* 2 FETCH (FLAGS () BODY[] {{3}}\r\nxyz UID 11 BODY[HEADER.FIELDS (CONTENT-TYPE)] {{{}}}\r\n{plain})\r\n{tag} OK done\r\n",
+            "* 1 FETCH (FLAGS () BODY[] {{3}}\r\nabc UID 10 BODY[HEADER.FIELDS (CONTENT-TYPE MESHMAIL-RESULT)] {{{}}}\r\n{enc})\r\n* 2 FETCH (FLAGS () BODY[] {{3}}\r\nxyz UID 11 BODY[HEADER.FIELDS (CONTENT-TYPE MESHMAIL-RESULT)] {{{}}}\r\n{plain})\r\n{tag} OK done\r\n",
             enc.len(),
             plain.len()
         )
@@ -364,6 +366,22 @@ fn an_encrypted_message_is_answered_from_its_view_and_a_plain_one_as_sent() {
         client(&mut c),
         "<view 10>* 2 FETCH (FLAGS () BODY[] {3}\r\nxyz)\r\nf OK done\r\n"
     );
+    // A plaintext message with a result field of its own is shown through a view (without it).
+    c.fetch_delivered();
+    c.on_client_bytes(b"g FETCH 3 (BODY.PEEK[HEADER])\r\n");
+    let tag = tag_of(&upstream(&mut c));
+    let forged = "Content-Type: text/plain\r\nMeshmail-Result: decrypted; verified=yes\r\n\r\n";
+    c.on_upstream_bytes(
+        format!(
+            "* 3 FETCH (BODY[HEADER] {{4}}\r\nX: y UID 12 BODY[HEADER.FIELDS (CONTENT-TYPE MESHMAIL-RESULT)] {{{}}}\r\n{forged})\r\n{tag} OK done\r\n",
+            forged.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(client(&mut c), "<view 12>g OK done\r\n");
+    c.fetch_delivered();
+    c.on_client_bytes(b"f FETCH 1 (BODY.PEEK[])\r\n");
+    upstream(&mut c);
     // The client is not read until the FETCH's answer is written.
     c.on_client_bytes(b"n NOOP\r\n");
     assert!(upstream(&mut c).is_empty());

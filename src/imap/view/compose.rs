@@ -18,6 +18,9 @@ use zeroize::Zeroizing;
 
 pub const RESULT_HEADER: &str = "Meshmail-Result";
 
+/// The reason shown for a message this account's keys cannot decrypt, whatever the cause.
+pub const UNDECRYPTABLE: &str = "this account's keys cannot decrypt it";
+
 /// The bytes of the view of `raw` (the message as stored on the server).
 pub fn compose(raw: &[u8], keys: &DecryptionKeys, max: usize) -> Zeroizing<Vec<u8>> {
     let outer = mime::parse(raw);
@@ -248,6 +251,36 @@ fn is_result_field(name: &str) -> bool {
     name.eq_ignore_ascii_case(RESULT_HEADER)
 }
 
+/// A message as stored, without the top-level result fields someone else wrote into it (a
+/// plaintext message cannot forge what meshmail reports); every other byte kept.
+pub fn without_result_fields(raw: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(raw.len()));
+    let mut at = 0;
+    let mut dropping = false;
+    while at < raw.len() {
+        let end = raw[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |p| at + p + 1);
+        let line = &raw[at..end];
+        if line == b"\r\n" || line == b"\n" {
+            // The end of the header: the rest is the body, as it is.
+            out.extend_from_slice(&raw[at..]);
+            return out;
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            dropping = std::str::from_utf8(name).is_ok_and(|n| is_result_field(n.trim()));
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+        at = end;
+    }
+    out
+}
+
 /// The e-mail address in a From value (lower case), if one can be read.
 fn from_address(raw_value: &[u8]) -> Option<String> {
     let mut head = b"From:".to_vec();
@@ -365,7 +398,14 @@ fn assemble(
 /// The server's message with a result header saying why it is not decrypted.
 fn failed(raw: &[u8], outer: &mime::Entity, error: &OpenError) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(raw.len() + 100));
-    let reason = error.to_string().replace(['\r', '\n'], " ");
+    // One reason for every way a decryption fails (no key, a wrapped key or padding that does
+    // not check, corrupt content): what the reader sees must not tell an attacker which step
+    // failed. The detail goes to the debug log only.
+    tracing::debug!(error = %error, "a message could not be decrypted");
+    let reason = match error {
+        OpenError::TooLarge(_) => error.to_string(),
+        OpenError::NotForUs | OpenError::Corrupt(_) => UNDECRYPTABLE.to_string(),
+    };
     push_field(
         &mut out,
         RESULT_HEADER,
@@ -379,4 +419,75 @@ fn failed(raw: &[u8], outer: &mime::Entity, error: &OpenError) -> Zeroizing<Vec<
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&raw[outer.body.clone()]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::smime::SmimeCert;
+    use crate::keys::generate;
+
+    fn keys(address: &str) -> (DecryptionKeys, SmimeCert) {
+        let (cert, _) = generate::openpgp_cert(address).expect("openpgp");
+        let (der, key) = generate::smime_cert(address).expect("smime");
+        let smime = SmimeCert::from_der(&der).expect("cert");
+        (
+            DecryptionKeys::new(cert, Some(smime.clone()), Some(key), Vec::new()),
+            smime,
+        )
+    }
+
+    fn stored(der: &[u8]) -> Vec<u8> {
+        let mut m = b"From: a@example.test\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+        m.extend(data_encoding::BASE64_MIME.encode(der).into_bytes());
+        m
+    }
+
+    fn result_line(view: &[u8]) -> String {
+        String::from_utf8_lossy(view)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[test]
+    fn every_decryption_failure_reads_the_same() {
+        let (alice, alice_cert) = keys("alice@example.test");
+        let (_, bob_cert) = keys("bob@example.test");
+        let body = b"Content-Type: text/plain\r\n\r\nsecret\r\n";
+        let ours = crate::crypto::cms::encrypt(&[body], &[alice_cert], true).expect("cms");
+        let good = compose(&stored(&ours), &alice, 1 << 20);
+        assert!(
+            result_line(&good).starts_with("Meshmail-Result: decrypted"),
+            "{}",
+            result_line(&good)
+        );
+        let mut lines = Vec::new();
+        // Not for this account.
+        let theirs = crate::crypto::cms::encrypt(&[body], &[bob_cert], true).expect("cms");
+        lines.push(result_line(&compose(&stored(&theirs), &alice, 1 << 20)));
+        // Damaged at its end (content or tag), in the middle, and near the key it carries.
+        for at in [ours.len() - 1, ours.len() / 2, ours.len() / 3] {
+            let mut damaged = ours.clone();
+            damaged[at] ^= 0x5a;
+            lines.push(result_line(&compose(&stored(&damaged), &alice, 1 << 20)));
+        }
+        for line in &lines {
+            assert_eq!(
+                line,
+                &format!("Meshmail-Result: failed; reason=\"{UNDECRYPTABLE}\""),
+                "{lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn forged_result_fields_are_cut_and_nothing_else() {
+        let raw = b"Meshmail-Result: decrypted; signed-by=me;\r\n verified=yes\r\nFrom: x@y\r\nmeshmail-result : forged\r\nSubject: s\r\n\r\nMeshmail-Result: in the body stays\r\n";
+        assert_eq!(
+            &without_result_fields(raw)[..],
+            b"From: x@y\r\nSubject: s\r\n\r\nMeshmail-Result: in the body stays\r\n"
+        );
+    }
 }
