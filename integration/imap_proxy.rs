@@ -8,7 +8,7 @@
 mod common;
 
 use common::gpg::Gpg;
-use common::imap::{append, crlf, gpg_encrypt, oracle, pgp_mime};
+use common::imap::{append, crlf, expected_view, gpg_encrypt, oracle, pgp_mime};
 use common::mail::{MailServers, Meshmail};
 use common::smime;
 use common::*;
@@ -40,30 +40,6 @@ struct World {
 }
 
 const OUTER: &str = "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: [...]\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <NAME@example.test>\r\nMIME-Version: 1.0\r\n";
-
-/// The view meshmail promises: its result line, the outer header without Content-* fields
-/// (Subject replaced when given), the inner Content-* fields, the inner body.
-fn expected_view(result: &str, outer: &str, subject: Option<&str>, inner: &[u8]) -> Vec<u8> {
-    let mut v = format!("Meshmail-Result: {result}\r\n").into_bytes();
-    for line in outer.split("\r\n").filter(|l| !l.is_empty()) {
-        match (line.starts_with("Subject:"), subject) {
-            (true, Some(s)) => v.extend(format!("Subject: {s}\r\n").into_bytes()),
-            _ => v.extend(format!("{line}\r\n").into_bytes()),
-        }
-    }
-    let split = inner
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("inner header");
-    for line in String::from_utf8_lossy(&inner[..split]).split("\r\n") {
-        if line.to_ascii_lowercase().starts_with("content-") {
-            v.extend(format!("{line}\r\n").into_bytes());
-        }
-    }
-    v.extend_from_slice(b"\r\n");
-    v.extend_from_slice(&inner[split + 4..]);
-    v
-}
 
 fn world() -> World {
     let root = tempdir();

@@ -95,3 +95,27 @@ pub fn append(
     .clone();
     out.lines().map(str::to_owned).collect()
 }
+
+/// The view meshmail promises: its result line, the outer header without Content-* fields
+/// (Subject replaced when given), the inner Content-* fields, the inner body.
+pub fn expected_view(result: &str, outer: &str, subject: Option<&str>, inner: &[u8]) -> Vec<u8> {
+    let mut v = format!("Meshmail-Result: {result}\r\n").into_bytes();
+    for line in outer.split("\r\n").filter(|l| !l.is_empty()) {
+        match (line.starts_with("Subject:"), subject) {
+            (true, Some(s)) => v.extend(format!("Subject: {s}\r\n").into_bytes()),
+            _ => v.extend(format!("{line}\r\n").into_bytes()),
+        }
+    }
+    let split = inner
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("inner header");
+    for line in String::from_utf8_lossy(&inner[..split]).split("\r\n") {
+        if line.to_ascii_lowercase().starts_with("content-") {
+            v.extend(format!("{line}\r\n").into_bytes());
+        }
+    }
+    v.extend_from_slice(b"\r\n");
+    v.extend_from_slice(&inner[split + 4..]);
+    v
+}

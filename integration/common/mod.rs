@@ -364,4 +364,5 @@ pub fn expired_policy_line(who: &TestAccount) -> String {
 pub mod gpg;
 pub mod imap;
 pub mod mail;
+pub mod raw_imap;
 pub mod smime;
