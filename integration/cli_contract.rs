@@ -3,6 +3,8 @@
 //! `--home`; exit codes from DESIGN.md's table; secrets on disk private; a passphrase that
 //! locks the key store for commands that need it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -3,6 +3,8 @@
 //! wrote, while DNS (a real NSD) has only address records. A file signed by another key is
 //! refused, and without the test CA nothing is accepted: verification is never off.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -11,6 +11,8 @@
 //! only itself, new mail is decrypted on its first FETCH, and a 30 MB encrypted message read
 //! in Thunderbird's 64 KiB pieces is decrypted once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::gpg::Gpg;

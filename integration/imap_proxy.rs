@@ -5,6 +5,8 @@
 //! scratch mailbox, and every FETCH item is compared byte for byte with what meshmail serves
 //! for the encrypted original. mbsync syncs through meshmail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::gpg::Gpg;

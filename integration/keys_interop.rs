@@ -3,6 +3,8 @@
 //! certificate revokes the key in gpg, openssl reads the S/MIME certificate and its
 //! subjectAltName, and the PKCS#12 export opens in openssl and imports into gpgsm.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! to a real Postfix (submission, AUTH via Dovecot) that delivers to a real Dovecot, while a
 //! real NSD serves the recipients' published policies. What lands is judged by gpg and openssl.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::gpg::{encryption_key_ids, pgp_recipients, smime_decrypt, Gpg};

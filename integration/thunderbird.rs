@@ -2,6 +2,8 @@
 //! localhost, in front of a real Dovecot. Thunderbird's internals are driven from one file,
 //! `integration/tools/thunderbird.py`, which checks the Thunderbird version first.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::gpg::Gpg;

@@ -7,6 +7,8 @@
 //!
 //! `time` prints `seconds bytes` for each command, run one after another on one connection.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use meshmail::crypto::openpgp::parse_certs;
 use meshmail::crypto::seal::{seal, SealRequest};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -4,6 +4,8 @@
 //!
 //! usage: smtp_load SERVER SESSIONS MESSAGES SIZE FROM TO
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

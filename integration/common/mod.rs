@@ -5,7 +5,7 @@
 //! missing tool is a test failure with a clear message, never a silent skip: `make deps`
 //! installs them all.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
