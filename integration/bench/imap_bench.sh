@@ -96,3 +96,52 @@ printf '%-44s %8s\n' "E. header sync straight from Dovecot" "$hdirect"
 printf '%-44s %8s  %s of that\n' "E. header sync through meshmail, empty index" "$hcold" "$(ratio "$hcold" "$hdirect")"
 printf '%-44s %8s\n' "E. then UID SEARCH BODY through meshmail" "$scold"
 echo "meshmail peak RSS after a first sync: $(hwm "$MM")"
+
+# F. mbsync (isync, Debian's) pulling a whole encrypted mailbox of SYNC_COUNT messages into an
+#    empty Maildir: straight from Dovecot (ciphertext), then through a freshly started meshmail
+#    (every message decrypted once), with meshmail's peak RSS. Memory must not grow with the
+#    number of messages.
+SYNC_COUNT="${SYNC_COUNT:-10000}"
+"$LOAD" populate "$IMAP" alice secret Sync "$W/alice/openpgp.asc" "$SYNC_COUNT" "$SIZE" >/dev/null
+kill "$MM"; wait "$MM" 2>/dev/null || true
+rm -rf "$W/alice/imap-index"
+RUST_LOG=meshmail=info "$BIN" serve --config "$W/meshmail.toml" >/dev/null 2>>"$W/meshmail.log" & MM=$!
+PIDS+=($MM)
+wait_port "$PORT"
+mbsync_time() { # port dir
+  mkdir -p "$2"
+  cat > "$2.rc" <<RC
+IMAPAccount a
+Host 127.0.0.1
+Port $1
+User alice
+Pass secret
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account a
+
+MaildirStore local
+Path $2/
+Inbox $2/INBOX
+
+Channel c
+Far :remote:Sync
+Near :local:Sync
+Create Near
+Sync Pull
+SyncState *
+RC
+  local t0 t1
+  t0=$(date +%s.%N)
+  mbsync -q -c "$2.rc" c >/dev/null 2>"$2.err" || { echo "mbsync failed: $(cat "$2.err")"; exit 1; }
+  t1=$(date +%s.%N)
+  n=$(find "$2/Sync" -type f | wc -l)
+  python3 -c "print(f'{$t1 - $t0:.1f} {$n}')"
+}
+read -r sdirect ndirect < <(mbsync_time "$IMAP" "$W/sync-direct")
+read -r smesh nmesh < <(mbsync_time "$PORT" "$W/sync-meshmail")
+printf '%-44s %8s s  %s messages\n' "F. mbsync, $SYNC_COUNT messages, straight from Dovecot" "$sdirect" "$ndirect"
+printf '%-44s %8s s  %s messages  %s of that (target <= 4x)\n' "F. mbsync through meshmail (fresh, no index)" "$smesh" "$nmesh" "$(ratio "$smesh" "$sdirect")"
+echo "meshmail peak RSS during the mbsync run: $(hwm "$MM") (target <= 150 MB)"

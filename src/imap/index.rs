@@ -8,6 +8,10 @@
 //! 0700 directory. A record that does not open (another key, damage) is skipped: the message
 //! is decrypted again and its record written anew.
 //!
+//! Memory does not grow with the mailboxes: only where each record lies in its file is kept
+//! (a few bytes per message); records are read back on demand and the most recent ones kept
+//! in a cache bounded in bytes.
+//!
 //! Records are built (search text, structure) and written by the index's own thread, when no
 //! decryption is running ([`super::slots`]): a cold FETCH of a whole mailbox is answered first
 //! and indexed right after. `flush` waits for the queue at shutdown; a record lost to a crash
@@ -38,6 +42,18 @@ pub struct IndexEntry {
     pub search: SearchText,
 }
 
+impl IndexEntry {
+    /// Bytes held, for the cache's weight.
+    pub fn weight(&self) -> usize {
+        self.header.len()
+            + self.bodystructure.len()
+            + self.body.len()
+            + self.envelope.len()
+            + self.search.body.len()
+            + 256
+    }
+}
+
 /// Records per file at most (a mailbox larger than this is indexed in part).
 const MAX_RECORDS: usize = 1_000_000;
 /// A record larger than this is damage, not a record.
@@ -53,6 +69,8 @@ pub struct Index {
     dir: PathBuf,
     key: LessSafeKey,
     mailboxes: DashMap<(String, u32), Arc<Mutex<MailboxIndex>>>,
+    /// Recently read records, decoded.
+    cache: moka::sync::Cache<EntryKey, Arc<IndexEntry>>,
     /// Records for the index's own thread to build and write (`None`: no thread, build at once).
     queue: Option<Sender<Job>>,
     queued_bytes: AtomicUsize,
@@ -71,10 +89,16 @@ enum Job {
     Flush(Sender<()>),
 }
 
+/// Where a mailbox's records lie in its file: UID → (offset of the sealed record, its length).
 #[derive(Default)]
 struct MailboxIndex {
-    entries: HashMap<u32, Arc<IndexEntry>>,
+    records: HashMap<u32, (u64, u32)>,
 }
+
+/// Decoded records kept in memory, in bytes.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+type EntryKey = (String, u32, u32);
 
 impl Index {
     /// The index under `home`, sealed with a key derived from `secret`, with its own thread.
@@ -94,6 +118,12 @@ impl Index {
                 dir,
                 key,
                 mailboxes: DashMap::new(),
+                cache: moka::sync::Cache::builder()
+                    .max_capacity(CACHE_BYTES)
+                    .weigher(|_: &EntryKey, e: &Arc<IndexEntry>| {
+                        u32::try_from(e.weight()).unwrap_or(u32::MAX)
+                    })
+                    .build(),
                 queue: started.is_ok().then_some(tx),
                 queued_bytes: AtomicUsize::new(0),
             }
@@ -110,7 +140,7 @@ impl Index {
         bytes: usize,
         build: impl FnOnce() -> IndexEntry + Send + 'static,
     ) {
-        if self.get(mailbox, uidvalidity, uid).is_some() {
+        if self.contains(mailbox, uidvalidity, uid) {
             return;
         }
         let queued = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
@@ -146,11 +176,13 @@ impl Index {
     fn file(&self, mailbox: &str, uidvalidity: u32) -> PathBuf {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, mailbox.as_bytes());
         let name = data_encoding::HEXLOWER.encode(&digest.as_ref()[..12]);
-        self.dir.join(format!("{name}-{uidvalidity}.idx"))
+        self.dir.join(format!("{name}-{uidvalidity}.idx2"))
     }
 
-    fn aad(mailbox: &str, uidvalidity: u32) -> Vec<u8> {
-        format!("{uidvalidity}\0{mailbox}").into_bytes()
+    /// What a record is bound to: its mailbox, UIDVALIDITY and UID (the UID is framed in the
+    /// clear, so that loading a mailbox reads no record).
+    fn aad(mailbox: &str, uidvalidity: u32, uid: u32) -> Vec<u8> {
+        format!("{uidvalidity}\0{mailbox}\0{uid}").into_bytes()
     }
 
     fn mailbox(&self, mailbox: &str, uidvalidity: u32) -> Arc<Mutex<MailboxIndex>> {
@@ -162,47 +194,65 @@ impl Index {
         self.mailboxes.entry(key).or_insert(loaded).clone()
     }
 
+    /// Reads where the file's records lie: `len(4) uid(4) nonce(12) sealed(len)` each. A file
+    /// whose first record does not open (another key) is removed: it would never open.
     fn load(&self, mailbox: &str, uidvalidity: u32) -> MailboxIndex {
         let mut index = MailboxIndex::default();
-        let Ok(bytes) = std::fs::read(self.file(mailbox, uidvalidity)) else {
+        let path = self.file(mailbox, uidvalidity);
+        let Ok(bytes) = std::fs::read(&path) else {
             return index;
         };
-        let aad = Self::aad(mailbox, uidvalidity);
-        let mut at = 0;
-        while at + 4 + 12 <= bytes.len() && index.entries.len() < MAX_RECORDS {
-            let len = u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-                as usize;
-            let start = at + 4;
-            let end = start.saturating_add(12).saturating_add(len);
-            if len > MAX_RECORD || end > bytes.len() {
+        let mut at = 0usize;
+        while at + 20 <= bytes.len() && index.records.len() < MAX_RECORDS {
+            let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+            let len = word(at);
+            let uid = word(at + 4);
+            let end = (at + 20).saturating_add(len as usize);
+            if len as usize > MAX_RECORD || end > bytes.len() {
                 break;
             }
+            index.records.entry(uid).or_insert((at as u64, len));
             at = end;
-            let Ok(nonce) = Nonce::try_assume_unique_for_key(&bytes[start..start + 12]) else {
-                continue;
-            };
-            let mut sealed = bytes[start + 12..end].to_vec();
-            let Ok(plain) = self
-                .key
-                .open_in_place(nonce, Aad::from(aad.as_slice()), &mut sealed)
-            else {
-                continue;
-            };
-            if plain.len() < 4 {
-                continue;
+        }
+        let first = index.records.iter().min_by_key(|(_, (o, _))| *o);
+        if let Some((&uid, &(offset, len))) = first {
+            if self.open_record(&bytes, offset, len, mailbox, uidvalidity, uid).is_none() {
+                tracing::warn!(path = %path.display(), "IMAP index sealed with another key: removed");
+                let _ = std::fs::remove_file(&path);
+                return MailboxIndex::default();
             }
-            let uid = u32::from_be_bytes([plain[0], plain[1], plain[2], plain[3]]);
-            if let Ok(entry) = serde_json::from_slice::<IndexEntry>(&plain[4..]) {
-                index.entries.insert(uid, Arc::new(entry));
-            }
-            zeroize::Zeroize::zeroize(&mut sealed);
         }
         index
     }
 
-    /// Reads the mailbox's records from disk unless they are in memory already. That first
-    /// read is file I/O and a decryption per record, so on a runtime worker tokio is told the
-    /// thread blocks; the session calls this before `get` and `uids`.
+    /// Opens one record of `bytes` (a file, or the record alone at offset 0).
+    fn open_record(
+        &self,
+        bytes: &[u8],
+        offset: u64,
+        len: u32,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+    ) -> Option<IndexEntry> {
+        let start = usize::try_from(offset).ok()?.checked_add(8)?;
+        let nonce = Nonce::try_assume_unique_for_key(bytes.get(start..start + 12)?).ok()?;
+        let mut sealed = zeroize::Zeroizing::new(
+            bytes
+                .get(start + 12..start + 12 + len as usize)?
+                .to_vec(),
+        );
+        let aad = Self::aad(mailbox, uidvalidity, uid);
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(aad.as_slice()), &mut sealed)
+            .ok()?;
+        serde_json::from_slice::<IndexEntry>(plain).ok()
+    }
+
+    /// Reads the mailbox's record locations from disk unless they are in memory already (file
+    /// I/O: on a runtime worker tokio is told the thread blocks). The session calls this
+    /// before `get` and `uids`.
     pub fn prepare(&self, mailbox: &str, uidvalidity: u32) {
         if self
             .mailboxes
@@ -210,21 +260,39 @@ impl Index {
         {
             return;
         }
-        let load = || {
+        blocking(|| {
             self.mailbox(mailbox, uidvalidity);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(load)
-            }
-            _ => load(),
-        }
+        });
     }
 
-    pub fn get(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> Option<Arc<IndexEntry>> {
+    /// True when the message has a record.
+    pub fn contains(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> bool {
         let m = self.mailbox(mailbox, uidvalidity);
-        let guard = m.lock().ok()?;
-        guard.entries.get(&uid).cloned()
+        let contains = m.lock().is_ok_and(|g| g.records.contains_key(&uid));
+        contains
+    }
+
+    /// The message's record: from memory, else read from its file (a read and a decryption).
+    pub fn get(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> Option<Arc<IndexEntry>> {
+        let key = (mailbox.to_owned(), uidvalidity, uid);
+        if let Some(e) = self.cache.get(&key) {
+            return Some(e);
+        }
+        let (offset, len) = {
+            let m = self.mailbox(mailbox, uidvalidity);
+            let guard = m.lock().ok()?;
+            *guard.records.get(&uid)?
+        };
+        let entry = blocking(|| {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::open(self.file(mailbox, uidvalidity)).ok()?;
+            let mut record = zeroize::Zeroizing::new(vec![0u8; 20 + len as usize]);
+            file.read_exact_at(&mut record, offset).ok()?;
+            self.open_record(&record, 0, len, mailbox, uidvalidity, uid)
+        })?;
+        let entry = Arc::new(entry);
+        self.cache.insert(key, entry.clone());
+        Some(entry)
     }
 
     /// The UIDs indexed for this mailbox.
@@ -233,31 +301,28 @@ impl Index {
         let Ok(guard) = m.lock() else {
             return Vec::new();
         };
-        guard.entries.keys().copied().collect()
+        guard.records.keys().copied().collect()
     }
 
-    /// Adds an entry (in memory and appended to the file). Failing to write only costs a
+    /// Adds an entry (appended to the file, and cached). Failing to write only costs a
     /// decryption later.
     pub fn insert(&self, mailbox: &str, uidvalidity: u32, uid: u32, entry: IndexEntry) {
         let m = self.mailbox(mailbox, uidvalidity);
         let Ok(mut guard) = m.lock() else {
             return;
         };
-        if guard.entries.contains_key(&uid) || guard.entries.len() >= MAX_RECORDS {
+        if guard.records.contains_key(&uid) || guard.records.len() >= MAX_RECORDS {
             return;
         }
         let Ok(json) = serde_json::to_vec(&entry) else {
             return;
         };
-        let mut record = zeroize::Zeroizing::new(Vec::with_capacity(json.len() + 4 + 16));
-        record.extend_from_slice(&uid.to_be_bytes());
-        record.extend_from_slice(&json);
         let mut nonce = [0u8; 12];
         if aws_lc_rs::rand::fill(&mut nonce).is_err() {
             return;
         }
-        let aad = Self::aad(mailbox, uidvalidity);
-        let mut sealed = record.to_vec();
+        let aad = Self::aad(mailbox, uidvalidity, uid);
+        let mut sealed = json;
         if self
             .key
             .seal_in_place_append_tag(
@@ -269,8 +334,12 @@ impl Index {
         {
             return;
         }
-        let mut out = Vec::with_capacity(sealed.len() + 16);
-        out.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
+        let Ok(len) = u32::try_from(sealed.len()) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(sealed.len() + 20);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&uid.to_be_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         let path = self.file(mailbox, uidvalidity);
@@ -279,11 +348,32 @@ impl Index {
             .append(true)
             .mode_0600()
             .open(&path)
-            .and_then(|mut f| f.write_all(&out));
-        if let Err(e) = written {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the IMAP index");
+            .and_then(|mut f| {
+                // Appends go where the file ends (one writer per mailbox: this lock).
+                let offset = f.metadata()?.len();
+                f.write_all(&out)?;
+                Ok(offset)
+            });
+        match written {
+            Ok(offset) => {
+                guard.records.insert(uid, (offset, len));
+                self.cache
+                    .insert((mailbox.to_owned(), uidvalidity, uid), Arc::new(entry));
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the IMAP index")
+            }
         }
-        guard.entries.insert(uid, Arc::new(entry));
+    }
+}
+
+/// Runs file I/O; on a multi-threaded runtime's worker, tokio is told the thread blocks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
@@ -305,7 +395,7 @@ fn run_queue(index: Weak<Index>, jobs: Receiver<Job>) {
                 let Some(index) = index.upgrade() else {
                     return;
                 };
-                if index.get(&mailbox, uidvalidity, uid).is_none() {
+                if !index.contains(&mailbox, uidvalidity, uid) {
                     // A parser panic on one message must not end indexing for the account.
                     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)) {
                         Ok(entry) => index.insert(&mailbox, uidvalidity, uid, entry),

@@ -40,6 +40,11 @@ use tokio::task::JoinHandle;
 
 /// Items for the client waiting to be written at most (each may hold a decrypted message).
 const MAX_OUT: usize = 32;
+/// Bytes for the client waiting to be written before the server is no longer read (a view's
+/// size is counted as its ciphertext's, or 1 MiB when meshmail fetches that itself).
+const MAX_OUT_BYTES: usize = 16 * 1024 * 1024;
+/// What an item whose size is not known yet counts for.
+const UNKNOWN_SIZE: usize = 1024 * 1024;
 /// Read buffer per direction.
 const CHUNK: usize = 64 * 1024;
 /// RFC 9051 §5.4: an authenticated client may stay idle for 30 minutes.
@@ -60,7 +65,7 @@ enum Ready {
     Close(Vec<u8>),
 }
 
-type ReadyFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;
+type ReadyFuture = Pin<Box<dyn Future<Output = (usize, Ready)> + Send>>;
 
 enum Exit {
     Close,
@@ -81,6 +86,8 @@ struct Task {
     seal: Option<JoinHandle<Result<Vec<u8>, String>>>,
     /// Bytes were written upstream and not yet flushed.
     up_dirty: bool,
+    /// What the items in `ready` count for (see [`MAX_OUT_BYTES`]).
+    ready_bytes: usize,
 }
 
 /// Runs a session to its end.
@@ -134,6 +141,7 @@ pub async fn run(
         search: None,
         seal: None,
         up_dirty: false,
+        ready_bytes: 0,
     };
     let (mut up_r, mut up_w) = tokio::io::split(upstream.stream);
     loop {
@@ -180,7 +188,7 @@ impl Task {
         loop {
             self.drain();
             let read_client = self.core.wants_client_bytes();
-            let read_up = self.ready.len() < MAX_OUT;
+            let read_up = self.ready.len() < MAX_OUT && self.ready_bytes < MAX_OUT_BYTES;
             let front = self.core.upstream_front();
             let flush_up = self.up_dirty && front.is_none();
             // A server that stops in the middle of a response (a short literal, a line
@@ -213,7 +221,8 @@ impl Task {
                         }
                     }
                 }
-                Some(ready) = self.ready.next(), if !self.ready.is_empty() => {
+                Some((weight, ready)) = self.ready.next(), if !self.ready.is_empty() => {
+                    self.ready_bytes = self.ready_bytes.saturating_sub(weight);
                     match self.deliver(ready, cw).await {
                         Ok(None) => {}
                         Ok(Some(exit)) => return exit,
@@ -262,12 +271,20 @@ impl Task {
             }
         }
         while let Some(out) = self.core.out.pop_front() {
+            let weight = match &out {
+                Out::Bytes(b) | Out::FetchDone(b) | Out::Close(b) => b.len(),
+                Out::View(job) => job.ciphertext.as_ref().map_or(UNKNOWN_SIZE, Vec::len),
+                Out::SearchDone(_) => UNKNOWN_SIZE,
+                Out::ViewFailed(_) | Out::StartTls(_) => 0,
+            };
+            self.ready_bytes += weight;
+            let ready = |r: Ready| -> ReadyFuture { Box::pin(std::future::ready((weight, r))) };
             let future: ReadyFuture = match out {
-                Out::Bytes(b) => Box::pin(std::future::ready(Ready::Write(b))),
-                Out::ViewFailed(r) => Box::pin(std::future::ready(Ready::ViewFailed(r))),
-                Out::FetchDone(l) => Box::pin(std::future::ready(Ready::FetchDone(l))),
-                Out::StartTls(t) => Box::pin(std::future::ready(Ready::StartTls(t))),
-                Out::Close(b) => Box::pin(std::future::ready(Ready::Close(b))),
+                Out::Bytes(b) => ready(Ready::Write(b)),
+                Out::ViewFailed(r) => ready(Ready::ViewFailed(r)),
+                Out::FetchDone(l) => ready(Ready::FetchDone(l)),
+                Out::StartTls(t) => ready(Ready::StartTls(t)),
+                Out::Close(b) => ready(Ready::Close(b)),
                 Out::View(job) => {
                     let owned = self.owned(&job.source.credentials);
                     Box::pin(async move {
@@ -282,7 +299,7 @@ impl Task {
                                 job.forged,
                             )
                             .await;
-                        match opened {
+                        let ready = match opened {
                             Ok(view) => Ready::Write(crate::imap::fetch::render_view(
                                 job.seq,
                                 job.passthrough,
@@ -293,7 +310,8 @@ impl Task {
                                 uid: job.plan.is_uid(),
                             },
                             Err(OpenFailure::Temporary(reason)) => Ready::ViewFailed(reason),
-                        }
+                        };
+                        (weight, ready)
                     })
                 }
                 Out::SearchDone(done) => {
@@ -305,7 +323,7 @@ impl Task {
                                 .unwrap_or_else(|_| Err("search stopped".to_string())),
                             None => Err("search stopped".to_string()),
                         };
-                        Ready::SearchDone(search::merged_answer(&done, local))
+                        (weight, Ready::SearchDone(search::merged_answer(&done, local)))
                     })
                 }
             };
