@@ -345,6 +345,29 @@ fn new_mail_is_decrypted_on_its_first_fetch() {
         "new mail not shown decrypted: {got}"
     );
     assert!(!got.contains("\"encrypted\""), "{got}");
+    // A second session of the account shares meshmail's own connection: Dovecot sees the two
+    // client logins and one of meshmail's.
+    let logins = || {
+        std::fs::read_to_string(s.servers.dir().join("dovecot/dovecot.log"))
+            .unwrap_or_default()
+            .matches("Login: user=<alice>")
+            .count()
+    };
+    let before = logins();
+    let mut second = RawImap::connect(mm.port);
+    second.command("a", "LOGIN alice secret");
+    second.command("b", "SELECT INBOX");
+    let (third, _) = s.encrypted("n3", "Third news", "for the second session");
+    append(&s.servers, "alice", "INBOX", s.root.path(), &[&third]);
+    second.command("c", "NOOP");
+    let got = text(&second.command("d", "UID FETCH 3 (ENVELOPE BODYSTRUCTURE)"));
+    assert!(got.contains("Third news"), "{got}");
+    // The append itself logged in once.
+    assert_eq!(
+        logins() - before,
+        2,
+        "the second session started a connection of its own"
+    );
 }
 
 #[test]

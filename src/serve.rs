@@ -266,6 +266,7 @@ fn load_accounts(
                     address: account.address().to_owned(),
                     keys: decryption,
                     index,
+                    owned: Default::default(),
                 }),
             },
         );

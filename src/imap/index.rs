@@ -204,7 +204,8 @@ impl Index {
         };
         let mut at = 0usize;
         while at + 20 <= bytes.len() && index.records.len() < MAX_RECORDS {
-            let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+            let word =
+                |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
             let len = word(at);
             let uid = word(at + 4);
             let end = (at + 20).saturating_add(len as usize);
@@ -216,7 +217,10 @@ impl Index {
         }
         let first = index.records.iter().min_by_key(|(_, (o, _))| *o);
         if let Some((&uid, &(offset, len))) = first {
-            if self.open_record(&bytes, offset, len, mailbox, uidvalidity, uid).is_none() {
+            if self
+                .open_record(&bytes, offset, len, mailbox, uidvalidity, uid)
+                .is_none()
+            {
                 tracing::warn!(path = %path.display(), "IMAP index sealed with another key: removed");
                 let _ = std::fs::remove_file(&path);
                 return MailboxIndex::default();
@@ -237,11 +241,8 @@ impl Index {
     ) -> Option<IndexEntry> {
         let start = usize::try_from(offset).ok()?.checked_add(8)?;
         let nonce = Nonce::try_assume_unique_for_key(bytes.get(start..start + 12)?).ok()?;
-        let mut sealed = zeroize::Zeroizing::new(
-            bytes
-                .get(start + 12..start + 12 + len as usize)?
-                .to_vec(),
-        );
+        let mut sealed =
+            zeroize::Zeroizing::new(bytes.get(start + 12..start + 12 + len as usize)?.to_vec());
         let aad = Self::aad(mailbox, uidvalidity, uid);
         let plain = self
             .key

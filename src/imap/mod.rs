@@ -38,6 +38,8 @@ pub struct ImapAccount {
     pub keys: Option<Arc<DecryptionKeys>>,
     /// The persistent index of decrypted messages (`None` while locked).
     pub index: Option<Arc<index::Index>>,
+    /// meshmail's own connection for the account, shared by its sessions.
+    pub owned: owned::SharedConnection,
 }
 
 /// What every IMAP session shares.

@@ -6,6 +6,10 @@
 //!
 //! Requests are batched: every UID asked for while a fetch runs goes into the next
 //! `UID FETCH` of the same mailbox.
+//!
+//! One connection serves every session of a mapped account ([`SharedConnection`]): it logs in
+//! with the newest session's login, sends NOOP when idle so the server keeps it, and logs out
+//! when the account's last session ends.
 
 use crate::secret::{SecretBytes, SecretString};
 use crate::smtp::upstream::UpstreamTarget;
@@ -65,7 +69,7 @@ enum Job {
     },
 }
 
-/// A handle on the session's own connection; the connection closes when the handle drops.
+/// A handle on meshmail's own connection; the connection closes when the last handle drops.
 #[derive(Clone)]
 pub struct OwnedConnection {
     tx: mpsc::Sender<Job>,
@@ -73,9 +77,44 @@ pub struct OwnedConnection {
 
 /// UIDs fetched in one command at most.
 const BATCH: usize = 64;
+/// An idle connection sends NOOP this often (servers log out after 30 minutes, RFC 9051 §5.4).
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// The login the connection uses, replaced by each newer session's.
+type SharedCredentials = Arc<std::sync::Mutex<Arc<Credentials>>>;
+
+/// The account's one connection, while any of its sessions holds a handle.
+#[derive(Default)]
+pub struct SharedConnection {
+    running: std::sync::Mutex<Option<(mpsc::WeakSender<Job>, SharedCredentials)>>,
+}
+
+impl SharedConnection {
+    /// A handle on the account's connection, started when there is none.
+    pub fn get(&self, target: &UpstreamTarget, credentials: Arc<Credentials>) -> OwnedConnection {
+        let Ok(mut running) = self.running.lock() else {
+            return OwnedConnection::start(
+                target.clone(),
+                Arc::new(std::sync::Mutex::new(credentials)),
+            );
+        };
+        if let Some((weak, shared)) = running.as_ref() {
+            if let Some(tx) = weak.upgrade() {
+                if let Ok(mut c) = shared.lock() {
+                    *c = credentials;
+                }
+                return OwnedConnection { tx };
+            }
+        }
+        let shared = Arc::new(std::sync::Mutex::new(credentials));
+        let connection = OwnedConnection::start(target.clone(), shared.clone());
+        *running = Some((connection.tx.downgrade(), shared));
+        connection
+    }
+}
 
 impl OwnedConnection {
-    pub fn start(target: UpstreamTarget, credentials: Arc<Credentials>) -> OwnedConnection {
+    fn start(target: UpstreamTarget, credentials: SharedCredentials) -> OwnedConnection {
         let (tx, rx) = mpsc::channel(BATCH * 4);
         tokio::spawn(actor(target, credentials, rx));
         OwnedConnection { tx }
@@ -217,17 +256,32 @@ async fn login(target: &UpstreamTarget, credentials: &Credentials) -> Result<Ses
     }
 }
 
-async fn actor(target: UpstreamTarget, credentials: Arc<Credentials>, mut rx: mpsc::Receiver<Job>) {
+async fn actor(target: UpstreamTarget, shared: SharedCredentials, mut rx: mpsc::Receiver<Job>) {
     let mut session: Option<Session> = None;
     let mut examined: Option<(String, Option<u32>)> = None;
     let mut waiting: Option<Job> = None;
     loop {
         let job = match waiting.take() {
             Some(j) => j,
-            None => match rx.recv().await {
-                Some(j) => j,
-                None => break,
+            None => match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
+                Ok(Some(j)) => j,
+                Ok(None) => break,
+                Err(_) => {
+                    // Idle: keep the connection, or drop it if the server let it go.
+                    if let Some(s) = session.as_mut() {
+                        let alive = tokio::time::timeout(target.timeout, s.noop()).await;
+                        if !matches!(alive, Ok(Ok(_))) {
+                            session = None;
+                            examined = None;
+                        }
+                    }
+                    continue;
+                }
             },
+        };
+        let credentials = match shared.lock() {
+            Ok(c) => c.clone(),
+            Err(_) => break,
         };
         let first = match job {
             Job::List {

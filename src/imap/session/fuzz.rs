@@ -20,6 +20,7 @@ pub fn context() -> Arc<ImapContext> {
             address: "alice@example.test".into(),
             keys: None,
             index: None,
+            owned: Default::default(),
         }),
     );
     let limits = Limits {

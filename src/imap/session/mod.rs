@@ -323,7 +323,10 @@ impl Task {
                                 .unwrap_or_else(|_| Err("search stopped".to_string())),
                             None => Err("search stopped".to_string()),
                         };
-                        (weight, Ready::SearchDone(search::merged_answer(&done, local)))
+                        (
+                            weight,
+                            Ready::SearchDone(search::merged_answer(&done, local)),
+                        )
                     })
                 }
             };
@@ -331,14 +334,18 @@ impl Task {
         }
     }
 
-    /// The session's own upstream connection, started once.
+    /// meshmail's own connection for the session's account (shared by the account's sessions),
+    /// taken once.
     fn owned(&mut self, credentials: &Option<Arc<Credentials>>) -> Option<OwnedConnection> {
         if self.owned.is_none() {
             let credentials = credentials.clone()?;
-            self.owned = Some(OwnedConnection::start(
-                self.core.ctx.upstream.clone(),
-                credentials,
-            ));
+            let mapped = self.core.state.mapped()?;
+            self.owned = Some(
+                mapped
+                    .account
+                    .owned
+                    .get(&self.core.ctx.upstream, credentials),
+            );
         }
         self.owned.clone()
     }
