@@ -27,25 +27,7 @@ cleanup() {
   [ -z "${COMPLIANCE_OUT:-}" ] && rm -rf "$W"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened"; exit 1; }
-
-BASE=$(( ($(free_port) / 100) * 100 ))
-[ "$BASE" -lt 20000 ] && BASE=$((BASE + 20000))
-USERS="alice bob carol dave erin" bash integration/servers/start.sh "$W/srv" "$BASE" >"$W/servers.log" 2>&1
-IMAP=$((BASE + 43))
-
-"$BIN" --home "$W/alice" init --address alice@example.test >/dev/null
-PORT=$(free_port)
-cat > "$W/meshmail.toml" <<EOF
-home = "$W/alice"
-upstream_user = "alice"
-[imap]
-listen = "127.0.0.1:$PORT"
-upstream = "127.0.0.1:$IMAP"
-upstream_tls = "starttls"
-upstream_ca = "$W/srv/tls/ca.pem"
-EOF
+USERS="alice bob carol dave erin" source integration/servers/alice_imap.sh
 RUST_LOG=meshmail=info "$BIN" serve --config "$W/meshmail.toml" >/dev/null 2>"$OUT/meshmail.log" & MM=$!
 wait_port "$PORT"
 

@@ -80,7 +80,7 @@ pub struct ImapConfig {
     /// Mailboxes whose APPENDed messages are stored as the client sent them (not encrypted).
     #[serde(default)]
     pub append_plaintext: Vec<String>,
-    /// Decrypted messages kept in memory, in bytes (default 64 MiB).
+    /// Decrypted messages kept in memory, in bytes (default 32 MiB).
     pub cache_bytes: Option<u64>,
 }
 

@@ -360,7 +360,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Serve { config } => {
             let config = Config::load(&config).map_err(|e| Failure::new(Outcome::Config, e))?;
+            // Blocking work is decryption (one per core at a time), sealing and SEARCH matching:
+            // a few threads do. Every extra thread would keep a malloc arena of its own.
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .max_blocking_threads(16)
                 .enable_all()
                 .build()
                 .map_err(|e| Failure::new(Outcome::Temporary, e))?;

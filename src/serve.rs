@@ -103,7 +103,7 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
                 .collect(),
             limits: config.limits.clone(),
             connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
-            views: crate::imap::view::ViewCache::new(imap.cache_bytes.unwrap_or(64 << 20)),
+            views: crate::imap::view::ViewCache::new(imap.cache_bytes.unwrap_or(32 << 20)),
             append_plaintext: imap.append_plaintext.clone(),
         });
         for (listener, addr, implicit) in

@@ -60,7 +60,7 @@ const MAX_RECORDS: usize = 1_000_000;
 const MAX_RECORD: usize = 64 * 1024 * 1024;
 
 /// Bytes of decrypted views waiting in the queue at most; beyond, records are built at once.
-const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 /// How often the index's thread looks whether decryption has stopped.
 const IDLE_POLL: Duration = Duration::from_millis(2);
 

@@ -77,7 +77,8 @@ pub(super) async fn search_local(
                 Err(OpenFailure::Temporary(e)) => return Err(e),
             };
             let uid = l.uid;
-            let hit = tokio::task::spawn_blocking(move || {
+            let ready = view.has_search_text();
+            let evaluate = move || {
                 matches(
                     &query,
                     &Candidate {
@@ -88,9 +89,16 @@ pub(super) async fn search_local(
                         max_uid,
                     },
                 )
-            })
-            .await
-            .map_err(|_| "search stopped".to_string())?;
+            };
+            // Decoding a message's text is work for a blocking thread; matching text that is
+            // there already is not worth the trip.
+            let hit = if ready {
+                evaluate()
+            } else {
+                tokio::task::spawn_blocking(evaluate)
+                    .await
+                    .map_err(|_| "search stopped".to_string())?
+            };
             Ok::<_, String>((uid, hit))
         }
     }))

@@ -80,6 +80,11 @@ impl View {
             .get_or_init(|| crate::imap::search::SearchText::of(&self.message))
     }
 
+    /// The search text is computed already (matching is then cheap).
+    pub fn has_search_text(&self) -> bool {
+        self.search.get().is_some()
+    }
+
     /// The whole message (callers check [`Self::is_complete`] first).
     pub fn message(&self) -> &[u8] {
         &self.message
@@ -104,7 +109,11 @@ impl View {
             body: self.body.clone(),
             envelope: self.envelope.clone(),
             header: self.message[self.tree.header.clone()].to_vec(),
-            search: self.search_text().clone(),
+            // Not kept in the view: a cached view would grow after the cache weighed it.
+            search: match self.search.get() {
+                Some(text) => text.clone(),
+                None => crate::imap::search::SearchText::of(&self.message),
+            },
         }
     }
 
