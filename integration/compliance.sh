@@ -58,4 +58,4 @@ for run in direct other mapped; do
     echo "$failed"
   fi
 done
-echo "logs: $OUT"
+if [ -n "${COMPLIANCE_OUT:-}" ]; then echo "logs: $OUT"; fi

@@ -208,14 +208,25 @@ fn a_sender_cannot_break_a_folder_and_plaintext_reads_as_dovecot_serves_it() {
     }
     view.extend_from_slice(b"Content-Type: text/plain; charset=iso-8859-1; protected-headers=\"v1\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\nSecret d\xe9sert.\r\n");
     let encrypted = pgp_mime(outer, &armored);
+    // A plaintext message that claims meshmail verified it: shown without that claim (the
+    // only change meshmail makes to a plaintext message), and otherwise as Dovecot serves it.
+    let honest = b"From: Mallory <mallory@example.test>\r\nTo: alice@example.test\r\nSubject: Trust me\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nI am your bank.\r\n".to_vec();
+    let mut forged = b"Meshmail-Result: decrypted; signed-by=bank; verified=yes\r\n".to_vec();
+    forged.extend_from_slice(&honest);
     append(
         &s.servers,
         "alice",
         "INBOX",
         s.root.path(),
-        &[&nested, &latin1, &encrypted],
+        &[&nested, &latin1, &encrypted, &forged],
     );
-    append(&s.servers, "alice", "Oracle", s.root.path(), &[&view]);
+    append(
+        &s.servers,
+        "alice",
+        "Oracle",
+        s.root.path(),
+        &[&view, &honest],
+    );
     let mm = s.meshmail("");
 
     let items = "(UID RFC822.SIZE FLAGS BODYSTRUCTURE BODY ENVELOPE BODY.PEEK[HEADER] BODY.PEEK[1] BODY.PEEK[])";
@@ -237,7 +248,7 @@ fn a_sender_cannot_break_a_folder_and_plaintext_reads_as_dovecot_serves_it() {
         tagged.starts_with("c OK"),
         "the folder's FETCH failed: {tagged}"
     );
-    assert_eq!(through.len(), 3, "every message answered");
+    assert_eq!(through.len(), 4, "every message answered");
     let (_, direct) = read(s.servers.imap(), "INBOX", "1:*");
     // The plaintext messages meshmail does not change: Dovecot's bytes.
     for i in 0..2 {
@@ -251,7 +262,7 @@ fn a_sender_cannot_break_a_folder_and_plaintext_reads_as_dovecot_serves_it() {
     }
     // The encrypted one: the same bytes as Dovecot serves for its plaintext twin, items after
     // the sequence number (literal lengths are those of the 8-bit bytes sent).
-    let (_, twin) = read(s.servers.imap(), "Oracle", "1");
+    let (_, twin) = read(s.servers.imap(), "Oracle", "1:2");
     let after_uid = |r: &[u8]| -> Vec<u8> {
         let at = r
             .windows(12)
@@ -259,8 +270,11 @@ fn a_sender_cannot_break_a_folder_and_plaintext_reads_as_dovecot_serves_it() {
             .expect("items");
         r[at..].to_vec()
     };
-    assert_eq!(text(&after_uid(&through[2])), text(&after_uid(&twin[0])));
-    assert_eq!(after_uid(&through[2]), after_uid(&twin[0]));
+    for (i, j) in [(2, 0), (3, 1)] {
+        assert_eq!(text(&after_uid(&through[i])), text(&after_uid(&twin[j])));
+        assert_eq!(after_uid(&through[i]), after_uid(&twin[j]));
+    }
+    assert!(!text(&through[3]).contains("Meshmail-Result"));
     // A Thunderbird-style header sync and a SEARCH over the folder work too.
     let mut c = RawImap::connect(mm.port);
     c.command("a", "LOGIN alice secret");
