@@ -4,10 +4,13 @@
 //!
 //! - FETCH responses of encrypted messages are answered from the decrypted view ([`view`],
 //!   [`fetch`]), with ciphertext fetched by UID on a connection meshmail owns ([`owned`]);
+//! - APPENDs are encrypted to the account's own key ([`append`]); SEARCH is evaluated over the
+//!   decrypted messages too ([`search`]); views are indexed on disk ([`index`]);
 //! - capabilities are cut to what the proxy handles ([`caps`]).
 //!
-//! Sessions of other logins are relayed untouched (capabilities are still filtered, since the
-//! proxy cannot know the login before the client sends it).
+//! The session itself (`session`) is a sans-I/O core with typed states, its own tags upstream
+//! and the account bound once from the server's answer to the login; see its module docs.
+//! Sessions of other logins are relayed untouched and never reach a key, view, cache or index.
 
 pub mod append;
 pub mod caps;
