@@ -40,8 +40,9 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
         .home
         .clone()
         .or_else(|| accounts.values().next().map(|a| a.home.clone()));
-    let resolver = crate::policy::PolicyResolver::new(&config.resolver_settings(store_home))
-        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let resolver =
+        crate::policy::PolicyResolver::new(&config.resolver_settings(store_home.clone()))
+            .map_err(|e| ServeError::Config(e.to_string()))?;
     let tls = match &config.tls {
         Some(t) => Some(crate::tls::acceptor(&t.cert, &t.key).map_err(ServeError::Config)?),
         None => None,
@@ -52,6 +53,16 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
         let upstream_tls =
             crate::tls::client_config(smtp.upstream_ca.as_deref()).map_err(ServeError::Config)?;
         let hostname = smtp.hostname.clone().unwrap_or_else(|| "localhost".into());
+        let spool = match &store_home {
+            Some(home) => Some(Arc::new(
+                crate::smtp::spool::ReportSpool::open(home)
+                    .map_err(|e| ServeError::Config(format!("report spool: {e}")))?,
+            )),
+            None => None,
+        };
+        if let Some(spool) = spool.clone() {
+            tasks.push(tokio::spawn(expire_reports(spool, shutdown.clone())));
+        }
         let ctx = Arc::new(SmtpContext {
             hostname: hostname.clone(),
             resolver,
@@ -72,6 +83,7 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
             sign: config.sign.unwrap_or(true),
             in_flight: crate::smtp::server::InFlight::new(config.limits.max_bytes_in_flight),
             connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            spool,
         });
         for (listener, addr, implicit) in
             listeners(smtp.listen, smtp.listen_implicit_tls, ctx.tls.is_some())?
@@ -141,6 +153,21 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
     })
     .await;
     Ok(())
+}
+
+/// Gives up spooled reports that are too old, every ten minutes until shutdown.
+async fn expire_reports(
+    spool: Arc<crate::smtp::spool::ReportSpool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let s = spool.clone();
+        let _ = tokio::task::spawn_blocking(move || s.expire()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// The plaintext/STARTTLS listener and, when configured, the implicit-TLS one.

@@ -2,6 +2,7 @@
 //! capabilities, message encryption, decryption and recryption. Callers hand whole messages or
 //! certificates here; nothing in this module does I/O.
 
+pub mod client_sealed;
 pub mod cms;
 mod cms_decrypt;
 pub mod cms_verify;

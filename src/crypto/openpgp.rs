@@ -419,40 +419,24 @@ fn encryption_keys(cert: &Cert) -> Result<std::sync::Arc<EncryptionKeys>, OpenPg
     Ok(entry)
 }
 
-/// The recipients named by the PKESK packets of an OpenPGP message (armored or binary): key
-/// IDs or fingerprints, upper-case hex; the wildcard (hidden recipient) as `None`.
-pub fn message_recipients(message: &[u8]) -> Result<Vec<Option<String>>, OpenPgpError> {
-    use sq::parse::{PacketParser, PacketParserResult};
-    use sq::Packet;
-    let mut out = Vec::new();
-    let mut ppr =
-        PacketParser::from_bytes(message).map_err(|e| OpenPgpError::Parse(e.to_string()))?;
-    while let PacketParserResult::Some(pp) = ppr {
-        match &pp.packet {
-            Packet::PKESK(pkesk) => {
-                let handle = pkesk.recipient();
-                out.push(
-                    handle
-                        .map(|h| h.to_hex())
-                        .filter(|h| !h.chars().all(|c| c == '0')),
-                );
-            }
-            // The encrypted data follows the PKESKs: nothing more to learn without the key.
-            Packet::SEIP(_) => break,
-            _ => {}
-        }
-        ppr = pp.next().map_err(|e| OpenPgpError::Parse(e.to_string()))?.1;
-        if out.len() > 1000 {
-            return Err(OpenPgpError::Parse("too many recipients".into()));
-        }
-    }
-    if out.is_empty() {
-        return Err(OpenPgpError::Parse("no encrypted session key".into()));
-    }
-    Ok(out)
+/// True when `cert` binds `address` in a user ID that its primary key certified (a valid
+/// self-signature under the standard policy). A user ID without one is anyone's claim: a
+/// certificate with a forged user ID must not become the key of a plain address.
+pub fn certifies_address(cert: &Cert, address: &str) -> bool {
+    let policy = StandardPolicy::new();
+    let Ok(valid) = cert.with_policy(&policy, None) else {
+        return false;
+    };
+    valid.userids().revoked(false).any(|u| {
+        u.userid()
+            .email()
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.eq_ignore_ascii_case(address))
+    })
 }
 
-/// True when `message_recipients` covers a live encryption key of `cert` (by key ID or
+/// True when `recipients` (from `client_sealed::encrypted_packets`) covers a live encryption key of `cert` (by key ID or
 /// fingerprint).
 pub fn addressed_to(recipients: &[Option<String>], cert: &Cert) -> bool {
     let policy = StandardPolicy::new();

@@ -1,7 +1,9 @@
 //! Sealing a message for a set of recipients: header protection, encryption, the MIME
-//! envelope. A [`Sealed`] message can only come from [`seal`] (meshmail encrypted it) or from
-//! [`verify_sealed`] (the client encrypted it, to every key the policy names), so the relay's
-//! demand for a `Sealed` copy for strong recipients makes plaintext to them impossible to write.
+//! envelope. A [`Sealed`] message can only be made inside this module: by [`seal`] (meshmail
+//! encrypted it) or by [`super::client_sealed::verify_sealed`] (the client encrypted it, to
+//! every key the policy names). It records the keys it is encrypted to, so the pipeline can
+//! bind it to the recipients' verified policies; the relay sends only such copies to strong
+//! recipients, so plaintext to them cannot be written.
 //!
 //! Runs on a blocking thread (the caller's `spawn_blocking`): encryption is CPU work.
 
@@ -10,6 +12,7 @@ use super::openpgp::{self, OpenPgpError};
 use super::smime::SmimeCert;
 use crate::mime::{pgp_mime, smime_mime, MimeError, ParsedMessage, Protected};
 use sequoia_openpgp::Cert;
+use std::collections::BTreeSet;
 use thiserror::Error;
 
 /// Why a message could not be sealed (`550 5.7.5`, or `554 5.6.0` for a malformed message).
@@ -27,6 +30,8 @@ pub enum SealError {
     HiddenRecipient,
     #[error("an S/MIME-encrypted message cannot be checked against the policy; send it unencrypted and meshmail encrypts it")]
     UncheckableSmime,
+    #[error("your mail program encrypted the message in a form meshmail cannot check ({0}); send it unencrypted and meshmail encrypts it")]
+    NotStrictlySealed(String),
 }
 
 /// How to encrypt one copy.
@@ -48,19 +53,45 @@ pub enum SealRequest {
 #[derive(Debug, Clone)]
 pub struct Sealed {
     bytes: Vec<u8>,
+    /// The keys it is encrypted to: OpenPGP certificate fingerprints and S/MIME certificate
+    /// SHA-256 digests, upper-case hex (as [`key_id_openpgp`] and [`key_id_smime`] name them).
+    encrypted_to: BTreeSet<String>,
 }
 
 impl Sealed {
+    /// Only this module and `client_sealed` mint a `Sealed`.
+    pub(super) fn new(bytes: Vec<u8>, encrypted_to: BTreeSet<String>) -> Sealed {
+        Sealed {
+            bytes,
+            encrypted_to,
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// True when the message is encrypted to every key named in `ids`.
+    pub fn is_encrypted_to_all<'a>(&self, mut ids: impl Iterator<Item = &'a String>) -> bool {
+        ids.all(|id| self.encrypted_to.contains(id))
+    }
+}
+
+/// How a [`Sealed`] names an OpenPGP certificate.
+pub fn key_id_openpgp(cert: &Cert) -> String {
+    cert.fingerprint().to_hex()
+}
+
+/// How a [`Sealed`] names an S/MIME certificate.
+pub fn key_id_smime(cert: &SmimeCert) -> String {
+    cert.sha256_hex()
 }
 
 /// Protects the headers of `message`, encrypts it as `request` says and wraps it in MIME.
 pub fn seal(message: &[u8], request: &SealRequest) -> Result<Sealed, SealError> {
     let parsed = ParsedMessage::parse(message)?;
     let protected = Protected::of(&parsed);
-    let bytes = match request {
+    let (bytes, encrypted_to) = match request {
         SealRequest::PgpMime { recipients, signer } => {
             let size: usize = protected.inner_parts().iter().map(|p| p.len()).sum();
             // base64 (4/3) in lines of 64 plus CRLF (66/64): 11/8, and the packet overhead.
@@ -74,73 +105,15 @@ pub fn seal(message: &[u8], request: &SealRequest) -> Result<Sealed, SealError> 
                 );
             });
             result?;
-            bytes
+            (bytes, recipients.iter().map(key_id_openpgp).collect())
         }
         SealRequest::Smime { recipients, gcm } => {
             let der = cms::encrypt(&protected.inner_parts(), recipients, *gcm)?;
-            smime_mime(&protected.outer, &der, *gcm)
+            (
+                smime_mime(&protected.outer, &der, *gcm),
+                recipients.iter().map(key_id_smime).collect(),
+            )
         }
     };
-    Ok(Sealed { bytes })
-}
-
-/// What kind of encryption a message already carries, from its top-level Content-Type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlreadyEncrypted {
-    PgpMime,
-    Smime,
-}
-
-/// Tells whether the client already encrypted the message (Thunderbird's own OpenPGP/S/MIME).
-pub fn already_encrypted(message: &[u8]) -> Option<AlreadyEncrypted> {
-    let parsed = ParsedMessage::parse(message).ok()?;
-    let ct = parsed.field("content-type")?.value.to_ascii_lowercase();
-    if ct.starts_with("multipart/encrypted") && ct.contains("application/pgp-encrypted") {
-        Some(AlreadyEncrypted::PgpMime)
-    } else if (ct.starts_with("application/pkcs7-mime")
-        || ct.starts_with("application/x-pkcs7-mime"))
-        && (ct.contains("enveloped-data") || ct.contains("authenveloped-data"))
-    {
-        Some(AlreadyEncrypted::Smime)
-    } else {
-        None
-    }
-}
-
-/// Accepts a message the client encrypted itself, unchanged, if it is encrypted to a live
-/// encryption key of every certificate in `required`. A hidden recipient (wildcard key ID)
-/// cannot be checked and is refused.
-pub fn verify_sealed(message: &[u8], required: &[Cert]) -> Result<Sealed, SealError> {
-    match already_encrypted(message) {
-        Some(AlreadyEncrypted::PgpMime) => {}
-        Some(AlreadyEncrypted::Smime) => return Err(SealError::UncheckableSmime),
-        None => {
-            return Err(SealError::Mime(MimeError::Structure(
-                "not encrypted".into(),
-            )))
-        }
-    }
-    let parsed = mail_parser::MessageParser::default()
-        .parse(message)
-        .ok_or_else(|| MimeError::Structure("unparsable MIME".into()))?;
-    // RFC 3156 §4: the second body part holds the OpenPGP message.
-    let encrypted = parsed
-        .parts
-        .iter()
-        .skip(1)
-        .map(|p| p.contents())
-        .find(|c| c.windows(27).any(|w| w == b"-----BEGIN PGP MESSAGE-----"))
-        .ok_or_else(|| MimeError::Structure("no OpenPGP message in multipart/encrypted".into()))?;
-    let recipients = openpgp::message_recipients(encrypted)?;
-    if recipients.iter().any(Option::is_none) {
-        return Err(SealError::HiddenRecipient);
-    }
-    for cert in required {
-        if !openpgp::addressed_to(&recipients, cert) {
-            return Err(SealError::NotEncryptedTo(cert.fingerprint().to_hex()));
-        }
-    }
-    Ok(Sealed {
-        bytes: message.to_vec(),
-    })
+    Ok(Sealed::new(bytes, encrypted_to))
 }

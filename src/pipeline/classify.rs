@@ -11,11 +11,17 @@ use std::sync::Arc;
 /// How one recipient's copy is made.
 #[derive(Debug, Clone)]
 pub enum Treatment {
-    /// Plaintext (a plain address whose rule allows it).
-    Plain,
+    /// Plaintext: only [`classify`] can grant it, and only to a plain address whose rule
+    /// allows it.
+    Plain(PlainAllowed),
     /// Encrypted to these keys in this format.
     Encrypt(Box<Encryption>),
 }
+
+/// Proof that a recipient may get plaintext. Its field is private: nothing outside this file
+/// can make one, so a strong address can never be given a plain treatment.
+#[derive(Debug, Clone)]
+pub struct PlainAllowed(());
 
 /// Keys and format for an encrypted recipient.
 #[derive(Debug, Clone)]
@@ -30,33 +36,118 @@ pub struct Encryption {
     pub policy: Option<Verified>,
 }
 
+/// Names an OpenPGP certificate or an S/MIME certificate in [`Encryption::required_keys`].
+fn openpgp_id(c: &Cert) -> String {
+    crate::crypto::seal::key_id_openpgp(c)
+}
+
+fn smime_id(c: &SmimeCert) -> String {
+    crate::crypto::seal::key_id_smime(c)
+}
+
 impl Encryption {
     pub fn has_escrow(&self) -> bool {
         !self.escrow_openpgp.is_empty() || !self.escrow_smime.is_empty()
     }
 
-    /// Fingerprints of every key, for grouping recipients that get the same treatment.
+    /// Fingerprints of every recipient key, for grouping recipients that get the same
+    /// treatment.
     pub fn key_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .openpgp
-            .iter()
-            .map(|c| c.fingerprint().to_hex())
-            .collect();
-        ids.extend(self.smime.iter().map(|c| c.sha256_hex()));
+        let mut ids: Vec<String> = self.openpgp.iter().map(openpgp_id).collect();
+        ids.extend(self.smime.iter().map(smime_id));
         ids.sort();
+        ids
+    }
+
+    /// Every key a copy for this recipient must be encrypted to: the recipient's and the
+    /// escrow keys its policy declares.
+    pub fn required_keys(&self) -> Vec<String> {
+        let mut ids = self.key_ids();
+        ids.extend(self.escrow_openpgp.iter().map(openpgp_id));
+        ids.extend(self.escrow_smime.iter().map(smime_id));
         ids
     }
 }
 
-/// A recipient as the pipeline knows it.
+/// A recipient as the pipeline knows it. Only [`classify`] makes one (the fields are read
+/// through methods), so a strong address always carries its verified policy.
 #[derive(Debug, Clone)]
 pub struct Classified {
+    written: String,
+    routable: String,
+    treatment: Treatment,
+}
+
+impl Classified {
     /// As the client wrote it (strong form for strong addresses).
-    pub written: String,
+    pub fn written(&self) -> &str {
+        &self.written
+    }
+
     /// Where the envelope goes: the fingerprint label removed.
-    pub routable: String,
-    pub strong: bool,
-    pub treatment: Treatment,
+    pub fn routable(&self) -> &str {
+        &self.routable
+    }
+
+    pub fn treatment(&self) -> &Treatment {
+        &self.treatment
+    }
+
+    /// A strong address: its treatment comes from a verified policy.
+    pub fn is_strong(&self) -> bool {
+        self.policy().is_some()
+    }
+
+    /// The verified policy of a strong address.
+    pub fn policy(&self) -> Option<&Verified> {
+        match &self.treatment {
+            Treatment::Encrypt(e) => e.policy.as_ref(),
+            Treatment::Plain(_) => None,
+        }
+    }
+
+    /// A strong recipient, for unit tests of the pipeline.
+    #[cfg(test)]
+    pub(crate) fn strong_for_tests(written: &str, verified: Verified) -> Classified {
+        Classified::strong(written, verified).expect("a usable format")
+    }
+
+    /// A plain recipient, for unit tests of the pipeline.
+    #[cfg(test)]
+    pub(crate) fn plain_for_tests(address: &str) -> Classified {
+        Classified {
+            written: address.to_owned(),
+            routable: address.to_owned(),
+            treatment: Treatment::Plain(PlainAllowed(())),
+        }
+    }
+
+    fn strong(written: &str, verified: Verified) -> Result<Classified, Refusal> {
+        let format = *verified
+            .formats()
+            .first()
+            .ok_or_else(|| Refusal::NoValidPolicy("policy names no usable format".into()))?;
+        Ok(Classified {
+            written: written.to_owned(),
+            routable: verified.address().routable(),
+            treatment: Treatment::Encrypt(Box::new(Encryption {
+                format,
+                openpgp: if format == Format::PgpMime {
+                    verified.openpgp_shared()
+                } else {
+                    Vec::new().into()
+                },
+                smime: if format.is_smime() {
+                    verified.smime_shared()
+                } else {
+                    Vec::new().into()
+                },
+                escrow_openpgp: verified.escrow_openpgp_shared(),
+                escrow_smime: verified.escrow_smime_shared(),
+                policy: Some(verified),
+            })),
+        })
+    }
 }
 
 /// Why a recipient is refused at RCPT.
@@ -82,39 +173,14 @@ pub async fn classify(
                 ResolveFailure::NoValidPolicy(why) => Refusal::NoValidPolicy(why),
                 ResolveFailure::Temporary(why) => Refusal::Temporary(why),
             })?;
-            let format = *verified
-                .formats()
-                .first()
-                .ok_or_else(|| Refusal::NoValidPolicy("policy names no usable format".into()))?;
-            Ok(Classified {
-                written: address.to_owned(),
-                routable: strong.routable(),
-                strong: true,
-                treatment: Treatment::Encrypt(Box::new(Encryption {
-                    format,
-                    openpgp: if format == Format::PgpMime {
-                        verified.openpgp_shared()
-                    } else {
-                        Vec::new().into()
-                    },
-                    smime: if format.is_smime() {
-                        verified.smime_shared()
-                    } else {
-                        Vec::new().into()
-                    },
-                    escrow_openpgp: verified.escrow_openpgp_shared(),
-                    escrow_smime: verified.escrow_smime_shared(),
-                    policy: Some(verified),
-                })),
-            })
+            Classified::strong(address, verified)
         }
         MailAddress::Plain(plain) => {
             let rule = rules.for_address(&plain);
             let plain_copy = || Classified {
                 written: plain.clone(),
                 routable: plain.clone(),
-                strong: false,
-                treatment: Treatment::Plain,
+                treatment: Treatment::Plain(PlainAllowed(())),
             };
             if rule == EncryptRule::Never {
                 return Ok(plain_copy());
@@ -123,7 +189,6 @@ pub async fn classify(
                 Ok(Some(cert)) => Ok(Classified {
                     written: plain.clone(),
                     routable: plain.clone(),
-                    strong: false,
                     treatment: Treatment::Encrypt(Box::new(Encryption {
                         format: Format::PgpMime,
                         openpgp: vec![cert].into(),

@@ -1,14 +1,16 @@
 //! End-of-DATA planning: which copies to send, and their bytes.
 //!
 //! Recipients that need the same treatment share a copy: plaintext; PGP/MIME to one set of
-//! certificates; S/MIME to another. Every envelope recipient not named in To/Cc (a Bcc) gets
+//! certificates; S/MIME to another. A [`Copy`] can only be built through checks that make
+//! plaintext to a strong address unrepresentable, and the relay sends only a copy's
+//! [`Payload`]. Every envelope recipient not named in To/Cc (a Bcc) gets
 //! a copy of its own, so no copy names another copy's Bcc recipients; so does every recipient
 //! whose policy declares escrow certificates, which are added to that copy only.
 
 use super::classify::{Classified, Encryption, Treatment};
-use crate::crypto::seal::{
-    self, already_encrypted, AlreadyEncrypted, SealError, SealRequest, Sealed,
-};
+use super::copy::Copy;
+use crate::crypto::client_sealed::{already_encrypted, verify_sealed, AlreadyEncrypted};
+use crate::crypto::seal::{self, SealError, SealRequest, Sealed};
 use crate::crypto::smime::SmimeCert;
 use crate::mime::ParsedMessage;
 use crate::policy::Format;
@@ -24,33 +26,6 @@ pub struct SenderKeys {
     pub self_smime: Option<SmimeCert>,
     /// Signs PGP/MIME copies (a certificate with its secret signing key).
     pub signer: Option<Cert>,
-}
-
-/// The bytes of one copy. Plaintext is only possible for a copy without strong recipients.
-#[derive(Debug, Clone)]
-pub enum CopyBody {
-    /// The message exactly as received (not copied: a large message is held once).
-    Original,
-    Sealed(Sealed),
-}
-
-impl CopyBody {
-    /// The bytes to relay, given the message as received.
-    pub fn bytes<'a>(&'a self, original: &'a [u8]) -> &'a [u8] {
-        match self {
-            CopyBody::Original => original,
-            CopyBody::Sealed(s) => s.bytes(),
-        }
-    }
-}
-
-/// One message to relay: its recipients (indices into the transaction's list) and bytes.
-#[derive(Debug, Clone)]
-pub struct Copy {
-    pub recipients: Vec<usize>,
-    pub body: CopyBody,
-    /// A short description for the log: `plain`, `pgp-mime`, `smime`, `smime-gcm`, `client`.
-    pub treatment: &'static str,
 }
 
 /// Why the message cannot be sent to anyone as it is.
@@ -82,75 +57,143 @@ enum GroupKey {
     Own(usize),
 }
 
-/// Plans the copies of `message` for `rcpts`. CPU work (encryption): call it on a blocking
-/// thread.
-pub fn plan_copies(
-    message: &[u8],
-    rcpts: &[Classified],
-    sender: &SenderKeys,
-) -> Result<Vec<Copy>, PlanError> {
-    let visible = ParsedMessage::parse(message)
-        .map(|p| p.visible_recipients())
-        .unwrap_or_default();
-    let is_bcc = |r: &Classified| {
-        !visible.contains(&r.routable.to_lowercase())
-            && !visible.contains(&r.written.to_lowercase())
-    };
+/// The treatment each recipient gets. A plain address that is the routable address of a
+/// strong recipient of the same message (`bob@x.xx--fp` and `bob@x`) is the same mailbox, so
+/// it gets the strong recipient's treatment: never one encrypted and one plaintext copy.
+fn effective_treatments(rcpts: &[Classified]) -> Vec<&Treatment> {
+    rcpts
+        .iter()
+        .map(|r| {
+            if r.is_strong() {
+                return r.treatment();
+            }
+            rcpts
+                .iter()
+                .find(|s| s.is_strong() && s.routable().eq_ignore_ascii_case(r.routable()))
+                .map_or(r.treatment(), Classified::treatment)
+        })
+        .collect()
+}
 
-    let mut groups: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
-    for (i, r) in rcpts.iter().enumerate() {
-        let key = match &r.treatment {
-            _ if is_bcc(r) => GroupKey::Own(i),
-            Treatment::Encrypt(e) if e.has_escrow() => GroupKey::Own(i),
-            Treatment::Plain => GroupKey::Plain,
-            Treatment::Encrypt(e) => GroupKey::Encrypted {
-                format: e.format.name(),
-                keys: e.key_ids(),
-            },
+/// The copies a message will go out as, decided before any is made: which recipients share
+/// which copy. Each copy is then made with [`Plan::make`] just before it is sent, so a message
+/// to many recipients holds one encrypted copy at a time.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Recipients of each copy, in sending order (plaintext first, then encrypted groups,
+    /// then copies of their own).
+    groups: Vec<Vec<usize>>,
+    /// The treatment each recipient gets (see [`effective_treatments`]).
+    treatments: Vec<Treatment>,
+    /// The client encrypted the message itself: copies are checked, never encrypted again.
+    client_sealed: Option<AlreadyEncrypted>,
+}
+
+impl Plan {
+    /// Groups `rcpts` into copies and checks what can be checked before anything is sent: the
+    /// header section parses, and a client-encrypted message is in the strict form and
+    /// encrypted to every required key. Cheap: no encryption.
+    pub fn new(message: &[u8], rcpts: &[Classified]) -> Result<Plan, PlanError> {
+        let treatments: Vec<Treatment> = effective_treatments(rcpts).into_iter().cloned().collect();
+        // A header section meshmail cannot read is refused only when something must be
+        // encrypted; plaintext goes on as the server would take it (every recipient a Bcc).
+        let visible = match ParsedMessage::parse(message) {
+            Ok(parsed) => parsed.visible_recipients(),
+            Err(e)
+                if treatments
+                    .iter()
+                    .any(|t| matches!(t, Treatment::Encrypt(_))) =>
+            {
+                return Err(SealError::from(e).into())
+            }
+            Err(_) => Default::default(),
         };
-        groups.entry(key).or_default().push(i);
+        let is_bcc = |r: &Classified| {
+            !visible.contains(&r.routable().to_lowercase())
+                && !visible.contains(&r.written().to_lowercase())
+        };
+
+        let mut groups: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
+        for (i, r) in rcpts.iter().enumerate() {
+            let key = match &treatments[i] {
+                _ if is_bcc(r) => GroupKey::Own(i),
+                Treatment::Encrypt(e) if e.has_escrow() => GroupKey::Own(i),
+                Treatment::Plain(_) => GroupKey::Plain,
+                Treatment::Encrypt(e) => GroupKey::Encrypted {
+                    format: e.format.name(),
+                    keys: e.key_ids(),
+                },
+            };
+            groups.entry(key).or_default().push(i);
+        }
+        let plan = Plan {
+            groups: groups.into_values().collect(),
+            treatments,
+            client_sealed: already_encrypted(message),
+        };
+        if plan.client_sealed.is_some() {
+            for group in &plan.groups {
+                let encryptions = plan.encryptions(group);
+                if !encryptions.is_empty() {
+                    plan.check_client_sealed(message, &encryptions)?;
+                }
+            }
+        }
+        Ok(plan)
     }
 
-    // A message the client encrypted itself is checked, never encrypted again.
-    let client_sealed = already_encrypted(message);
+    /// How many copies.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
 
-    let mut copies = Vec::with_capacity(groups.len());
-    for (_, members) in groups {
-        let encryptions: Vec<&Encryption> = members
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The recipients of copy `n`.
+    pub fn recipients(&self, n: usize) -> &[usize] {
+        self.groups.get(n).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn encryptions(&self, group: &[usize]) -> Vec<&Encryption> {
+        group
             .iter()
-            .filter_map(|&i| match &rcpts[i].treatment {
+            .filter_map(|&i| match &self.treatments[i] {
                 Treatment::Encrypt(e) => Some(e.as_ref()),
-                Treatment::Plain => None,
+                Treatment::Plain(_) => None,
             })
+            .collect()
+    }
+
+    fn check_client_sealed(
+        &self,
+        message: &[u8],
+        encryptions: &[&Encryption],
+    ) -> Result<Sealed, PlanError> {
+        if self.client_sealed == Some(AlreadyEncrypted::Smime)
+            || encryptions.iter().any(|e| e.format != Format::PgpMime)
+        {
+            return Err(SealError::UncheckableSmime.into());
+        }
+        let required: Vec<Cert> = encryptions
+            .iter()
+            .flat_map(|e| e.openpgp.iter().chain(e.escrow_openpgp.iter()).cloned())
             .collect();
+        Ok(verify_sealed(message, &required)?)
+    }
+
+    /// Makes copy `n` of `message`. CPU work (encryption): call it on a blocking thread.
+    pub fn make(&self, n: usize, message: &[u8], sender: &SenderKeys) -> Result<Copy, PlanError> {
+        let members = self.recipients(n).to_vec();
+        let treatments: Vec<&Treatment> = self.treatments.iter().collect();
+        let encryptions = self.encryptions(&members);
         let Some(first) = encryptions.first() else {
-            // Defence in depth: classification never gives a strong address a plain treatment.
-            if members.iter().any(|&i| rcpts[i].strong) {
-                return Err(PlanError::Unprotected);
-            }
-            copies.push(Copy {
-                recipients: members,
-                body: CopyBody::Original,
-                treatment: "plain",
-            });
-            continue;
+            return Copy::plain(members, &treatments);
         };
-        if let Some(kind) = client_sealed {
-            let required: Vec<Cert> = encryptions
-                .iter()
-                .flat_map(|e| e.openpgp.iter().cloned())
-                .collect();
-            if kind == AlreadyEncrypted::Smime
-                || encryptions.iter().any(|e| e.format != Format::PgpMime)
-            {
-                return Err(SealError::UncheckableSmime.into());
-            }
-            copies.push(Copy {
-                recipients: members,
-                body: CopyBody::Sealed(seal::verify_sealed(message, &required)?),
-                treatment: "client",
-            });
-            continue;
+        if self.client_sealed.is_some() {
+            let sealed = self.check_client_sealed(message, &encryptions)?;
+            return Copy::sealed(members, &treatments, sealed, "client");
         }
         let request = match first.format {
             Format::PgpMime => {
@@ -180,13 +223,21 @@ pub fn plan_copies(
                 }
             }
         };
-        copies.push(Copy {
-            recipients: members,
-            body: CopyBody::Sealed(seal::seal(message, &request)?),
-            treatment: first.format.name(),
-        });
+        let sealed = seal::seal(message, &request)?;
+        Copy::sealed(members, &treatments, sealed, first.format.name())
     }
-    Ok(copies)
+}
+
+/// Plans and makes every copy at once (for tests and small callers).
+pub fn plan_copies(
+    message: &[u8],
+    rcpts: &[Classified],
+    sender: &SenderKeys,
+) -> Result<Vec<Copy>, PlanError> {
+    let plan = Plan::new(message, rcpts)?;
+    (0..plan.len())
+        .map(|n| plan.make(n, message, sender))
+        .collect()
 }
 
 fn dedup_certs(certs: &mut Vec<Cert>) {

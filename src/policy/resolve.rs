@@ -296,18 +296,10 @@ impl PolicyResolver {
         };
         let domain = domain.to_ascii_lowercase();
         let now = std::time::SystemTime::now();
-        let wanted = |c: &Cert| {
-            c.userids().any(|u| {
-                u.userid()
-                    .email()
-                    .ok()
-                    .flatten()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(address))
-            })
-        };
+        let wanted = |c: &Cert| openpgp::certifies_address(c, address);
         let mut found = Findings::default();
         let mut certs: Vec<Cert> = match &self.store {
-            Some(store) => store.certs_matching(&wanted),
+            Some(store) => store.pinned_certs_matching(&wanted),
             None => Vec::new(),
         };
         if certs.is_empty() {

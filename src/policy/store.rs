@@ -75,9 +75,23 @@ impl LocalStore {
 
     /// Certificates in the keyring (pinned and fetched) that `wanted` accepts.
     pub fn certs_matching(&self, wanted: &dyn Fn(&Cert) -> bool) -> Vec<Cert> {
+        self.certs_in(
+            &[self.keyring.clone(), self.keyring.join("fetched")],
+            wanted,
+        )
+    }
+
+    /// Certificates the user put in the keyring (not those meshmail fetched for fingerprint
+    /// addresses) that `wanted` accepts: the only local ones a plain address may use, since a
+    /// fetched certificate can carry any user ID its maker liked.
+    pub fn pinned_certs_matching(&self, wanted: &dyn Fn(&Cert) -> bool) -> Vec<Cert> {
+        self.certs_in(std::slice::from_ref(&self.keyring), wanted)
+    }
+
+    fn certs_in(&self, dirs: &[PathBuf], wanted: &dyn Fn(&Cert) -> bool) -> Vec<Cert> {
         let mut found = Vec::new();
-        for dir in [self.keyring.clone(), self.keyring.join("fetched")] {
-            let Ok(entries) = fs::read_dir(&dir) else {
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(dir) else {
                 continue;
             };
             for entry in entries.flatten() {

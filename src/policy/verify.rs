@@ -384,6 +384,26 @@ fn canonical_address(address: &str) -> String {
     }
 }
 
+/// A verified PGP/MIME policy for `address` made without signature checks, for unit tests of
+/// the pipeline (the checks have tests of their own above).
+#[cfg(test)]
+pub(crate) fn verified_for_tests(
+    address: &StrongAddress,
+    openpgp: Vec<Cert>,
+    escrow_openpgp: Vec<Cert>,
+) -> Verified {
+    Verified {
+        address: address.clone(),
+        origin: Origin::Certificate,
+        source: Source::Store,
+        formats: vec![Format::PgpMime],
+        openpgp: openpgp.into(),
+        smime: Vec::new().into(),
+        escrow_openpgp: escrow_openpgp.into(),
+        escrow_smime: Vec::new().into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,5 @@
 //! SMTP: the submission listener (`server`), one session per client (`session`), the DATA
-//! receiver (`data`), replies (`reply`), the upstream connection (`upstream`) and delivery
-//! status notifications (`dsn`).
+//! receiver (`data`), replies (`reply`), and the upstream connection (`upstream`).
 //!
 //! A session reads commands with smtp-proto's parser, hands recipients and messages to the
 //! `pipeline`, and relays what the pipeline returns over its own upstream connection,
@@ -8,10 +7,10 @@
 //! pipeline → upstream.
 
 pub mod data;
-pub mod dsn;
 pub mod reply;
 pub mod server;
 pub mod session;
+pub mod spool;
 pub mod upstream;
 
 pub use server::{run_listener, SmtpContext};

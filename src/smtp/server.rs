@@ -31,6 +31,8 @@ pub struct SmtpContext {
     pub sign: bool,
     pub in_flight: InFlight,
     pub connections: Arc<Semaphore>,
+    /// Reports waiting for a later session (none without a home directory).
+    pub spool: Option<Arc<super::spool::ReportSpool>>,
 }
 
 impl SmtpContext {

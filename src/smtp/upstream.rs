@@ -9,6 +9,7 @@
 //! stream that is TLS from its first byte.
 
 use super::reply::Reply;
+use crate::pipeline::Payload;
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::extension::ClientId;
 use rustls::pki_types::ServerName;
@@ -156,8 +157,10 @@ impl Upstream {
         self.reply(r)
     }
 
-    /// Sends DATA and the message (dot-stuffed by lettre), returning the final reply.
-    pub async fn data(&mut self, message: &[u8]) -> Result<Reply, UpstreamError> {
+    /// Sends DATA and a copy or report the pipeline made (dot-stuffed by lettre), returning
+    /// the final reply. Takes a [`Payload`], never bytes: only the pipeline makes one.
+    pub async fn data(&mut self, payload: Payload<'_>) -> Result<Reply, UpstreamError> {
+        let message = payload.bytes();
         let go = self.command("DATA").await?;
         if go.code != 354 {
             return Ok(go);

@@ -134,6 +134,10 @@ impl Session {
                     let account = self.ctx.accounts.get(&user).cloned();
                     tracing::info!(peer = %self.peer, user = %user, mapped = account.is_some(), "authenticated");
                     self.login = Some(Login { user, account });
+                    let next = self.reply(reply).await;
+                    // Reports this login left in the spool go out now.
+                    self.flush_reports().await;
+                    return next;
                 }
                 return self.reply(reply).await;
             }

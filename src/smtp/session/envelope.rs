@@ -135,19 +135,19 @@ impl Session {
             let original = to
                 .orcpt
                 .clone()
-                .unwrap_or_else(|| classified.written.clone());
-            if classified.strong || to.orcpt.is_some() {
+                .unwrap_or_else(|| classified.written().to_owned());
+            if classified.is_strong() || to.orcpt.is_some() {
                 params.push_str(&format!(" ORCPT=rfc822;{}", xtext(&original)));
             }
         }
-        let line = format!("RCPT TO:<{}>{params}", classified.routable);
+        let line = format!("RCPT TO:<{}>{params}", classified.routable());
         let Some(up) = &mut self.upstream else {
             return self.upstream_gone().await;
         };
         match up.command(&line).await {
             Ok(reply) if reply.is_positive() => {
-                let note = match &classified.treatment {
-                    Treatment::Plain => "OK".to_owned(),
+                let note = match classified.treatment() {
+                    Treatment::Plain(_) => "OK".to_owned(),
                     Treatment::Encrypt(e) => format!("OK, will be encrypted ({})", e.format.name()),
                 };
                 if let Some(tx) = &mut self.tx {

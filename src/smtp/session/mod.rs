@@ -1,10 +1,12 @@
 //! One client session: read a command, decide, reply. The verbs with real decisions live in
 //! their own files: `auth` (AUTH relayed upstream), `envelope` (MAIL, RCPT), `transaction`
-//! (DATA: pipeline, relay, DSN). This file holds the loop, the simple verbs and the limits.
+//! (DATA: pipeline, relay), `report` (reports about
+//! recipients that failed after `250`, sent or spooled). This file holds the loop, the simple verbs and the limits.
 
 mod auth;
 mod envelope;
 pub mod io;
+mod report;
 mod transaction;
 
 use super::reply::Reply;

@@ -1,14 +1,15 @@
 //! DATA: receive the message (refusing smuggling), hand it to the pipeline, relay the copies,
-//! and account for every recipient: delivered, refused to the client, or named in a DSN.
+//! and account for every recipient: delivered, refused to the client, or named in a report
+//! (sent at once or spooled, see `report.rs`).
 
 use super::envelope::mail_line;
 use super::{Next, Session};
 use crate::pipeline::plan::PlanError;
-use crate::pipeline::{plan_copies, Copy, CopyBody, SenderKeys};
+use crate::pipeline::{Classified, Copy, Failed, Payload, Plan, SenderKeys};
 use crate::smtp::data::{DataError, DataReceiver};
-use crate::smtp::dsn::{self, Failed};
 use crate::smtp::reply::Reply;
 use crate::smtp::upstream::UpstreamError;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Longest line inside DATA meshmail holds (RFC 5322's 998 is often exceeded in practice; this
@@ -69,28 +70,27 @@ impl Session {
         let reply = self.deliver(message, started).await;
         drop(held);
         match reply {
-            Some(r) => self.reply(r).await,
+            Some(r) => {
+                let next = self.reply(r).await;
+                self.flush_reports().await;
+                next
+            }
             None => self.upstream_gone().await,
         }
     }
 
-    /// Plans and relays the copies; the client's reply, or `None` when the upstream is gone.
+    /// Plans the copies, then makes and relays them one at a time; the client's reply, or
+    /// `None` when the upstream is gone before anything was decided.
     async fn deliver(&mut self, message: Vec<u8>, started: Instant) -> Option<Reply> {
         let tx = self.tx.take()?;
-        let rcpts: Vec<_> = tx.rcpts.iter().map(|a| a.classified.clone()).collect();
-        let sender = self.sender_keys();
-        // The message moves to the blocking thread and back: a large one is held once.
-        let planned = tokio::task::spawn_blocking(move || {
-            let copies = plan_copies(&message, &rcpts, &sender);
-            (copies, message)
-        })
-        .await;
-        let (planned, message) = match planned {
-            Ok((planned, message)) => (Ok(planned), message),
-            Err(e) => (Err(e), Vec::new()),
+        let rcpts: Arc<[Classified]> = tx.rcpts.iter().map(|a| a.classified.clone()).collect();
+        let message = Arc::new(message);
+        let planned = {
+            let (message, rcpts) = (message.clone(), rcpts.clone());
+            tokio::task::spawn_blocking(move || Plan::new(&message, &rcpts)).await
         };
-        let copies = match planned {
-            Ok(Ok(copies)) => copies,
+        let plan = match planned {
+            Ok(Ok(plan)) => Arc::new(plan),
             Ok(Err(e)) => {
                 self.abort_upstream_transaction().await?;
                 tracing::info!(peer = %self.peer, error = %e, "message refused");
@@ -98,90 +98,121 @@ impl Session {
             }
             Err(_) => {
                 self.abort_upstream_transaction().await?;
-                return Some(Reply::new(
-                    451,
-                    "4.3.0",
-                    "Internal error while encrypting; try again",
-                ));
+                return Some(internal_error());
             }
         };
 
-        let single = copies.len() == 1 && copies[0].recipients.len() == tx.rcpts.len();
-        let mut delivered: Vec<usize> = Vec::new();
-        let mut failed: Vec<(usize, Reply)> = Vec::new();
-        let mut first_failure: Option<Reply> = None;
-        let mut upstream_lost = false;
+        // One copy for every recipient goes into the transaction opened at RCPT time; more
+        // copies each get a transaction of their own.
+        let single = plan.len() == 1 && plan.recipients(0).len() == tx.rcpts.len();
         if !single {
             self.abort_upstream_transaction().await?;
         }
-        for copy in &copies {
+        let sender = self.sender_keys();
+        let mut outcome = Outcome::default();
+        let mut treatments = Vec::with_capacity(plan.len());
+        for n in 0..plan.len() {
+            let members = plan.recipients(n);
+            if self.upstream.is_none() {
+                outcome.fail(
+                    members,
+                    &Reply::new(451, "4.4.2", "Mail server connection lost"),
+                );
+                continue;
+            }
+            // Made just before it is sent: one encrypted copy in memory at a time.
+            let made = {
+                let (plan, message, sender) = (plan.clone(), message.clone(), sender.clone());
+                tokio::task::spawn_blocking(move || plan.make(n, &message, &sender)).await
+            };
+            let copy = match made {
+                Ok(Ok(copy)) => copy,
+                Ok(Err(e)) if outcome.delivered.is_empty() => {
+                    self.abort_upstream_transaction().await?;
+                    tracing::info!(peer = %self.peer, error = %e, "message refused");
+                    return Some(plan_refusal(&e));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "one copy could not be made");
+                    outcome.fail(members, &plan_refusal(&e));
+                    continue;
+                }
+                Err(_) => {
+                    outcome.fail(members, &internal_error());
+                    continue;
+                }
+            };
+            treatments.push(copy.treatment());
+            let payload = copy.payload(&message);
+            // Every copy counts against the bound on message bytes in memory.
+            let mut held = self.ctx.in_flight.reserve(0);
+            if !copy.is_plain() && !held.grow_to(payload.bytes().len()) {
+                let busy = Reply::new(452, "4.3.1", "Too much mail in progress; try again shortly");
+                if single {
+                    self.abort_upstream_transaction().await?;
+                    return Some(busy);
+                }
+                outcome.fail(members, &busy);
+                continue;
+            }
             let result = if single {
-                self.upstream
-                    .as_mut()?
-                    .data(copy.body.bytes(&message))
-                    .await
+                match self.upstream.as_mut() {
+                    Some(up) => up.data(payload).await,
+                    None => Err(UpstreamError::Broken("gone".into())),
+                }
             } else {
-                self.send_copy(&tx, copy, &message).await
+                self.send_copy(&tx, &copy, payload).await
             };
             match result {
-                Ok(r) if r.is_positive() => delivered.extend(&copy.recipients),
-                Ok(r) => {
-                    first_failure.get_or_insert_with(|| r.clone());
-                    failed.extend(copy.recipients.iter().map(|&i| (i, r.clone())));
-                }
+                Ok(r) if r.is_positive() => outcome.delivered.extend(members),
+                Ok(r) => outcome.fail(members, &r),
                 Err(e) => {
-                    upstream_lost = true;
-                    let r = Reply::new(451, "4.4.2", format!("Mail server connection lost: {e}"));
-                    first_failure.get_or_insert_with(|| r.clone());
-                    failed.extend(copy.recipients.iter().map(|&i| (i, r.clone())));
-                    break;
+                    self.upstream = None;
+                    outcome.fail(
+                        members,
+                        &Reply::new(451, "4.4.2", format!("Mail server connection lost: {e}")),
+                    );
                 }
             }
         }
-        // Copies never attempted after a lost connection count as failed too.
-        for copy in &copies {
-            for &i in &copy.recipients {
-                if !delivered.contains(&i) && !failed.iter().any(|(f, _)| *f == i) {
-                    failed.push((i, Reply::new(451, "4.4.2", "Mail server connection lost")));
-                }
-            }
-        }
-        let treatments: Vec<&str> = copies.iter().map(|c| c.treatment).collect();
         tracing::info!(
             peer = %self.peer,
             rcpts = tx.rcpts.len(),
             copies = ?treatments,
-            delivered = delivered.len(),
-            failed = failed.len(),
+            delivered = outcome.delivered.len(),
+            failed = outcome.failed.len(),
             ms = started.elapsed().as_millis() as u64,
             "transaction"
         );
-        if upstream_lost {
-            self.upstream = None;
-        }
-        if delivered.is_empty() {
+        if outcome.delivered.is_empty() {
+            // Nothing went out: the client hears it and keeps the message. A temporary failure
+            // anywhere makes the whole answer temporary, so the client retries.
+            let temporary = outcome.failed.iter().find(|(_, r)| !r.is_permanent());
             return Some(
-                first_failure
+                temporary
+                    .or(outcome.failed.first())
+                    .map(|(_, r)| r.clone())
                     .unwrap_or_else(|| Reply::new(451, "4.3.0", "Nothing was sent; try again")),
             );
         }
-        if !failed.is_empty() {
-            let list: Vec<Failed> = failed
+        if !outcome.failed.is_empty() {
+            let failed: Vec<Failed> = outcome
+                .failed
                 .iter()
-                .map(|(i, r)| Failed {
-                    recipient: tx.rcpts[*i].classified.written.clone(),
-                    reply: r.clone(),
-                })
+                .map(|(i, r)| failed_entry(tx.rcpts[*i].classified.written(), r))
                 .collect();
-            self.send_dsn(&tx.from, &list, &message).await;
+            let message_id = crate::mime::ParsedMessage::parse(&message)
+                .ok()
+                .and_then(|p| p.field("message-id").map(|f| f.value.clone()));
+            self.report(&tx.from, failed, message_id).await;
         }
         Some(Reply::new(
             250,
             "2.0.0",
             format!(
                 "Message accepted ({} cop{}: {})",
-                copies.len(),
-                if copies.len() == 1 { "y" } else { "ies" },
+                treatments.len(),
+                if treatments.len() == 1 { "y" } else { "ies" },
                 treatments.join(", ")
             ),
         ))
@@ -192,23 +223,28 @@ impl Session {
         &mut self,
         tx: &super::Transaction,
         copy: &Copy,
-        original: &[u8],
+        payload: Payload<'_>,
     ) -> Result<Reply, UpstreamError> {
         let up = self
             .upstream
             .as_mut()
             .ok_or_else(|| UpstreamError::Broken("gone".into()))?;
-        let plain = matches!(copy.body, CopyBody::Original);
-        let r = up.command(&mail_line(&tx.from, &tx.params, plain)).await?;
+        let r = up
+            .command(&mail_line(&tx.from, &tx.params, copy.is_plain()))
+            .await?;
         if !r.is_positive() {
             return Ok(r);
         }
         let mut accepted = 0;
         let mut refusal = None;
-        for &i in &copy.recipients {
+        for &i in copy.recipients() {
             let a = &tx.rcpts[i];
             let r = up
-                .command(&format!("RCPT TO:<{}>{}", a.classified.routable, a.params))
+                .command(&format!(
+                    "RCPT TO:<{}>{}",
+                    a.classified.routable(),
+                    a.params
+                ))
                 .await?;
             if r.is_positive() {
                 accepted += 1;
@@ -216,12 +252,12 @@ impl Session {
                 refusal.get_or_insert(r);
             }
         }
-        if accepted < copy.recipients.len() {
+        if accepted < copy.recipients().len() {
             // All or nothing per copy, so that every recipient's state is known.
             up.command("RSET").await?;
             return Ok(refusal.unwrap_or_else(|| Reply::new(550, "5.1.1", "Recipient refused")));
         }
-        up.data(copy.body.bytes(original)).await
+        up.data(payload).await
     }
 
     /// Ends the probe transaction upstream; `None` when the upstream is gone.
@@ -234,45 +270,7 @@ impl Session {
         Some(())
     }
 
-    /// A DSN to the sender about recipients whose copy failed after others were accepted.
-    async fn send_dsn(&mut self, sender: &str, failed: &[Failed], message: &[u8]) {
-        if sender.is_empty() {
-            return; // never a DSN about a DSN (RFC 3461 §6.2)
-        }
-        let headers = crate::mime::headers::find(message, b"\r\n\r\n")
-            .map(|i| &message[..i + 2])
-            .unwrap_or(message);
-        let body = dsn::build(&self.ctx.hostname, sender, failed, headers);
-        let Some(up) = self.upstream.as_mut() else {
-            tracing::error!(
-                sender,
-                failed = failed.len(),
-                "cannot send a DSN: upstream gone"
-            );
-            return;
-        };
-        let result = async {
-            let r = up.command("MAIL FROM:<>").await?;
-            if !r.is_positive() {
-                return Ok(r);
-            }
-            let r = up.command(&format!("RCPT TO:<{sender}>")).await?;
-            if !r.is_positive() {
-                up.command("RSET").await?;
-                return Ok(r);
-            }
-            up.data(&body).await
-        }
-        .await;
-        match result {
-            Ok(r) if r.is_positive() => {
-                tracing::info!(failed = failed.len(), "DSN sent to the sender")
-            }
-            other => tracing::error!(result = ?other, "DSN could not be sent"),
-        }
-    }
-
-    fn sender_keys(&self) -> SenderKeys {
+    pub(super) fn sender_keys(&self) -> SenderKeys {
         let mut keys = self
             .login
             .as_ref()
@@ -283,6 +281,55 @@ impl Session {
             keys.signer = None;
         }
         keys
+    }
+}
+
+/// What became of each recipient of a message.
+#[derive(Default)]
+struct Outcome {
+    delivered: Vec<usize>,
+    failed: Vec<(usize, Reply)>,
+}
+
+impl Outcome {
+    fn fail(&mut self, members: &[usize], reply: &Reply) {
+        self.failed
+            .extend(members.iter().map(|&i| (i, reply.clone())));
+    }
+}
+
+fn internal_error() -> Reply {
+    Reply::new(451, "4.3.0", "Internal error while encrypting; try again")
+}
+
+/// A failed recipient for the report, from the reply it got.
+fn failed_entry(recipient: &str, reply: &Reply) -> Failed {
+    let text = reply.lines.join(" ");
+    Failed {
+        recipient: recipient.to_owned(),
+        code: reply.code,
+        status: enhanced_status(reply),
+        diagnostic: text,
+    }
+}
+
+/// The enhanced status of a reply (from its text, else from its code).
+fn enhanced_status(reply: &Reply) -> String {
+    if let Some(e) = &reply.enhanced {
+        return e.clone();
+    }
+    let first = reply.lines.first().map(String::as_str).unwrap_or("");
+    let word = first.split_whitespace().next().unwrap_or("");
+    let looks_enhanced = word.split('.').count() == 3
+        && word
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    if looks_enhanced {
+        word.to_owned()
+    } else if reply.code >= 500 {
+        "5.0.0".into()
+    } else {
+        "4.0.0".into()
     }
 }
 
