@@ -724,21 +724,21 @@ print("GO", go.strip()); print("LEAKED", repr(leaked)); print(ehlo); print(ehlo2
 #[test]
 fn a_copy_refused_after_another_was_accepted_is_reported_in_a_dsn() {
     let w = world();
-    // The upstream refuses encrypted mail at the end of DATA (some servers do), so the plain
+    // The upstream refuses Bob's copy at DATA (a server's own data restriction), so the plain
     // copy is accepted and the encrypted one fails afterwards.
     let dir = w.servers.dir();
     std::fs::write(
-        dir.join("header_checks"),
-        "/^Content-Type: multipart\\/encrypted/ REJECT encrypted mail is not accepted here\n",
+        dir.join("data_access"),
+        "/^bob@example\\.test$/ REJECT encrypted mail is not accepted here\n",
     )
-    .expect("hc");
+    .expect("access");
     run(Command::new("postconf")
         .arg("-c")
         .arg(dir.join("postfix"))
         .arg("-e")
         .arg(format!(
-            "header_checks = regexp:{}",
-            dir.join("header_checks").display()
+            "smtpd_data_restrictions = check_recipient_access regexp:{}",
+            dir.join("data_access").display()
         )))
     .ok();
     run(Command::new("postfix")
@@ -769,17 +769,32 @@ print("accepted")
     assert_eq!(
         dsn.len(),
         1,
-        "the sender got a DSN: {}",
-        w.servers.postfix_log()
+        "the sender got a DSN: {}\n{}",
+        w.servers.postfix_log(),
+        w.meshmail.log_text()
     );
+    // Sent to the mapped account itself, so sealed to its own key: nothing of the report, and
+    // never the original subject, is readable on the way.
     let text = String::from_utf8_lossy(&dsn[0]);
-    assert!(text.contains("report-type=delivery-status"), "{text}");
+    assert!(text.contains("multipart/encrypted"), "{text}");
     assert!(
-        text.contains(&format!("Final-Recipient: rfc822; {}", w.bob.strong)),
+        !text.contains("bob@") && !text.contains("Subject: half"),
         "{text}"
     );
-    assert!(text.contains("Action: failed"), "{text}");
-    assert!(text.contains("Status: 5.7.1"), "{text}");
+    let out = w.gpg(&w.alice).decrypt(&pgp_part(&dsn[0]));
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stdout.contains("report-type=delivery-status"),
+        "{out:#?}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("Final-Recipient: rfc822; {}", w.bob.strong)),
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains("Action: failed"), "{out:#?}");
+    assert!(out.stdout.contains("Status: 5.7.1"), "{out:#?}");
+    assert!(!out.stdout.contains("Subject: half"), "{out:#?}");
     assert!(w.servers.messages("bob", "INBOX").is_empty());
 }
 
@@ -821,9 +836,10 @@ fn a_message_the_client_encrypted_is_checked_not_reencrypted() {
         &w.bob.openpgp_fingerprint,
         "hidden.asc",
     );
-    let send = |armored: &str| {
+    // `boundary` "B" also occurs in "-----BEGIN"; `extra` is more after the two parts.
+    let send_with = |armored: &str, boundary: &str, extra: &str| {
         let msg = format!(
-            "From: alice@example.test\r\nTo: {bob}\r\nSubject: pre\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n{body}\r\n--b--\r\n",
+            "From: alice@example.test\r\nTo: {bob}\r\nSubject: pre\r\nX-Mailer: the secret mailer\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n{body}\r\n{extra}--{boundary}--\r\n",
             bob = w.bob.strong,
             body = armored.replace('\n', "\r\n").trim_end()
         );
@@ -837,6 +853,17 @@ fn a_message_the_client_encrypted_is_checked_not_reencrypted() {
             &["--data", &file.display().to_string()],
         )
     };
+    let send = |armored: &str| send_with(armored, "b", "");
+    // Encrypted to Bob, with a third part in plaintext beside the two of RFC 3156: refused.
+    let r = send_with(
+        &to_bob,
+        "b",
+        "--b\r\nContent-Type: text/plain\r\n\r\nthe plaintext beside it\r\n",
+    );
+    assert!(
+        r.stdout.contains("<** 550 5.7.5") && r.stdout.contains("cannot check"),
+        "{r:#?}"
+    );
     let r = send(&hidden_bob);
     assert!(
         r.stdout.contains("<** 550 5.7.5") && r.stdout.contains("hidden recipient"),
@@ -847,11 +874,11 @@ fn a_message_the_client_encrypted_is_checked_not_reencrypted() {
         r.stdout.contains("<** 550 5.7.5"),
         "encrypted to someone else: {r:#?}"
     );
-    let r = send(&to_bob);
+    let r = send_with(&to_bob, "B", "");
     assert!(
         r.stdout
             .contains("250 2.0.0 Message accepted (1 copy: client)"),
-        "{r:#?}"
+        "a short boundary is read as whole lines only: {r:#?}"
     );
     let got = w.servers.wait_for_inbox("bob", 1);
     assert_eq!(got.len(), 1);
@@ -863,6 +890,10 @@ fn a_message_the_client_encrypted_is_checked_not_reencrypted() {
         "the client's ciphertext, unchanged"
     );
     assert_eq!(text.matches("-----BEGIN PGP MESSAGE-----").count(), 1);
+    // Only the minimal outer header fields travel in the clear.
+    assert!(!text.contains("the secret mailer") && !text.contains("Subject: pre"));
+    assert!(!text.contains("the plaintext beside it"));
+    assert!(text.contains("Subject: [...]"), "{text}");
     assert!(w
         .gpg(&w.bob)
         .decrypt(&pgp_part(&got[0]))

@@ -26,17 +26,6 @@ pub struct Failed {
     pub diagnostic: String,
 }
 
-impl Failed {
-    /// Permanent failures are reported as `failed`, temporary ones as `delayed`.
-    fn action(&self) -> &'static str {
-        if self.code >= 500 {
-            "failed"
-        } else {
-            "delayed"
-        }
-    }
-}
-
 /// A report, ready to relay to the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -131,9 +120,9 @@ fn compose(hostname: &str, sender: &str, failed: &[Failed], message_id: Option<&
     let mut machine = format!("Reporting-MTA: dns; {hostname}\r\nArrival-Date: {date}\r\n");
     for f in failed {
         machine.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\nDiagnostic-Code: smtp; {} {}\r\n",
+            // `failed` even for a temporary reason: meshmail does not try that copy again.
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: smtp; {} {}\r\n",
             one_line(&f.recipient),
-            f.action(),
             one_line(&f.status),
             f.code,
             one_line(&f.diagnostic)

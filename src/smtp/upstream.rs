@@ -163,6 +163,9 @@ impl Upstream {
         let message = payload.bytes();
         let go = self.command("DATA").await?;
         if go.code != 354 {
+            // A refused DATA command leaves the transaction open (Postfix's
+            // smtpd_data_restrictions): end it, or the next MAIL is a "nested MAIL command".
+            self.command("RSET").await?;
             return Ok(go);
         }
         // A large message takes longer than one command.
