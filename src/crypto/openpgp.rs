@@ -457,6 +457,30 @@ pub fn addressed_to(recipients: &[Option<String>], cert: &Cert) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_certified_user_id_binds_an_address() {
+        let (cert, _) = CertBuilder::general_purpose(Some("mallory@example.test"))
+            .generate()
+            .unwrap();
+        // A user ID appended without a self-signature: anyone can write one.
+        let (forged, _) = cert
+            .clone()
+            .insert_packets(vec![sq::Packet::from(sq::packet::UserID::from(
+                "victim@example.test",
+            ))])
+            .unwrap();
+        assert!(
+            forged
+                .userids()
+                .any(|u| u.userid().value() == b"victim@example.test"),
+            "the forged user ID is in the certificate"
+        );
+        assert!(!certifies_address(&forged, "victim@example.test"));
+        assert!(certifies_address(&forged, "Mallory@Example.test"));
+    }
+
     #[test]
     fn crc24_matches_the_rfc_reference() {
         // RFC 4880 §6.1 reference implementation on "123456789": 0x21CF02.

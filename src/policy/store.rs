@@ -138,3 +138,32 @@ fn read_limited(path: &Path) -> Option<Vec<u8>> {
     }
     fs::read(path).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sequoia_openpgp::cert::CertBuilder;
+
+    #[test]
+    fn fetched_certificates_are_not_pinned() {
+        let home = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(home.path());
+        let (fetched, _) = CertBuilder::general_purpose(Some("bob@example.test"))
+            .generate()
+            .unwrap();
+        store.save_fetched_cert(&fetched);
+        let (pinned, _) = CertBuilder::general_purpose(Some("bob@example.test"))
+            .generate()
+            .unwrap();
+        fs::write(
+            home.path().join("keyring/bob.pgp"),
+            openpgp::public_bytes(&pinned),
+        )
+        .unwrap();
+        let all = store.certs_matching(&|_| true);
+        assert_eq!(all.len(), 2);
+        let only = store.pinned_certs_matching(&|_| true);
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].fingerprint(), pinned.fingerprint());
+    }
+}
