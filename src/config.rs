@@ -56,11 +56,21 @@ pub struct SmtpConfig {
     /// The provider's submission server, `host:port`.
     pub upstream: String,
     /// `starttls` (587), `implicit` (465) or `none` (loopback only).
-    pub upstream_tls: crate::smtp::upstream::UpstreamTls,
-    /// Extra CA for the upstream's certificate.
+    pub upstream_tls: crate::upstream::UpstreamTls,
+    /// Extra CA for the upstream's certificate; the server's own certificate here is pinned.
     pub upstream_ca: Option<PathBuf>,
+    /// The upstream's certificate pinned by digest: `sha256:<64 hex digits>`.
+    pub upstream_fingerprint: Option<String>,
     /// The name meshmail gives in its greeting and EHLO (default: localhost).
     pub hostname: Option<String>,
+}
+
+/// The pins of an upstream's `upstream_fingerprint` (checked by `Config::check_file`).
+pub fn upstream_pins(fingerprint: Option<&str>) -> Result<Vec<crate::upstream::CertPin>, String> {
+    fingerprint
+        .map(crate::upstream::parse_pin)
+        .transpose()
+        .map(|p| p.into_iter().collect())
 }
 
 /// `[imap]`: the IMAP listener and its upstream.
@@ -74,9 +84,11 @@ pub struct ImapConfig {
     /// The provider's IMAP server, `host:port`.
     pub upstream: String,
     /// `starttls` (143), `implicit` (993) or `none` (loopback only).
-    pub upstream_tls: crate::smtp::upstream::UpstreamTls,
-    /// Extra CA for the upstream's certificate.
+    pub upstream_tls: crate::upstream::UpstreamTls,
+    /// Extra CA for the upstream's certificate; the server's own certificate here is pinned.
     pub upstream_ca: Option<PathBuf>,
+    /// The upstream's certificate pinned by digest: `sha256:<64 hex digits>`.
+    pub upstream_fingerprint: Option<String>,
     /// Mailboxes whose APPENDed messages are stored as the client sent them (not encrypted).
     #[serde(default)]
     pub append_plaintext: Vec<String>,
@@ -264,6 +276,7 @@ impl Config {
                     s.listen,
                     s.listen_implicit_tls,
                     s.upstream_ca.as_deref(),
+                    s.upstream_fingerprint.as_deref(),
                 )
             }),
             self.imap.as_ref().map(|s| {
@@ -274,17 +287,21 @@ impl Config {
                     s.listen,
                     s.listen_implicit_tls,
                     s.upstream_ca.as_deref(),
+                    s.upstream_fingerprint.as_deref(),
                 )
             }),
         ];
-        for (section, upstream, upstream_tls, listen, implicit, ca) in
+        for (section, upstream, upstream_tls, listen, implicit, ca, pin) in
             listeners.into_iter().flatten()
         {
+            if let Some(Err(e)) = pin.map(crate::upstream::parse_pin) {
+                problem(section, "upstream_fingerprint", e);
+            }
             let host = upstream
                 .rsplit_once(':')
                 .map(|(h, _)| h)
                 .unwrap_or(upstream);
-            if upstream_tls == crate::smtp::upstream::UpstreamTls::None {
+            if upstream_tls == crate::upstream::UpstreamTls::None {
                 let loopback = host == "localhost"
                     || host
                         .parse::<std::net::IpAddr>()

@@ -39,3 +39,4 @@ pub mod serve;
 pub mod smtp;
 pub mod thunderbird;
 pub mod tls;
+pub mod upstream;

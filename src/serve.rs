@@ -9,8 +9,8 @@ use crate::keys::{Account, KeyError};
 use crate::pipeline::SenderKeys;
 use crate::secret::SecretString;
 use crate::smtp::session::MappedAccount;
-use crate::smtp::upstream::UpstreamTarget;
 use crate::smtp::{run_listener, SmtpContext};
+use crate::upstream::UpstreamTarget;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,8 +50,12 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(smtp) = config.smtp.clone() {
-        let upstream_tls =
-            crate::tls::client_config(smtp.upstream_ca.as_deref()).map_err(ServeError::Config)?;
+        let upstream_tls = crate::upstream::client_config(
+            smtp.upstream_ca.as_deref(),
+            &crate::config::upstream_pins(smtp.upstream_fingerprint.as_deref())
+                .map_err(ServeError::Config)?,
+        )
+        .map_err(ServeError::Config)?;
         let hostname = smtp.hostname.clone().unwrap_or_else(|| "localhost".into());
         let spool = match &store_home {
             Some(home) => Some(Arc::new(
@@ -98,8 +102,12 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
         }
     }
     if let Some(imap) = config.imap.clone() {
-        let upstream_tls =
-            crate::tls::client_config(imap.upstream_ca.as_deref()).map_err(ServeError::Config)?;
+        let upstream_tls = crate::upstream::client_config(
+            imap.upstream_ca.as_deref(),
+            &crate::config::upstream_pins(imap.upstream_fingerprint.as_deref())
+                .map_err(ServeError::Config)?,
+        )
+        .map_err(ServeError::Config)?;
         let ctx = Arc::new(crate::imap::ImapContext {
             upstream: UpstreamTarget {
                 address: imap.upstream.clone(),

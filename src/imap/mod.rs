@@ -28,7 +28,7 @@ pub mod view;
 
 use crate::config::Limits;
 use crate::crypto::decrypt::DecryptionKeys;
-use crate::smtp::upstream::UpstreamTarget;
+use crate::upstream::UpstreamTarget;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::net::TcpListener;

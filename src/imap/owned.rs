@@ -12,7 +12,7 @@
 //! when the account's last session ends.
 
 use crate::secret::{SecretBytes, SecretString};
-use crate::smtp::upstream::UpstreamTarget;
+use crate::upstream::UpstreamTarget;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! connection and for meshmail's own connection (`owned`).
 
 use crate::smtp::session::io::Stream;
-use crate::smtp::upstream::{handshake, UpstreamError, UpstreamTarget, UpstreamTls};
+use crate::upstream::{handshake, UpstreamError, UpstreamTarget, UpstreamTls};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -4,9 +4,10 @@
 use super::reply::Reply;
 use super::session::io::Connection;
 use super::session::{MappedAccount, Session};
-use super::upstream::{Capabilities, Upstream, UpstreamTarget};
+use super::upstream::{Capabilities, Upstream};
 use crate::config::{EncryptRules, Limits};
 use crate::policy::PolicyResolver;
+use crate::upstream::UpstreamTarget;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -10,52 +10,15 @@
 
 use super::reply::Reply;
 use crate::pipeline::Payload;
+use crate::upstream::{handshake, UpstreamError, UpstreamTarget, UpstreamTls};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::extension::ClientId;
-use rustls::pki_types::ServerName;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-
-/// How meshmail reaches the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UpstreamTls {
-    /// Submission on 587: plaintext, then STARTTLS (required).
-    Starttls,
-    /// Submissions on 465: TLS from the first byte.
-    Implicit,
-    /// No TLS: allowed for a loopback upstream only (checked by the configuration).
-    None,
-}
-
-/// Where and how to connect.
-#[derive(Clone)]
-pub struct UpstreamTarget {
-    /// `host:port`.
-    pub address: String,
-    pub tls: UpstreamTls,
-    pub tls_config: Arc<rustls::ClientConfig>,
-    pub timeout: Duration,
-    pub hello_name: String,
-}
-
-/// Why the upstream could not be used: always temporary for the client (`421`/`451`).
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot connect to the upstream server: {0}")]
-    Connect(String),
-    #[error("upstream TLS failed: {0}")]
-    Tls(String),
-    #[error("the upstream server does not offer STARTTLS")]
-    NoStartTls,
-    #[error("upstream connection failed: {0}")]
-    Broken(String),
-}
 
 /// What the upstream's EHLO offers.
 #[derive(Debug, Clone, Default)]
@@ -210,26 +173,6 @@ impl Upstream {
             },
         }
     }
-}
-
-/// TLS to the upstream, its certificate verified for the host of `target.address` (also
-/// used by the IMAP upstream).
-pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    target: &UpstreamTarget,
-    stream: S,
-) -> Result<tokio_rustls::client::TlsStream<S>, UpstreamError> {
-    let host = target
-        .address
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
-        .unwrap_or(&target.address)
-        .to_owned();
-    let name = ServerName::try_from(host).map_err(|e| UpstreamError::Tls(e.to_string()))?;
-    let connector = tokio_rustls::TlsConnector::from(target.tls_config.clone());
-    tokio::time::timeout(target.timeout, connector.connect(name, stream))
-        .await
-        .map_err(|_| UpstreamError::Tls("handshake timed out".into()))?
-        .map_err(|e| UpstreamError::Tls(e.to_string()))
 }
 
 /// Greeting, EHLO and STARTTLS in plaintext, reading exactly up to the end of each reply.

@@ -5,7 +5,7 @@
 use super::core::{Core, Out, UpItem};
 use crate::config::Limits;
 use crate::imap::{ImapAccount, ImapContext};
-use crate::smtp::upstream::{UpstreamTarget, UpstreamTls};
+use crate::upstream::{UpstreamTarget, UpstreamTls};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

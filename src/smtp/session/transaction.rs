@@ -8,7 +8,7 @@ use crate::pipeline::plan::PlanError;
 use crate::pipeline::{Classified, Copy, Failed, Payload, Plan, SenderKeys};
 use crate::smtp::data::{DataError, DataReceiver};
 use crate::smtp::reply::Reply;
-use crate::smtp::upstream::UpstreamError;
+use crate::upstream::UpstreamError;
 use std::sync::Arc;
 use std::time::Instant;
 
