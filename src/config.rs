@@ -175,6 +175,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Seconds for each upstream step.
     pub upstream_timeout_secs: u64,
+    /// Seconds sessions get to finish after SIGTERM (a message in DATA is relayed, others
+    /// are told `421`/`BYE`); then whatever is left is cut.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Limits {
@@ -188,6 +191,7 @@ impl Default for Limits {
             max_errors: 10,
             max_connections: 100,
             upstream_timeout_secs: 60,
+            shutdown_grace_secs: 30,
         }
     }
 }

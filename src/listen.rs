@@ -1,5 +1,7 @@
 //! The accept loop both listeners (SMTP, IMAP) share: a connection permit taken before
-//! accept (a flood waits in the kernel's backlog), one task per client, stop on shutdown.
+//! accept (a flood waits in the kernel's backlog), one task per client, and on shutdown: stop
+//! accepting, let the sessions finish what they are doing (each sees the same shutdown signal
+//! and says goodbye at its next quiet moment), and cut what is left after the grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,42 +9,66 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
-/// Accepts clients until `shutdown` turns true; `session(tcp, peer, loopback)` serves one.
+/// Accepts clients until `shutdown` turns true; `session(tcp, peer, loopback, shutdown)` serves
+/// one. Returns once every session has ended, or `grace` after shutdown.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     connections: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
     session: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, bool) -> Fut,
+    F: Fn(TcpStream, SocketAddr, bool, watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let loopback = listener
         .local_addr()
         .map(|a| a.ip().is_loopback())
         .unwrap_or(false);
+    let mut sessions = JoinSet::new();
     loop {
         let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
+            p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
         };
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
+        let (tcp, peer) = loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => break x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = shutdown.changed() => return drain(sessions, grace).await,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
         };
         let _ = tcp.set_nodelay(true);
-        let served = session(tcp, peer, loopback);
-        tokio::spawn(async move {
+        let served = session(tcp, peer, loopback, shutdown.clone());
+        sessions.spawn(async move {
             let _permit = permit;
             served.await;
         });
+    }
+    drain(sessions, grace).await
+}
+
+/// Waits up to `grace` for the sessions to end, then cuts the rest.
+async fn drain(mut sessions: JoinSet<()>, grace: Duration) {
+    if sessions.is_empty() {
+        return;
+    }
+    tracing::info!(sessions = sessions.len(), "waiting for sessions to finish");
+    let all = async { while sessions.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(
+            sessions = sessions.len(),
+            "sessions still busy after the shutdown grace period; closed"
+        );
+        sessions.shutdown().await;
     }
 }

@@ -245,6 +245,22 @@ impl Meshmail {
 }
 
 impl Meshmail {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `limit` for the process to exit on its own; how long it took.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<std::time::Duration> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Stops the process (SIGTERM) and waits for it; dropping afterwards does nothing more.
     pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {

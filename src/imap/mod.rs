@@ -66,11 +66,15 @@ pub async fn run_listener(
     shutdown: watch::Receiver<bool>,
 ) {
     let connections = ctx.connections.clone();
+    let grace = std::time::Duration::from_secs(ctx.limits.shutdown_grace_secs);
     crate::listen::accept_loop(
         listener,
         connections,
         shutdown,
-        move |tcp, peer, loopback| session::run(ctx.clone(), tcp, peer, loopback, implicit_tls),
+        grace,
+        move |tcp, peer, loopback, shutdown| {
+            session::run(ctx.clone(), tcp, peer, loopback, implicit_tls, shutdown)
+        },
     )
     .await
 }

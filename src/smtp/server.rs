@@ -116,11 +116,13 @@ pub async fn run_listener(
     shutdown: watch::Receiver<bool>,
 ) {
     let connections = ctx.connections.clone();
+    let grace = Duration::from_secs(ctx.limits.shutdown_grace_secs);
     crate::listen::accept_loop(
         listener,
         connections,
         shutdown,
-        move |tcp, peer, loopback| {
+        grace,
+        move |tcp, peer, loopback, shutdown| {
             let ctx = ctx.clone();
             async move {
                 let idle = Duration::from_secs(ctx.limits.idle_timeout_secs);
@@ -148,7 +150,7 @@ pub async fn run_listener(
                         return;
                     }
                 };
-                Session::new(conn, upstream, ctx, peer, loopback)
+                Session::new(conn, upstream, ctx, peer, loopback, shutdown)
                     .run()
                     .await;
             }

@@ -271,6 +271,18 @@ impl Core {
         !held && self.up_queued_bytes < MAX_UP_QUEUE
     }
 
+    /// Nothing is in progress but the client's IDLE: no command waits for the server, no
+    /// response is half read and nothing is queued either way. A goodbye now cuts nothing.
+    pub fn is_quiet(&self) -> bool {
+        self.tags.only_idle()
+            && self.up_queue.is_empty()
+            && self.out.is_empty()
+            && self.fetch.is_none()
+            && self.search.is_none()
+            && self.sealing.is_none()
+            && self.ufrag.message_bytes().is_empty()
+    }
+
     /// Part of an upstream message has arrived, not all of it.
     pub fn upstream_mid_message(&self) -> bool {
         !self.ufrag.is_message_complete() && !self.ufrag.message_bytes().is_empty()

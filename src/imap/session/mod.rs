@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Items for the client waiting to be written at most (each may hold a decrypted message).
@@ -88,6 +89,9 @@ struct Task {
     up_dirty: bool,
     /// What the items in `ready` count for (see [`MAX_OUT_BYTES`]).
     ready_bytes: usize,
+    /// SIGTERM: the session says `* BYE` at its next quiet moment.
+    shutdown: watch::Receiver<bool>,
+    stopping: bool,
 }
 
 /// Runs a session to its end.
@@ -97,6 +101,7 @@ pub async fn run(
     peer: SocketAddr,
     loopback: bool,
     implicit_tls: bool,
+    shutdown: watch::Receiver<bool>,
 ) {
     let idle = Duration::from_secs(ctx.limits.idle_timeout_secs);
     let mut client: Box<dyn Stream> = if implicit_tls {
@@ -142,6 +147,8 @@ pub async fn run(
         seal: None,
         up_dirty: false,
         ready_bytes: 0,
+        shutdown,
+        stopping: false,
     };
     let (mut up_r, mut up_w) = tokio::io::split(upstream.stream);
     loop {
@@ -187,7 +194,17 @@ impl Task {
         let mut ubuf = vec![0u8; CHUNK];
         loop {
             self.drain();
-            let read_client = self.core.wants_client_bytes();
+            if self.stopping && self.ready.is_empty() && self.seal.is_none() && self.core.is_quiet()
+            {
+                let _ = cw
+                    .write_all(
+                        b"* BYE [UNAVAILABLE] meshmail is shutting down; reconnect shortly\r\n",
+                    )
+                    .await;
+                let _ = cw.flush().await;
+                return Exit::Close;
+            }
+            let read_client = self.core.wants_client_bytes() && !self.stopping;
             let read_up = self.ready.len() < MAX_OUT && self.ready_bytes < MAX_OUT_BYTES;
             let front = self.core.upstream_front();
             let flush_up = self.up_dirty && front.is_none();
@@ -228,6 +245,10 @@ impl Task {
                         Ok(Some(exit)) => return exit,
                         Err(_) => return Exit::Close,
                     }
+                }
+                _ = self.shutdown.changed(), if !self.stopping => {
+                    // A dropped sender also means the end.
+                    self.stopping = true;
                 }
                 sealed = wait(&mut self.seal), if self.seal.is_some() => {
                     self.seal = None;

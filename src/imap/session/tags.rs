@@ -93,6 +93,11 @@ impl Tags {
         self.inflight.is_empty()
     }
 
+    /// Nothing in flight but an IDLE.
+    pub fn only_idle(&self) -> bool {
+        self.inflight.values().all(|i| matches!(i.kind, Kind::Idle))
+    }
+
     /// A state-changing command is in flight.
     pub fn exclusive_in_flight(&self) -> bool {
         self.inflight.values().any(|i| i.kind.exclusive())

@@ -78,6 +78,8 @@ pub struct Session {
     login: Option<Login>,
     tx: Option<Transaction>,
     errors: u32,
+    /// Turns true on SIGTERM: the session ends at its next command boundary with `421`.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Session {
@@ -87,6 +89,7 @@ impl Session {
         ctx: Arc<SmtpContext>,
         peer: SocketAddr,
         loopback: bool,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Session {
         Session {
             conn,
@@ -98,6 +101,7 @@ impl Session {
             login: None,
             tx: None,
             errors: 0,
+            shutdown,
         }
     }
 
@@ -112,7 +116,23 @@ impl Session {
             return;
         }
         loop {
-            let line = match self.conn.read_line(self.ctx.limits.max_line).await {
+            // Between commands only: a message in DATA is finished and relayed first.
+            let read = tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|stop| *stop) => None,
+                r = self.conn.read_line(self.ctx.limits.max_line) => Some(r),
+            };
+            let Some(read) = read else {
+                let _ = self
+                    .send(Reply::new(
+                        421,
+                        "4.3.2",
+                        "meshmail is shutting down; try again shortly",
+                    ))
+                    .await;
+                break;
+            };
+            let line = match read {
                 Ok(line) => line,
                 Err(ReadError::LineTooLong) => {
                     let r = Reply::new(500, "5.5.2", "Line too long");
