@@ -143,3 +143,37 @@ fn files_signed_by_another_key_are_refused() {
     assert_eq!(r.code, 65, "{r:#?}");
     assert!(r.stderr.contains("does not match"), "{r:#?}");
 }
+
+/// DNS and HTTPS are asked together and the newest valid policy wins, whichever serves it: a
+/// stale TXT record cannot hide a newer file, nor a stale file a newer record.
+#[test]
+fn the_newest_policy_wins_whether_dns_or_https_has_it() {
+    let root = tempdir();
+    let alice = init_account(root.path(), "alice@example.test");
+    publish(&alice, &root.path().join("pub"));
+    let docroot = root.path().join("pub/https");
+    let ca = make_test_ca(root.path(), &[DOMAIN, "openpgpkey.example.test"]);
+    let https = HttpsServer::start(&docroot, &ca);
+    let now = time::OffsetDateTime::now_utc();
+    let resolve_with = |txt: String| {
+        let nsd = Nsd::start(&[(DOMAIN, vec!["@ IN A 127.0.0.1".into(), txt])]);
+        let stranger = root.path().join(format!("stranger-{}", free_port()));
+        let r = run(meshmail(&stranger)
+            .args(["policy", "resolve", "--no-store", "--timeout", "3", "--dns"])
+            .arg(nsd.addr())
+            .arg("--https-port")
+            .arg(https.port.to_string())
+            .arg("--https-ca")
+            .arg(&ca.ca_pem)
+            .arg(&alice.strong));
+        r.ok().json()
+    };
+    // DNS holds an older policy (two days), HTTPS the one just published.
+    let older = resigned_policy_line(&alice, |doc| doc.created = now - time::Duration::days(2));
+    let json = resolve_with(older);
+    assert_eq!(json["source"], "https", "{json}");
+    // DNS holds a newer one than the file.
+    let newer = resigned_policy_line(&alice, |doc| doc.created = now + time::Duration::minutes(1));
+    let json = resolve_with(newer);
+    assert_eq!(json["source"], "dns", "{json}");
+}

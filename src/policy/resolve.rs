@@ -143,7 +143,12 @@ impl PolicyResolver {
         let mut found = Findings::default();
         let mut floor: Option<OffsetDateTime> = None;
 
-        if let Some(stored) = self.store.as_ref().and_then(|s| s.load_policy(udf)) {
+        let routable = address.routable();
+        if let Some(stored) = self
+            .store
+            .as_ref()
+            .and_then(|s| s.load_policy(udf, &routable))
+        {
             floor = Some(stored.created);
             match verify_policy(&stored.jws, address, Source::Store, now) {
                 Ok(v) => {
@@ -157,16 +162,20 @@ impl PolicyResolver {
             }
         }
 
+        // DNS and HTTPS are asked at once, and the newest valid policy of either wins: a stale
+        // DNS record (a TTL, a host that caps TXT size) cannot hide a newer file, nor the other
+        // way round.
         let name = format!("{}._mmm.{}", udf.dns_label(), address.domain());
-        let mut from_network = 0;
-        match self.dns.txt(&name).await {
+        let path = format!("/.well-known/mmm-udf/{}", udf.well_known_name());
+        let (dns, https) = tokio::join!(
+            self.dns.txt(&name),
+            self.https.get(address.domain(), &path, MAX_POLICY_BODY)
+        );
+        match dns {
             Answer::Found(records) => {
                 for jws in records {
                     match verify_policy(&jws, address, Source::Dns, now) {
-                        Ok(v) => {
-                            from_network += 1;
-                            found.valid.push(v);
-                        }
+                        Ok(v) => found.valid.push(v),
                         Err(e) => found.refused("DNS", e),
                     }
                 }
@@ -174,25 +183,16 @@ impl PolicyResolver {
             Answer::Nothing => found.refused("DNS", "no policy record"),
             Answer::Transient(why) => found.transient.push(why),
         }
-
-        // HTTPS is the fallback for DNS hosts that cap TXT size or have no record.
-        if from_network == 0 {
-            let path = format!("/.well-known/mmm-udf/{}", udf.well_known_name());
-            match self
-                .https
-                .get(address.domain(), &path, MAX_POLICY_BODY)
-                .await
-            {
-                Answer::Found(body) => match String::from_utf8(body) {
-                    Ok(jws) => match verify_policy(&jws, address, Source::Https, now) {
-                        Ok(v) => found.valid.push(v),
-                        Err(e) => found.refused("HTTPS", e),
-                    },
-                    Err(_) => found.refused("HTTPS", "policy file is not text"),
+        match https {
+            Answer::Found(body) => match String::from_utf8(body) {
+                Ok(jws) => match verify_policy(&jws, address, Source::Https, now) {
+                    Ok(v) => found.valid.push(v),
+                    Err(e) => found.refused("HTTPS", e),
                 },
-                Answer::Nothing => found.refused("HTTPS", "no policy file"),
-                Answer::Transient(why) => found.transient.push(why),
-            }
+                Err(_) => found.refused("HTTPS", "policy file is not text"),
+            },
+            Answer::Nothing => found.refused("HTTPS", "no policy file"),
+            Answer::Transient(why) => found.transient.push(why),
         }
 
         // No rollback: nothing older than the newest policy ever stored.
@@ -220,6 +220,7 @@ impl PolicyResolver {
                     if best.source() != Source::Store {
                         store.save_policy(
                             udf,
+                            &routable,
                             &StoredPolicy {
                                 jws: jws.to_string(),
                                 fetched: now,

@@ -2,11 +2,15 @@
 //!
 //! The store is a cache, not an authority: an entry older than its TTL is refreshed from DNS or
 //! HTTPS, and every entry is verified again when read. It also remembers the newest `created`
-//! seen for each fingerprint, so an older policy is never accepted after a newer one (no
-//! rollback), even when the newer one has since expired.
+//! seen for each address (one key may sign policies for several addresses), so an older policy
+//! is never accepted after a newer one (no rollback), even when the newer one has since
+//! expired. Entries are replaced under a lock (a file lock, so the CLI and `serve` agree) by
+//! write, fsync, rename, and never by an older one: concurrent lookups cannot corrupt the file
+//! or lower the floor.
 //!
 //! ```text
-//! policies/<24 lower-case UDF characters>.json   {"jws", "fetched", "created"}
+//! policies/<24 UDF characters>.<16 hex of SHA-256(address)>.json   {"jws", "fetched", "created"}
+//! policies/.lock
 //! keyring/*.asc|*.pgp|*.gpg                      certificates the user put there (pinned)
 //! keyring/fetched/<FINGERPRINT>.pgp              certificates meshmail fetched (cache)
 //! ```
@@ -48,20 +52,48 @@ impl LocalStore {
         }
     }
 
-    /// The stored policy for a UDF, if any.
-    pub fn load_policy(&self, udf: &Udf) -> Option<StoredPolicy> {
-        let bytes = read_limited(&self.policy_path(udf))?;
+    /// The stored policy of `address` under `udf`, if any.
+    pub fn load_policy(&self, udf: &Udf, address: &str) -> Option<StoredPolicy> {
+        let bytes = read_limited(&self.policy_path(udf, address))?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Stores a verified policy. Failing to write the cache is logged, never fatal.
-    pub fn save_policy(&self, udf: &Udf, stored: &StoredPolicy) {
+    /// Stores a verified policy of `address`, unless a newer one is already stored (then only
+    /// that one's floor counts). Failing to write the cache is logged, never fatal.
+    pub fn save_policy(&self, udf: &Udf, address: &str, stored: &StoredPolicy) {
         let result = (|| -> std::io::Result<()> {
             fs::create_dir_all(&self.policies)?;
-            let path = self.policy_path(udf);
-            let tmp = path.with_extension("tmp");
-            fs::write(&tmp, serde_json::to_vec_pretty(stored).unwrap_or_default())?;
-            fs::rename(tmp, path)
+            let lock = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.policies.join(".lock"))?;
+            lock.lock()?;
+            let path = self.policy_path(udf, address);
+            if let Some(current) = self.load_policy(udf, address) {
+                if current.created > stored.created {
+                    return Ok(()); // never lower the rollback floor
+                }
+            }
+            let mut unique = [0u8; 8];
+            let _ = aws_lc_rs::rand::fill(&mut unique);
+            let tmp =
+                path.with_extension(format!("{}.tmp", data_encoding::HEXLOWER.encode(&unique)));
+            let written = (|| {
+                let mut f = fs::File::create(&tmp)?;
+                std::io::Write::write_all(
+                    &mut f,
+                    &serde_json::to_vec_pretty(stored).map_err(std::io::Error::other)?,
+                )?;
+                f.sync_all()?;
+                fs::rename(&tmp, &path)?;
+                fs::File::open(&self.policies)?.sync_all()
+            })();
+            if written.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            written
+            // The lock is released when `lock` is dropped.
         })();
         if let Err(e) = result {
             tracing::warn!(error = %e, "cannot write the local policy store");
@@ -126,8 +158,14 @@ impl LocalStore {
         }
     }
 
-    fn policy_path(&self, udf: &Udf) -> PathBuf {
-        self.policies.join(format!("{}.json", udf.dns_label()))
+    fn policy_path(&self, udf: &Udf, address: &str) -> PathBuf {
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            address.to_lowercase().as_bytes(),
+        );
+        let tag = data_encoding::HEXLOWER.encode(&digest.as_ref()[..8]);
+        self.policies
+            .join(format!("{}.{tag}.json", udf.dns_label()))
     }
 }
 
@@ -143,6 +181,67 @@ fn read_limited(path: &Path) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use sequoia_openpgp::cert::CertBuilder;
+
+    fn stored(created: i64) -> StoredPolicy {
+        StoredPolicy {
+            jws: format!("jws-{created}"),
+            fetched: OffsetDateTime::now_utc(),
+            created: OffsetDateTime::from_unix_timestamp(1_700_000_000 + created).unwrap(),
+        }
+    }
+
+    #[test]
+    fn concurrent_saves_keep_the_newest_and_one_key_keeps_addresses_apart() {
+        let home = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStore::new(home.path()));
+        let udf = Udf::of_ed25519_key(&[7u8; 32], 140);
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                let udf = udf.clone();
+                std::thread::spawn(move || {
+                    for round in 0..20 {
+                        store.save_policy(
+                            &udf,
+                            "alice@example.test",
+                            &stored((i * 7 + round) % 50),
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let kept = store.load_policy(&udf, "alice@example.test").unwrap();
+        assert_eq!(
+            kept.created,
+            stored(49).created,
+            "the newest survives any interleaving"
+        );
+        // No temporary file is left behind.
+        let names: Vec<String> = fs::read_dir(home.path().join("policies"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        // An older policy never replaces a newer one.
+        store.save_policy(&udf, "alice@example.test", &stored(3));
+        assert_eq!(
+            store.load_policy(&udf, "alice@example.test").unwrap().jws,
+            "jws-49"
+        );
+        // The same key's policy for another address has its own record and floor.
+        store.save_policy(&udf, "alice@other.test", &stored(1));
+        assert_eq!(
+            store.load_policy(&udf, "alice@other.test").unwrap().jws,
+            "jws-1"
+        );
+        assert_eq!(
+            store.load_policy(&udf, "Alice@Example.test").unwrap().jws,
+            "jws-49"
+        );
+    }
 
     #[test]
     fn fetched_certificates_are_not_pinned() {
