@@ -88,12 +88,29 @@ printf '%-46s %s\n' "path" "result"
 SRC_START=$(date +%s.%N)
 /usr/sbin/smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f a@example.test -t b@sink.test "127.0.0.1:$SINK"
 SRC_END=$(date +%s.%N)
-printf '%-46s %s\n' "A0. smtp-source -> smtp-sink" "$(python3 -c "print('msgs_per_s=%.0f' % ($MESSAGES/($SRC_END-$SRC_START)))")"
-printf '%-46s %s\n' "A.  load -> smtp-sink (baseline)" "$("$LOAD" "127.0.0.1:$SINK" "$SESSIONS" "$MESSAGES" "$SIZE" a@example.test b@sink.test)"
+SOURCE_RATE=$(python3 -c "print('%.0f' % ($MESSAGES/($SRC_END-$SRC_START)))")
+printf '%-46s %s\n' "A0. smtp-source -> smtp-sink" "msgs_per_s=$SOURCE_RATE"
+A=$("$LOAD" "127.0.0.1:$SINK" "$SESSIONS" "$MESSAGES" "$SIZE" a@example.test b@sink.test)
+printf '%-46s %s\n' "A.  load -> smtp-sink (baseline)" "$A"
+
+# Idle RSS of `serve` with both listeners (SMTP and IMAP), policies resolved nowhere yet.
+IMAP_IDLE=$(free_port)
+start_meshmail idle "[imap]
+listen = \"127.0.0.1:$IMAP_IDLE\"
+upstream = \"127.0.0.1:1\"
+upstream_tls = \"none\""
+sleep 1
+IDLE_RSS=$(awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$MPID/status")
+printf '%-46s %s\n' "    meshmail idle RSS (SMTP + IMAP listeners)" "$IDLE_RSS MB"
+kill "$MPID"
 
 start_meshmail plain ""
 printf '%-46s %s\n' "B.  load -> meshmail (plaintext) -> smtp-sink" "$("$LOAD" "127.0.0.1:$MPORT" "$SESSIONS" "$MESSAGES" "$SIZE" a@example.test b@sink.test)"
-printf '%-46s %s\n' "C.  load -> meshmail (PGP/MIME, X25519) -> sink" "$("$LOAD" "127.0.0.1:$MPORT" "$SESSIONS" "$MESSAGES" "$SIZE" a@example.test "$BOB")"
+# PERF=file.data: record meshmail's CPU profile (perf, Debian's linux-perf) during C.
+if [ -n "${PERF:-}" ]; then perf record -F 1999 -g -p "$MPID" -o "$PERF" 2>/dev/null & PERF_PID=$!; sleep 0.5; fi
+C=$("$LOAD" "127.0.0.1:$MPORT" "$SESSIONS" "$MESSAGES" "$SIZE" a@example.test "$BOB")
+if [ -n "${PERF:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
+printf '%-46s %s\n' "C.  load -> meshmail (PGP/MIME, X25519) -> sink" "$C"
 printf '%-46s %s\n' "    meshmail peak RSS (B and C)" "$(hwm "$MPID")"
 kill "$MPID"
 
@@ -101,11 +118,21 @@ mkdir -m 700 "$W/gpg"
 gpg --homedir "$W/gpg" --batch --import "$W/bob/openpgp.asc" 2>/dev/null
 FPR=$(python3 -c "import json;print(json.load(open('$W/bob/account.json'))['openpgp_fingerprint'])")
 FILTER=$(free_port)
-python3 integration/bench/gpg_filter.py "$FILTER" "$SINK" "$W/gpg" "$FPR" & PIDS+=($!)
+python3 integration/bench/gpg_filter.py "$FILTER" "$SINK" "$W/gpg" "$FPR" 2>/dev/null & PIDS+=($!)
 wait_port "$FILTER"
-printf '%-46s %s\n' "D.  load -> gpg-per-message filter -> sink" "$("$LOAD" "127.0.0.1:$FILTER" "$SESSIONS" "$((MESSAGES / 5))" "$SIZE" a@example.test bob@example.test)"
+D=$("$LOAD" "127.0.0.1:$FILTER" "$SESSIONS" "$((MESSAGES / 5))" "$SIZE" a@example.test bob@example.test 2>/dev/null)
+printf '%-46s %s\n' "D.  load -> gpg-per-message filter -> sink" "$D"
 
 start_meshmail big ""
 printf '%-46s %s\n' "E.  one 25 MB message, encrypted" "$("$LOAD" "127.0.0.1:$MPORT" 1 1 26214400 a@example.test "$BOB")"
 printf '%-46s %s\n' "    meshmail peak RSS (25 MB message)" "$(hwm "$MPID")"
 echo "(D sends MESSAGES/5 messages: gpg per message is slow; its msgs_per_s is comparable.)"
+# One line to compare runs: C against smtp-source -> smtp-sink (goal >= 0.5) and against the
+# gpg filter (goal >= 10), C's p99 over the load tool's own p99 straight to the sink (goal
+# <= 5 ms), and the idle RSS (goal <= 15 MB).
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+python3 - "$SOURCE_RATE" "$(field msgs_per_s "$C")" "$(field msgs_per_s "$D")" "$(field p99_ms "$C")" "$(field p99_ms "$A")" "$IDLE_RSS" <<'PY'
+import sys
+source, c, d, c99, a99, idle = map(float, sys.argv[1:])
+print(f"smtp encrypting_ratio={c / source:.2f} gpg_ratio={c / d:.1f} p99_added_ms={c99 - a99:.1f} idle_rss_mb={idle:.1f}")
+PY

@@ -357,12 +357,49 @@ const CRC24_TABLE: [u32; 256] = {
     table
 };
 
-fn crc24_update(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        let index = ((crc >> 16) as u8 ^ b) as usize;
-        crc = ((crc << 8) ^ CRC24_TABLE[index]) & 0x00FF_FFFF;
+/// Slicing-by-8 tables for the CRC held left-aligned in 32 bits (`crc << 8`): table `k`
+/// advances a byte through `k` more zero bytes. Eight input bytes cost eight lookups instead
+/// of eight dependent steps; the CRC was the largest single cost of armouring a message.
+const CRC24_SLICES: [[u32; 256]; 8] = {
+    let mut t = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        t[0][i] = CRC24_TABLE[i] << 8;
+        i += 1;
     }
-    crc
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev << 8) ^ t[0][(prev >> 24) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+fn crc24_update(crc: u32, data: &[u8]) -> u32 {
+    let t = &CRC24_SLICES;
+    let mut c = (crc & 0x00FF_FFFF) << 8;
+    let mut blocks = data.chunks_exact(8);
+    for b in &mut blocks {
+        let w1 = c ^ u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let w2 = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        c = t[7][(w1 >> 24) as usize]
+            ^ t[6][((w1 >> 16) & 0xFF) as usize]
+            ^ t[5][((w1 >> 8) & 0xFF) as usize]
+            ^ t[4][(w1 & 0xFF) as usize]
+            ^ t[3][(w2 >> 24) as usize]
+            ^ t[2][((w2 >> 16) & 0xFF) as usize]
+            ^ t[1][((w2 >> 8) & 0xFF) as usize]
+            ^ t[0][(w2 & 0xFF) as usize];
+    }
+    for &b in blocks.remainder() {
+        c = (c << 8) ^ t[0][((c >> 24) as u8 ^ b) as usize];
+    }
+    c >> 8
 }
 
 /// The live transport-encryption keys of a certificate and the features it advertises.
@@ -479,6 +516,36 @@ mod tests {
         );
         assert!(!certifies_address(&forged, "victim@example.test"));
         assert!(certifies_address(&forged, "Mallory@Example.test"));
+    }
+
+    #[test]
+    fn sliced_crc24_equals_the_bytewise_one() {
+        let bytewise = |mut crc: u32, data: &[u8]| {
+            for &b in data {
+                let index = ((crc >> 16) as u8 ^ b) as usize;
+                crc = ((crc << 8) ^ CRC24_TABLE[index]) & 0x00FF_FFFF;
+            }
+            crc
+        };
+        let data: Vec<u8> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for len in 0..100 {
+            for start in [0, 1, 7] {
+                let d = &data[start..start + len];
+                assert_eq!(
+                    crc24_update(CRC24_INIT, d),
+                    bytewise(CRC24_INIT, d),
+                    "{len}"
+                );
+            }
+        }
+        // Split updates agree with one update.
+        let (a, b) = data.split_at(333);
+        assert_eq!(
+            crc24_update(crc24_update(CRC24_INIT, a), b),
+            bytewise(CRC24_INIT, &data)
+        );
     }
 
     #[test]

@@ -85,12 +85,20 @@ impl Session {
         let tx = self.tx.take()?;
         let rcpts: Arc<[Classified]> = tx.rcpts.iter().map(|a| a.classified.clone()).collect();
         let message = Arc::new(message);
+        let sender = self.sender_keys();
+        // The plan and its first copy in one trip to a blocking thread (most messages have
+        // one copy: one trip in all).
         let planned = {
-            let (message, rcpts) = (message.clone(), rcpts.clone());
-            tokio::task::spawn_blocking(move || Plan::new(&message, &rcpts)).await
+            let (message, rcpts, sender) = (message.clone(), rcpts.clone(), sender.clone());
+            tokio::task::spawn_blocking(move || {
+                let plan = Plan::new(&message, &rcpts)?;
+                let first = (!plan.is_empty()).then(|| plan.make(0, &message, &sender));
+                Ok::<_, PlanError>((plan, first))
+            })
+            .await
         };
-        let plan = match planned {
-            Ok(Ok(plan)) => Arc::new(plan),
+        let (plan, mut first) = match planned {
+            Ok(Ok((plan, first))) => (Arc::new(plan), first),
             Ok(Err(e)) => {
                 self.abort_upstream_transaction().await?;
                 tracing::info!(peer = %self.peer, error = %e, "message refused");
@@ -108,7 +116,6 @@ impl Session {
         if !single {
             self.abort_upstream_transaction().await?;
         }
-        let sender = self.sender_keys();
         let mut outcome = Outcome::default();
         let mut treatments = Vec::with_capacity(plan.len());
         for n in 0..plan.len() {
@@ -121,9 +128,12 @@ impl Session {
                 continue;
             }
             // Made just before it is sent: one encrypted copy in memory at a time.
-            let made = {
-                let (plan, message, sender) = (plan.clone(), message.clone(), sender.clone());
-                tokio::task::spawn_blocking(move || plan.make(n, &message, &sender)).await
+            let made = match first.take() {
+                Some(made) => Ok(made),
+                None => {
+                    let (plan, message, sender) = (plan.clone(), message.clone(), sender.clone());
+                    tokio::task::spawn_blocking(move || plan.make(n, &message, &sender)).await
+                }
             };
             let copy = match made {
                 Ok(Ok(copy)) => copy,
