@@ -183,26 +183,32 @@ async fn plaintext_starttls(
 ) -> Result<TcpStream, UpstreamError> {
     let mut pending = Vec::new();
     let greeting = read_reply(&mut tcp, &mut pending, t).await?;
-    if !greeting.starts_with("220") {
+    if greeting.code != 220 {
         return Err(UpstreamError::Connect(format!(
-            "greeting: {}",
-            greeting.trim()
+            "greeting: {} {}",
+            greeting.code,
+            greeting.message.trim()
         )));
     }
     write(&mut tcp, format!("EHLO {hello}\r\n").as_bytes(), t).await?;
     let ehlo = read_reply(&mut tcp, &mut pending, t).await?;
-    if !ehlo.lines().any(|l| {
-        l.get(4..)
-            .is_some_and(|k| k.trim().eq_ignore_ascii_case("STARTTLS"))
-    }) {
+    // The first line greets; each further line is one extension.
+    if ehlo.code != 250
+        || !ehlo
+            .message
+            .split('\n')
+            .skip(1)
+            .any(|l| l.trim().eq_ignore_ascii_case("STARTTLS"))
+    {
         return Err(UpstreamError::NoStartTls);
     }
     write(&mut tcp, b"STARTTLS\r\n", t).await?;
     let go = read_reply(&mut tcp, &mut pending, t).await?;
-    if !go.starts_with("220") {
+    if go.code != 220 {
         return Err(UpstreamError::Tls(format!(
-            "STARTTLS refused: {}",
-            go.trim()
+            "STARTTLS refused: {} {}",
+            go.code,
+            go.message.trim()
         )));
     }
     if !pending.is_empty() {
@@ -222,25 +228,24 @@ async fn write(tcp: &mut TcpStream, bytes: &[u8], t: Duration) -> Result<(), Ups
         .map_err(|e| UpstreamError::Broken(e.to_string()))
 }
 
-/// Reads one (multi-line) reply; bytes after it stay in `pending`.
+/// Reads one (multi-line) reply with smtp-proto's parser; bytes after it stay in `pending`.
 async fn read_reply(
     tcp: &mut TcpStream,
     pending: &mut Vec<u8>,
     t: Duration,
-) -> Result<String, UpstreamError> {
-    let mut reply = String::new();
+) -> Result<smtp_proto::Response<String>, UpstreamError> {
+    let mut receiver = smtp_proto::response::parser::ResponseReceiver::default();
     loop {
-        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line).into_owned();
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            reply.push_str(&line);
-            if last {
+        let mut rest = pending.iter();
+        match receiver.parse(&mut rest) {
+            Ok(reply) => {
+                let used = pending.len() - rest.len();
+                pending.drain(..used);
                 return Ok(reply);
             }
-        }
-        if reply.len() + pending.len() > 64 * 1024 {
-            return Err(UpstreamError::Broken("reply too long".into()));
+            // The parser keeps what it read so far.
+            Err(smtp_proto::Error::NeedsMoreData { .. }) => pending.clear(),
+            Err(e) => return Err(UpstreamError::Broken(format!("unreadable reply: {e}"))),
         }
         let mut chunk = [0u8; 4096];
         let n = tokio::time::timeout(t, tcp.read(&mut chunk))
