@@ -3,6 +3,7 @@
 //! client sees the upstream's exact answer (235, 535, 454). meshmail only reads the login
 //! name, to know whether the session is mapped to an account. Credentials are never logged.
 
+use super::relay::Relay;
 use super::{Login, Next, Session};
 use crate::smtp::reply::Reply;
 use data_encoding::BASE64;
@@ -118,13 +119,14 @@ impl Session {
             line.push_str(&initial);
         }
         loop {
-            let Some(up) = &mut self.upstream else {
+            // No transaction is open (AUTH inside one was refused above).
+            let Relay::Ready(up) = &mut self.upstream else {
                 return self.upstream_gone().await;
             };
-            let reply = match up.command(&line).await {
+            let reply = match up.auth_line(&line).await {
                 Ok(r) => r,
                 Err(_) => {
-                    self.upstream = None;
+                    self.upstream = Relay::Gone;
                     return self.upstream_gone().await;
                 }
             };
@@ -154,8 +156,8 @@ impl Session {
                 match identity(mechanism, 0, &response) {
                     Identity::ForeignAuthzid => {
                         // Cancel upstream, then refuse.
-                        if let Some(up) = &mut self.upstream {
-                            let _ = up.command("*").await;
+                        if let Relay::Ready(up) = &mut self.upstream {
+                            let _ = up.auth_line("*").await;
                         }
                         return self.refuse_authzid().await;
                     }

@@ -19,10 +19,9 @@ impl Session {
                 .reply_error(Reply::new(503, "5.5.1", "Nested MAIL command"))
                 .await;
         }
-        let Some(up) = &self.upstream else {
+        let Some(caps) = self.upstream.caps().cloned() else {
             return self.upstream_gone().await;
         };
-        let caps = up.caps.clone();
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0 || !from.address.is_ascii();
         if smtputf8 && !caps.smtputf8 {
             return self.reply_error(Reply::non_ascii_refused()).await;
@@ -65,11 +64,12 @@ impl Session {
             dsn,
         };
         let line = mail_line(&from.address, &params, true);
-        let Some(up) = &mut self.upstream else {
-            return self.upstream_gone().await;
-        };
-        match up.command(&line).await {
-            Ok(reply) if reply.is_positive() => {
+        match self.upstream.take().mail(&line).await {
+            Ok((relay, reply)) => {
+                self.upstream = relay;
+                if !reply.is_positive() {
+                    return self.reply_error(reply).await;
+                }
                 self.tx = Some(Transaction {
                     from: from.address,
                     params,
@@ -77,11 +77,7 @@ impl Session {
                 });
                 self.reply(reply).await
             }
-            Ok(reply) => self.reply_error(reply).await,
-            Err(_) => {
-                self.upstream = None;
-                self.upstream_gone().await
-            }
+            Err(_) => self.upstream_gone().await,
         }
     }
 
@@ -100,13 +96,13 @@ impl Session {
                 ))
                 .await;
         }
-        let Some(up) = &self.upstream else {
+        let Some(caps) = self.upstream.caps() else {
             return self.upstream_gone().await;
         };
-        if !to.address.is_ascii() && !up.caps.smtputf8 {
+        if !to.address.is_ascii() && !caps.smtputf8 {
             return self.reply_error(Reply::non_ascii_refused()).await;
         }
-        let dsn_capable = up.caps.dsn;
+        let dsn_capable = caps.dsn;
         let classified = match classify::classify(&self.ctx.resolver, &self.ctx.rules, &to.address)
             .await
         {
@@ -141,10 +137,14 @@ impl Session {
             }
         }
         let line = format!("RCPT TO:<{}>{params}", classified.routable());
-        let Some(up) = &mut self.upstream else {
-            return self.upstream_gone().await;
+        let answer = match self.upstream.take().rcpt(&line).await {
+            Ok((relay, reply)) => {
+                self.upstream = relay;
+                Ok(reply)
+            }
+            Err(e) => Err(e),
         };
-        match up.command(&line).await {
+        match answer {
             Ok(reply) if reply.is_positive() => {
                 let note = match classified.treatment() {
                     Treatment::Plain(_) => "OK".to_owned(),
@@ -156,10 +156,7 @@ impl Session {
                 self.reply(Reply::new(250, "2.1.5", note)).await
             }
             Ok(reply) => self.reply_error(reply).await,
-            Err(_) => {
-                self.upstream = None;
-                self.upstream_gone().await
-            }
+            Err(_) => self.upstream_gone().await,
         }
     }
 }

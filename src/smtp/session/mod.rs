@@ -6,6 +6,7 @@
 mod auth;
 mod envelope;
 pub mod io;
+mod relay;
 mod report;
 mod transaction;
 
@@ -14,6 +15,7 @@ use super::server::SmtpContext;
 use super::upstream::Upstream;
 use crate::pipeline::{Classified, SenderKeys};
 use io::{Connection, ReadError};
+use relay::Relay;
 use smtp_proto::Request;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,7 +71,7 @@ pub(super) enum Next {
 
 pub struct Session {
     conn: Connection,
-    upstream: Option<Upstream>,
+    upstream: Relay,
     ctx: Arc<SmtpContext>,
     peer: SocketAddr,
     /// The listener is on loopback: plaintext AUTH is allowed.
@@ -93,7 +95,7 @@ impl Session {
     ) -> Session {
         Session {
             conn,
-            upstream: Some(upstream),
+            upstream: Relay::Ready(upstream),
             ctx,
             peer,
             loopback,
@@ -166,9 +168,7 @@ impl Session {
                 },
             }
         }
-        if let Some(up) = self.upstream.take() {
-            up.quit().await;
-        }
+        self.upstream.take().quit().await;
         self.conn.shutdown().await;
     }
 
@@ -263,10 +263,9 @@ impl Session {
                 .reply(Reply::new(250, "", self.ctx.hostname.clone()))
                 .await;
         }
-        let Some(up) = &self.upstream else {
+        let Some(caps) = self.upstream.caps() else {
             return self.upstream_gone().await;
         };
-        let caps = &up.caps;
         let mut lines = vec![format!("{} meshmail", self.ctx.hostname)];
         lines.push("PIPELINING".into());
         lines.push(format!("SIZE {}", self.ctx.max_size(caps)));
@@ -299,12 +298,12 @@ impl Session {
         if !self.conn.tls && !self.loopback {
             return Vec::new();
         }
-        let Some(up) = &self.upstream else {
+        let Some(caps) = self.upstream.caps() else {
             return Vec::new();
         };
         auth::RELAYED
             .iter()
-            .filter(|m| up.caps.auth.iter().any(|u| u == *m))
+            .filter(|m| caps.auth.iter().any(|u| u == *m))
             .map(|m| m.to_string())
             .collect()
     }
@@ -347,12 +346,12 @@ impl Session {
     }
 
     pub(super) async fn reset_transaction(&mut self) {
-        if self.tx.take().is_some() {
-            if let Some(up) = &mut self.upstream {
-                if up.command("RSET").await.is_err() {
-                    self.upstream = None;
-                }
-            }
+        self.tx = None;
+        if matches!(self.upstream, Relay::Mail(_) | Relay::Rcpt(_)) {
+            self.upstream = match self.upstream.take().settle().await {
+                Ok(up) => Relay::Ready(up),
+                Err(_) => Relay::Gone,
+            };
         }
     }
 

@@ -3,6 +3,7 @@
 //! same login (after AUTH and after each transaction), with back-off. A report is never only
 //! logged while it can still be delivered.
 
+use super::relay::Relay;
 use super::Session;
 use crate::pipeline::report::{self, Failed, Report};
 use crate::smtp::spool::{ReportSpool, Spooled, REPORTS_LOST};
@@ -116,7 +117,7 @@ impl Session {
         let Some(spool) = self.ctx.spool.clone() else {
             return;
         };
-        if self.upstream.is_none() || spool.nothing_pending() {
+        if self.upstream.is_gone() || spool.nothing_pending() {
             return;
         }
         let owner = self.spool_owner();
@@ -126,7 +127,7 @@ impl Session {
         };
         for entry in due {
             self.flush_one(&spool, entry).await;
-            if self.upstream.is_none() {
+            if self.upstream.is_gone() {
                 break;
             }
         }
@@ -155,30 +156,35 @@ impl Session {
 
     /// One attempt, in a transaction of its own with the null sender.
     async fn send_report(&mut self, to: &str, report: &Report) -> Sent {
-        let Some(up) = self.upstream.as_mut() else {
+        if self.upstream.is_gone() {
             return Sent::Later("mail server connection lost".into());
-        };
+        }
+        let relay = self.upstream.take();
         let result = async {
-            let r = up.command("MAIL FROM:<>").await?;
+            let (relay, r) = relay.mail("MAIL FROM:<>").await?;
             if !r.is_positive() {
-                return Ok(r);
+                return Ok((relay, r));
             }
-            let r = up.command(&format!("RCPT TO:<{to}>")).await?;
+            let (relay, r) = relay.rcpt(&format!("RCPT TO:<{to}>")).await?;
             if !r.is_positive() {
-                up.command("RSET").await?;
-                return Ok(r);
+                return Ok((Relay::Ready(relay.settle().await?), r));
             }
-            up.data(report.payload()).await
+            relay.data(report.payload()).await
         }
         .await;
         match result {
-            Ok(r) if r.is_positive() => Sent::Delivered,
-            Ok(r) if r.is_permanent() => Sent::Refused(r.to_string().trim_end().to_owned()),
-            Ok(r) => Sent::Later(r.to_string().trim_end().to_owned()),
-            Err(e) => {
-                self.upstream = None;
-                Sent::Later(e.to_string())
+            Ok((relay, r)) => {
+                self.upstream = relay;
+                if r.is_positive() {
+                    Sent::Delivered
+                } else if r.is_permanent() {
+                    Sent::Refused(r.to_string().trim_end().to_owned())
+                } else {
+                    Sent::Later(r.to_string().trim_end().to_owned())
+                }
             }
+            // The connection is gone (`take` left `Gone` behind).
+            Err(e) => Sent::Later(e.to_string()),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! (sent at once or spooled, see `report.rs`).
 
 use super::envelope::mail_line;
+use super::relay::Relay;
 use super::{Next, Session};
 use crate::pipeline::plan::PlanError;
 use crate::pipeline::{Classified, Copy, Failed, Payload, Plan, SenderKeys};
@@ -28,10 +29,10 @@ impl Session {
                 .reply_error(Reply::new(554, "5.5.1", "No valid recipients"))
                 .await;
         }
-        let Some(up) = &self.upstream else {
+        let Some(caps) = self.upstream.caps() else {
             return self.upstream_gone().await;
         };
-        let max = self.ctx.max_size(&up.caps);
+        let max = self.ctx.max_size(caps);
         if self
             .send(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"))
             .await
@@ -120,7 +121,7 @@ impl Session {
         let mut treatments = Vec::with_capacity(plan.len());
         for n in 0..plan.len() {
             let members = plan.recipients(n);
-            if self.upstream.is_none() {
+            if self.upstream.is_gone() {
                 outcome.fail(
                     members,
                     &Reply::new(451, "4.4.2", "Mail server connection lost"),
@@ -166,9 +167,13 @@ impl Session {
                 continue;
             }
             let result = if single {
-                match self.upstream.as_mut() {
-                    Some(up) => up.data(payload).await,
-                    None => Err(UpstreamError::Broken("gone".into())),
+                // The transaction opened at RCPT time: DATA in it.
+                match self.upstream.take().data(payload).await {
+                    Ok((relay, r)) => {
+                        self.upstream = relay;
+                        Ok(r)
+                    }
+                    Err(e) => Err(e),
                 }
             } else {
                 self.send_copy(&tx, &copy, payload).await
@@ -177,7 +182,7 @@ impl Session {
                 Ok(r) if r.is_positive() => outcome.delivered.extend(members),
                 Ok(r) => outcome.fail(members, &r),
                 Err(e) => {
-                    self.upstream = None;
+                    self.upstream = Relay::Gone;
                     outcome.fail(
                         members,
                         &Reply::new(451, "4.4.2", format!("Mail server connection lost: {e}")),
@@ -228,56 +233,49 @@ impl Session {
         ))
     }
 
-    /// One copy in its own upstream transaction.
+    /// One copy in its own upstream transaction. All or nothing: when one of its recipients
+    /// is refused, the copy is not sent to the others either, so every recipient's state is
+    /// known. A lost connection leaves the relay `Gone`.
     async fn send_copy(
         &mut self,
         tx: &super::Transaction,
         copy: &Copy,
         payload: Payload<'_>,
     ) -> Result<Reply, UpstreamError> {
-        let up = self
-            .upstream
-            .as_mut()
-            .ok_or_else(|| UpstreamError::Broken("gone".into()))?;
-        let r = up
-            .command(&mail_line(&tx.from, &tx.params, copy.is_plain()))
-            .await?;
+        let mail = mail_line(&tx.from, &tx.params, copy.is_plain());
+        let (mut relay, r) = self.upstream.take().mail(&mail).await?;
         if !r.is_positive() {
+            self.upstream = relay;
             return Ok(r);
         }
-        let mut accepted = 0;
         let mut refusal = None;
         for &i in copy.recipients() {
             let a = &tx.rcpts[i];
-            let r = up
-                .command(&format!(
-                    "RCPT TO:<{}>{}",
-                    a.classified.routable(),
-                    a.params
-                ))
-                .await?;
-            if r.is_positive() {
-                accepted += 1;
-            } else {
+            let line = format!("RCPT TO:<{}>{}", a.classified.routable(), a.params);
+            let (next, r) = relay.rcpt(&line).await?;
+            relay = next;
+            if !r.is_positive() {
                 refusal.get_or_insert(r);
             }
         }
-        if accepted < copy.recipients().len() {
-            // All or nothing per copy, so that every recipient's state is known.
-            up.command("RSET").await?;
-            return Ok(refusal.unwrap_or_else(|| Reply::new(550, "5.1.1", "Recipient refused")));
+        if let Some(r) = refusal {
+            self.upstream = Relay::Ready(relay.settle().await?);
+            return Ok(r);
         }
-        up.data(payload).await
+        let (relay, r) = relay.data(payload).await?;
+        self.upstream = relay;
+        Ok(r)
     }
 
     /// Ends the probe transaction upstream; `None` when the upstream is gone.
     async fn abort_upstream_transaction(&mut self) -> Option<()> {
-        let up = self.upstream.as_mut()?;
-        if up.command("RSET").await.is_err() {
-            self.upstream = None;
-            return None;
+        match self.upstream.take().settle().await {
+            Ok(up) => {
+                self.upstream = Relay::Ready(up);
+                Some(())
+            }
+            Err(_) => None,
         }
-        Some(())
     }
 
     pub(super) fn sender_keys(&self) -> SenderKeys {

@@ -7,17 +7,23 @@
 //! `220` in plaintext would later be read as if they came over TLS. Here the plaintext phase
 //! reads only up to the end of the `220` reply, discards anything after it, and hands lettre a
 //! stream that is TLS from its first byte.
+//!
+//! The connection has typed states (the rustls way): [`Upstream<Ready>`] between transactions
+//! (AUTH, MAIL, QUIT), [`Upstream<InMail>`] after an accepted MAIL, [`Upstream<InRcpt>`] after
+//! an accepted RCPT. Each step consumes the connection and gives it back in the state the
+//! server's answer put it in, so DATA without a recipient, a second MAIL inside a transaction,
+//! or a transaction left open after a refused DATA cannot be written.
+
+mod connect;
 
 use super::reply::Reply;
 use crate::pipeline::Payload;
 use crate::upstream::{handshake, UpstreamError, UpstreamTarget, UpstreamTls};
+use connect::{plaintext_starttls, Wrapped};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::extension::ClientId;
-use std::fmt;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::marker::PhantomData;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// What the upstream's EHLO offers.
@@ -57,15 +63,15 @@ impl Capabilities {
     }
 }
 
-/// A live upstream connection.
-pub struct Upstream {
+/// The connection itself, in no particular state: only the typed [`Upstream`] uses it.
+struct Link {
     conn: AsyncSmtpConnection,
-    pub caps: Capabilities,
+    caps: Capabilities,
     timeout: Duration,
 }
 
-impl Upstream {
-    pub async fn connect(target: &UpstreamTarget) -> Result<Upstream, UpstreamError> {
+impl Link {
+    async fn connect(target: &UpstreamTarget) -> Result<Link, UpstreamError> {
         let t = target.timeout;
         let tcp = tokio::time::timeout(t, TcpStream::connect(&target.address))
             .await
@@ -100,7 +106,7 @@ impl Upstream {
         .await
         .map_err(|_| UpstreamError::Connect("timed out in EHLO".into()))?
         .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        let mut upstream = Upstream {
+        let mut upstream = Link {
             conn,
             caps: Capabilities::default(),
             timeout: t,
@@ -115,14 +121,14 @@ impl Upstream {
 
     /// Sends one command line (without CRLF) and returns the upstream's reply, positive or
     /// negative, exactly as it came. Only a broken connection is an error.
-    pub async fn command(&mut self, line: &str) -> Result<Reply, UpstreamError> {
+    async fn command(&mut self, line: &str) -> Result<Reply, UpstreamError> {
         let r = tokio::time::timeout(self.timeout, self.conn.command(format!("{line}\r\n"))).await;
         self.reply(r)
     }
 
     /// Sends DATA and a copy or report the pipeline made (dot-stuffed by lettre), returning
-    /// the final reply. Takes a [`Payload`], never bytes: only the pipeline makes one.
-    pub async fn data(&mut self, payload: Payload<'_>) -> Result<Reply, UpstreamError> {
+    /// the final reply; the transaction is over either way.
+    async fn data(&mut self, payload: Payload<'_>) -> Result<Reply, UpstreamError> {
         let message = payload.bytes();
         let go = self.command("DATA").await?;
         if go.code != 354 {
@@ -139,7 +145,7 @@ impl Upstream {
         self.reply(r)
     }
 
-    pub async fn quit(mut self) {
+    async fn quit(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.conn.quit()).await;
     }
 
@@ -175,151 +181,118 @@ impl Upstream {
     }
 }
 
-/// Greeting, EHLO and STARTTLS in plaintext, reading exactly up to the end of each reply.
-async fn plaintext_starttls(
-    mut tcp: TcpStream,
-    hello: &str,
-    t: Duration,
-) -> Result<TcpStream, UpstreamError> {
-    let mut pending = Vec::new();
-    let greeting = read_reply(&mut tcp, &mut pending, t).await?;
-    if greeting.code != 220 {
-        return Err(UpstreamError::Connect(format!(
-            "greeting: {} {}",
-            greeting.code,
-            greeting.message.trim()
-        )));
-    }
-    write(&mut tcp, format!("EHLO {hello}\r\n").as_bytes(), t).await?;
-    let ehlo = read_reply(&mut tcp, &mut pending, t).await?;
-    // The first line greets; each further line is one extension.
-    if ehlo.code != 250
-        || !ehlo
-            .message
-            .split('\n')
-            .skip(1)
-            .any(|l| l.trim().eq_ignore_ascii_case("STARTTLS"))
-    {
-        return Err(UpstreamError::NoStartTls);
-    }
-    write(&mut tcp, b"STARTTLS\r\n", t).await?;
-    let go = read_reply(&mut tcp, &mut pending, t).await?;
-    if go.code != 220 {
-        return Err(UpstreamError::Tls(format!(
-            "STARTTLS refused: {} {}",
-            go.code,
-            go.message.trim()
-        )));
-    }
-    if !pending.is_empty() {
-        // Bytes after the 220 in plaintext: an injection attempt or a broken server.
-        tracing::warn!(
-            bytes = pending.len(),
-            "discarded plaintext the upstream sent after its STARTTLS reply"
-        );
-    }
-    Ok(tcp)
+/// Between transactions: AUTH, MAIL and QUIT.
+#[derive(Debug)]
+pub struct Ready;
+/// MAIL was accepted: RCPT or RSET.
+#[derive(Debug)]
+pub struct InMail;
+/// At least one RCPT was accepted: more RCPT, DATA or RSET.
+#[derive(Debug)]
+pub struct InRcpt;
+
+/// A live upstream connection in state `S`.
+pub struct Upstream<S = Ready> {
+    link: Link,
+    state: PhantomData<S>,
 }
 
-async fn write(tcp: &mut TcpStream, bytes: &[u8], t: Duration) -> Result<(), UpstreamError> {
-    tokio::time::timeout(t, tcp.write_all(bytes))
-        .await
-        .map_err(|_| UpstreamError::Broken("timed out".into()))?
-        .map_err(|e| UpstreamError::Broken(e.to_string()))
+/// The answer to a step that can move the transaction on: accepted (the connection in its new
+/// state) or refused (the connection as it was), with the server's reply either way.
+pub enum Step<Moved, Stayed> {
+    Moved(Moved, Reply),
+    Stayed(Stayed, Reply),
 }
 
-/// Reads one (multi-line) reply with smtp-proto's parser; bytes after it stay in `pending`.
-async fn read_reply(
-    tcp: &mut TcpStream,
-    pending: &mut Vec<u8>,
-    t: Duration,
-) -> Result<smtp_proto::Response<String>, UpstreamError> {
-    let mut receiver = smtp_proto::response::parser::ResponseReceiver::default();
-    loop {
-        let mut rest = pending.iter();
-        match receiver.parse(&mut rest) {
-            Ok(reply) => {
-                let used = pending.len() - rest.len();
-                pending.drain(..used);
-                return Ok(reply);
-            }
-            // The parser keeps what it read so far.
-            Err(smtp_proto::Error::NeedsMoreData { .. }) => pending.clear(),
-            Err(e) => return Err(UpstreamError::Broken(format!("unreadable reply: {e}"))),
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(t, tcp.read(&mut chunk))
-            .await
-            .map_err(|_| UpstreamError::Broken("timed out".into()))?
-            .map_err(|e| UpstreamError::Broken(e.to_string()))?;
-        if n == 0 {
-            return Err(UpstreamError::Broken("closed".into()));
-        }
-        pending.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// A stream handed to lettre: optionally starts with bytes meshmail supplies (the greeting
-/// after STARTTLS).
-struct Wrapped<S> {
-    inner: S,
-    peer: std::net::SocketAddr,
-    prefix: Option<Vec<u8>>,
-}
-
-impl<S> Wrapped<S> {
-    fn new(inner: S, peer: std::net::SocketAddr, prefix: Option<Vec<u8>>) -> Wrapped<S> {
-        Wrapped {
-            inner,
-            peer,
-            prefix,
+impl<S> Upstream<S> {
+    fn into_state<T>(self) -> Upstream<T> {
+        Upstream {
+            link: self.link,
+            state: PhantomData,
         }
     }
-}
 
-impl<S> fmt::Debug for Wrapped<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "upstream({})", self.peer)
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Wrapped<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if let Some(prefix) = self.prefix.take() {
-            let n = prefix.len().min(buf.remaining());
-            buf.put_slice(&prefix[..n]);
-            if n < prefix.len() {
-                self.prefix = Some(prefix[n..].to_vec());
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+    /// What the upstream's EHLO offered.
+    pub fn caps(&self) -> &Capabilities {
+        &self.link.caps
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Wrapped<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+impl Upstream<Ready> {
+    /// Connects, secures and greets (EHLO).
+    pub async fn connect(target: &UpstreamTarget) -> Result<Upstream<Ready>, UpstreamError> {
+        Ok(Upstream {
+            link: Link::connect(target).await?,
+            state: PhantomData,
+        })
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+
+    /// One line of an AUTH exchange (the command, then each client response), relayed as it
+    /// is; the connection stays between transactions whatever the answer.
+    pub async fn auth_line(&mut self, line: &str) -> Result<Reply, UpstreamError> {
+        self.link.command(line).await
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+
+    /// Opens a transaction.
+    pub async fn mail(
+        mut self,
+        line: &str,
+    ) -> Result<Step<Upstream<InMail>, Upstream<Ready>>, UpstreamError> {
+        let r = self.link.command(line).await?;
+        Ok(if r.is_positive() {
+            Step::Moved(self.into_state(), r)
+        } else {
+            Step::Stayed(self, r)
+        })
+    }
+
+    pub async fn quit(self) {
+        self.link.quit().await
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + Sync + Unpin> AsyncTokioStream for Wrapped<S> {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        Ok(self.peer)
+impl Upstream<InMail> {
+    /// The first recipient.
+    pub async fn rcpt(
+        mut self,
+        line: &str,
+    ) -> Result<Step<Upstream<InRcpt>, Upstream<InMail>>, UpstreamError> {
+        let r = self.link.command(line).await?;
+        Ok(if r.is_positive() {
+            Step::Moved(self.into_state(), r)
+        } else {
+            Step::Stayed(self, r)
+        })
+    }
+
+    /// Ends the transaction without a message.
+    pub async fn rset(mut self) -> Result<Upstream<Ready>, UpstreamError> {
+        self.link.command("RSET").await?;
+        Ok(self.into_state())
+    }
+}
+
+impl Upstream<InRcpt> {
+    /// A further recipient; the transaction has one already, whatever this answer.
+    pub async fn rcpt(&mut self, line: &str) -> Result<Reply, UpstreamError> {
+        self.link.command(line).await
+    }
+
+    /// DATA and the message: a copy or report the pipeline made (a [`Payload`], never bytes).
+    /// The transaction is over afterwards, also when DATA itself was refused (then meshmail
+    /// ends it with RSET, since the server keeps it open).
+    pub async fn data(
+        mut self,
+        payload: Payload<'_>,
+    ) -> Result<(Upstream<Ready>, Reply), UpstreamError> {
+        let r = self.link.data(payload).await?;
+        Ok((self.into_state(), r))
+    }
+
+    /// Ends the transaction without a message.
+    pub async fn rset(mut self) -> Result<Upstream<Ready>, UpstreamError> {
+        self.link.command("RSET").await?;
+        Ok(self.into_state())
     }
 }
 
