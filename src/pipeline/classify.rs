@@ -112,6 +112,12 @@ impl Classified {
         Classified::strong(written, verified).expect("a usable format")
     }
 
+    /// A strong recipient from its verified policy (what [`classify`] does after resolving),
+    /// for the fuzz target: the proof is still needed.
+    pub(crate) fn from_verified(written: &str, verified: Verified) -> Result<Classified, Refusal> {
+        Classified::strong(written, verified)
+    }
+
     /// A plain recipient, for unit tests of the pipeline.
     #[cfg(test)]
     pub(crate) fn plain_for_tests(address: &str) -> Classified {

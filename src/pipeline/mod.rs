@@ -6,6 +6,8 @@
 
 pub mod classify;
 pub mod copy;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod plan;
 pub mod report;
 
