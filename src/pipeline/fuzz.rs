@@ -26,9 +26,13 @@ fn bob() -> Option<&'static (Cert, Classified)> {
             Form::Suffix,
         )
         .ok()?;
-        let verified =
-            verify_certificate(&cert, &address, Source::Store, time::OffsetDateTime::now_utc())
-                .ok()?;
+        let verified = verify_certificate(
+            &cert,
+            &address,
+            Source::Store,
+            time::OffsetDateTime::now_utc(),
+        )
+        .ok()?;
         let rcpt = Classified::from_verified(&address.to_string(), verified).ok()?;
         Some((cert, rcpt))
     })

@@ -3,26 +3,14 @@
 //! client sees the upstream's exact answer (235, 535, 454). meshmail only reads the login
 //! name, to know whether the session is mapped to an account. Credentials are never logged.
 
+use super::core::{Action, Core};
 use super::relay::Relay;
-use super::{Login, Next, Session};
+use super::{Login, Session};
 use crate::smtp::reply::Reply;
 use data_encoding::BASE64;
 
-/// Mechanisms meshmail relays (those whose login name it can read).
-pub const RELAYED: [&str; 4] = ["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"];
-
 /// Steps of an exchange before it is cut off (LOGIN needs two).
 const MAX_STEPS: usize = 6;
-
-fn mechanism_name(flag: u64) -> Option<&'static str> {
-    match flag {
-        smtp_proto::AUTH_PLAIN => Some("PLAIN"),
-        smtp_proto::AUTH_LOGIN => Some("LOGIN"),
-        smtp_proto::AUTH_XOAUTH2 => Some("XOAUTH2"),
-        smtp_proto::AUTH_OAUTHBEARER => Some("OAUTHBEARER"),
-        _ => None,
-    }
-}
 
 /// What a client's response says about the login name, for a mechanism.
 enum Identity {
@@ -64,53 +52,20 @@ fn identity(mechanism: &str, step: usize, response: &str) -> Identity {
 }
 
 impl Session {
-    pub(super) async fn auth(&mut self, flag: u64, initial: String) -> Next {
-        if !self.greeted {
-            return self
-                .reply_error(Reply::new(503, "5.5.1", "Send EHLO first"))
-                .await;
-        }
-        if self.login.is_some() {
-            return self
-                .reply_error(Reply::new(503, "5.5.1", "Already authenticated"))
-                .await;
-        }
-        if self.tx.is_some() {
-            return self
-                .reply_error(Reply::new(
-                    503,
-                    "5.5.1",
-                    "AUTH not allowed during a mail transaction",
-                ))
-                .await;
-        }
-        if !self.conn.tls && !self.loopback {
-            return self
-                .reply_error(Reply::new(
-                    538,
-                    "5.7.11",
-                    "Encryption required: use STARTTLS before AUTH",
-                ))
-                .await;
-        }
-        let Some(mechanism) =
-            mechanism_name(flag).filter(|m| self.offered_mechanisms().iter().any(|o| o == m))
-        else {
-            return self
-                .reply_error(Reply::new(
-                    504,
-                    "5.5.4",
-                    "Unrecognized authentication mechanism",
-                ))
-                .await;
-        };
+    /// Relays the AUTH exchange for `mechanism` (the core checked that it may start). `None`
+    /// when it ended here (the reply is sent); otherwise the action that ends it.
+    pub(super) async fn auth(
+        &mut self,
+        mechanism: &'static str,
+        initial: String,
+    ) -> Option<Action> {
         let mut user: Option<String> = None;
         let mut step = 0;
         // smtp-proto gives "" when there is no initial response; "=" means an empty one.
         let mut line = format!("AUTH {mechanism}");
         if !initial.is_empty() {
             match identity(mechanism, 0, &initial) {
-                Identity::ForeignAuthzid => return self.refuse_authzid().await,
+                Identity::ForeignAuthzid => return Some(self.core.error(authzid_refusal())),
                 Identity::User(u) => user = Some(u),
                 Identity::Unknown => {}
             }
@@ -119,38 +74,40 @@ impl Session {
             line.push_str(&initial);
         }
         loop {
-            // No transaction is open (AUTH inside one was refused above).
+            // No transaction is open (the core refuses AUTH inside one).
             let Relay::Ready(up) = &mut self.upstream else {
-                return self.upstream_gone().await;
+                return Some(Core::upstream_gone());
             };
             let reply = match up.auth_line(&line).await {
                 Ok(r) => r,
                 Err(_) => {
                     self.upstream = Relay::Gone;
-                    return self.upstream_gone().await;
+                    return Some(Core::upstream_gone());
                 }
             };
             if reply.code != 334 || step >= MAX_STEPS {
-                if reply.code == 235 {
-                    let user = user.unwrap_or_default();
-                    let account = self.ctx.accounts.get(&user).cloned();
-                    tracing::info!(peer = %self.peer, user = %user, mapped = account.is_some(), "authenticated");
-                    self.login = Some(Login { user, account });
-                    let next = self.reply(reply).await;
-                    // Reports this login left in the spool go out now.
-                    self.flush_reports().await;
-                    return next;
+                if reply.code != 235 {
+                    return Some(Action::Reply(reply));
                 }
-                return self.reply(reply).await;
+                let user = user.unwrap_or_default();
+                let account = self.ctx.accounts.get(&user).cloned();
+                tracing::info!(peer = %self.peer, user = %user, mapped = account.is_some(), "authenticated");
+                self.core.authenticated(Some(Login { user, account }));
+                if self.send(reply).await.is_err() {
+                    return Some(Action::Close(None));
+                }
+                // Reports this login left in the spool go out now.
+                self.flush_reports().await;
+                return None;
             }
             if self.send(reply).await.is_err() {
-                return Next::Close;
+                return Some(Action::Close(None));
             }
             let response = match self.conn.read_line(self.ctx.limits.max_line).await {
                 Ok(l) => String::from_utf8_lossy(&l)
                     .trim_end_matches(['\r', '\n'])
                     .to_owned(),
-                Err(_) => return Next::Close,
+                Err(_) => return Some(Action::Close(None)),
             };
             if step == 0 || (mechanism == "LOGIN" && user.is_none()) {
                 match identity(mechanism, 0, &response) {
@@ -159,7 +116,7 @@ impl Session {
                         if let Relay::Ready(up) = &mut self.upstream {
                             let _ = up.auth_line("*").await;
                         }
-                        return self.refuse_authzid().await;
+                        return Some(self.core.error(authzid_refusal()));
                     }
                     Identity::User(u) if user.is_none() => user = Some(u),
                     _ => {}
@@ -169,15 +126,14 @@ impl Session {
             line = response;
         }
     }
+}
 
-    async fn refuse_authzid(&mut self) -> Next {
-        self.reply_error(Reply::new(
-            535,
-            "5.7.8",
-            "meshmail does not relay PLAIN with an authorization identity other than the login",
-        ))
-        .await
-    }
+fn authzid_refusal() -> Reply {
+    Reply::new(
+        535,
+        "5.7.8",
+        "meshmail does not relay PLAIN with an authorization identity other than the login",
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use crate::pipeline::Payload;
 use crate::smtp::reply::Reply;
-use crate::smtp::upstream::{Capabilities, InMail, InRcpt, Ready, Step, Upstream};
+use crate::smtp::upstream::{InMail, InRcpt, Ready, Step, Upstream};
 use crate::upstream::UpstreamError;
 
 pub(super) enum Relay {
@@ -21,15 +21,6 @@ fn out_of_order(what: &str) -> UpstreamError {
 }
 
 impl Relay {
-    pub fn caps(&self) -> Option<&Capabilities> {
-        match self {
-            Relay::Ready(u) => Some(u.caps()),
-            Relay::Mail(u) => Some(u.caps()),
-            Relay::Rcpt(u) => Some(u.caps()),
-            Relay::Gone => None,
-        }
-    }
-
     pub fn is_gone(&self) -> bool {
         matches!(self, Relay::Gone)
     }

@@ -22,8 +22,8 @@ enum Sent {
 impl Session {
     /// The upstream login that owns spooled reports of this session.
     fn spool_owner(&self) -> String {
-        self.login
-            .as_ref()
+        self.core
+            .login()
             .map(|l| l.user.clone())
             .unwrap_or_default()
     }
@@ -35,7 +35,7 @@ impl Session {
         if !from.is_empty() {
             return Some(from.to_owned());
         }
-        let login = self.login.as_ref()?;
+        let login = self.core.login()?;
         match &login.account {
             Some(a) => Some(a.address.clone()),
             None if login.user.contains('@') => Some(login.user.clone()),
@@ -60,8 +60,8 @@ impl Session {
         };
         // Signed and encrypted to the sender's own key when the sender is the mapped account.
         let own = self
-            .login
-            .as_ref()
+            .core
+            .login()
             .and_then(|l| l.account.as_ref())
             .is_some_and(|a| a.address.eq_ignore_ascii_case(&to));
         let keys = own.then(|| self.sender_keys());

@@ -2,9 +2,9 @@
 //! and account for every recipient: delivered, refused to the client, or named in a report
 //! (sent at once or spooled, see `report.rs`).
 
-use super::envelope::mail_line;
+use super::core::{mail_line, Action, Core};
 use super::relay::Relay;
-use super::{Next, Session};
+use super::{Session, Transaction};
 use crate::pipeline::plan::PlanError;
 use crate::pipeline::{Classified, Copy, Failed, Payload, Plan, SenderKeys};
 use crate::smtp::data::{DataError, DataReceiver};
@@ -18,27 +18,16 @@ use std::time::Instant;
 const MAX_DATA_LINE: usize = 1024 * 1024;
 
 impl Session {
-    pub(super) async fn data(&mut self) -> Next {
-        let Some(tx) = &self.tx else {
-            return self
-                .reply_error(Reply::new(503, "5.5.1", "Send MAIL first"))
-                .await;
-        };
-        if tx.rcpts.is_empty() {
-            return self
-                .reply_error(Reply::new(554, "5.5.1", "No valid recipients"))
-                .await;
-        }
-        let Some(caps) = self.upstream.caps() else {
-            return self.upstream_gone().await;
-        };
-        let max = self.ctx.max_size(caps);
+    /// DATA for the transaction `tx` the core handed over: `354`, the message, the pipeline,
+    /// the copies. `None` when it ended here (the reply is sent); otherwise the action that
+    /// ends it.
+    pub(super) async fn data(&mut self, max: usize, tx: Transaction) -> Option<Action> {
         if self
             .send(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"))
             .await
             .is_err()
         {
-            return Next::Close;
+            return Some(Action::Close(None));
         }
         let started = Instant::now();
         let mut receiver = DataReceiver::new(max, MAX_DATA_LINE);
@@ -49,12 +38,15 @@ impl Session {
             .read_data(&mut receiver, |len| held.grow_to(len))
             .await;
         if read.is_err() {
-            return Next::Close;
+            return Some(Action::Close(None));
         }
         let message = match receiver.finish() {
             Ok(m) => m,
             Err(e) => {
-                self.reset_transaction().await;
+                // Nothing goes out: end the upstream transaction opened at RCPT time.
+                if self.abort_upstream_transaction().await.is_none() {
+                    return Some(Core::upstream_gone());
+                }
                 let reply = match e {
                     DataError::BareLineEnding => Reply::new(
                         554,
@@ -65,25 +57,29 @@ impl Session {
                     DataError::LineTooLong => Reply::new(554, "5.6.0", "Message refused: a line is too long"),
                     DataError::Busy => Reply::new(452, "4.3.1", "Too much mail in progress; try again shortly"),
                 };
-                return self.reply_error(reply).await;
+                return Some(self.core.error(reply));
             }
         };
-        let reply = self.deliver(message, started).await;
+        let reply = self.deliver(message, tx, started).await;
         drop(held);
-        match reply {
-            Some(r) => {
-                let next = self.reply(r).await;
-                self.flush_reports().await;
-                next
-            }
-            None => self.upstream_gone().await,
+        let Some(reply) = reply else {
+            return Some(Core::upstream_gone());
+        };
+        if self.send(reply).await.is_err() {
+            return Some(Action::Close(None));
         }
+        self.flush_reports().await;
+        None
     }
 
     /// Plans the copies, then makes and relays them one at a time; the client's reply, or
     /// `None` when the upstream is gone before anything was decided.
-    async fn deliver(&mut self, message: Vec<u8>, started: Instant) -> Option<Reply> {
-        let tx = self.tx.take()?;
+    async fn deliver(
+        &mut self,
+        message: Vec<u8>,
+        tx: Transaction,
+        started: Instant,
+    ) -> Option<Reply> {
         let rcpts: Arc<[Classified]> = tx.rcpts.iter().map(|a| a.classified.clone()).collect();
         let message = Arc::new(message);
         let sender = self.sender_keys();
@@ -238,7 +234,7 @@ impl Session {
     /// known. A lost connection leaves the relay `Gone`.
     async fn send_copy(
         &mut self,
-        tx: &super::Transaction,
+        tx: &Transaction,
         copy: &Copy,
         payload: Payload<'_>,
     ) -> Result<Reply, UpstreamError> {
@@ -280,8 +276,8 @@ impl Session {
 
     pub(super) fn sender_keys(&self) -> SenderKeys {
         let mut keys = self
-            .login
-            .as_ref()
+            .core
+            .login()
             .and_then(|l| l.account.as_ref())
             .and_then(|a| a.keys.clone())
             .unwrap_or_default();
