@@ -9,6 +9,8 @@ mod auth;
 pub mod core;
 #[cfg(test)]
 mod core_tests;
+#[cfg(test)]
+mod driver_tests;
 mod envelope;
 pub mod io;
 mod relay;

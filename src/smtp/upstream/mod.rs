@@ -99,9 +99,19 @@ impl Link {
                 ))
             }
         };
+        Link::greet(stream, &hello, &target.hello_name, t).await
+    }
+
+    /// The greeting and EHLO over a secured stream.
+    async fn greet(
+        stream: Box<dyn AsyncTokioStream>,
+        hello: &ClientId,
+        hello_name: &str,
+        t: Duration,
+    ) -> Result<Link, UpstreamError> {
         let conn = tokio::time::timeout(
             t,
-            AsyncSmtpConnection::connect_with_transport(stream, &hello),
+            AsyncSmtpConnection::connect_with_transport(stream, hello),
         )
         .await
         .map_err(|_| UpstreamError::Connect("timed out in EHLO".into()))?
@@ -112,9 +122,7 @@ impl Link {
             timeout: t,
         };
         // lettre parses only a few extensions; read the whole EHLO reply once more.
-        let ehlo = upstream
-            .command(&format!("EHLO {}", target.hello_name))
-            .await?;
+        let ehlo = upstream.command(&format!("EHLO {hello_name}")).await?;
         upstream.caps = Capabilities::parse(ehlo.lines.iter().map(String::as_str));
         Ok(upstream)
     }
@@ -223,6 +231,27 @@ impl Upstream<Ready> {
     pub async fn connect(target: &UpstreamTarget) -> Result<Upstream<Ready>, UpstreamError> {
         Ok(Upstream {
             link: Link::connect(target).await?,
+            state: PhantomData,
+        })
+    }
+
+    /// An upstream over any stream (in-process tests: a scripted server on a duplex pipe).
+    #[cfg(test)]
+    pub(crate) async fn over<S>(stream: S) -> Result<Upstream<Ready>, UpstreamError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static,
+    {
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 25));
+        let hello = ClientId::Domain("localhost".into());
+        let link = Link::greet(
+            Box::new(Wrapped::new(stream, peer, None)),
+            &hello,
+            "localhost",
+            Duration::from_secs(30),
+        )
+        .await?;
+        Ok(Upstream {
+            link,
             state: PhantomData,
         })
     }
