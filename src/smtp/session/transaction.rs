@@ -17,6 +17,10 @@ use std::time::Instant;
 /// only bounds memory per line).
 const MAX_DATA_LINE: usize = 1024 * 1024;
 
+/// Messages up to this size are planned and sealed on the session's own task (about 0.2 ms of
+/// CPU for 16 KB); larger ones on a blocking thread, so the reactor never stalls for long.
+const INLINE_CRYPTO_BYTES: usize = 16 * 1024;
+
 impl Session {
     /// DATA for the transaction `tx` the core handed over: `354`, the message, the pipeline,
     /// the copies. `None` when it ended here (the reply is sent); otherwise the action that
@@ -85,14 +89,17 @@ impl Session {
         let sender = self.sender_keys();
         // The plan and its first copy in one trip to a blocking thread (most messages have
         // one copy: one trip in all).
-        let planned = {
+        let first_copy = |message: &[u8], rcpts: &[Classified], sender: &SenderKeys| {
+            let plan = Plan::new(message, rcpts)?;
+            let first = (!plan.is_empty()).then(|| plan.make(0, message, sender));
+            Ok::<_, PlanError>((plan, first))
+        };
+        let planned = if message.len() <= INLINE_CRYPTO_BYTES {
+            // A small message costs less to encrypt than a trip to a blocking thread and back.
+            Ok(first_copy(&message, &rcpts, &sender))
+        } else {
             let (message, rcpts, sender) = (message.clone(), rcpts.clone(), sender.clone());
-            tokio::task::spawn_blocking(move || {
-                let plan = Plan::new(&message, &rcpts)?;
-                let first = (!plan.is_empty()).then(|| plan.make(0, &message, &sender));
-                Ok::<_, PlanError>((plan, first))
-            })
-            .await
+            tokio::task::spawn_blocking(move || first_copy(&message, &rcpts, &sender)).await
         };
         let (plan, mut first) = match planned {
             Ok(Ok((plan, first))) => (Arc::new(plan), first),
