@@ -13,8 +13,12 @@
 //! - [`crypto`]: OpenPGP and S/MIME certificates, message encryption and decryption (next:
 //!   recryption).
 //! - [`mime`]: header protection and the PGP/MIME and S/MIME envelopes of outgoing copies.
-//! - [`pipeline`]: what each recipient gets (classification, copies, sealing).
-//! - [`smtp`]: the submission proxy (sessions, DATA, the upstream relay).
+//! - [`pipeline`]: what each recipient gets (classification, copies, sealing), and delivery
+//!   reports; a [`pipeline::Copy`] is the only thing the relay sends.
+//! - [`smtp`]: the submission proxy (a sans-I/O session core and its driver, DATA, the upstream
+//!   relay in typed states, the report spool).
+//! - [`upstream`]: what the SMTP and IMAP upstreams share: target, TLS handshake, pinning.
+//! - [`listen`]: the accept loop both listeners share, and draining on shutdown.
 //! - [`imap`]: the IMAP proxy: framing (imap-codec), capabilities, the decrypted view (its
 //!   structure as Dovecot computes it), FETCH/SEARCH/APPEND of mapped sessions, the index.
 //! - [`tls`]: rustls configurations; certificates are always verified.
