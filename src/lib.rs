@@ -14,7 +14,7 @@
 //!   recryption).
 //! - [`mime`]: header protection and the PGP/MIME and S/MIME envelopes of outgoing copies.
 //! - [`pipeline`]: what each recipient gets (classification, copies, sealing), and delivery
-//!   reports; a [`pipeline::Copy`] is the only thing the relay sends.
+//!   reports; a [`struct@pipeline::Copy`] is the only thing the relay sends.
 //! - [`smtp`]: the submission proxy (a sans-I/O session core and its driver, DATA, the upstream
 //!   relay in typed states, the report spool).
 //! - [`upstream`]: what the SMTP and IMAP upstreams share: target, TLS handshake, pinning.

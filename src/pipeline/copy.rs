@@ -87,7 +87,7 @@ impl Copy {
     }
 }
 
-/// Bytes the relay may send: only a [`Copy`] or a [`super::report::Report`] gives them out, so
+/// Bytes the relay may send: only a [`struct@Copy`] or a [`super::report::Report`] gives them out, so
 /// the relay cannot be handed the raw message for a strong recipient.
 #[derive(Debug, Clone, Copy)]
 pub struct Payload<'a>(&'a [u8]);

@@ -1,9 +1,9 @@
 //! End-of-DATA planning: which copies to send, and their bytes.
 //!
 //! Recipients that need the same treatment share a copy: plaintext; PGP/MIME to one set of
-//! certificates; S/MIME to another. A [`Copy`] can only be built through checks that make
+//! certificates; S/MIME to another. A [`struct@Copy`] can only be built through checks that make
 //! plaintext to a strong address unrepresentable, and the relay sends only a copy's
-//! [`Payload`]. Every envelope recipient not named in To/Cc (a Bcc) gets
+//! [`super::Payload`]. Every envelope recipient not named in To/Cc (a Bcc) gets
 //! a copy of its own, so no copy names another copy's Bcc recipients; so does every recipient
 //! whose policy declares escrow certificates, which are added to that copy only.
 

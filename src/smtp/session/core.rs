@@ -51,7 +51,7 @@ pub enum Action {
     },
     /// Classify the recipient and probe it upstream; then [`Core::rcpt_answered`].
     Rcpt { to: RcptTo<String>, dsn: bool },
-    /// `354`, receive up to `max` bytes, deliver the transaction; then [`Core::delivered`].
+    /// `354`, receive up to `max` bytes, deliver the transaction; the driver replies.
     Data { max: usize, tx: Transaction },
     /// End any upstream transaction (RSET), then send the reply.
     Reset(Reply),
