@@ -185,3 +185,45 @@ fn a_copy_lost_with_the_connection_is_reported_from_the_spool_on_the_next_sessio
     assert!(out.stdout.contains("<half-null@example.test>"), "{out:#?}");
     assert!(!m.log_text().contains("given up"), "{}", m.log_text());
 }
+
+/// Every copy counts against `max_bytes_in_flight`, not only the message as received: a 10 KB
+/// message fits a 16 KB budget, but not beside its encrypted copy, so it is deferred (`452`)
+/// rather than held twice; the same message to a plain recipient goes through.
+#[test]
+fn encrypted_copies_count_against_the_bytes_in_flight() {
+    let root = tempdir();
+    let alice = init_account(root.path(), "alice@example.test");
+    let bob = init_account(root.path(), "bob@example.test");
+    let zone: Vec<String> = publish(&bob, &root.path().join("pub-bob"))
+        .into_iter()
+        .filter(|l| l.contains(" TXT "))
+        .collect();
+    let nsd = Nsd::start(&[("example.test", zone)]);
+    let flaky = Flaky::start(root.path());
+    let config = format!(
+        "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{up}\"\nupstream_tls = \"none\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 2\n[encrypt]\ndefault = \"never\"\n[limits]\nmax_bytes_in_flight = 16384\n",
+        home = alice.home.display(),
+        up = flaky.port,
+        dns = nsd.addr(),
+    );
+    let m = Meshmail::start(&config);
+    let body = "0123456789abcdef".repeat(40);
+    let send = |to: &str| {
+        smtplib(
+            m.port,
+            &format!(
+                "msg = 'From: alice@example.test\\r\\nTo: {to}\\r\\nSubject: big\\r\\n\\r\\n' + ('{body}\\r\\n' * 16)\ntry:\n    s.sendmail('alice@example.test', ['{to}'], msg); print('SENT')\nexcept smtplib.SMTPDataError as e:\n    print('REFUSED', e.smtp_code, e.smtp_error.decode())\n"
+            ),
+        )
+    };
+    let r = send(&bob.strong);
+    assert!(
+        r.stdout.contains("REFUSED 452") && r.stdout.contains("4.3.1"),
+        "{r:#?}\n{}",
+        m.log_text()
+    );
+    assert!(flaky.messages().is_empty(), "nothing was sent");
+    let r = send("frank@example.test");
+    assert!(r.stdout.contains("SENT"), "{r:#?}\n{}", m.log_text());
+    assert_eq!(flaky.wait_for(1).len(), 1);
+}
