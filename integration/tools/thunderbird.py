@@ -498,7 +498,14 @@ def main():
         profile, user, password, to, subject, body = args[:6]
         with thunderbird(profile, user, password) as client:
             r = run_script(client, SEND, [to, subject, body, "now", None])
-            dialogs = run_script(client, DIALOGS, [])
+            # Under load the first read can come back empty (null) while the prompt is still
+            # being opened; read again rather than report no dialog.
+            dialogs = None
+            for _ in range(3):
+                dialogs = run_script(client, DIALOGS, [])
+                if dialogs:
+                    break
+                time.sleep(1)
             print(json.dumps({"result": r, "dialogs": dialogs}))
     else:
         raise SystemExit(f"unknown command {cmd}")
