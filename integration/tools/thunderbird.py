@@ -50,6 +50,11 @@ def version():
     return out.strip()
 
 
+class AlertOpen(Exception):
+    """A dialog opened while a script ran (Marionette reports it even when told to ignore
+    dialogs); the dialog's text comes with it."""
+
+
 class Marionette:
     """The Marionette wire protocol: `length:json` frames."""
 
@@ -90,6 +95,8 @@ class Marionette:
             reply = self.read()
             if reply[0] == 1 and reply[1] == self.next_id:
                 if reply[2]:
+                    if isinstance(reply[2], dict) and reply[2].get("error") == "unexpected alert open":
+                        raise AlertOpen(reply[2].get("data", {}).get("text", ""))
                     raise SystemExit(f"{name}: {reply[2]}")
                 return reply[3]
 
@@ -497,15 +504,24 @@ def main():
     elif cmd == "send-refused":
         profile, user, password, to, subject, body = args[:6]
         with thunderbird(profile, user, password) as client:
-            r = run_script(client, SEND, [to, subject, body, "now", None])
+            # The refusal dialog can open while the send script still runs (Marionette then
+            # reports it with its text) or after it ended (then it is read from the window).
+            try:
+                r = run_script(client, SEND, [to, subject, body, "now", None])
+                dialogs = None
+            except AlertOpen as alert:
+                r, dialogs = "ERROR: a dialog opened while sending", [alert.args[0]]
             # Under load the first read can come back empty (null) while the prompt is still
             # being opened; read again rather than report no dialog.
-            dialogs = None
             for _ in range(3):
-                dialogs = run_script(client, DIALOGS, [])
                 if dialogs:
                     break
-                time.sleep(1)
+                try:
+                    dialogs = run_script(client, DIALOGS, [])
+                except AlertOpen as alert:
+                    dialogs = [alert.args[0]]
+                if not dialogs:
+                    time.sleep(1)
             print(json.dumps({"result": r, "dialogs": dialogs}))
     else:
         raise SystemExit(f"unknown command {cmd}")
