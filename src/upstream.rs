@@ -51,6 +51,21 @@ pub enum UpstreamError {
     Broken(String),
 }
 
+/// TCP to the target within its timeout, Nagle off (commands and replies are small).
+pub(crate) async fn connect_tcp(
+    target: &UpstreamTarget,
+) -> Result<tokio::net::TcpStream, UpstreamError> {
+    let tcp = tokio::time::timeout(
+        target.timeout,
+        tokio::net::TcpStream::connect(&target.address),
+    )
+    .await
+    .map_err(|_| UpstreamError::Connect("timed out".into()))?
+    .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
 /// A SHA-256 digest of a DER certificate: a pin.
 pub type CertPin = [u8; 32];
 

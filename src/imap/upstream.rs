@@ -6,7 +6,6 @@ use crate::smtp::session::io::Stream;
 use crate::upstream::{handshake, UpstreamError, UpstreamTarget, UpstreamTls};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Longest line meshmail reads before the relay starts (greeting, STARTTLS and CAPABILITY
 /// replies).
@@ -22,11 +21,7 @@ pub struct ImapUpstream {
 /// Connects, secures and greets. Any failure is temporary for the client.
 pub async fn connect(target: &UpstreamTarget) -> Result<ImapUpstream, UpstreamError> {
     let t = target.timeout;
-    let tcp = tokio::time::timeout(t, TcpStream::connect(&target.address))
-        .await
-        .map_err(|_| UpstreamError::Connect("timed out".into()))?
-        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = crate::upstream::connect_tcp(target).await?;
     let mut stream: Box<dyn Stream> = match target.tls {
         UpstreamTls::None => {
             let mut tcp = tcp;

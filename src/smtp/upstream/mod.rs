@@ -24,7 +24,6 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::extension::ClientId;
 use std::marker::PhantomData;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// What the upstream's EHLO offers.
 #[derive(Debug, Clone, Default)]
@@ -73,11 +72,7 @@ struct Link {
 impl Link {
     async fn connect(target: &UpstreamTarget) -> Result<Link, UpstreamError> {
         let t = target.timeout;
-        let tcp = tokio::time::timeout(t, TcpStream::connect(&target.address))
-            .await
-            .map_err(|_| UpstreamError::Connect("timed out".into()))?
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = crate::upstream::connect_tcp(target).await?;
         let hello = ClientId::Domain(target.hello_name.clone());
         let peer = tcp
             .peer_addr()
