@@ -108,11 +108,7 @@ fn world(extra: &str) -> World {
     let root = tempdir();
     let alice = init_account(root.path(), "alice@example.test");
     let bob = init_account(root.path(), "bob@example.test");
-    let zone: Vec<String> = publish(&bob, &root.path().join("pub-bob"))
-        .into_iter()
-        .filter(|l| l.contains(" TXT "))
-        .collect();
-    let nsd = Nsd::start(&[("example.test", zone)]);
+    let nsd = nsd_with_policies(root.path(), &[&bob]);
     let flaky = Flaky::start(root.path());
     let config = format!(
         "home = \"{home}\"\nupstream_user = \"alice\"\n[smtp]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{up}\"\nupstream_tls = \"none\"\n[policy]\ndns = \"{dns}\"\ntimeout_secs = 2\n{extra}",

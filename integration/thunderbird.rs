@@ -265,11 +265,7 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
     let servers = MailServers::start();
     let alice = init_account(root.path(), "alice@example.test");
     let bob = init_account(root.path(), "bob@example.test");
-    let zone: Vec<String> = publish(&bob, &root.path().join("pub-bob"))
-        .into_iter()
-        .filter(|l| l.contains(" TXT "))
-        .collect();
-    let nsd = Nsd::start(&[("example.test", zone)]);
+    let nsd = nsd_with_policies(root.path(), &[&bob]);
     // Alice: SMTP and IMAP through meshmail, STARTTLS with meshmail's own certificate, which
     // the profile accepts (no CA installed anywhere).
     let certs = root.path().join("certs");

@@ -140,6 +140,21 @@ pub fn publish(account: &TestAccount, out: &Path) -> Vec<String> {
     zone.lines().map(str::to_owned).collect()
 }
 
+/// A real NSD serving the `example.test` zone with the policy TXT records of `accounts`
+/// (published under `root`).
+pub fn nsd_with_policies(root: &Path, accounts: &[&TestAccount]) -> Nsd {
+    let mut zone = Vec::new();
+    for who in accounts {
+        let out = root.join(format!("pub-{}", who.address));
+        zone.extend(
+            publish(who, &out)
+                .into_iter()
+                .filter(|l| l.contains(" TXT ")),
+        );
+    }
+    Nsd::start(&[("example.test", zone)])
+}
+
 /// A real NSD serving zones on 127.0.0.1.
 pub struct Nsd {
     pub port: u16,
