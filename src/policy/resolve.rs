@@ -218,15 +218,17 @@ impl PolicyResolver {
                 ) = (&self.store, best.created(), best.origin())
                 {
                     if best.source() != Source::Store {
-                        store.save_policy(
-                            udf,
-                            &routable,
-                            &StoredPolicy {
-                                jws: jws.to_string(),
-                                fetched: now,
-                                created,
-                            },
-                        );
+                        // A file lock and an fsync: off the reactor.
+                        let (store, udf) = (store.clone(), udf.clone());
+                        let stored = StoredPolicy {
+                            jws: jws.to_string(),
+                            fetched: now,
+                            created,
+                        };
+                        let _ = tokio::task::spawn_blocking(move || {
+                            store.save_policy(&udf, &routable, &stored)
+                        })
+                        .await;
                     }
                 }
                 Ok(best)
