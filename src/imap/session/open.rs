@@ -65,8 +65,8 @@ impl ViewSource {
         if let Some(v) = self.selected.uidvalidity.and_then(|_| self.views.get(&key)) {
             return Ok(v);
         }
-        if !complete {
-            if let Some(v) = self.indexed(uid) {
+        if let Some(v) = self.indexed(uid) {
+            if v.is_complete() || !complete {
                 return Ok(Arc::new(v));
             }
         }

@@ -109,6 +109,8 @@ impl View {
             body: self.body.clone(),
             envelope: self.envelope.clone(),
             header: self.message[self.tree.header.clone()].to_vec(),
+            message: (self.complete && self.size <= crate::imap::index::MESSAGE_KEPT)
+                .then(|| self.message.clone()),
             // Not kept in the view: a cached view would grow after the cache weighed it.
             search: match self.search.get() {
                 Some(text) => text.clone(),
@@ -117,17 +119,21 @@ impl View {
         }
     }
 
-    /// A view from an index entry: enough for sizes, structure, envelope, header fields and
-    /// SEARCH, without decrypting again.
+    /// A view from an index entry, without decrypting again: the whole view when the entry
+    /// keeps the message, else enough for sizes, structure, envelope, header fields and
+    /// SEARCH.
     pub fn from_index(entry: &crate::imap::index::IndexEntry) -> View {
-        let message = Zeroizing::new(entry.header.clone());
+        let (message, complete) = match &entry.message {
+            Some(m) if m.len() == entry.size => (m.clone(), true),
+            _ => (Zeroizing::new(entry.header.clone()), false),
+        };
         let tree = mime::parse(&message);
         let search = std::sync::OnceLock::new();
         let _ = search.set(entry.search.clone());
         View {
             message,
             size: entry.size,
-            complete: false,
+            complete,
             tree,
             bodystructure: entry.bodystructure.clone(),
             body: entry.body.clone(),

@@ -1,0 +1,625 @@
+//! The persistent index of decrypted messages: per (mailbox, UIDVALIDITY, UID) the view's
+//! size, BODYSTRUCTURE, BODY, ENVELOPE, header, search text and (up to a size) the whole view,
+//! so that a header sync, a SEARCH or a first read of mail the indexer saw arrive needs no
+//! decryption and no ciphertext from the server.
+//!
+//! At rest every record is sealed with AES-256-GCM under a key derived (HKDF-SHA256) from the
+//! account's secret S/MIME key, and bound to its file (mailbox, UIDVALIDITY) and UID; files are
+//! 0600 in a 0700 directory. A record that does not open (another key, damage) is forgotten:
+//! the message is decrypted again and its record written anew. The file format, torn records
+//! and compaction: [`file`]; the record bytes: [`record`].
+//!
+//! Memory does not grow with the mailboxes: only where each record lies in its file is kept
+//! (a few bytes per message); records are read back on demand and the most recent ones kept
+//! in a cache bounded in bytes.
+//!
+//! Records of views a client session decrypted are built (search text) and written by the
+//! index's own thread, when no decryption is running ([`super::slots`]); the background
+//! indexer ([`super::indexer`]) writes its own at once. `flush` waits for the queue at
+//! shutdown; a record lost to a crash only costs a decryption later.
+
+mod file;
+mod record;
+
+use crate::imap::search::SearchText;
+use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
+use aws_lc_rs::hkdf::{Salt, HKDF_SHA256};
+use dashmap::DashMap;
+use file::IndexFile;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// What the index keeps of one decrypted message.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub size: usize,
+    pub bodystructure: Vec<u8>,
+    pub body: Vec<u8>,
+    pub envelope: Vec<u8>,
+    /// The view's header section, blank line included.
+    pub header: Vec<u8>,
+    /// The whole view, for messages up to [`MESSAGE_KEPT`]: then reading the message needs
+    /// neither the ciphertext nor a decryption.
+    pub message: Option<Zeroizing<Vec<u8>>>,
+    pub search: SearchText,
+}
+
+impl IndexEntry {
+    /// Bytes held, for the cache's weight.
+    pub fn weight(&self) -> usize {
+        self.header.len()
+            + self.message.as_ref().map_or(0, |m| m.len())
+            + self.bodystructure.len()
+            + self.body.len()
+            + self.envelope.len()
+            + self.search.body.len()
+            + 256
+    }
+}
+
+/// Views up to this size are kept whole in the index; larger ones keep their header,
+/// structure and search text, and their body is decrypted when it is read.
+pub const MESSAGE_KEPT: usize = 2 * 1024 * 1024;
+
+/// How far the indexer has gone through a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub mailbox: String,
+    pub uidvalidity: u32,
+    /// Every message up to this UID has been looked at (indexed, or not encrypted).
+    pub scanned_to: u32,
+    /// The server's UIDNEXT and message count when the indexer last looked.
+    pub uidnext: u32,
+    pub messages: u32,
+    /// When (seconds since the epoch).
+    pub at: u64,
+}
+
+/// One mailbox file as `meshmail index status` shows it.
+pub struct MailboxStatus {
+    /// The mailbox's name, from the file's checkpoint (`None`: the file has none yet).
+    pub mailbox: Option<String>,
+    pub uidvalidity: u32,
+    pub records: usize,
+    pub dead_records: usize,
+    pub bytes: u64,
+    pub dead_bytes: u64,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Bytes of decrypted views waiting in the queue at most; beyond, records are built at once.
+const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
+/// How often the index's thread looks whether decryption has stopped.
+const IDLE_POLL: Duration = Duration::from_millis(2);
+/// Decoded records kept in memory, in bytes.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One account's index.
+pub struct Index {
+    dir: PathBuf,
+    key: LessSafeKey,
+    mailboxes: DashMap<(String, u32), Arc<Mutex<IndexFile>>>,
+    /// Recently read records, decoded.
+    cache: moka::sync::Cache<EntryKey, Arc<IndexEntry>>,
+    /// Records for the index's own thread to build and write (`None`: no thread, build at once).
+    queue: Option<Sender<Job>>,
+    queued_bytes: AtomicUsize,
+}
+
+type BuildEntry = Box<dyn FnOnce() -> IndexEntry + Send>;
+
+enum Job {
+    Insert {
+        mailbox: String,
+        uidvalidity: u32,
+        uid: u32,
+        bytes: usize,
+        build: BuildEntry,
+    },
+    Flush(Sender<()>),
+}
+
+type EntryKey = (String, u32, u32);
+
+/// The file stem of a mailbox's index: a hash of its name (names stay off the disk) and the
+/// UIDVALIDITY.
+fn stem(mailbox: &str, uidvalidity: u32) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, mailbox.as_bytes());
+    format!(
+        "{}-{uidvalidity}",
+        data_encoding::HEXLOWER.encode(&digest.as_ref()[..12])
+    )
+}
+
+impl Index {
+    /// The index under `home`, sealed with a key derived from `secret`, with its own thread.
+    pub fn open(home: &Path, secret: &[u8]) -> Option<Arc<Index>> {
+        let index = Self::open_without_thread(home, secret)?;
+        let index = Arc::into_inner(index)?;
+        Some(Arc::new_cyclic(|me: &Weak<Index>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let me = me.clone();
+            let started = std::thread::Builder::new()
+                .name("imap-index".into())
+                .spawn(move || run_queue(me, rx));
+            Index {
+                queue: started.is_ok().then_some(tx),
+                ..index
+            }
+        }))
+    }
+
+    /// The index without a thread of its own (records are written at once): for
+    /// `meshmail index status` and tests.
+    pub fn open_without_thread(home: &Path, secret: &[u8]) -> Option<Arc<Index>> {
+        let prk = Salt::new(HKDF_SHA256, b"meshmail imap index v1").extract(secret);
+        let okm = prk.expand(&[b"record key"], &AES_256_GCM).ok()?;
+        let key = LessSafeKey::new(UnboundKey::from(okm));
+        let dir = home.join("imap-index");
+        crate::keys::account::make_private_dir(&dir).ok()?;
+        remove_old_formats(&dir);
+        Some(Arc::new(Index {
+            dir,
+            key,
+            mailboxes: DashMap::new(),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(CACHE_BYTES)
+                .weigher(|_: &EntryKey, e: &Arc<IndexEntry>| {
+                    u32::try_from(e.weight()).unwrap_or(u32::MAX)
+                })
+                .build(),
+            queue: None,
+            queued_bytes: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Adds the entry `build` makes (from a view of `bytes` bytes), on the index's thread
+    /// once no decryption is running; at once when the queue is full or there is no thread.
+    pub fn insert_later(
+        &self,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        bytes: usize,
+        build: impl FnOnce() -> IndexEntry + Send + 'static,
+    ) {
+        if self.contains(mailbox, uidvalidity, uid) {
+            return;
+        }
+        let queued = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let job = Job::Insert {
+            mailbox: mailbox.to_owned(),
+            uidvalidity,
+            uid,
+            bytes,
+            build: Box::new(build),
+        };
+        let refused = match &self.queue {
+            Some(tx) if queued + bytes <= MAX_QUEUED_BYTES => tx.send(job).err().map(|e| e.0),
+            _ => Some(job),
+        };
+        if let Some(Job::Insert { build, .. }) = refused {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.insert(mailbox, uidvalidity, uid, build());
+        }
+    }
+
+    /// Waits (at most `timeout`) until every queued record is written. `false` on timeout.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let Some(tx) = &self.queue else {
+            return true;
+        };
+        let (done, wait) = std::sync::mpsc::channel();
+        if tx.send(Job::Flush(done)).is_err() {
+            return true;
+        }
+        wait.recv_timeout(timeout).is_ok()
+    }
+
+    fn mailbox(&self, mailbox: &str, uidvalidity: u32) -> Arc<Mutex<IndexFile>> {
+        let key = (mailbox.to_owned(), uidvalidity);
+        if let Some(m) = self.mailboxes.get(&key) {
+            return m.clone();
+        }
+        let stem = stem(mailbox, uidvalidity);
+        let loaded = IndexFile::load(self.dir.join(format!("{stem}.idx3")), stem, &self.key);
+        let loaded = Arc::new(Mutex::new(loaded));
+        self.mailboxes.entry(key).or_insert(loaded).clone()
+    }
+
+    /// Reads the mailbox's record locations from disk unless they are in memory already (file
+    /// I/O: on a runtime worker tokio is told the thread blocks). The session calls this
+    /// before `get` and `uids`.
+    pub fn prepare(&self, mailbox: &str, uidvalidity: u32) {
+        if self
+            .mailboxes
+            .contains_key(&(mailbox.to_owned(), uidvalidity))
+        {
+            return;
+        }
+        blocking(|| {
+            self.mailbox(mailbox, uidvalidity);
+        });
+    }
+
+    /// True when the message has a record.
+    pub fn contains(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> bool {
+        let m = self.mailbox(mailbox, uidvalidity);
+        let contains = m.lock().is_ok_and(|g| g.contains(uid));
+        contains
+    }
+
+    /// The message's record: from memory, else read from its file (a read and a decryption).
+    pub fn get(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> Option<Arc<IndexEntry>> {
+        let key = (mailbox.to_owned(), uidvalidity, uid);
+        if let Some(e) = self.cache.get(&key) {
+            return Some(e);
+        }
+        let m = self.mailbox(mailbox, uidvalidity);
+        let located = m.lock().ok()?.locate(uid)?;
+        let entry = blocking(|| {
+            located
+                .read(&self.key)
+                .and_then(|b| record::decode_entry(&b))
+        });
+        let Some(entry) = entry else {
+            if let Ok(mut g) = m.lock() {
+                g.forget(uid, located.offset());
+            }
+            return None;
+        };
+        let entry = Arc::new(entry);
+        self.cache.insert(key, entry.clone());
+        Some(entry)
+    }
+
+    /// The UIDs indexed for this mailbox.
+    pub fn uids(&self, mailbox: &str, uidvalidity: u32) -> Vec<u32> {
+        let m = self.mailbox(mailbox, uidvalidity);
+        let uids = m.lock().map(|g| g.uids()).unwrap_or_default();
+        uids
+    }
+
+    /// Adds an entry (appended to the file, and cached). Failing to write only costs a
+    /// decryption later.
+    pub fn insert(&self, mailbox: &str, uidvalidity: u32, uid: u32, entry: IndexEntry) {
+        let m = self.mailbox(mailbox, uidvalidity);
+        let Ok(mut file) = m.lock() else {
+            return;
+        };
+        if file.contains(uid) {
+            return;
+        }
+        if file.checkpoint().is_none() {
+            // The first record names the mailbox (for `index status`).
+            file.append_checkpoint(&self.key, Checkpoint::start(mailbox, uidvalidity));
+        }
+        file.append_entry(&self.key, uid, &record::encode_entry(&entry));
+        if file.contains(uid) {
+            self.cache
+                .insert((mailbox.to_owned(), uidvalidity, uid), Arc::new(entry));
+        }
+    }
+
+    /// Removes the records of expunged messages.
+    pub fn remove(&self, mailbox: &str, uidvalidity: u32, uids: &[u32]) {
+        let m = self.mailbox(mailbox, uidvalidity);
+        if let Ok(mut file) = m.lock() {
+            file.remove(uids);
+        }
+        for &uid in uids {
+            self.cache
+                .invalidate(&(mailbox.to_owned(), uidvalidity, uid));
+        }
+    }
+
+    /// How far the indexer has gone through the mailbox.
+    pub fn checkpoint(&self, mailbox: &str, uidvalidity: u32) -> Option<Checkpoint> {
+        let m = self.mailbox(mailbox, uidvalidity);
+        let c = m.lock().ok()?.checkpoint().cloned();
+        c
+    }
+
+    /// Records how far the indexer has gone (after the records it covers were written).
+    pub fn set_checkpoint(&self, checkpoint: Checkpoint) {
+        let m = self.mailbox(&checkpoint.mailbox, checkpoint.uidvalidity);
+        let mut file = match m.lock() {
+            Ok(file) => file,
+            Err(_) => return,
+        };
+        file.append_checkpoint(&self.key, checkpoint);
+    }
+
+    /// Removes the files of a mailbox's earlier UIDVALIDITYs: their UIDs name no message now.
+    pub fn forget_other_validities(&self, mailbox: &str, uidvalidity: u32) {
+        let keep = stem(mailbox, uidvalidity);
+        let Some((prefix, _)) = keep.split_once('-') else {
+            return;
+        };
+        let prefix = format!("{prefix}-");
+        self.mailboxes
+            .retain(|(m, v), _| m != mailbox || *v == uidvalidity);
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for f in dir.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name != format!("{keep}.idx3") {
+                tracing::info!(mailbox, "IMAP index of an earlier UIDVALIDITY removed");
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+
+    /// Every mailbox file of the index, as `meshmail index status` shows it.
+    pub fn status(&self) -> Vec<MailboxStatus> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for f in dir.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".idx3") else {
+                continue;
+            };
+            let Some(uidvalidity) = stem
+                .rsplit_once('-')
+                .and_then(|(_, v)| v.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let file = IndexFile::load(f.path(), stem.to_owned(), &self.key);
+            let s = file.status();
+            out.push(MailboxStatus {
+                mailbox: s.checkpoint.as_ref().map(|c| c.mailbox.clone()),
+                uidvalidity,
+                records: s.records,
+                dead_records: s.dead_records,
+                bytes: s.bytes,
+                dead_bytes: s.dead_bytes,
+                checkpoint: s.checkpoint,
+            });
+        }
+        out.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+        out
+    }
+}
+
+impl Checkpoint {
+    /// The checkpoint of a file nothing has been scanned into yet.
+    pub fn start(mailbox: &str, uidvalidity: u32) -> Checkpoint {
+        Checkpoint {
+            mailbox: mailbox.to_owned(),
+            uidvalidity,
+            scanned_to: 0,
+            uidnext: 0,
+            messages: 0,
+            at: now(),
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Files of earlier formats are caches that no longer open: removed.
+fn remove_old_formats(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for f in entries.flatten() {
+        let name = f.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".idx") || name.ends_with(".idx2") || name.ends_with(".compacting") {
+            let _ = std::fs::remove_file(f.path());
+        }
+    }
+}
+
+/// Runs file I/O; on a multi-threaded runtime's worker, tokio is told the thread blocks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// The index's own thread: builds and writes queued records while no decryption runs. Ends
+/// when the index is dropped.
+fn run_queue(index: Weak<Index>, jobs: Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Insert {
+                mailbox,
+                uidvalidity,
+                uid,
+                bytes,
+                build,
+            } => {
+                while !super::slots::idle() {
+                    std::thread::sleep(IDLE_POLL);
+                }
+                let Some(index) = index.upgrade() else {
+                    return;
+                };
+                if !index.contains(&mailbox, uidvalidity, uid) {
+                    // A parser panic on one message must not end indexing for the account.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)) {
+                        Ok(entry) => index.insert(&mailbox, uidvalidity, uid, entry),
+                        Err(_) => tracing::warn!(uid, "cannot index one message"),
+                    }
+                }
+                index.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            }
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn entry(size: usize) -> IndexEntry {
+        IndexEntry {
+            size,
+            bodystructure: b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 2 1 NIL NIL NIL NIL)"
+                .to_vec(),
+            body: Vec::new(),
+            envelope: Vec::new(),
+            header: b"Subject: secret plans\r\n\r\n".to_vec(),
+            message: Some(Zeroizing::new(
+                b"Subject: secret plans\r\n\r\nthe body of the plans\r\n".repeat(20),
+            )),
+            search: SearchText::default(),
+        }
+    }
+
+    fn files(home: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(home.join("imap-index"))
+            .expect("dir")
+            .map(|f| f.expect("entry").path())
+            .collect()
+    }
+
+    #[test]
+    fn a_torn_record_at_the_end_costs_that_record_only() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let index = Index::open_without_thread(home.path(), b"k").expect("index");
+        for uid in 1..=10 {
+            index.insert("INBOX", 3, uid, entry(uid as usize));
+        }
+        drop(index);
+        let path = files(home.path()).pop().expect("a file");
+        let len = std::fs::metadata(&path).expect("meta").len();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.set_len(len - 7).expect("truncate");
+        drop(f);
+
+        let index = Index::open_without_thread(home.path(), b"k").expect("index");
+        let mut uids = index.uids("INBOX", 3);
+        uids.sort();
+        assert_eq!(
+            uids,
+            (1..=9).collect::<Vec<_>>(),
+            "only the torn record is lost"
+        );
+        // The next record starts on a boundary: everything reads back after a restart.
+        index.insert("INBOX", 3, 10, entry(10));
+        index.insert("INBOX", 3, 11, entry(11));
+        drop(index);
+        let index = Index::open_without_thread(home.path(), b"k").expect("index");
+        for uid in 1..=11 {
+            let e = index.get("INBOX", 3, uid).expect("record");
+            assert_eq!(e.size, uid as usize);
+            assert!(e
+                .message
+                .as_ref()
+                .is_some_and(|m| m.starts_with(b"Subject: secret")));
+        }
+    }
+
+    #[test]
+    fn expunged_records_are_removed_and_a_half_dead_file_is_compacted() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let index = Index::open_without_thread(home.path(), b"k").expect("index");
+        for uid in 1..=40 {
+            index.insert("Archive", 9, uid, entry(uid as usize));
+        }
+        let path = files(home.path()).pop().expect("a file");
+        let full = std::fs::metadata(&path).expect("meta").len();
+        index.remove("Archive", 9, &[2, 3]);
+        assert!(index.get("Archive", 9, 2).is_none(), "expunged");
+        assert!(
+            std::fs::metadata(&path).expect("meta").len() > full,
+            "a tombstone appended"
+        );
+        index.remove("Archive", 9, &(4..=30).collect::<Vec<_>>());
+        let compacted = std::fs::metadata(&path).expect("meta").len();
+        assert!(compacted < full / 2, "compacted: {compacted} of {full}");
+        drop(index);
+
+        let index = Index::open_without_thread(home.path(), b"k").expect("index");
+        let mut uids = index.uids("Archive", 9);
+        uids.sort();
+        let mut expected = vec![1];
+        expected.extend(31..=40);
+        assert_eq!(uids, expected);
+        assert_eq!(index.get("Archive", 9, 35).map(|e| e.size), Some(35));
+        let status = index.status();
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].mailbox.as_deref(), Some("Archive"));
+        assert_eq!(status[0].records, 11);
+        assert_eq!(status[0].dead_records, 0);
+    }
+
+    #[test]
+    fn checkpoints_persist_and_old_validities_are_removed() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let index = Index::open_without_thread(home.path(), b"k").expect("index");
+        index.insert("INBOX", 1, 5, entry(5));
+        let mut c = Checkpoint::start("INBOX", 1);
+        c.scanned_to = 77;
+        c.uidnext = 80;
+        index.set_checkpoint(c.clone());
+        drop(index);
+        let index = Index::open_without_thread(home.path(), b"k").expect("index");
+        assert_eq!(index.checkpoint("INBOX", 1), Some(c));
+        index.insert("INBOX", 2, 1, entry(1));
+        assert_eq!(files(home.path()).len(), 2);
+        index.forget_other_validities("INBOX", 2);
+        assert_eq!(files(home.path()).len(), 1);
+        assert_eq!(index.uids("INBOX", 2), vec![1]);
+    }
+
+    #[test]
+    fn queued_records_are_written_sealed_and_read_back_only_with_the_key() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(home.path(), b"account secret").expect("index");
+        for uid in 1..=50 {
+            index.insert_later("INBOX", 7, uid, 100, move || entry(uid as usize));
+        }
+        assert!(index.flush(Duration::from_secs(10)));
+        assert_eq!(index.get("INBOX", 7, 42).map(|e| e.size), Some(42));
+        assert!(index.get("INBOX", 8, 42).is_none(), "another UIDVALIDITY");
+        drop(index);
+
+        let files = files(home.path());
+        assert_eq!(files.len(), 1);
+        let bytes = std::fs::read(&files[0]).expect("read");
+        let mode = std::fs::metadata(&files[0])
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            !bytes.windows(6).any(|w| w == b"secret"),
+            "plaintext at rest"
+        );
+
+        let again = Index::open(home.path(), b"account secret").expect("index");
+        assert_eq!(again.uids("INBOX", 7).len(), 50);
+        assert_eq!(again.get("INBOX", 7, 9).map(|e| e.size), Some(9));
+        let other = Index::open(home.path(), b"another key").expect("index");
+        assert!(
+            other.get("INBOX", 7, 9).is_none(),
+            "opened with the wrong key"
+        );
+    }
+}
