@@ -94,6 +94,29 @@ pub struct ImapConfig {
     pub append_plaintext: Vec<String>,
     /// Decrypted messages kept in memory, in bytes (default 32 MiB).
     pub cache_bytes: Option<u64>,
+    /// The background indexer decrypts new mail as it arrives (default true).
+    pub indexer: Option<bool>,
+    /// Mailboxes it always watches; the first is kept in IDLE (default INBOX, Sent, Drafts).
+    pub index_mailboxes: Option<Vec<String>>,
+    /// Mailboxes a client selects are watched too (default true).
+    pub index_selected: Option<bool>,
+    /// How often the watched mailboxes not in IDLE are looked at, in seconds (default 60).
+    pub index_poll_secs: Option<u64>,
+}
+
+impl ImapConfig {
+    /// What the background indexers watch, defaults filled in.
+    pub fn indexer_settings(&self) -> crate::imap::indexer::IndexerSettings {
+        let d = crate::imap::indexer::IndexerSettings::default();
+        crate::imap::indexer::IndexerSettings {
+            enabled: self.indexer.unwrap_or(d.enabled),
+            mailboxes: self.index_mailboxes.clone().unwrap_or(d.mailboxes),
+            follow_selected: self.index_selected.unwrap_or(d.follow_selected),
+            poll: self
+                .index_poll_secs
+                .map_or(d.poll, |s| std::time::Duration::from_secs(s.max(1))),
+        }
+    }
 }
 
 /// `[tls]`: the certificate offered to clients.

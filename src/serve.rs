@@ -125,6 +125,7 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
             connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
             views: crate::imap::view::ViewCache::new(imap.cache_bytes.unwrap_or(32 << 20)),
             append_plaintext: imap.append_plaintext.clone(),
+            indexer: imap.indexer_settings(),
         });
         for (listener, addr, implicit) in
             listeners(imap.listen, imap.listen_implicit_tls, ctx.tls.is_some())?
@@ -302,6 +303,7 @@ fn load_accounts(
                     keys: decryption,
                     index,
                     owned: Default::default(),
+                    indexer: Default::default(),
                 }),
             },
         );

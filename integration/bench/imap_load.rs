@@ -29,7 +29,9 @@ fn main() {
             let certs = parse_certs(&cert).expect("certificate");
             let count: usize = args[7].parse().expect("count");
             let size: usize = args[8].parse().expect("size");
-            conn.command(&format!("CREATE {mailbox}"));
+            if !mailbox.eq_ignore_ascii_case("INBOX") {
+                conn.command(&format!("CREATE {mailbox}"));
+            }
             for i in 0..count {
                 let message = message(i, size);
                 let sealed = seal(

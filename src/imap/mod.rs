@@ -16,6 +16,7 @@ pub mod append;
 pub mod caps;
 pub mod fetch;
 pub mod index;
+pub mod indexer;
 pub mod owned;
 pub mod search;
 mod session;
@@ -43,6 +44,8 @@ pub struct ImapAccount {
     pub index: Option<Arc<index::Index>>,
     /// meshmail's own connection for the account, shared by its sessions.
     pub owned: owned::SharedConnection,
+    /// The background indexer (started by the account's first session).
+    pub indexer: indexer::AccountIndexer,
 }
 
 /// What every IMAP session shares.
@@ -56,6 +59,8 @@ pub struct ImapContext {
     pub views: view::ViewCache,
     /// Mailboxes whose APPENDs are stored as the client sent them.
     pub append_plaintext: Vec<String>,
+    /// What the background indexers watch.
+    pub indexer: indexer::IndexerSettings,
 }
 
 /// Accepts IMAP clients until shutdown.

@@ -40,6 +40,10 @@ pub enum FetchError {
     /// Temporary for the client: it asks again later.
     #[error("{0}")]
     Failed(String),
+    /// The server refused the login meshmail replayed (a changed password): not tried again
+    /// with the same login.
+    #[error("the server refused meshmail's login: {0}")]
+    Refused(String),
 }
 
 struct Request {
@@ -166,7 +170,7 @@ impl OwnedConnection {
 }
 
 /// async-imap wants a Debug stream.
-struct Link(Box<dyn crate::smtp::session::io::Stream>);
+pub(crate) struct Link(Box<dyn crate::smtp::session::io::Stream>);
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -206,7 +210,7 @@ impl tokio::io::AsyncWrite for Link {
     }
 }
 
-type Session = async_imap::Session<Link>;
+pub(crate) type Session = async_imap::Session<Link>;
 
 struct Replay {
     responses: Vec<Vec<u8>>,
@@ -222,7 +226,10 @@ impl async_imap::Authenticator for &mut Replay {
     }
 }
 
-async fn login(target: &UpstreamTarget, credentials: &Credentials) -> Result<Session, FetchError> {
+pub(crate) async fn login(
+    target: &UpstreamTarget,
+    credentials: &Credentials,
+) -> Result<Session, FetchError> {
     let up = super::upstream::connect(target)
         .await
         .map_err(|e| FetchError::Failed(e.to_string()))?;
@@ -249,6 +256,7 @@ async fn login(target: &UpstreamTarget, credentials: &Credentials) -> Result<Ses
     };
     match result {
         Ok(Ok(session)) => Ok(session),
+        Ok(Err((async_imap::error::Error::No(text), _))) => Err(FetchError::Refused(text)),
         Ok(Err((e, _))) => Err(FetchError::Failed(format!(
             "login for meshmail's connection: {e}"
         ))),

@@ -21,6 +21,7 @@ pub fn context() -> Arc<ImapContext> {
             keys: None,
             index: None,
             owned: Default::default(),
+            indexer: Default::default(),
         }),
     );
     let limits = Limits {
@@ -41,6 +42,7 @@ pub fn context() -> Arc<ImapContext> {
         connections: Arc::new(tokio::sync::Semaphore::new(4)),
         views: crate::imap::view::ViewCache::new(1 << 20),
         append_plaintext: Vec::new(),
+        indexer: Default::default(),
     })
 }
 

@@ -92,6 +92,10 @@ struct Task {
     /// SIGTERM: the session says `* BYE` at its next quiet moment.
     shutdown: watch::Receiver<bool>,
     stopping: bool,
+    /// The account's indexer was given this session's login.
+    indexer_told: bool,
+    /// The mailbox the indexer was last told this session selected.
+    indexer_mailbox: Option<String>,
 }
 
 /// Runs a session to its end.
@@ -149,6 +153,8 @@ pub async fn run(
         ready_bytes: 0,
         shutdown,
         stopping: false,
+        indexer_told: false,
+        indexer_mailbox: None,
     };
     let (mut up_r, mut up_w) = tokio::io::split(upstream.stream);
     loop {
@@ -272,6 +278,7 @@ impl Task {
     /// Takes what the core queued: items for the client (views become futures, in order)
     /// and jobs.
     fn drain(&mut self) {
+        self.tell_indexer();
         while let Some(job) = self.core.jobs.pop_front() {
             match job {
                 Job::Seal(seal) => {
@@ -352,6 +359,43 @@ impl Task {
                 }
             };
             self.ready.push_back(future);
+        }
+    }
+
+    /// Starts the account's indexer with this session's login (or gives it the newer login),
+    /// and tells it which mailbox the session selected.
+    fn tell_indexer(&mut self) {
+        let Some(mapped) = self.core.state.mapped() else {
+            return;
+        };
+        let ctx = &self.core.ctx;
+        if !self.indexer_told {
+            self.indexer_told = true;
+            let account = &mapped.account;
+            if let (Some(credentials), Some(index), Some(keys)) = (
+                mapped.credentials.clone(),
+                account.index.clone(),
+                account.keys.clone(),
+            ) {
+                let indexer = crate::imap::indexer::IndexerContext {
+                    target: ctx.upstream.clone(),
+                    views: ctx.views.clone(),
+                    index,
+                    keys,
+                    user: mapped.user.clone(),
+                    settings: ctx.indexer.clone(),
+                    max_message: ctx.limits.max_message_size,
+                };
+                account
+                    .indexer
+                    .start(indexer, credentials, self.shutdown.clone());
+            }
+        }
+        if let Some((mapped, mailbox)) = self.core.state.mapped_selected() {
+            if self.indexer_mailbox.as_deref() != Some(mailbox.name.as_str()) {
+                self.indexer_mailbox = Some(mailbox.name.clone());
+                mapped.account.indexer.selected(&mailbox.name);
+            }
         }
     }
 

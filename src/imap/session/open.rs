@@ -7,7 +7,7 @@ use super::state::Mailbox;
 use crate::crypto::decrypt::DecryptionKeys;
 use crate::imap::index::Index;
 use crate::imap::owned::{Credentials, FetchError, OwnedConnection};
-use crate::imap::view::{View, ViewCache, ViewKey};
+use crate::imap::view::{wait_for, Claim, View, ViewCache, ViewKey};
 use std::sync::Arc;
 
 /// The session's last complete view.
@@ -70,6 +70,51 @@ impl ViewSource {
                 return Ok(Arc::new(v));
             }
         }
+        // Without a UIDVALIDITY a UID names no message for sure: nothing is shared then.
+        let building = match self.selected.uidvalidity {
+            Some(_) => loop {
+                match self.views.claim(&key) {
+                    Claim::Ready(v) => return Ok(v),
+                    Claim::Wait(rx) => {
+                        // Another session or the indexer decrypts it right now.
+                        if let Some(v) = wait_for(rx).await {
+                            self.keep(key, &v);
+                            return Ok(v);
+                        }
+                    }
+                    Claim::Build(b) => break Some(b),
+                }
+            },
+            None => None,
+        };
+        if building.is_some() {
+            // The indexer may have written it between the look above and the claim.
+            if let Some(v) = self.indexed(uid).filter(|v| v.is_complete() || !complete) {
+                let v = Arc::new(v);
+                if let Some(b) = building {
+                    b.finish(v.clone());
+                }
+                return Ok(v);
+            }
+        }
+        let view = self.build(owned, uid, ciphertext, forged).await?;
+        if self.selected.uidvalidity.is_some() {
+            self.keep(key, &view);
+        }
+        if let Some(b) = building {
+            b.finish(view.clone());
+        }
+        Ok(view)
+    }
+
+    /// Fetches (unless given) and decrypts the message, and queues its index record.
+    async fn build(
+        &self,
+        owned: Option<&OwnedConnection>,
+        uid: u32,
+        ciphertext: Option<Vec<u8>>,
+        forged: bool,
+    ) -> Result<Arc<View>, OpenFailure> {
         let keys = self
             .keys
             .clone()
@@ -95,7 +140,7 @@ impl ViewSource {
         let mailbox = self.selected.name.clone();
         let validity = self.selected.uidvalidity;
         let slot = crate::imap::slots::decryption_slot().await;
-        let view = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let view = Arc::new(if forged {
                 View::from_message(crate::imap::view::compose::without_result_fields(&raw))
             } else {
@@ -109,16 +154,16 @@ impl ViewSource {
             view
         })
         .await
-        .map_err(|_| OpenFailure::Temporary("decryption stopped".into()))?;
-        if validity.is_some() {
-            self.views.insert(key.clone(), view.clone());
-            // A view larger than the cache would be decrypted again for every partial read
-            // (Thunderbird reads in 64 KiB pieces): the session keeps its last one.
-            if let Ok(mut pinned) = self.pinned.lock() {
-                *pinned = Some((key, view.clone()));
-            }
+        .map_err(|_| OpenFailure::Temporary("decryption stopped".into()))
+    }
+
+    /// Caches a view, and keeps it as the session's last one: a view larger than the cache
+    /// would be decrypted again for every partial read (Thunderbird reads in 64 KiB pieces).
+    fn keep(&self, key: ViewKey, view: &Arc<View>) {
+        self.views.insert(key.clone(), view.clone());
+        if let Ok(mut pinned) = self.pinned.lock() {
+            *pinned = Some((key, view.clone()));
         }
-        Ok(view)
     }
 
     /// The session's last complete view, when it is the one asked for.

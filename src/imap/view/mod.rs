@@ -253,11 +253,52 @@ impl View {
     }
 }
 
-/// Recently decrypted views, bounded in bytes. Views hold plaintext: they are zeroized when
-/// evicted and never written to disk.
+/// Recently decrypted views, bounded in bytes, and the views being built right now. Views
+/// hold plaintext: they are zeroized when evicted and never written to disk.
 #[derive(Clone)]
 pub struct ViewCache {
     cache: moka::sync::Cache<ViewKey, Arc<View>>,
+    /// Views being built: whoever asks for one meanwhile waits for it instead of decrypting
+    /// the same message again (two sessions, or a session and the indexer).
+    building: Arc<dashmap::DashMap<ViewKey, tokio::sync::watch::Receiver<Option<Arc<View>>>>>,
+}
+
+/// What [`ViewCache::claim`] found.
+pub enum Claim {
+    /// The view is cached.
+    Ready(Arc<View>),
+    /// Another task builds it: wait with [`wait_for`].
+    Wait(tokio::sync::watch::Receiver<Option<Arc<View>>>),
+    /// The caller builds it, and hands it to those waiting with [`Building::finish`].
+    Build(Building),
+}
+
+/// The right to build one view; waiters are released when it finishes or is dropped.
+pub struct Building {
+    key: ViewKey,
+    tx: tokio::sync::watch::Sender<Option<Arc<View>>>,
+    building: Arc<dashmap::DashMap<ViewKey, tokio::sync::watch::Receiver<Option<Arc<View>>>>>,
+}
+
+impl Building {
+    /// Hands the view to everyone waiting for it.
+    pub fn finish(self, view: Arc<View>) {
+        let _ = self.tx.send(Some(view));
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        self.building.remove(&self.key);
+    }
+}
+
+/// The view another task is building; `None` when it gave up (the caller builds it then).
+pub async fn wait_for(
+    mut rx: tokio::sync::watch::Receiver<Option<Arc<View>>>,
+) -> Option<Arc<View>> {
+    let view = rx.wait_for(|v| v.is_some()).await.ok()?.clone();
+    view
 }
 
 impl ViewCache {
@@ -267,6 +308,7 @@ impl ViewCache {
                 .max_capacity(max_bytes)
                 .weigher(|_, v: &Arc<View>| v.weight().try_into().unwrap_or(u32::MAX))
                 .build(),
+            building: Arc::new(dashmap::DashMap::new()),
         }
     }
 
@@ -276,6 +318,25 @@ impl ViewCache {
 
     pub fn insert(&self, key: ViewKey, view: Arc<View>) {
         self.cache.insert(key, view);
+    }
+
+    /// The cached view, the one being built, or the right to build it.
+    pub fn claim(&self, key: &ViewKey) -> Claim {
+        if let Some(v) = self.cache.get(key) {
+            return Claim::Ready(v);
+        }
+        match self.building.entry(key.clone()) {
+            dashmap::Entry::Occupied(e) => Claim::Wait(e.get().clone()),
+            dashmap::Entry::Vacant(e) => {
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                e.insert(rx);
+                Claim::Build(Building {
+                    key: key.clone(),
+                    tx,
+                    building: self.building.clone(),
+                })
+            }
+        }
     }
 }
 
