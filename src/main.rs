@@ -80,6 +80,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The IMAP index of decrypted messages.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     /// Make a self-signed certificate for a localhost listener (cert.pem, key.pem).
     Certs {
         #[arg(long)]
@@ -101,6 +106,20 @@ enum Command {
         /// plaintext is not written to disk by Thunderbird).
         #[arg(long)]
         offline: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// How far each account's index is: per mailbox, the messages indexed and the last UID
+    /// the indexer looked at against the server's UIDNEXT then (read-only: safe beside a
+    /// running `serve`).
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON object per account.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -414,6 +433,32 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             if !offline {
                 println!("offline copies are off: decrypted messages are not kept on disk (--offline keeps them)");
+            }
+            Ok(())
+        }
+        Command::Index {
+            command: IndexCommand::Status { config, json },
+        } => {
+            let config = Config::load(&config).map_err(|e| Failure::new(Outcome::Config, e))?;
+            let accounts = meshmail::serve::index_status(&config, Some(home.clone())).map_err(
+                |e| match e {
+                    meshmail::serve::ServeError::Key(k) => Failure::from(k),
+                    other => Failure::new(Outcome::Config, other),
+                },
+            )?;
+            for (user, mailboxes) in accounts {
+                if json {
+                    let list: Vec<_> = mailboxes.iter().map(|m| m.json()).collect();
+                    println!("{}", serde_json::json!({ "user": user, "mailboxes": list }));
+                } else {
+                    println!("{user}:");
+                    if mailboxes.is_empty() {
+                        println!("  nothing indexed yet");
+                    }
+                    for m in mailboxes {
+                        println!("  {}", m.line());
+                    }
+                }
             }
             Ok(())
         }

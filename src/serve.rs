@@ -236,21 +236,7 @@ fn load_accounts(
     config: &Config,
     default_home: Option<PathBuf>,
 ) -> Result<HashMap<String, LoadedAccount>, ServeError> {
-    let mut list: Vec<AccountConfig> = config.accounts.clone();
-    if let Some(user) = &config.upstream_user {
-        let home = config.home.clone().or(default_home).ok_or_else(|| {
-            ServeError::Config("no home for the account (home, --home or MESHMAIL_HOME)".into())
-        })?;
-        list.insert(
-            0,
-            AccountConfig {
-                upstream_user: user.clone(),
-                home,
-                passphrase_file: config.passphrase_file.clone(),
-                passphrase_fd: config.passphrase_fd,
-            },
-        );
-    }
+    let list = account_configs(config, default_home)?;
     let mut out = HashMap::new();
     for a in list {
         let account = Account::open(&a.home)?;
@@ -307,6 +293,48 @@ fn load_accounts(
                 }),
             },
         );
+    }
+    Ok(out)
+}
+
+/// Every mapped account of the configuration: the top-level one first, then each
+/// `[[account]]`.
+pub fn account_configs(
+    config: &Config,
+    default_home: Option<PathBuf>,
+) -> Result<Vec<AccountConfig>, ServeError> {
+    let mut list: Vec<AccountConfig> = config.accounts.clone();
+    if let Some(user) = &config.upstream_user {
+        let home = config.home.clone().or(default_home).ok_or_else(|| {
+            ServeError::Config("no home for the account (home, --home or MESHMAIL_HOME)".into())
+        })?;
+        list.insert(
+            0,
+            AccountConfig {
+                upstream_user: user.clone(),
+                home,
+                passphrase_file: config.passphrase_file.clone(),
+                passphrase_fd: config.passphrase_fd,
+            },
+        );
+    }
+    Ok(list)
+}
+
+/// What `meshmail index status` shows: each account's index, read without changing it (a
+/// running `serve` may be writing it).
+pub fn index_status(
+    config: &Config,
+    default_home: Option<PathBuf>,
+) -> Result<Vec<(String, Vec<crate::imap::index::MailboxStatus>)>, ServeError> {
+    let mut out = Vec::new();
+    for a in account_configs(config, default_home)? {
+        let account = Account::open(&a.home)?;
+        let passphrase = read_passphrase(a.passphrase_file.as_deref(), a.passphrase_fd)?;
+        let unlocked = account.unlock(passphrase.as_ref())?;
+        let status =
+            crate::imap::index::Index::status_at(&a.home, unlocked.smime_key_pkcs8().expose());
+        out.push((a.upstream_user.clone(), status));
     }
     Ok(out)
 }

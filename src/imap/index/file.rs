@@ -52,6 +52,14 @@ impl Span {
     }
 }
 
+/// Whether loading may repair the file (cut a torn record, remove a file of another key).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ReadWrite,
+    /// For `index status` beside a running `serve`: nothing on disk changes.
+    ReadOnly,
+}
+
 /// An open index file.
 pub struct IndexFile {
     path: PathBuf,
@@ -64,7 +72,8 @@ pub struct IndexFile {
     records: HashMap<u32, Span>,
     checkpoint: Option<(Span, Checkpoint)>,
     dead: u64,
-    /// Dead records seen when the file was loaded or since (for `index status`).
+    /// Message records replaced or expunged, seen when the file was loaded or since (for
+    /// `index status`; replaced checkpoints count in `dead` only).
     dead_records: usize,
 }
 
@@ -84,7 +93,7 @@ fn aad(binding: &str, kind: u8, uid: u32) -> Vec<u8> {
 impl IndexFile {
     /// Opens (or starts) the file at `path`. A file whose checkpoint does not open (another
     /// key) is removed: it would never open.
-    pub fn load(path: PathBuf, binding: String, key: &LessSafeKey) -> IndexFile {
+    pub fn load(path: PathBuf, binding: String, key: &LessSafeKey, mode: Mode) -> IndexFile {
         let mut f = IndexFile {
             path,
             binding,
@@ -97,7 +106,7 @@ impl IndexFile {
         };
         let Ok(file) = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(mode == Mode::ReadWrite)
             .open(&f.path)
         else {
             return f;
@@ -139,7 +148,6 @@ impl IndexFile {
                 CHECKPOINT => {
                     if let Some(old) = last_checkpoint.replace(span) {
                         f.dead += old.total();
-                        f.dead_records += 1;
                     }
                 }
                 TOMBSTONE => {
@@ -160,7 +168,7 @@ impl IndexFile {
             at += total;
         }
         drop(reader);
-        if at < len {
+        if at < len && mode == Mode::ReadWrite {
             // A record cut short (a crash mid-write): only it is lost.
             tracing::warn!(path = %f.path.display(), kept = at, cut = len - at, "IMAP index: a torn record at the end was cut off");
             let _ = file.set_len(at);
@@ -174,6 +182,7 @@ impl IndexFile {
                 .and_then(|file| read_sealed(file, span, &f.binding, CHECKPOINT, 0, key));
             match opened.and_then(|b| record::decode_checkpoint(&b)) {
                 Some(c) => f.checkpoint = Some((span, c)),
+                None if mode == Mode::ReadOnly => {}
                 None => {
                     tracing::warn!(path = %f.path.display(), "IMAP index sealed with another key: removed");
                     let _ = std::fs::remove_file(&f.path);
@@ -246,7 +255,6 @@ impl IndexFile {
         if let Some(span) = self.append_sealed(key, CHECKPOINT, 0, &plain) {
             if let Some((old, _)) = self.checkpoint.replace((span, c)) {
                 self.dead += old.total();
-                self.dead_records += 1;
             }
         }
     }

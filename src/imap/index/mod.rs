@@ -20,6 +20,9 @@
 
 mod file;
 mod record;
+mod status;
+
+pub use status::MailboxStatus;
 
 use crate::imap::search::SearchText;
 use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
@@ -77,18 +80,6 @@ pub struct Checkpoint {
     pub messages: u32,
     /// When (seconds since the epoch).
     pub at: u64,
-}
-
-/// One mailbox file as `meshmail index status` shows it.
-pub struct MailboxStatus {
-    /// The mailbox's name, from the file's checkpoint (`None`: the file has none yet).
-    pub mailbox: Option<String>,
-    pub uidvalidity: u32,
-    pub records: usize,
-    pub dead_records: usize,
-    pub bytes: u64,
-    pub dead_bytes: u64,
-    pub checkpoint: Option<Checkpoint>,
 }
 
 /// Bytes of decrypted views waiting in the queue at most; beyond, records are built at once.
@@ -156,9 +147,7 @@ impl Index {
     /// The index without a thread of its own (records are written at once): for
     /// `meshmail index status` and tests.
     pub fn open_without_thread(home: &Path, secret: &[u8]) -> Option<Arc<Index>> {
-        let prk = Salt::new(HKDF_SHA256, b"meshmail imap index v1").extract(secret);
-        let okm = prk.expand(&[b"record key"], &AES_256_GCM).ok()?;
-        let key = LessSafeKey::new(UnboundKey::from(okm));
+        let key = record_key(secret)?;
         let dir = home.join("imap-index");
         crate::keys::account::make_private_dir(&dir).ok()?;
         remove_old_formats(&dir);
@@ -226,7 +215,12 @@ impl Index {
             return m.clone();
         }
         let stem = stem(mailbox, uidvalidity);
-        let loaded = IndexFile::load(self.dir.join(format!("{stem}.idx3")), stem, &self.key);
+        let loaded = IndexFile::load(
+            self.dir.join(format!("{stem}.idx3")),
+            stem,
+            &self.key,
+            file::Mode::ReadWrite,
+        );
         let loaded = Arc::new(Mutex::new(loaded));
         self.mailboxes.entry(key).or_insert(loaded).clone()
     }
@@ -355,38 +349,59 @@ impl Index {
         }
     }
 
-    /// Every mailbox file of the index, as `meshmail index status` shows it.
-    pub fn status(&self) -> Vec<MailboxStatus> {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+    /// Every mailbox file of the index under `home`, read without changing anything (no
+    /// directory made, no torn record cut off): for `meshmail index status` beside a running
+    /// `serve`.
+    pub fn status_at(home: &Path, secret: &[u8]) -> Vec<MailboxStatus> {
+        let Some(key) = record_key(secret) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for f in dir.flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".idx3") else {
-                continue;
-            };
-            let Some(uidvalidity) = stem
-                .rsplit_once('-')
-                .and_then(|(_, v)| v.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let file = IndexFile::load(f.path(), stem.to_owned(), &self.key);
-            let s = file.status();
-            out.push(MailboxStatus {
-                mailbox: s.checkpoint.as_ref().map(|c| c.mailbox.clone()),
-                uidvalidity,
-                records: s.records,
-                dead_records: s.dead_records,
-                bytes: s.bytes,
-                dead_bytes: s.dead_bytes,
-                checkpoint: s.checkpoint,
-            });
-        }
-        out.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
-        out
+        status_of(&home.join("imap-index"), &key, file::Mode::ReadOnly)
     }
+
+    /// Every mailbox file of this index.
+    pub fn status(&self) -> Vec<MailboxStatus> {
+        status_of(&self.dir, &self.key, file::Mode::ReadWrite)
+    }
+}
+
+/// The index's record key, derived from the account's secret.
+fn record_key(secret: &[u8]) -> Option<LessSafeKey> {
+    let prk = Salt::new(HKDF_SHA256, b"meshmail imap index v1").extract(secret);
+    let okm = prk.expand(&[b"record key"], &AES_256_GCM).ok()?;
+    Some(LessSafeKey::new(UnboundKey::from(okm)))
+}
+
+fn status_of(dir: &Path, key: &LessSafeKey, mode: file::Mode) -> Vec<MailboxStatus> {
+    let Ok(dir) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for f in dir.flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".idx3") else {
+            continue;
+        };
+        let Some(uidvalidity) = stem
+            .rsplit_once('-')
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let file = IndexFile::load(f.path(), stem.to_owned(), key, mode);
+        let s = file.status();
+        out.push(MailboxStatus {
+            mailbox: s.checkpoint.as_ref().map(|c| c.mailbox.clone()),
+            uidvalidity,
+            records: s.records,
+            dead_records: s.dead_records,
+            bytes: s.bytes,
+            dead_bytes: s.dead_bytes,
+            checkpoint: s.checkpoint,
+        });
+    }
+    out.sort_by(|a, b| a.mailbox.cmp(&b.mailbox));
+    out
 }
 
 impl Checkpoint {

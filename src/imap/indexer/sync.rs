@@ -436,6 +436,7 @@ async fn fetch_and_index(
                             let view = Arc::new(View::build(&raw, &keys, max));
                             index.insert(&mailbox, validity, uid, view.index_entry());
                             drop(slot);
+                            tracing::debug!(mailbox = %mailbox, uid, by = "indexer", "decrypted");
                             building.finish(view);
                         })
                         .await

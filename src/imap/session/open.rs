@@ -147,6 +147,8 @@ impl ViewSource {
                 View::build(&raw, &keys, max)
             });
             drop(slot);
+            // Tests count decryptions per message by these lines.
+            tracing::debug!(mailbox = %mailbox, uid, by = "session", "decrypted");
             if let (Some(index), Some(validity)) = (index, validity) {
                 let v = view.clone();
                 index.insert_later(&mailbox, validity, uid, v.size(), move || v.index_entry());
