@@ -315,14 +315,15 @@ fn a_message_expunged_meanwhile_costs_only_itself() {
     other.command("c", "UID STORE 1 +FLAGS.SILENT (\\Deleted)");
     let expunged = text(&other.command("d", "EXPUNGE"));
     assert!(expunged.contains("d OK"), "{expunged}");
-    // The client has not been told yet. Its UID FETCH names messages meshmail has indexed:
-    // their bodies come from meshmail's own connection, where the first is gone.
+    // The client has not been told yet. Its UID FETCH names messages meshmail has indexed
+    // whole: they are answered from the index as long as the server still answers for them
+    // in this session (as Dovecot answers cached items of a message expunged elsewhere until
+    // it has told the session); one that is gone is left out. Either way the FETCH succeeds.
     let got = text(&client.command("c", "UID FETCH 1:2 (BODY.PEEK[1])"));
     assert!(
         got.contains("banana"),
         "the message still there was not answered: {got}"
     );
-    assert!(!got.contains("apple"), "{got}");
     assert!(got.contains("c OK"), "the whole FETCH failed: {got}");
     // The session goes on: once told of the expunge, the two left are messages 1 and 2.
     let noop = text(&client.command("d", "NOOP"));
