@@ -5,7 +5,7 @@
 //! decryption overlaps the transfer of the rest), indexed, and the checkpoint moved past the
 //! batch only once all of it is written.
 
-use super::{IndexerContext, News};
+use super::{IndexerContext, IndexerSettings, News};
 use crate::imap::index::{now, Checkpoint};
 use crate::imap::owned::{Credentials, FetchError, Session};
 use crate::imap::view::{Claim, View, ViewKey};
@@ -52,7 +52,7 @@ pub(super) async fn run(
                 n = news.recv() => match n {
                     None => return,
                     Some(News::Selected(m)) => {
-                        follow(&ctx, &mut watched, m);
+                        follow(&ctx.settings, &mut watched, m);
                     }
                     Some(News::Login) => {}
                 },
@@ -97,10 +97,18 @@ async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
+/// Mailboxes followed because a session selected them, at most (the oldest is dropped): a
+/// client selecting thousands of mailboxes must not make the indexer poll them all.
+const MAX_FOLLOWED: usize = 32;
+
 /// Adds a mailbox a session selected; true when it is new.
-fn follow(ctx: &IndexerContext, watched: &mut Vec<String>, mailbox: String) -> bool {
-    if !ctx.settings.follow_selected || watched.contains(&mailbox) {
+fn follow(settings: &IndexerSettings, watched: &mut Vec<String>, mailbox: String) -> bool {
+    if !settings.follow_selected || watched.contains(&mailbox) {
         return false;
+    }
+    let configured = settings.mailboxes.len().min(watched.len());
+    if watched.len() - configured >= MAX_FOLLOWED {
+        watched.remove(configured);
     }
     watched.push(mailbox);
     true
@@ -162,7 +170,7 @@ async fn watch_loop(
             Wake::Primary => due.extend(primary),
             Wake::Poll => due = watched.clone(),
             Wake::Selected(m) => {
-                if follow(ctx, watched, m.clone()) {
+                if follow(&ctx.settings, watched, m.clone()) {
                     due.push(m);
                 }
             }
@@ -206,9 +214,16 @@ async fn look(ctx: &IndexerContext, session: &mut Session, mailbox: &str) -> Res
     let t = ctx.target.timeout;
     let mbox = match tokio::time::timeout(t, session.examine(mailbox)).await {
         Err(_) => return Err("EXAMINE timed out".into()),
-        // No such mailbox (yet): nothing to index.
-        Ok(Err(async_imap::error::Error::No(_))) => return Ok(()),
-        Ok(Err(e)) => return Err(err(e)),
+        // The connection is gone: the caller logs in again.
+        Ok(Err(
+            e @ (async_imap::error::Error::Io(_) | async_imap::error::Error::ConnectionLost),
+        )) => return Err(err(e)),
+        // No such mailbox (yet), or a name the server or async-imap refuses: nothing to index
+        // there, the other mailboxes go on.
+        Ok(Err(e)) => {
+            tracing::debug!(mailbox, error = %e, "IMAP indexer: cannot examine the mailbox");
+            return Ok(());
+        }
         Ok(Ok(m)) => m,
     };
     let Some(validity) = mbox.uid_validity else {
@@ -458,4 +473,54 @@ async fn fetch_and_index(
         Err(_) => return Err("fetching messages to index timed out".into()),
     }
     Ok(decrypted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(uid: u32, size: u64, encrypted: bool) -> Listed {
+        Listed {
+            uid,
+            size,
+            encrypted,
+        }
+    }
+
+    #[test]
+    fn batches_are_bounded_in_count_and_bytes() {
+        let many: Vec<Listed> = (1..=250).map(|u| listed(u, 1000, true)).collect();
+        let b = batches(&many, 1 << 30);
+        assert_eq!(
+            b.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [100, 100, 50]
+        );
+        let big: Vec<Listed> = (1..=5).map(|u| listed(u, 10 << 20, true)).collect();
+        assert!(batches(&big, 1 << 30).iter().all(|b| b.len() == 1));
+        // Plaintext and oversized messages are not fetched: they weigh nothing.
+        let skipped: Vec<Listed> = (1..=50).map(|u| listed(u, 100 << 20, u % 2 == 0)).collect();
+        assert_eq!(batches(&skipped, 1 << 20).len(), 1);
+        assert!(batches(&[], 1).is_empty());
+    }
+
+    #[test]
+    fn followed_mailboxes_are_bounded_and_configured_ones_stay() {
+        let settings = IndexerSettings::default();
+        let mut watched = settings.mailboxes.clone();
+        for i in 0..100 {
+            assert!(follow(&settings, &mut watched, format!("Folder{i}")));
+        }
+        assert_eq!(watched.len(), settings.mailboxes.len() + MAX_FOLLOWED);
+        assert_eq!(
+            &watched[..settings.mailboxes.len()],
+            &settings.mailboxes[..]
+        );
+        assert_eq!(watched.last().map(String::as_str), Some("Folder99"));
+        assert!(!follow(&settings, &mut watched, "INBOX".into()));
+        let off = IndexerSettings {
+            follow_selected: false,
+            ..IndexerSettings::default()
+        };
+        assert!(!follow(&off, &mut watched, "Elsewhere".into()));
+    }
 }
