@@ -161,6 +161,32 @@ impl FetchPlan {
     }
 }
 
+/// What a FETCH will read of a view besides its bytes: computed on the blocking thread that
+/// opened the view, not while the answer is written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Warm {
+    /// BODYSTRUCTURE, BODY or ENVELOPE.
+    pub structure: bool,
+    /// A section other than the whole message (needs the MIME tree).
+    pub sections: bool,
+}
+
+impl FetchPlan {
+    pub fn warm(&self) -> Warm {
+        use MessageDataItemName as N;
+        let mut w = Warm::default();
+        for n in &self.requested {
+            match n {
+                N::Body | N::BodyStructure | N::Envelope => w.structure = true,
+                N::Rfc822Header | N::Rfc822Text => w.sections = true,
+                N::BodyExt { section, .. } => w.sections |= section.is_some(),
+                _ => {}
+            }
+        }
+        w
+    }
+}
+
 /// True when a BINARY item is asked for: meshmail does not offer BINARY, and the upstream's
 /// answer would be computed from ciphertext.
 pub fn asks_binary(plan: &FetchPlan) -> bool {

@@ -438,13 +438,20 @@ fn read_sealed(
     uid: u32,
     key: &LessSafeKey,
 ) -> Option<Zeroizing<Vec<u8>>> {
-    let mut buf = Zeroizing::new(vec![0u8; span.total() as usize]);
-    file.read_exact_at(&mut buf, span.offset).ok()?;
-    let nonce = Nonce::try_assume_unique_for_key(buf.get(HEADER..HEADER + NONCE)?).ok()?;
+    // Read past the frame, opened in place: one buffer, no copy.
+    let mut nonce = [0u8; NONCE];
+    file.read_exact_at(&mut nonce, span.offset + HEADER as u64)
+        .ok()?;
+    let mut sealed = Zeroizing::new(vec![0u8; span.len as usize]);
+    file.read_exact_at(&mut sealed, span.offset + (HEADER + NONCE) as u64)
+        .ok()?;
     let aad = aad(binding, kind, uid);
-    let mut sealed = Zeroizing::new(buf.get(HEADER + NONCE..)?.to_vec());
     let n = key
-        .open_in_place(nonce, Aad::from(aad.as_slice()), &mut sealed)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad.as_slice()),
+            &mut sealed,
+        )
         .ok()?
         .len();
     sealed.truncate(n);

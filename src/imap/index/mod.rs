@@ -86,6 +86,9 @@ pub struct Checkpoint {
 const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 /// How often the index's thread looks whether decryption has stopped.
 const IDLE_POLL: Duration = Duration::from_millis(2);
+/// How long decryption must have stopped before the index's thread builds records: a
+/// client's FETCH of many messages keeps both cores to itself until it is answered.
+const QUIET: Duration = Duration::from_millis(30);
 /// Decoded records kept in memory, in bytes.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -99,6 +102,8 @@ pub struct Index {
     /// Records for the index's own thread to build and write (`None`: no thread, build at once).
     queue: Option<Sender<Job>>,
     queued_bytes: AtomicUsize,
+    /// UIDs whose records wait in the queue: known already (their views were just built).
+    queued: DashMap<(String, u32), std::collections::HashSet<u32>>,
 }
 
 type BuildEntry = Box<dyn FnOnce() -> IndexEntry + Send>;
@@ -163,6 +168,7 @@ impl Index {
                 .build(),
             queue: None,
             queued_bytes: AtomicUsize::new(0),
+            queued: DashMap::new(),
         }))
     }
 
@@ -188,12 +194,19 @@ impl Index {
             build: Box::new(build),
         };
         let refused = match &self.queue {
-            Some(tx) if queued + bytes <= MAX_QUEUED_BYTES => tx.send(job).err().map(|e| e.0),
+            Some(tx) if queued + bytes <= MAX_QUEUED_BYTES => {
+                self.queued
+                    .entry((mailbox.to_owned(), uidvalidity))
+                    .or_default()
+                    .insert(uid);
+                tx.send(job).err().map(|e| e.0)
+            }
             _ => Some(job),
         };
         if let Some(Job::Insert { build, .. }) = refused {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.insert(mailbox, uidvalidity, uid, build());
+            self.dequeued(mailbox, uidvalidity, uid);
         }
     }
 
@@ -240,18 +253,57 @@ impl Index {
         });
     }
 
-    /// True when the message has a record.
+    /// True when the message has a record, or one waits in the queue.
     pub fn contains(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> bool {
+        self.is_queued(mailbox, uidvalidity, uid) || self.has_record(mailbox, uidvalidity, uid)
+    }
+
+    fn has_record(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> bool {
         let m = self.mailbox(mailbox, uidvalidity);
         let contains = m.lock().is_ok_and(|g| g.contains(uid));
         contains
     }
 
-    /// The message's record: from memory, else read from its file (a read and a decryption).
-    pub fn get(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> Option<Arc<IndexEntry>> {
+    fn is_queued(&self, mailbox: &str, uidvalidity: u32, uid: u32) -> bool {
+        self.queued
+            .get(&(mailbox.to_owned(), uidvalidity))
+            .is_some_and(|q| q.contains(&uid))
+    }
+
+    fn dequeued(&self, mailbox: &str, uidvalidity: u32, uid: u32) {
+        let key = (mailbox.to_owned(), uidvalidity);
+        if let Some(mut q) = self.queued.get_mut(&key) {
+            q.remove(&uid);
+        }
+        self.queued.remove_if(&key, |_, q| q.is_empty());
+    }
+
+    /// The UIDs of messages meshmail knows to be encrypted in this mailbox: those with a
+    /// record, and those whose record waits in the queue (their views were just built).
+    pub fn known_uids(&self, mailbox: &str, uidvalidity: u32) -> Vec<u32> {
+        let mut uids = self.uids(mailbox, uidvalidity);
+        if let Some(q) = self.queued.get(&(mailbox.to_owned(), uidvalidity)) {
+            uids.extend(q.iter().copied());
+        }
+        uids
+    }
+
+    /// The message's record: from memory, else read from its file (a read and an AES-GCM
+    /// open). `with_message`: the caller needs the whole message, which only the file holds
+    /// (the cache keeps records without it, so that header syncs and searches are not pushed
+    /// out by bodies).
+    pub fn get(
+        &self,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+        with_message: bool,
+    ) -> Option<Arc<IndexEntry>> {
         let key = (mailbox.to_owned(), uidvalidity, uid);
-        if let Some(e) = self.cache.get(&key) {
-            return Some(e);
+        if !with_message {
+            if let Some(e) = self.cache.get(&key) {
+                return Some(e);
+            }
         }
         let m = self.mailbox(mailbox, uidvalidity);
         let located = m.lock().ok()?.locate(uid)?;
@@ -260,15 +312,21 @@ impl Index {
                 .read(&self.key)
                 .and_then(|b| record::decode_entry(&b))
         });
-        let Some(entry) = entry else {
+        let Some(mut entry) = entry else {
             if let Ok(mut g) = m.lock() {
                 g.forget(uid, located.offset());
             }
             return None;
         };
-        let entry = Arc::new(entry);
-        self.cache.insert(key, entry.clone());
-        Some(entry)
+        let message = entry.message.take();
+        let light = Arc::new(entry);
+        self.cache.insert(key, light.clone());
+        if with_message && message.is_some() {
+            let mut whole = Arc::unwrap_or_clone(light);
+            whole.message = message;
+            return Some(Arc::new(whole));
+        }
+        Some(light)
     }
 
     /// The UIDs indexed for this mailbox.
@@ -294,8 +352,12 @@ impl Index {
         }
         file.append_entry(&self.key, uid, &record::encode_entry(&entry));
         if file.contains(uid) {
+            let light = IndexEntry {
+                message: None,
+                ..entry
+            };
             self.cache
-                .insert((mailbox.to_owned(), uidvalidity, uid), Arc::new(entry));
+                .insert((mailbox.to_owned(), uidvalidity, uid), Arc::new(light));
         }
     }
 
@@ -461,19 +523,20 @@ fn run_queue(index: Weak<Index>, jobs: Receiver<Job>) {
                 bytes,
                 build,
             } => {
-                while !super::slots::idle() {
+                while !super::slots::quiet_for(QUIET) {
                     std::thread::sleep(IDLE_POLL);
                 }
                 let Some(index) = index.upgrade() else {
                     return;
                 };
-                if !index.contains(&mailbox, uidvalidity, uid) {
+                if !index.has_record(&mailbox, uidvalidity, uid) {
                     // A parser panic on one message must not end indexing for the account.
                     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)) {
                         Ok(entry) => index.insert(&mailbox, uidvalidity, uid, entry),
                         Err(_) => tracing::warn!(uid, "cannot index one message"),
                     }
                 }
+                index.dequeued(&mailbox, uidvalidity, uid);
                 index.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             }
             Job::Flush(done) => {
@@ -541,7 +604,7 @@ mod tests {
         drop(index);
         let index = Index::open_without_thread(home.path(), b"k").expect("index");
         for uid in 1..=11 {
-            let e = index.get("INBOX", 3, uid).expect("record");
+            let e = index.get("INBOX", 3, uid, true).expect("record");
             assert_eq!(e.size, uid as usize);
             assert!(e
                 .message
@@ -560,7 +623,7 @@ mod tests {
         let path = files(home.path()).pop().expect("a file");
         let full = std::fs::metadata(&path).expect("meta").len();
         index.remove("Archive", 9, &[2, 3]);
-        assert!(index.get("Archive", 9, 2).is_none(), "expunged");
+        assert!(index.get("Archive", 9, 2, false).is_none(), "expunged");
         assert!(
             std::fs::metadata(&path).expect("meta").len() > full,
             "a tombstone appended"
@@ -576,7 +639,7 @@ mod tests {
         let mut expected = vec![1];
         expected.extend(31..=40);
         assert_eq!(uids, expected);
-        assert_eq!(index.get("Archive", 9, 35).map(|e| e.size), Some(35));
+        assert_eq!(index.get("Archive", 9, 35, false).map(|e| e.size), Some(35));
         let status = index.status();
         assert_eq!(status.len(), 1);
         assert_eq!(status[0].mailbox.as_deref(), Some("Archive"));
@@ -611,8 +674,11 @@ mod tests {
             index.insert_later("INBOX", 7, uid, 100, move || entry(uid as usize));
         }
         assert!(index.flush(Duration::from_secs(10)));
-        assert_eq!(index.get("INBOX", 7, 42).map(|e| e.size), Some(42));
-        assert!(index.get("INBOX", 8, 42).is_none(), "another UIDVALIDITY");
+        assert_eq!(index.get("INBOX", 7, 42, false).map(|e| e.size), Some(42));
+        assert!(
+            index.get("INBOX", 8, 42, false).is_none(),
+            "another UIDVALIDITY"
+        );
         drop(index);
 
         let files = files(home.path());
@@ -630,10 +696,10 @@ mod tests {
 
         let again = Index::open(home.path(), b"account secret").expect("index");
         assert_eq!(again.uids("INBOX", 7).len(), 50);
-        assert_eq!(again.get("INBOX", 7, 9).map(|e| e.size), Some(9));
+        assert_eq!(again.get("INBOX", 7, 9, false).map(|e| e.size), Some(9));
         let other = Index::open(home.path(), b"another key").expect("index");
         assert!(
-            other.get("INBOX", 7, 9).is_none(),
+            other.get("INBOX", 7, 9, false).is_none(),
             "opened with the wrong key"
         );
     }

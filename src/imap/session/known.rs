@@ -134,7 +134,7 @@ impl Core {
         let wanted = ranges(sequence_set);
         index.prepare(&selected.name, validity);
         let known: BTreeSet<u32> = index
-            .uids(&selected.name, validity)
+            .known_uids(&selected.name, validity)
             .into_iter()
             .filter(|u| contains(&wanted, *u))
             .collect();

@@ -325,6 +325,7 @@ impl Task {
                                 job.ciphertext,
                                 complete,
                                 job.forged,
+                                job.plan.warm(),
                             )
                             .await;
                         let ready = match opened {

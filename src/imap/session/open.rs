@@ -5,6 +5,7 @@
 
 use super::state::Mailbox;
 use crate::crypto::decrypt::DecryptionKeys;
+use crate::imap::fetch::Warm;
 use crate::imap::index::Index;
 use crate::imap::owned::{Credentials, FetchError, OwnedConnection};
 use crate::imap::view::{wait_for, Claim, View, ViewCache, ViewKey};
@@ -38,13 +39,16 @@ impl ViewSource {
         }
     }
 
-    /// The index entry, when the mailbox's UIDVALIDITY is known.
-    pub fn indexed(&self, uid: u32) -> Option<View> {
+    /// The view from the index, when the mailbox's UIDVALIDITY is known; `complete`: only
+    /// when the index keeps the whole message.
+    pub fn indexed(&self, uid: u32, complete: bool, warm: Warm) -> Option<View> {
         let validity = self.selected.uidvalidity?;
         let index = self.index.as_ref()?;
         index.prepare(&self.selected.name, validity);
-        let entry = index.get(&self.selected.name, validity, uid)?;
-        Some(View::from_index(&entry))
+        let entry = index.get(&self.selected.name, validity, uid, complete)?;
+        let view = View::from_index(entry);
+        view.warm(warm.structure, warm.sections);
+        (view.is_complete() || !complete).then_some(view)
     }
 
     /// The view of `uid`; `complete` when the body is needed. `forged`: a message in
@@ -56,7 +60,9 @@ impl ViewSource {
         ciphertext: Option<Vec<u8>>,
         complete: bool,
         forged: bool,
+        warm: Warm,
     ) -> Result<Arc<View>, OpenFailure> {
+        let _opening = crate::imap::slots::Opening::start();
         let key = self.key(uid);
         if let Some(v) = self.pinned(&key) {
             return Ok(v);
@@ -65,10 +71,8 @@ impl ViewSource {
         if let Some(v) = self.selected.uidvalidity.and_then(|_| self.views.get(&key)) {
             return Ok(v);
         }
-        if let Some(v) = self.indexed(uid) {
-            if v.is_complete() || !complete {
-                return Ok(Arc::new(v));
-            }
+        if let Some(v) = self.indexed(uid, complete, warm) {
+            return Ok(Arc::new(v));
         }
         // Without a UIDVALIDITY a UID names no message for sure: nothing is shared then.
         let building = match self.selected.uidvalidity {
@@ -89,7 +93,7 @@ impl ViewSource {
         };
         if building.is_some() {
             // The indexer may have written it between the look above and the claim.
-            if let Some(v) = self.indexed(uid).filter(|v| v.is_complete() || !complete) {
+            if let Some(v) = self.indexed(uid, complete, warm) {
                 let v = Arc::new(v);
                 if let Some(b) = building {
                     b.finish(v.clone());
@@ -97,7 +101,7 @@ impl ViewSource {
                 return Ok(v);
             }
         }
-        let view = self.build(owned, uid, ciphertext, forged).await?;
+        let view = self.build(owned, uid, ciphertext, forged, warm).await?;
         if self.selected.uidvalidity.is_some() {
             self.keep(key, &view);
         }
@@ -114,6 +118,7 @@ impl ViewSource {
         uid: u32,
         ciphertext: Option<Vec<u8>>,
         forged: bool,
+        warm: Warm,
     ) -> Result<Arc<View>, OpenFailure> {
         let keys = self
             .keys
@@ -146,6 +151,7 @@ impl ViewSource {
             } else {
                 View::build(&raw, &keys, max)
             });
+            view.warm(warm.structure, warm.sections);
             drop(slot);
             // Tests count decryptions per message by these lines.
             tracing::debug!(mailbox = %mailbox, uid, by = "session", "decrypted");

@@ -70,7 +70,10 @@ pub(super) async fn search_local(
         let owned = owned.clone();
         let query = query.clone();
         async move {
-            let view = match source.open(Some(&owned), l.uid, None, false, false).await {
+            let view = match source
+                .open(Some(&owned), l.uid, None, false, false, Default::default())
+                .await
+            {
                 Ok(v) => v,
                 // Expunged meanwhile: it matches nothing.
                 Err(OpenFailure::Gone) => return Ok((l.uid, false)),

@@ -15,7 +15,7 @@ pub mod structure;
 use crate::crypto::decrypt::DecryptionKeys;
 use imap_codec::imap_types::fetch::{Part, Section};
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use zeroize::Zeroizing;
 
 /// Which message a view belongs to.
@@ -27,18 +27,21 @@ pub struct ViewKey {
     pub uid: u32,
 }
 
-/// A message as the client sees it.
+/// A message as the client sees it. What IMAP derives from the bytes (the MIME tree,
+/// BODYSTRUCTURE, BODY, ENVELOPE, search text) is computed on first use: a FETCH of the whole
+/// message parses nothing, and [`View::warm`] computes on the blocking thread what a FETCH
+/// will ask for.
 pub struct View {
-    /// The whole message; for a view read from the index, only its header.
+    /// The whole message; for a view read from the index without it, only its header.
     message: Zeroizing<Vec<u8>>,
     /// The whole message's size.
     size: usize,
     complete: bool,
-    tree: mime::Entity,
-    bodystructure: Vec<u8>,
-    body: Vec<u8>,
-    envelope: Vec<u8>,
-    search: std::sync::OnceLock<crate::imap::search::SearchText>,
+    tree: OnceLock<mime::Entity>,
+    bodystructure: OnceLock<Vec<u8>>,
+    body: OnceLock<Vec<u8>>,
+    envelope: OnceLock<Vec<u8>>,
+    search: OnceLock<crate::imap::search::SearchText>,
 }
 
 impl View {
@@ -58,20 +61,30 @@ impl View {
 
     /// The view of exactly these bytes.
     pub fn from_message(message: Zeroizing<Vec<u8>>) -> View {
-        let tree = mime::parse(&message);
-        let bodystructure = structure::bodystructure(&message, &tree, true);
-        let body = structure::bodystructure(&message, &tree, false);
-        let envelope = structure::envelope(&tree.fields);
         View {
             size: message.len(),
             complete: true,
             message,
-            tree,
-            bodystructure,
-            body,
-            envelope,
-            search: std::sync::OnceLock::new(),
+            tree: OnceLock::new(),
+            bodystructure: OnceLock::new(),
+            body: OnceLock::new(),
+            envelope: OnceLock::new(),
+            search: OnceLock::new(),
         }
+    }
+
+    /// Computes now what a FETCH of these items will read, so that it is done on the
+    /// calling (blocking) thread rather than while the answer is written.
+    pub fn warm(&self, structure: bool, sections: bool) {
+        if structure {
+            let _ = (self.bodystructure(), self.body(), self.envelope());
+        } else if sections {
+            let _ = self.tree();
+        }
+    }
+
+    fn tree(&self) -> &mime::Entity {
+        self.tree.get_or_init(|| mime::parse(&self.message))
     }
 
     /// Decoded headers and body text for SEARCH (computed on first use).
@@ -105,10 +118,10 @@ impl View {
     pub fn index_entry(&self) -> crate::imap::index::IndexEntry {
         crate::imap::index::IndexEntry {
             size: self.size,
-            bodystructure: self.bodystructure.clone(),
-            body: self.body.clone(),
-            envelope: self.envelope.clone(),
-            header: self.message[self.tree.header.clone()].to_vec(),
+            bodystructure: self.bodystructure().to_vec(),
+            body: self.body().to_vec(),
+            envelope: self.envelope().to_vec(),
+            header: self.message[self.tree().header.clone()].to_vec(),
             message: (self.complete && self.size <= crate::imap::index::MESSAGE_KEPT)
                 .then(|| self.message.clone()),
             // Not kept in the view: a cached view would grow after the cache weighed it.
@@ -122,42 +135,47 @@ impl View {
     /// A view from an index entry, without decrypting again: the whole view when the entry
     /// keeps the message, else enough for sizes, structure, envelope, header fields and
     /// SEARCH.
-    pub fn from_index(entry: &crate::imap::index::IndexEntry) -> View {
-        let (message, complete) = match &entry.message {
-            Some(m) if m.len() == entry.size => (m.clone(), true),
-            _ => (Zeroizing::new(entry.header.clone()), false),
+    pub fn from_index(entry: Arc<crate::imap::index::IndexEntry>) -> View {
+        // The entry is usually the caller's alone (whole messages are not cached by the
+        // index): its buffers move into the view instead of being copied.
+        let entry = Arc::try_unwrap(entry).unwrap_or_else(|shared| (*shared).clone());
+        let (message, complete) = match entry.message {
+            Some(m) if m.len() == entry.size => (m, true),
+            _ => (Zeroizing::new(entry.header), false),
         };
-        let tree = mime::parse(&message);
-        let search = std::sync::OnceLock::new();
-        let _ = search.set(entry.search.clone());
         View {
             message,
             size: entry.size,
             complete,
-            tree,
-            bodystructure: entry.bodystructure.clone(),
-            body: entry.body.clone(),
-            envelope: entry.envelope.clone(),
-            search,
+            tree: OnceLock::new(),
+            bodystructure: OnceLock::from(entry.bodystructure),
+            body: OnceLock::from(entry.body),
+            envelope: OnceLock::from(entry.envelope),
+            search: OnceLock::from(entry.search),
         }
     }
 
     pub fn bodystructure(&self) -> &[u8] {
-        &self.bodystructure
+        self.bodystructure
+            .get_or_init(|| structure::bodystructure(&self.message, self.tree(), true))
     }
 
     pub fn body(&self) -> &[u8] {
-        &self.body
+        self.body
+            .get_or_init(|| structure::bodystructure(&self.message, self.tree(), false))
     }
 
     pub fn envelope(&self) -> &[u8] {
-        &self.envelope
+        self.envelope
+            .get_or_init(|| structure::envelope(&self.tree().fields))
     }
 
     /// Bytes held, for the cache's weight.
     pub fn weight(&self) -> usize {
+        // Derived data is at most about the message again (tree, structure), plus the
+        // search text once computed.
         let search = self.search.get().map(|s| s.body.len()).unwrap_or(0);
-        self.message.len() * 2 + search + self.bodystructure.len() + self.envelope.len() + 256
+        self.message.len() * 2 + search + 1024
     }
 
     /// The bytes of a section (`None`: the whole message). A section that does not exist is
@@ -206,7 +224,7 @@ impl View {
     /// The entity a part number names: `1.2` is the second part of the first part; the
     /// parts of a message/rfc822 part are those of its encapsulated message.
     fn part(&self, part: &Part) -> Option<&mime::Entity> {
-        let mut current = &self.tree;
+        let mut current = self.tree();
         // A non-multipart entity answers to one `.1` (itself), once: the top-level message's
         // part 1 is its body, and `1.1` of a leaf inside a multipart is that leaf (Dovecot).
         let mut may_self = true;
@@ -244,7 +262,7 @@ impl View {
     /// encapsulated in a message/rfc822 part.
     fn message_entity(&self, part: Option<&Part>) -> Option<&mime::Entity> {
         match part {
-            None => Some(&self.tree),
+            None => Some(self.tree()),
             Some(p) => match &self.part(p)?.kind {
                 mime::Kind::Message(inner) => Some(inner),
                 _ => None,
