@@ -72,6 +72,13 @@ fn main() {
         let end = text.find("-----END PGP MESSAGE-----").expect("armor") + 25;
         text.as_bytes()[start..end].to_vec()
     };
+    if std::env::var("ONLY_OPEN").is_ok() {
+        // For a profile of decryption alone.
+        for _ in 0..n {
+            let _ = keys.open_openpgp(&armored, &[], 1 << 26).expect("open");
+        }
+        return;
+    }
     let t = Instant::now();
     for _ in 0..n {
         let _ = keys.open_openpgp(&armored, &[], 1 << 26).expect("open");

@@ -15,6 +15,7 @@
 pub mod append;
 pub mod caps;
 pub mod fetch;
+pub mod frame;
 pub mod index;
 pub mod indexer;
 pub mod owned;

@@ -214,6 +214,11 @@ impl IndexFile {
         self.records.keys().copied().collect()
     }
 
+    /// The file's size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.end
+    }
+
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
         self.checkpoint.as_ref().map(|(_, c)| c)
     }

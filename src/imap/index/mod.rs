@@ -68,6 +68,9 @@ impl IndexEntry {
 /// structure and search text, and their body is decrypted when it is read.
 pub const MESSAGE_KEPT: usize = 2 * 1024 * 1024;
 
+/// A mailbox's index file keeps whole messages until it is this large (1 GiB).
+const MAX_FILE_WITH_MESSAGES: u64 = 1 << 30;
+
 /// How far the indexer has gone through a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -350,6 +353,16 @@ impl Index {
             // The first record names the mailbox (for `index status`).
             file.append_checkpoint(&self.key, Checkpoint::start(mailbox, uidvalidity));
         }
+        let entry = if file.bytes() > MAX_FILE_WITH_MESSAGES {
+            // Past this size a mailbox's records keep what header syncs and searches need,
+            // not whole messages: the index stays a fraction of the mailbox.
+            IndexEntry {
+                message: None,
+                ..entry
+            }
+        } else {
+            entry
+        };
         file.append_entry(&self.key, uid, &record::encode_entry(&entry));
         if file.contains(uid) {
             let light = IndexEntry {

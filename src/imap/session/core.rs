@@ -15,6 +15,7 @@ use super::open::ViewSource;
 use super::seqmap::SeqMap;
 use super::state::{Mailbox, State};
 use super::tags::Tags;
+use crate::imap::frame::{ResponseFramer, TooLarge};
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -169,7 +170,7 @@ pub(super) struct Core {
     /// The message being relayed is a CANCELUPDATE (its tag arguments are rewritten).
     pub cancelupdate: bool,
     // Upstream side.
-    pub ufrag: Fragmentizer,
+    pub ufrag: ResponseFramer,
     pub up_queue: VecDeque<UpItem>,
     pub up_written: usize,
     pub up_queued_bytes: usize,
@@ -216,7 +217,7 @@ impl Core {
             errors: 0,
             deferred: None,
             cancelupdate: false,
-            ufrag: Fragmentizer::new(max),
+            ufrag: ResponseFramer::new(max as usize),
             up_queue: VecDeque::new(),
             up_written: 0,
             up_queued_bytes: 0,
@@ -280,12 +281,12 @@ impl Core {
             && self.fetch.is_none()
             && self.search.is_none()
             && self.sealing.is_none()
-            && self.ufrag.message_bytes().is_empty()
+            && !self.ufrag.is_mid_response()
     }
 
     /// Part of an upstream message has arrived, not all of it.
     pub fn upstream_mid_message(&self) -> bool {
-        !self.ufrag.is_message_complete() && !self.ufrag.message_bytes().is_empty()
+        self.ufrag.is_mid_response()
     }
 
     /// The bytes to write upstream next, if any.
@@ -475,17 +476,16 @@ impl Core {
 
     /// Feeds upstream bytes. A BYE to close with is queued as [`Out::Close`].
     pub fn on_upstream_bytes(&mut self, bytes: &[u8]) {
-        self.ufrag.enqueue_bytes(bytes);
-        while self.ufrag.progress().is_some() {
-            if self.ufrag.is_max_message_size_exceeded() {
-                self.push_out(Out::Close(
-                    b"* BYE [UNAVAILABLE] A server response was too large\r\n".to_vec(),
-                ));
-                return;
-            }
-            if self.ufrag.is_message_complete() {
-                let message = self.ufrag.message_bytes().to_vec();
-                self.on_upstream_message(message);
+        self.ufrag.push(bytes);
+        while let Some(response) = self.ufrag.next_response() {
+            match response {
+                Ok(message) => self.on_upstream_message(message),
+                Err(TooLarge) => {
+                    self.push_out(Out::Close(
+                        b"* BYE [UNAVAILABLE] A server response was too large\r\n".to_vec(),
+                    ));
+                    return;
+                }
             }
         }
     }
