@@ -71,9 +71,10 @@ SEARCH='UID SEARCH BODY xylophone'
 read -r direct dbytes < <("$LOAD" time "$IMAP" alice secret Bench "$FETCH")
 read -r direct2 _ < <("$LOAD" time "$IMAP" alice secret Bench "$FETCH")
 best_direct=$(python3 -c "print(min($direct, $direct2))")
+# Dovecot's first header sync of the mailbox (it parses the headers and caches them), the
+# baseline for meshmail's first sync; then a repeat, from Dovecot's cache.
 read -r hdirect _ < <("$LOAD" time "$IMAP" alice secret Bench "$HEADERS")
 read -r hdirect2 _ < <("$LOAD" time "$IMAP" alice secret Bench "$HEADERS")
-hdirect=$(python3 -c "print(min($hdirect, $hdirect2))")
 
 # G. Arrival: meshmail runs, a client logs in once (the indexer starts with its login and
 #    keeps INBOX in IDLE), the messages are delivered, the indexer decrypts them as they come.
@@ -122,8 +123,8 @@ printf '%-52s %8s %12s  %sx of A (goal <= 4x)\n' "B. through meshmail, cold, ind
 printf '%-52s %8s %12s  %sx of A\n' "B. through meshmail, warm" "$warm" "$wbytes" "$(ratio "$warm" "$best_direct")"
 printf '%-52s %8s %12s\n' "C. header sync through meshmail, warm" "$headers" "$hbytes"
 printf '%-52s %8s\n' "D. UID SEARCH BODY (one hit) through meshmail" "$search"
-printf '%-52s %8s\n' "E. header sync straight from Dovecot" "$hdirect"
-printf '%-52s %8s  %sx of that (goal <= 4x)\n' "E. header sync, empty index, indexer off" "$hcold" "$(ratio "$hcold" "$hdirect")"
+printf '%-52s %8s  (repeated, from its cache: %s)\n' "E. first header sync straight from Dovecot" "$hdirect" "$hdirect2"
+printf '%-52s %8s  %sx of Dovecot first sync (goal <= 4x), %sx of its repeat\n' "E. header sync, empty index, indexer off" "$hcold" "$(ratio "$hcold" "$hdirect")" "$(ratio "$hcold" "$hdirect2")"
 printf '%-52s %8s\n' "E. then UID SEARCH BODY through meshmail" "$scold"
 python3 - "$W/meshmail.log" <<'PY'
 import re, sys

@@ -1,7 +1,8 @@
 //! FETCH through the decrypted view: which client FETCHes need it, what is asked of the
-//! upstream instead (the same items plus UID and a probe of the top-level Content-Type, to tell
-//! encrypted messages apart), and how an upstream FETCH response is answered: unencrypted
-//! messages as the server sent them, encrypted ones from the view ([`render`]).
+//! upstream instead (the same items plus UID and, unless whole messages are fetched anyway, a
+//! probe of the top-level Content-Type, to tell encrypted messages apart), and how an upstream
+//! FETCH response is answered: unencrypted messages as the server sent them, encrypted ones
+//! from the view ([`render`]).
 //!
 //! The probe is a header literal, never a BODYSTRUCTURE: a structure's depth is the sender's
 //! choice, a literal always frames (issue: a ten-deep message/rfc822 made a folder unreadable).
@@ -109,7 +110,19 @@ pub fn plan(command: &Command<'_>) -> Option<FetchPlan> {
     if added_uid {
         upstream_items.push(MessageDataItemName::Uid);
     }
-    let added_probe = !upstream_items.iter().any(is_probe);
+    // A FETCH of whole messages brings their headers anyway: nothing is added then.
+    let whole = requested.iter().any(|n| {
+        matches!(
+            n,
+            MessageDataItemName::Rfc822
+                | MessageDataItemName::BodyExt {
+                    section: None,
+                    partial: None,
+                    ..
+                }
+        )
+    });
+    let added_probe = !whole && !upstream_items.iter().any(is_probe);
     if added_probe {
         upstream_items.push(probe()?);
     }
@@ -223,17 +236,22 @@ pub struct UpstreamFetch {
 /// relays it as the server sent it).
 pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
     let r = response::scan(raw)?;
-    let probe = r.string(raw, PROBE_NAME);
-    let header = probe.as_deref().map(crate::imap::view::mime::parse);
+    let full_message = ["BODY[]", "RFC822"]
+        .iter()
+        .find_map(|n| r.string(raw, n))
+        .map(|m| m.into_owned());
+    // The probe, or else the whole message's own header.
+    let header = match r.string(raw, PROBE_NAME) {
+        Some(probe) => Some(crate::imap::view::mime::parse(&probe)),
+        None => full_message
+            .as_deref()
+            .map(|m| crate::imap::view::mime::parse(header_of(m))),
+    };
     let encrypted = header.as_ref().is_some_and(|h| h.is_encrypted());
     let forged = !encrypted
         && header
             .as_ref()
             .is_some_and(|h| h.field(crate::imap::view::compose::RESULT_HEADER).is_some());
-    let full_message = ["BODY[]", "RFC822"]
-        .iter()
-        .find_map(|n| r.string(raw, n))
-        .map(|m| m.into_owned());
     let passthrough = r
         .items
         .iter()
@@ -268,6 +286,20 @@ pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
     })
 }
 
+/// A message's header section, blank line included (all of it when there is no blank line).
+fn header_of(message: &[u8]) -> &[u8] {
+    let crlf = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    let lf = message.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let end = match (crlf, lf) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(message.len()),
+    };
+    &message[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +309,35 @@ mod tests {
     fn plan_of(command: &[u8]) -> FetchPlan {
         let (_, c) = CommandCodec::default().decode(command).expect("command");
         plan(&c).expect("a FETCH with content items")
+    }
+
+    #[test]
+    fn whole_message_fetches_add_no_probe_and_classify_from_the_message() {
+        let whole = plan_of(b"a UID FETCH 1:* (BODY.PEEK[])\r\n");
+        assert!(!whole.added_probe && !whole.added_uid);
+        let r = read_response(
+            b"* 1 FETCH (UID 4 BODY[] {94}\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b--\r\n)\r\n",
+            &whole,
+        )
+        .expect("fetch");
+        assert!(r.encrypted && !r.forged);
+        let forged = read_response(
+            b"* 1 FETCH (UID 5 BODY[] {42}\r\nMeshmail-Result: decrypted\r\n\r\nverified=yes)\r\n",
+            &whole,
+        )
+        .expect("fetch");
+        assert!(!forged.encrypted && forged.forged);
+        // Content further down (a body line that looks like a header) is not the header.
+        let body = read_response(
+            b"* 1 FETCH (UID 6 BODY[] {87}\r\nSubject: x\r\n\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"\r\n)\r\n",
+            &whole,
+        )
+        .expect("fetch");
+        assert!(!body.encrypted);
+        let headers = plan_of(b"a UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n");
+        assert!(headers.added_probe);
+        let partial = plan_of(b"a UID FETCH 1:* (BODY.PEEK[]<0.100>)\r\n");
+        assert!(partial.added_probe);
     }
 
     #[test]
