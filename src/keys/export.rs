@@ -51,13 +51,21 @@ pub fn smime_pkcs12(
         account.address(),
         p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
     );
-    let bytes = store
-        .writer(password.expose())
-        .encryption_algorithm(p12_keystore::EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc)
-        .mac_algorithm(p12_keystore::MacAlgorithm::HmacSha1)
-        .encryption_iterations(100_000)
-        .mac_iterations(100_000)
-        .write()
-        .map_err(err)?;
-    Ok(crate::secret::Secret::new(bytes))
+    // New salts each time: a file gpgsm would misread is written again (see p12_gpgsm).
+    for _ in 0..32 {
+        let bytes = store
+            .writer(password.expose())
+            .encryption_algorithm(p12_keystore::EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc)
+            .mac_algorithm(p12_keystore::MacAlgorithm::HmacSha1)
+            .encryption_iterations(100_000)
+            .mac_iterations(100_000)
+            .write()
+            .map_err(err)?;
+        if !super::p12_gpgsm::gpgsm_misreads(&bytes, password.expose()) {
+            return Ok(crate::secret::Secret::new(bytes));
+        }
+    }
+    Err(KeyError::Corrupt(
+        "PKCS#12: no file GnuPG can read after 32 tries".into(),
+    ))
 }

@@ -17,6 +17,7 @@
 pub mod account;
 pub mod export;
 pub mod generate;
+mod p12_gpgsm;
 pub mod sealed;
 
 pub use account::{Account, AccountInfo, Unlocked};
