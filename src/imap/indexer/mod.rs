@@ -12,8 +12,9 @@
 //! - It yields to clients: decryption slots are taken only while no client waits for one
 //!   ([`super::slots::background_slot`]), and a message a session is decrypting right now is
 //!   left to that session (whose view is indexed), never decrypted twice ([`ViewCache::claim`]).
-//! - Expunged messages lose their records at each look at the mailbox (`UID SEARCH ALL`
-//!   against the index).
+//! - Expunged messages lose their records at the next look at the mailbox: when the server
+//!   has fewer messages than the last look saw plus the new ones, `UID SEARCH ALL` is compared
+//!   with the index (a look that finds only new mail costs no search).
 //!
 //! The IMAP conversation of one look at a mailbox is in [`sync`].
 

@@ -246,7 +246,23 @@ async fn look(ctx: &IndexerContext, session: &mut Session, mailbox: &str) -> Res
         })
         .await?
     };
-    if !indexed.is_empty() {
+    let uidnext = mbox.uid_next.unwrap_or(0);
+    let unchanged = checkpoint.uidnext == uidnext && checkpoint.messages == mbox.exists;
+    if uidnext != 0 && uidnext <= checkpoint.scanned_to.saturating_add(1) && unchanged {
+        // Nothing new, and as many messages as last time: nothing went either.
+        return Ok(());
+    }
+    let mut listing = list(session, checkpoint.scanned_to.saturating_add(1), t).await?;
+    if uidnext != 0 {
+        // What arrived after the EXAMINE waits for the next look, so that the message count
+        // the checkpoint keeps covers exactly the UIDs below its UIDNEXT.
+        listing.retain(|m| m.uid < uidnext);
+    }
+    // The server has what it had at the last look, plus what is new, minus what was
+    // expunged: fewer means some indexed message may be gone (a first look cannot tell).
+    let first_look = checkpoint.uidnext == 0 || uidnext == 0;
+    let expected = checkpoint.messages as usize + listing.len();
+    if !indexed.is_empty() && (first_look || (mbox.exists as usize) < expected) {
         let live = timed(t, session.uid_search("ALL")).await?;
         let gone: Vec<u32> = indexed.into_iter().filter(|u| !live.contains(u)).collect();
         if !gone.is_empty() {
@@ -259,12 +275,6 @@ async fn look(ctx: &IndexerContext, session: &mut Session, mailbox: &str) -> Res
             blocking(move || index.remove(&mailbox, validity, &gone)).await?;
         }
     }
-    let uidnext = mbox.uid_next.unwrap_or(0);
-    let unchanged = checkpoint.uidnext == uidnext && checkpoint.messages == mbox.exists;
-    if uidnext != 0 && uidnext <= checkpoint.scanned_to.saturating_add(1) && unchanged {
-        return Ok(());
-    }
-    let listing = list(session, checkpoint.scanned_to.saturating_add(1), t).await?;
     checkpoint.uidnext = uidnext;
     checkpoint.messages = mbox.exists;
     if listing.is_empty() {
