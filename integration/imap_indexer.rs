@@ -196,6 +196,20 @@ fn mail_delivered_while_serving_is_indexed_before_the_client_asks_and_expunge_re
     let inbox = w.mailbox_status(&m, "INBOX").expect("INBOX indexed");
     assert_eq!(inbox["records"], 3, "{inbox}");
     assert_eq!(inbox["scanned_to"], 3, "{inbox}");
+    // The same for a person.
+    let text = run(meshmail(&w.alice.home)
+        .args(["index", "status", "--config"])
+        .arg(m.dir.path().join("meshmail.toml")));
+    text.ok();
+    assert!(
+        text.stdout.contains("alice:")
+            && text.stdout.contains("INBOX (UIDVALIDITY ")
+            && text
+                .stdout
+                .contains("3 indexed, scanned to UID 3 (server UIDNEXT 4, 3 messages; caught up)"),
+        "{}",
+        text.stdout
+    );
     // The index holds no plaintext.
     for f in std::fs::read_dir(w.alice.home.join("imap-index")).expect("index dir") {
         let bytes = std::fs::read(f.expect("file").path()).expect("read");

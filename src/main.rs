@@ -447,18 +447,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
             )?;
             for (user, mailboxes) in accounts {
-                if json {
-                    let list: Vec<_> = mailboxes.iter().map(|m| m.json()).collect();
-                    println!("{}", serde_json::json!({ "user": user, "mailboxes": list }));
-                } else {
-                    println!("{user}:");
-                    if mailboxes.is_empty() {
-                        println!("  nothing indexed yet");
-                    }
-                    for m in mailboxes {
-                        println!("  {}", m.line());
-                    }
-                }
+                print!("{}", meshmail::imap::index::report(&user, &mailboxes, json));
             }
             Ok(())
         }

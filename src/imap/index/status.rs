@@ -70,3 +70,23 @@ impl MailboxStatus {
         })
     }
 }
+
+/// What `meshmail index status` prints for one account: a line per mailbox, or one JSON
+/// object (`--json`).
+pub fn report(user: &str, mailboxes: &[MailboxStatus], json: bool) -> String {
+    if json {
+        let list: Vec<_> = mailboxes.iter().map(|m| m.json()).collect();
+        return format!(
+            "{}\n",
+            serde_json::json!({ "user": user, "mailboxes": list })
+        );
+    }
+    let mut out = format!("{user}:\n");
+    if mailboxes.is_empty() {
+        out.push_str("  nothing indexed yet\n");
+    }
+    for m in mailboxes {
+        out.push_str(&format!("  {}\n", m.line()));
+    }
+    out
+}
