@@ -36,10 +36,7 @@ struct Setup {
 fn setup() -> Setup {
     let root = tempdir();
     let servers = MailServers::start();
-    let alice = init_account(root.path(), "alice@example.test");
-    let bob = init_account(root.path(), "bob@example.test");
-    let gpg = Gpg::with_secret_of(&bob.home, root.path().join("gpg-bob"));
-    gpg.import_public(&alice.home);
+    let (alice, _bob, gpg) = common::gpg::alice_and_bob(root.path());
     Setup {
         root,
         servers,

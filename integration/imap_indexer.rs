@@ -10,7 +10,6 @@
 
 mod common;
 
-use common::gpg::Gpg;
 use common::imap::{append, crlf, gpg_encrypt, pgp_mime};
 use common::mail::{MailServers, Meshmail};
 use common::raw_imap::RawImap;
@@ -32,10 +31,7 @@ const SECRET: &str = "The meeting moves to the persimmon orchard.";
 fn world() -> World {
     let root = tempdir();
     let servers = MailServers::start();
-    let alice = init_account(root.path(), "alice@example.test");
-    let bob = init_account(root.path(), "bob@example.test");
-    let g = Gpg::with_secret_of(&bob.home, root.path().join("gpg-bob"));
-    g.import_public(&alice.home);
+    let (alice, _bob, g) = common::gpg::alice_and_bob(root.path());
     let inner = crlf(&format!(
         "Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\nSubject: Orchard plans\r\n\r\n{SECRET}\r\n"
     ));

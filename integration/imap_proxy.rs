@@ -46,11 +46,8 @@ const OUTER: &str = "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nS
 fn world() -> World {
     let root = tempdir();
     let servers = MailServers::start();
-    let alice = init_account(root.path(), "alice@example.test");
-    let bob = init_account(root.path(), "bob@example.test");
     // Bob's GnuPG home (his secret key) with Alice's public key: the sender's side.
-    let g = Gpg::with_secret_of(&bob.home, root.path().join("gpg-bob"));
-    g.import_public(&alice.home);
+    let (alice, bob, g) = common::gpg::alice_and_bob(root.path());
     let dir = root.path();
     let outer = |name: &str| OUTER.replace("NAME", name);
 

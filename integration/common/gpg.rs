@@ -11,6 +11,16 @@ pub struct Gpg {
     pub dir: PathBuf,
 }
 
+/// Alice and Bob under `root`, and Bob's GnuPG home with his secret key and Alice's
+/// certificate: the sending side of the IMAP tests.
+pub fn alice_and_bob(root: &Path) -> (super::TestAccount, super::TestAccount, Gpg) {
+    let alice = super::init_account(root, "alice@example.test");
+    let bob = super::init_account(root, "bob@example.test");
+    let g = Gpg::with_secret_of(&bob.home, root.join("gpg-bob"));
+    g.import_public(&alice.home);
+    (alice, bob, g)
+}
+
 impl Gpg {
     pub fn with_secret_of(account_home: &Path, dir: PathBuf) -> Gpg {
         std::fs::create_dir_all(&dir).expect("gpg dir");

@@ -94,16 +94,7 @@ impl IndexFile {
     /// Opens (or starts) the file at `path`. A file whose checkpoint does not open (another
     /// key) is removed: it would never open.
     pub fn load(path: PathBuf, binding: String, key: &LessSafeKey, mode: Mode) -> IndexFile {
-        let mut f = IndexFile {
-            path,
-            binding,
-            file: None,
-            end: 0,
-            records: HashMap::new(),
-            checkpoint: None,
-            dead: 0,
-            dead_records: 0,
-        };
+        let mut f = IndexFile::load_empty(path, binding);
         let Ok(file) = std::fs::OpenOptions::new()
             .read(true)
             .write(mode == Mode::ReadWrite)
