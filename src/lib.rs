@@ -19,8 +19,10 @@
 //!   relay in typed states, the report spool).
 //! - [`upstream`]: what the SMTP and IMAP upstreams share: target, TLS handshake, pinning.
 //! - [`listen`]: the accept loop both listeners share, and draining on shutdown.
-//! - [`imap`]: the IMAP proxy: framing (imap-codec), capabilities, the decrypted view (its
-//!   structure as Dovecot computes it), FETCH/SEARCH/APPEND of mapped sessions, the index.
+//! - [`imap`]: the IMAP proxy: framing (imap-codec for commands, `frame` for responses),
+//!   capabilities, the decrypted view (its structure as Dovecot computes it),
+//!   FETCH/SEARCH/APPEND of mapped sessions, the index and the background indexer that fills
+//!   it as mail arrives.
 //! - [`tls`]: rustls configurations; certificates are always verified.
 //! - [`config`]: the TOML configuration.
 //! - [`codes`]: the one table of outcomes → exit codes / SMTP / IMAP replies.

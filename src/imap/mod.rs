@@ -1,11 +1,13 @@
 //! The IMAP proxy: Thunderbird (or any client) at localhost, the provider's IMAP server
-//! upstream. Every byte is relayed as it came, framed by imap-codec's fragmentizer, except
-//! what meshmail must change for a session logged in as a mapped account:
+//! upstream. Every byte is relayed as it came (commands framed by imap-codec's fragmentizer,
+//! responses by [`frame`]), except what meshmail must change for a session logged in as a
+//! mapped account:
 //!
 //! - FETCH responses of encrypted messages are answered from the decrypted view ([`view`],
 //!   [`fetch`]), with ciphertext fetched by UID on a connection meshmail owns ([`owned`]);
 //! - APPENDs are encrypted to the account's own key ([`append`]); SEARCH is evaluated over the
-//!   decrypted messages too ([`search`]); views are indexed on disk ([`index`]);
+//!   decrypted messages too ([`search`]); views are indexed on disk ([`index`]), new mail as it
+//!   arrives ([`indexer`]);
 //! - capabilities are cut to what the proxy handles ([`caps`]).
 //!
 //! The session itself (`session`) is a sans-I/O core with typed states, its own tags upstream
