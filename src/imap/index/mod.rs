@@ -7,7 +7,7 @@
 //! account's secret S/MIME key, and bound to its file (mailbox, UIDVALIDITY) and UID; files are
 //! 0600 in a 0700 directory. A record that does not open (another key, damage) is forgotten:
 //! the message is decrypted again and its record written anew. The file format, torn records
-//! and compaction: [`file`]; the record bytes: [`record`].
+//! and compaction: `file`; the record bytes: `record`.
 //!
 //! Memory does not grow with the mailboxes: only where each record lies in its file is kept
 //! (a few bytes per message); records are read back on demand and the most recent ones kept

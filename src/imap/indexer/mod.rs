@@ -16,7 +16,7 @@
 //!   has fewer messages than the last look saw plus the new ones, `UID SEARCH ALL` is compared
 //!   with the index (a look that finds only new mail costs no search).
 //!
-//! The IMAP conversation of one look at a mailbox is in [`sync`].
+//! The IMAP conversation of one look at a mailbox is in `sync`.
 
 mod sync;
 
