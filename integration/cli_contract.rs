@@ -140,6 +140,24 @@ fn address_forms() {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_output_without_a_panic() {
+    // `meshmail address | head -0`: the pipe is closed before meshmail writes.
+    let root = tempdir();
+    let alice = init_account(root.path(), "alice@example.test");
+    let mut child = meshmail(&alice.home)
+        .arg("address")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
 fn init_refuses_bad_addresses() {
     let root = tempdir();
     for bad in [

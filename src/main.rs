@@ -13,6 +13,23 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `println!` that survives a reader going away (`meshmail … | head`): the rest of the output
+/// is dropped instead of a panic; any other write error is said on stderr.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say(format_args!($($arg)*))
+    };
+}
+
+fn say(text: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}") {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("meshmail: cannot write the output: {e}");
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "meshmail",
@@ -268,14 +285,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 time::Duration::days(policy_days),
             )?;
             let strong = account.strong_address(Label::Xx, Form::Suffix, udf::DEFAULT_BITS)?;
-            println!(
+            say!(
                 "created the account for {} in {}",
                 account.address(),
                 home.display()
             );
-            println!("strong address: {strong}");
-            println!("OpenPGP: {}", account.info().openpgp_fingerprint);
-            println!("next: `meshmail policy publish --out DIR` and publish what it writes");
+            say!("strong address: {strong}");
+            say!("OpenPGP: {}", account.info().openpgp_fingerprint);
+            say!("next: `meshmail policy publish --out DIR` and publish what it writes");
             Ok(())
         }
         Command::Address {
@@ -304,7 +321,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 account.strong_address(label, form, bits)?
             };
-            println!("{address}");
+            say!("{address}");
             warn_expiry(&account);
             Ok(())
         }
@@ -316,7 +333,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let account = Account::open(&home)?;
                 let publication = policy::publish::publish(&account, &out)?;
                 for line in &publication.zone_lines {
-                    println!("{line}");
+                    say!("{line}");
                 }
                 for file in &publication.files {
                     eprintln!("wrote {}", file.display());
@@ -369,11 +386,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 )?;
                 account.replace_policy(&jws)?;
                 let expires = policy::issue::account_policy_expiry(&account)?;
-                println!(
+                say!(
                     "renewed the policy of {}; it expires {expires}",
                     account.address()
                 );
-                println!("publish it again: `meshmail policy publish --out DIR`");
+                say!("publish it again: `meshmail policy publish --out DIR`");
                 Ok(())
             }
         },
@@ -426,13 +443,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             meshmail::thunderbird::write_profile(&profile, &settings, cert.as_deref())
                 .map_err(|e| Failure::new(Outcome::Io, e))?;
-            println!(
+            say!(
                 "wrote {}/user.js: start Thunderbird with `thunderbird -profile {}`; it asks for your provider password once",
                 profile.display(),
                 profile.display()
             );
             if !offline {
-                println!("offline copies are off: decrypted messages are not kept on disk (--offline keeps them)");
+                say!("offline copies are off: decrypted messages are not kept on disk (--offline keeps them)");
             }
             Ok(())
         }
@@ -447,7 +464,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
             )?;
             for (user, mailboxes) in accounts {
-                print!("{}", meshmail::imap::index::report(&user, &mailboxes, json));
+                say!(
+                    "{}",
+                    meshmail::imap::index::report(&user, &mailboxes, json).trim_end()
+                );
             }
             Ok(())
         }
@@ -457,7 +477,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             std::fs::create_dir_all(&out).map_err(|e| Failure::new(Outcome::Io, e))?;
             meshmail::keys::account::write_new(&out.join("cert.pem"), cert.as_bytes(), 0o644)?;
             meshmail::keys::account::write_new(&out.join("key.pem"), key.as_bytes(), 0o600)?;
-            println!(
+            say!(
                 "wrote {0}/cert.pem and {0}/key.pem (localhost, 127.0.0.1)",
                 out.display()
             );
@@ -467,7 +487,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let (_, problems) =
                 Config::check_file(&file).map_err(|e| Failure::new(Outcome::Config, e))?;
             if problems.is_empty() {
-                println!("{}: ok", file.display());
+                say!("{}: ok", file.display());
                 return Ok(());
             }
             for p in &problems {
@@ -493,7 +513,7 @@ fn resolve(address: &str, settings: &policy::ResolverSettings) -> Result<(), Fai
         Ok(verified) => {
             let text = serde_json::to_string_pretty(&verified.to_json())
                 .map_err(|e| Failure::new(Outcome::Io, e))?;
-            println!("{text}");
+            say!("{text}");
             Ok(())
         }
         Err(e) => Err(Failure::new(Outcome::from(&e), e)),

@@ -140,7 +140,12 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
         }
     }
     // Scripts wait for this line.
-    println!("meshmail: ready");
+    {
+        // A closed stdout (a script that stopped reading) must not stop the proxy.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "meshmail: ready").and_then(|()| out.flush());
+    }
 
     wait_for_signal().await;
     tracing::info!("shutting down");
