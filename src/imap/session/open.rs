@@ -67,16 +67,16 @@ impl ViewSource {
         if let Some(v) = self.pinned(&key) {
             return Ok(v);
         }
-        // Without a UIDVALIDITY a UID names no message for sure: no cache then.
-        if let Some(v) = self.selected.uidvalidity.and_then(|_| self.views.get(&key)) {
+        // Without a UIDVALIDITY a UID names no message for sure: no cache, nothing shared.
+        let shared = self.selected.uidvalidity.is_some();
+        if let Some(v) = shared.then(|| self.views.get(&key)).flatten() {
             return Ok(v);
         }
         if let Some(v) = self.indexed(uid, complete, warm) {
             return Ok(Arc::new(v));
         }
-        // Without a UIDVALIDITY a UID names no message for sure: nothing is shared then.
-        let building = match self.selected.uidvalidity {
-            Some(_) => loop {
+        let building = if shared {
+            loop {
                 match self.views.claim(&key) {
                     Claim::Ready(v) => return Ok(v),
                     Claim::Wait(rx) => {
@@ -86,26 +86,24 @@ impl ViewSource {
                             return Ok(v);
                         }
                     }
-                    Claim::Build(b) => break Some(b),
+                    Claim::Build(b) => {
+                        // The indexer may have written it between the look above and the
+                        // claim. (Only a whole view is handed to those waiting.)
+                        if let Some(v) = self.indexed(uid, complete, warm) {
+                            let v = Arc::new(v);
+                            b.finish(v.clone());
+                            return Ok(v);
+                        }
+                        break Some(b);
+                    }
                 }
-            },
-            None => None,
-        };
-        if building.is_some() {
-            // The indexer may have written it between the look above and the claim.
-            if let Some(v) = self.indexed(uid, complete, warm) {
-                let v = Arc::new(v);
-                if let Some(b) = building {
-                    b.finish(v.clone());
-                }
-                return Ok(v);
             }
-        }
+        } else {
+            None
+        };
         let view = self.build(owned, uid, ciphertext, forged, warm).await?;
-        if self.selected.uidvalidity.is_some() {
-            self.keep(key, &view);
-        }
         if let Some(b) = building {
+            self.keep(key, &view);
             b.finish(view.clone());
         }
         Ok(view)
@@ -168,6 +166,9 @@ impl ViewSource {
     /// Caches a view, and keeps it as the session's last one: a view larger than the cache
     /// would be decrypted again for every partial read (Thunderbird reads in 64 KiB pieces).
     fn keep(&self, key: ViewKey, view: &Arc<View>) {
+        if !view.is_complete() {
+            return;
+        }
         self.views.insert(key.clone(), view.clone());
         if let Ok(mut pinned) = self.pinned.lock() {
             *pinned = Some((key, view.clone()));

@@ -299,9 +299,12 @@ pub struct Building {
 }
 
 impl Building {
-    /// Hands the view to everyone waiting for it.
+    /// Hands the view to everyone waiting for it, when it is whole; a view from the index
+    /// without its body is not what a waiter may need: they build their own.
     pub fn finish(self, view: Arc<View>) {
-        let _ = self.tx.send(Some(view));
+        if view.is_complete() {
+            let _ = self.tx.send(Some(view));
+        }
     }
 }
 
@@ -334,8 +337,12 @@ impl ViewCache {
         self.cache.get(key)
     }
 
+    /// Caches a whole view (one read from the index without its body is never cached: a
+    /// later FETCH of the body would be answered from the header alone).
     pub fn insert(&self, key: ViewKey, view: Arc<View>) {
-        self.cache.insert(key, view);
+        if view.is_complete() {
+            self.cache.insert(key, view);
+        }
     }
 
     /// The cached view, the one being built, or the right to build it.
@@ -367,6 +374,49 @@ mod tests {
     use imap_codec::imap_types::core::Vec1;
     use proptest::prelude::*;
     use std::num::NonZeroU32;
+
+    #[tokio::test]
+    async fn only_whole_views_are_cached_or_handed_to_waiters() {
+        let cache = ViewCache::new(1 << 20);
+        let key = ViewKey {
+            user: "alice".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 1,
+            uid: 7,
+        };
+        let whole = Arc::new(View::from_message(Zeroizing::new(
+            b"Subject: s\r\n\r\nthe body\r\n".to_vec(),
+        )));
+        let header_only = Arc::new(View::from_index(Arc::new(crate::imap::index::IndexEntry {
+            message: None,
+            ..whole.index_entry()
+        })));
+        assert!(!header_only.is_complete());
+        // A session that found only the header in the index does not hand it to one that
+        // waits for the body, nor cache it.
+        let Claim::Build(b) = cache.claim(&key) else {
+            panic!("the first claim builds")
+        };
+        let Claim::Wait(rx) = cache.claim(&key) else {
+            panic!("the second waits")
+        };
+        b.finish(header_only.clone());
+        assert!(wait_for(rx).await.is_none(), "the waiter builds its own");
+        cache.insert(key.clone(), header_only);
+        assert!(cache.get(&key).is_none());
+        let Claim::Build(b) = cache.claim(&key) else {
+            panic!("nothing cached: build")
+        };
+        let Claim::Wait(rx) = cache.claim(&key) else {
+            panic!("the second waits")
+        };
+        b.finish(whole.clone());
+        assert!(wait_for(rx)
+            .await
+            .is_some_and(|v| v.message() == whole.message()));
+        cache.insert(key.clone(), whole);
+        assert!(matches!(cache.claim(&key), Claim::Ready(_)));
+    }
 
     fn sections() -> Vec<Option<Section<'static>>> {
         let part = |v: &[u32]| {
