@@ -283,24 +283,25 @@ impl IndexFile {
         let mut nonce = [0u8; NONCE];
         aws_lc_rs::rand::fill(&mut nonce).ok()?;
         let aad = aad(&self.binding, kind, uid);
+        // The frame, then the record sealed in place behind it: one buffer.
         let mut out = Vec::with_capacity(HEADER + NONCE + plain.len() + 16);
         out.extend_from_slice(&[0u8; HEADER]);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plain);
-        let mut tail = out.split_off(HEADER + NONCE);
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad.as_slice()),
-            &mut tail,
-        )
-        .ok()?;
-        let len = u32::try_from(tail.len())
+        let tag = key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_slice()),
+                &mut out[HEADER + NONCE..],
+            )
+            .ok()?;
+        out.extend_from_slice(tag.as_ref());
+        let len = u32::try_from(out.len() - HEADER - NONCE)
             .ok()
             .filter(|l| *l <= MAX_RECORD)?;
         out[..4].copy_from_slice(&len.to_be_bytes());
         out[4..8].copy_from_slice(&uid.to_be_bytes());
         out[8] = kind;
-        out.extend_from_slice(&tail);
         let offset = self.write(&out)?;
         Some(Span { offset, len })
     }
@@ -434,24 +435,19 @@ fn read_sealed(
     uid: u32,
     key: &LessSafeKey,
 ) -> Option<Zeroizing<Vec<u8>>> {
-    // Read past the frame, opened in place: one buffer, no copy.
-    let mut nonce = [0u8; NONCE];
-    file.read_exact_at(&mut nonce, span.offset + HEADER as u64)
+    // Nonce and sealed record in one read, opened in place.
+    let mut buf = Zeroizing::new(vec![0u8; NONCE + span.len as usize]);
+    file.read_exact_at(&mut buf, span.offset + HEADER as u64)
         .ok()?;
-    let mut sealed = Zeroizing::new(vec![0u8; span.len as usize]);
-    file.read_exact_at(&mut sealed, span.offset + (HEADER + NONCE) as u64)
-        .ok()?;
+    let nonce = Nonce::try_assume_unique_for_key(&buf[..NONCE]).ok()?;
     let aad = aad(binding, kind, uid);
     let n = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad.as_slice()),
-            &mut sealed,
-        )
+        .open_in_place(nonce, Aad::from(aad.as_slice()), &mut buf[NONCE..])
         .ok()?
         .len();
-    sealed.truncate(n);
-    Some(sealed)
+    buf.truncate(NONCE + n);
+    buf.drain(..NONCE);
+    Some(buf)
 }
 
 trait Mode0600 {

@@ -309,26 +309,27 @@ impl Index {
             }
         }
         let m = self.mailbox(mailbox, uidvalidity);
-        let located = m.lock().ok()?.locate(uid)?;
-        let entry = blocking(|| {
-            located
+        // The lock too is taken off the reactor: a compaction may hold it a while.
+        let (entry, offset) = blocking(|| {
+            let located = m.lock().ok()?.locate(uid)?;
+            let entry = located
                 .read(&self.key)
-                .and_then(|b| record::decode_entry(&b))
-        });
+                .and_then(|b| record::decode_entry(&b));
+            Some((entry, located.offset()))
+        })?;
         let Some(mut entry) = entry else {
             if let Ok(mut g) = m.lock() {
-                g.forget(uid, located.offset());
+                g.forget(uid, offset);
             }
             return None;
         };
-        let message = entry.message.take();
+        if with_message && entry.message.is_some() {
+            // Whole messages stay out of the record cache (the view cache holds views).
+            return Some(Arc::new(entry));
+        }
+        entry.message = None;
         let light = Arc::new(entry);
         self.cache.insert(key, light.clone());
-        if with_message && message.is_some() {
-            let mut whole = Arc::unwrap_or_clone(light);
-            whole.message = message;
-            return Some(Arc::new(whole));
-        }
         Some(light)
     }
 
