@@ -50,6 +50,13 @@ impl World {
         pgp_mime(&outer, &self.armored)
     }
 
+    /// `n` encrypted messages stored straight into Alice's INBOX.
+    fn append_to_inbox(&self, n: usize) {
+        let messages: Vec<Vec<u8>> = (0..n).map(|i| self.message(i)).collect();
+        let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+        append(&self.servers, "alice", "INBOX", self.root.path(), &refs);
+    }
+
     fn config(&self, extra: &str) -> String {
         self.servers
             .meshmail_config(&self.alice.home, "alice", None, extra)
@@ -238,9 +245,7 @@ fn mail_delivered_while_serving_is_indexed_before_the_client_asks_and_expunge_re
 fn a_restart_in_the_middle_of_a_catch_up_decrypts_each_message_once_and_misses_none() {
     let w = world();
     const N: usize = 1500;
-    let messages: Vec<Vec<u8>> = (0..N).map(|n| w.message(n)).collect();
-    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
-    append(&w.servers, "alice", "INBOX", w.root.path(), &refs);
+    w.append_to_inbox(N);
     let config = w.config("index_mailboxes = [\"INBOX\"]\n");
 
     // First run: a client logs in; the indexer catches up and is killed on its way.
@@ -295,14 +300,92 @@ fn a_restart_in_the_middle_of_a_catch_up_decrypts_each_message_once_and_misses_n
     let answer = client.command("c", "UID FETCH 1:* (BODY.PEEK[])");
     assert_eq!(count(&answer, SECRET), N);
     assert_eq!(decryptions(&second.log_text(), None), N - kept);
+    drop(client);
+    drop(second);
+
+    // Mail deleted while meshmail was down loses its records at the next catch-up.
+    let mut direct = RawImap::connect(w.servers.imap());
+    direct.command("a", "LOGIN alice secret");
+    direct.command("b", "SELECT INBOX");
+    let r = direct.command("c", "UID STORE 1:10 +FLAGS.SILENT (\\Deleted)");
+    assert!(contains(&r, "c OK"), "{}", String::from_utf8_lossy(&r));
+    let r = direct.command("d", "EXPUNGE");
+    assert!(contains(&r, "d OK"), "{}", String::from_utf8_lossy(&r));
+    let third = Meshmail::start(&config);
+    let _client = login(third.port, "INBOX");
+    wait_until(
+        "the records of the expunged messages to go",
+        Duration::from_secs(60),
+        || {
+            w.mailbox_status(&third, "INBOX")
+                .is_some_and(|s| s["records"] == (N - 10) as u64)
+        },
+    );
+    assert_eq!(decryptions(&third.log_text(), None), 0);
+}
+
+#[test]
+fn a_sender_cannot_stop_the_indexer_and_another_login_gets_nothing_from_it() {
+    let w = world();
+    let m = Meshmail::start(&w.config(""));
+    // Another user of the same server, through meshmail, with mail encrypted to Alice in
+    // their own INBOX: relayed untouched, no indexer, no decryption, no index.
+    append(
+        &w.servers,
+        "bob",
+        "INBOX",
+        w.root.path(),
+        &[&w.message(100)],
+    );
+    let mut bob = RawImap::connect(m.port);
+    bob.command("a", "LOGIN bob secret");
+    bob.command("b", "SELECT INBOX");
+    let r = bob.command("c", "UID FETCH 1:* (BODY.PEEK[])");
+    assert!(contains(&r, "-----BEGIN PGP MESSAGE-----") && !contains(&r, SECRET));
+    std::thread::sleep(Duration::from_millis(500));
+    let log = plain(&m.log_text());
+    assert_eq!(decryptions(&log, None), 0, "{log}");
+    assert!(!log.contains("IMAP index"), "{log}");
+    assert!(w.status(&m).is_empty(), "an index for another login");
+
+    // Alice's sessions start the indexer. A sender's broken message (an armour that is no
+    // OpenPGP message) comes first; the indexer goes on with the next ones.
+    let mut client = login(m.port, "INBOX");
+    let broken = pgp_mime(
+        "From: Mallory <m@example.test>\r\nTo: alice@example.test\r\nSubject: [...]\r\nMessage-ID: <broken@example.test>\r\nMIME-Version: 1.0\r\n",
+        b"-----BEGIN PGP MESSAGE-----\n\nhQEMA0xxxxnotreally\n=AAAA\n-----END PGP MESSAGE-----\n",
+    );
+    deliver(&w.servers, w.root.path(), &broken);
+    deliver(&w.servers, w.root.path(), &w.message(1));
+    w.servers.wait_for_inbox("alice", 2);
+    wait_until("the indexer to index both", Duration::from_secs(60), || {
+        w.mailbox_status(&m, "INBOX")
+            .is_some_and(|s| s["records"] == 2)
+    });
+    client.command("n", "NOOP");
+    let before = decryptions(&m.log_text(), None);
+    let answer = client.command("c", "UID FETCH 1:* (BODY.PEEK[])");
+    assert_eq!(
+        decryptions(&m.log_text(), None),
+        before,
+        "read from the index"
+    );
+    assert_eq!(
+        count(&answer, SECRET),
+        1,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(count(&answer, "Meshmail-Result: failed"), 1);
+    // Bob's session is still untouched by any of it.
+    let r = bob.command("d", "UID FETCH 1:* (BODY.PEEK[])");
+    assert!(!contains(&r, SECRET) && !contains(&r, "Meshmail-Result"));
 }
 
 #[test]
 fn a_torn_index_file_costs_one_record_only() {
     let w = world();
-    let messages: Vec<Vec<u8>> = (0..20).map(|n| w.message(n)).collect();
-    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
-    append(&w.servers, "alice", "INBOX", w.root.path(), &refs);
+    w.append_to_inbox(20);
     let config = w.config("indexer = false\n");
     let mut m = Meshmail::start(&config);
     let mut client = login(m.port, "INBOX");
@@ -360,9 +443,7 @@ fn two_sessions_and_the_indexer_decrypt_each_new_message_once() {
     let mut a = login(m.port, "INBOX");
     let mut b = login(m.port, "INBOX");
     const N: usize = 30;
-    let messages: Vec<Vec<u8>> = (0..N).map(|n| w.message(n)).collect();
-    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
-    append(&w.servers, "alice", "INBOX", w.root.path(), &refs);
+    w.append_to_inbox(N);
     // Both sessions read the new mail at once, while the indexer works on it too.
     let reader = |c: &mut RawImap, tag: &str| {
         let start = Instant::now();
