@@ -433,42 +433,7 @@ async fn fetch_and_index(
                 uidvalidity: validity,
                 uid,
             };
-            let (index, keys, mailbox, max) = (
-                ctx.index.clone(),
-                ctx.keys.clone(),
-                mailbox.to_owned(),
-                ctx.max_message.saturating_mul(2),
-            );
-            match ctx.views.claim(&key) {
-                // A session decrypts it right now; its view is indexed when built.
-                Claim::Wait(_) => {}
-                Claim::Ready(view) => {
-                    tasks.spawn(async move {
-                        let slot = crate::imap::slots::background_slot().await;
-                        let _ = tokio::task::spawn_blocking(move || {
-                            index.insert(&mailbox, validity, uid, view.index_entry());
-                            drop(slot);
-                        })
-                        .await;
-                        false
-                    });
-                }
-                Claim::Build(building) => {
-                    let raw = body.to_vec();
-                    tasks.spawn(async move {
-                        let slot = crate::imap::slots::background_slot().await;
-                        tokio::task::spawn_blocking(move || {
-                            let view = Arc::new(View::build(&raw, &keys, max));
-                            index.insert(&mailbox, validity, uid, view.index_entry());
-                            drop(slot);
-                            tracing::debug!(mailbox = %mailbox, uid, by = "indexer", "decrypted");
-                            building.finish(view);
-                        })
-                        .await
-                        .is_ok()
-                    });
-                }
-            }
+            tasks.spawn(index_one(ctx.clone(), key, body.to_vec()));
         }
         Ok::<_, Error>(())
     };
@@ -483,6 +448,43 @@ async fn fetch_and_index(
         Err(_) => return Err("fetching messages to index timed out".into()),
     }
     Ok(decrypted)
+}
+
+/// Decrypts and indexes one fetched message; true when it was decrypted here. The slot is
+/// taken before the view is claimed, so a session waiting for this view never waits behind
+/// the indexer's lower priority; the view is handed over before its record is built.
+async fn index_one(ctx: IndexerContext, key: ViewKey, raw: Vec<u8>) -> bool {
+    let slot = crate::imap::slots::background_slot().await;
+    let building = match ctx.views.claim(&key) {
+        // A session decrypts it right now; its view is indexed when built.
+        Claim::Wait(_) => return false,
+        Claim::Ready(view) => Err(view),
+        Claim::Build(building) => Ok(building),
+    };
+    let max = ctx.max_message.saturating_mul(2);
+    tokio::task::spawn_blocking(move || {
+        let ViewKey {
+            mailbox,
+            uidvalidity,
+            uid,
+            ..
+        } = key;
+        let (view, decrypted) = match building {
+            Err(cached) => (cached, false),
+            Ok(building) => {
+                let view = Arc::new(View::build(&raw, &ctx.keys, max));
+                building.finish(view.clone());
+                tracing::debug!(mailbox = %mailbox, uid, by = "indexer", "decrypted");
+                (view, true)
+            }
+        };
+        ctx.index
+            .insert(&mailbox, uidvalidity, uid, view.index_entry());
+        drop(slot);
+        decrypted
+    })
+    .await
+    .unwrap_or(false)
 }
 
 #[cfg(test)]
