@@ -137,8 +137,7 @@ fn stem(mailbox: &str, uidvalidity: u32) -> String {
 impl Index {
     /// The index under `home`, sealed with a key derived from `secret`, with its own thread.
     pub fn open(home: &Path, secret: &[u8]) -> Option<Arc<Index>> {
-        let index = Self::open_without_thread(home, secret)?;
-        let index = Arc::into_inner(index)?;
+        let index = Self::new(home, secret)?;
         Some(Arc::new_cyclic(|me: &Weak<Index>| {
             let (tx, rx) = std::sync::mpsc::channel();
             let me = me.clone();
@@ -152,14 +151,17 @@ impl Index {
         }))
     }
 
-    /// The index without a thread of its own (records are written at once): for
-    /// `meshmail index status` and tests.
+    /// The index without a thread of its own (records are written at once): for tests.
     pub fn open_without_thread(home: &Path, secret: &[u8]) -> Option<Arc<Index>> {
+        Self::new(home, secret).map(Arc::new)
+    }
+
+    fn new(home: &Path, secret: &[u8]) -> Option<Index> {
         let key = record_key(secret)?;
         let dir = home.join("imap-index");
         crate::keys::account::make_private_dir(&dir).ok()?;
         remove_old_formats(&dir);
-        Some(Arc::new(Index {
+        Some(Index {
             dir,
             key,
             mailboxes: DashMap::new(),
@@ -172,7 +174,7 @@ impl Index {
             queue: None,
             queued_bytes: AtomicUsize::new(0),
             queued: DashMap::new(),
-        }))
+        })
     }
 
     /// Adds the entry `build` makes (from a view of `bytes` bytes), on the index's thread
@@ -284,7 +286,8 @@ impl Index {
     /// The UIDs of messages meshmail knows to be encrypted in this mailbox: those with a
     /// record, and those whose record waits in the queue (their views were just built).
     pub fn known_uids(&self, mailbox: &str, uidvalidity: u32) -> Vec<u32> {
-        let mut uids = self.uids(mailbox, uidvalidity);
+        // A session asks, on the reactor; a compaction may hold the file's lock a while.
+        let mut uids = blocking(|| self.uids(mailbox, uidvalidity));
         if let Some(q) = self.queued.get(&(mailbox.to_owned(), uidvalidity)) {
             uids.extend(q.iter().copied());
         }
