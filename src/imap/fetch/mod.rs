@@ -245,7 +245,7 @@ pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
         Some(probe) => Some(crate::imap::view::mime::parse(&probe)),
         None => full_message
             .as_deref()
-            .map(|m| crate::imap::view::mime::parse(header_of(m))),
+            .map(|m| crate::imap::view::mime::parse(crate::imap::view::mime::header_section(m))),
     };
     let encrypted = header.as_ref().is_some_and(|h| h.is_encrypted());
     let forged = !encrypted
@@ -284,20 +284,6 @@ pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
         flags_only: r.flags_only(),
         as_sent: r.without(raw, &added),
     })
-}
-
-/// A message's header section, blank line included (all of it when there is no blank line).
-fn header_of(message: &[u8]) -> &[u8] {
-    let crlf = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4);
-    let lf = message.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let end = match (crlf, lf) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).unwrap_or(message.len()),
-    };
-    &message[..end]
 }
 
 #[cfg(test)]

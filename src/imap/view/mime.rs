@@ -215,6 +215,11 @@ fn default_type(digest_child: bool) -> ContentType {
     }
 }
 
+/// A message's header section, its empty line included, found as [`parse`] finds it.
+pub fn header_section(msg: &[u8]) -> &[u8] {
+    &msg[split_header(msg, 0..msg.len()).0]
+}
+
 /// Splits `range` at the end of the header (after the empty line).
 fn split_header(msg: &[u8], range: Range<usize>) -> (Range<usize>, Range<usize>) {
     let bytes = &msg[range.clone()];
