@@ -425,6 +425,8 @@ fn a_torn_index_file_costs_one_record_only() {
         1,
         "only the torn record was lost"
     );
+    // `indexer = false`: no background indexer ran.
+    assert!(!plain(&m.log_text()).contains("IMAP index caught up"));
     // Its record is written again, after the cut: the file reads whole.
     wait_until(
         "the record to be written again",

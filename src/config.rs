@@ -467,6 +467,26 @@ mod tests {
     }
 
     #[test]
+    fn indexer_settings_default_and_follow_the_imap_section() {
+        let base = "[imap]\nlisten = \"127.0.0.1:1143\"\nupstream = \"imap.example.com:993\"\nupstream_tls = \"implicit\"\n";
+        let c = Config::parse(base, Path::new("c")).unwrap();
+        let d = c.imap.as_ref().unwrap().indexer_settings();
+        assert!(d.enabled && d.follow_selected);
+        assert_eq!(d.mailboxes, ["INBOX", "Sent", "Drafts"]);
+        assert_eq!(d.poll, std::time::Duration::from_secs(60));
+        let text = format!("{base}indexer = false\nindex_mailboxes = [\"Archive\"]\nindex_selected = false\nindex_poll_secs = 0\n");
+        let c = Config::parse(&text, Path::new("c")).unwrap();
+        let s = c.imap.as_ref().unwrap().indexer_settings();
+        assert!(!s.enabled && !s.follow_selected);
+        assert_eq!(s.mailboxes, ["Archive"]);
+        assert_eq!(
+            s.poll,
+            std::time::Duration::from_secs(1),
+            "at least a second"
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_line() {
         let text = "upstream_user = \"alice\"\n[smtp]\nlisten = \"0.0.0.0:1587\"\nupstream = \"smtp.example.com:587\"\nupstream_tls = \"none\"\nupstream_ca = \"/nonexistent/ca.pem\"\n";
         let c = Config::parse(text, Path::new("d.toml")).unwrap();
