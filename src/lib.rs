@@ -19,6 +19,8 @@
 //!   relay in typed states, the report spool).
 //! - [`upstream`]: what the SMTP and IMAP upstreams share: target, TLS handshake, pinning.
 //! - [`listen`]: the accept loop both listeners share, and draining on shutdown.
+//! - [`filter`]: the MTA sidecar: an LMTP content filter behind Postfix (outbound policy
+//!   enforcement, inbound encryption at rest, reinjection) and Postfix's policy service.
 //! - [`imap`]: the IMAP proxy: framing (imap-codec for commands, `frame` for responses),
 //!   capabilities, the decrypted view (its structure as Dovecot computes it),
 //!   FETCH/SEARCH/APPEND of mapped sessions, the index and the background indexer that fills
@@ -28,12 +30,13 @@
 //! - [`codes`]: the one table of outcomes → exit codes / SMTP / IMAP replies.
 //! - [`secret`]: secrets as a type (redacted `Debug`, zeroized on drop).
 //!
-//! Next (see DESIGN.md): the MTA sidecar, `pop3`, `crypto::recrypt`.
+//! Next (see DESIGN.md): `pop3`, `crypto::recrypt`.
 
 pub mod address;
 pub mod codes;
 pub mod config;
 pub mod crypto;
+pub mod filter;
 pub mod imap;
 pub mod keys;
 pub mod listen;

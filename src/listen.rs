@@ -1,4 +1,4 @@
-//! The accept loop both listeners (SMTP, IMAP) share: a connection permit taken before
+//! The accept loop every listener (SMTP, IMAP, the filter) shares: a connection permit taken before
 //! accept (a flood waits in the kernel's backlog), one task per client, and on shutdown: stop
 //! accepting, let the sessions finish what they are doing (each sees the same shutdown signal
 //! and says goodbye at its next quiet moment), and cut what is left after the grace period.
@@ -7,26 +7,60 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-/// Accepts clients until `shutdown` turns true; `session(tcp, peer, loopback, shutdown)` serves
+/// A listening socket: TCP, or a Unix socket (the filter's, for Postfix).
+pub trait Accept {
+    type Stream: Send + 'static;
+    type Peer: Send + 'static;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, Self::Peer)>> + Send;
+    /// Only local processes can connect.
+    fn is_local(&self) -> bool;
+}
+
+impl Accept for TcpListener {
+    type Stream = TcpStream;
+    type Peer = SocketAddr;
+    async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        let (tcp, peer) = TcpListener::accept(self).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok((tcp, peer))
+    }
+    fn is_local(&self) -> bool {
+        self.local_addr()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or(false)
+    }
+}
+
+impl Accept for UnixListener {
+    type Stream = UnixStream;
+    type Peer = ();
+    async fn accept(&self) -> std::io::Result<(UnixStream, ())> {
+        let (stream, _) = UnixListener::accept(self).await?;
+        Ok((stream, ()))
+    }
+    fn is_local(&self) -> bool {
+        true
+    }
+}
+
+/// Accepts clients until `shutdown` turns true; `session(stream, peer, local, shutdown)` serves
 /// one. Returns once every session has ended, or `grace` after shutdown.
-pub async fn accept_loop<F, Fut>(
-    listener: TcpListener,
+pub async fn accept_loop<L, F, Fut>(
+    listener: L,
     connections: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
     session: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, bool, watch::Receiver<bool>) -> Fut,
+    L: Accept,
+    F: Fn(L::Stream, L::Peer, bool, watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let loopback = listener
-        .local_addr()
-        .map(|a| a.ip().is_loopback())
-        .unwrap_or(false);
+    let loopback = listener.is_local();
     let mut sessions = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -47,7 +81,6 @@ pub async fn accept_loop<F, Fut>(
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
         };
-        let _ = tcp.set_nodelay(true);
         let served = session(tcp, peer, loopback, shutdown.clone());
         sessions.spawn(async move {
             let _permit = permit;

@@ -30,12 +30,12 @@ pub enum ServeError {
 
 /// Runs the configured listeners until a signal arrives.
 pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), ServeError> {
-    if config.smtp.is_none() && config.imap.is_none() {
+    if config.smtp.is_none() && config.imap.is_none() && config.filter.is_none() {
         return Err(ServeError::Config(
-            "no [smtp] or [imap] section: nothing to serve".into(),
+            "no [smtp], [imap] or [filter] section: nothing to serve".into(),
         ));
     }
-    let accounts = load_accounts(&config, default_home)?;
+    let accounts = load_accounts(&config, default_home.clone())?;
     let store_home = config
         .home
         .clone()
@@ -49,6 +49,42 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    if let Some(filter) = &config.filter {
+        let resolver =
+            crate::policy::PolicyResolver::new(&config.resolver_settings(store_home.clone()))
+                .map_err(|e| ServeError::Config(e.to_string()))?;
+        let home = store_home.clone().or_else(|| default_home.clone());
+        let ctx = Arc::new(
+            crate::filter::FilterContext::new(
+                filter,
+                resolver,
+                config.encrypt.clone(),
+                config.limits.clone(),
+                home.as_deref(),
+            )
+            .map_err(ServeError::Config)?,
+        );
+        let listener =
+            crate::filter::FilterListener::bind(filter).map_err(|reason| ServeError::Listen {
+                addr: format!("{:?}", filter.listen),
+                reason,
+            })?;
+        tracing::info!(listen = ?filter.listen, reinject = %filter.reinject, "filter listening");
+        tasks.push(tokio::spawn(crate::filter::run_listener(
+            listener,
+            ctx.clone(),
+            shutdown.clone(),
+        )));
+        if let Some(policy) = &filter.policy_service {
+            let listener = bind(policy.listen)?;
+            tracing::info!(listen = %policy.listen, "policy service listening");
+            tasks.push(tokio::spawn(crate::filter::policy_service::run(
+                listener,
+                ctx,
+                shutdown.clone(),
+            )));
+        }
+    }
     if let Some(smtp) = config.smtp.clone() {
         let upstream_tls = crate::upstream::client_config(
             smtp.upstream_ca.as_deref(),

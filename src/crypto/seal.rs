@@ -87,6 +87,37 @@ pub fn key_id_smime(cert: &SmimeCert) -> String {
     cert.sha256_hex()
 }
 
+/// Encrypts `message` at rest (the sidecar's inbound mail): the original bytes go inside whole,
+/// so a DKIM signature still verifies after decryption; outside stay the fields delivery,
+/// filters and threading need, and the mark that tells the reader's view what this is.
+pub fn seal_at_rest(
+    message: &[u8],
+    request: &SealRequest,
+    hide_subject: bool,
+    mark: &str,
+) -> Result<Sealed, SealError> {
+    let parsed = ParsedMessage::parse(message)?;
+    let outer = crate::mime::at_rest::outer_fields(&parsed, hide_subject, mark);
+    let (bytes, encrypted_to) = match request {
+        SealRequest::PgpMime { recipients, .. } => {
+            let mut result = Ok(());
+            let bytes = pgp_mime(&outer, message.len() * 11 / 8 + 4096, |out| {
+                result = openpgp::encrypt_armored_into(&[message], recipients, None, out);
+            });
+            result?;
+            (bytes, recipients.iter().map(key_id_openpgp).collect())
+        }
+        SealRequest::Smime { recipients, gcm } => {
+            let der = cms::encrypt(&[message], recipients, *gcm)?;
+            (
+                smime_mime(&outer, &der, *gcm),
+                recipients.iter().map(key_id_smime).collect(),
+            )
+        }
+    };
+    Ok(Sealed::new(bytes, encrypted_to))
+}
+
 /// Protects the headers of `message`, encrypts it as `request` says and wraps it in MIME.
 pub fn seal(message: &[u8], request: &SealRequest) -> Result<Sealed, SealError> {
     let parsed = ParsedMessage::parse(message)?;

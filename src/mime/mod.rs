@@ -5,6 +5,7 @@
 //! Bytes outside the encrypted layer are never re-encoded: the original body, signed parts
 //! included, goes into the encrypted part byte for byte.
 
+pub mod at_rest;
 pub mod encrypted;
 pub mod headers;
 pub mod protect;

@@ -34,6 +34,18 @@ pub struct Encryption {
     pub escrow_smime: Arc<[SmimeCert]>,
     /// The policy this came from, for a strong address (the proof that it was verified).
     pub policy: Option<Verified>,
+    /// Set by the sidecar for mail it stores encrypted for a local user: the original message
+    /// goes inside whole, marked so the reader's view says "encrypted at rest".
+    pub at_rest: Option<AtRest>,
+}
+
+/// How a copy encrypted at rest is made (the sidecar's inbound mail).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AtRest {
+    /// Replace the outer Subject by `[...]`.
+    pub hide_subject: bool,
+    /// The value of the mark header that tells the reader's view what this is.
+    pub mark: String,
 }
 
 /// Names an OpenPGP certificate or an S/MIME certificate in [`Encryption::required_keys`].
@@ -128,6 +140,59 @@ impl Classified {
         }
     }
 
+    /// A local mailbox of the sidecar whose mail is stored as it arrives (no key, or already
+    /// encrypted). Only for plain addresses: a fingerprint address is refused here.
+    pub fn local_plain(address: &str) -> Result<Classified, Refusal> {
+        match MailAddress::classify(address).map_err(Refusal::BadAddress)? {
+            MailAddress::Plain(plain) => Ok(Classified {
+                written: plain.clone(),
+                routable: plain,
+                treatment: Treatment::Plain(PlainAllowed(())),
+            }),
+            MailAddress::Strong(_) => Err(Refusal::NoValidPolicy(
+                "a fingerprint address is never given plaintext".into(),
+            )),
+        }
+    }
+
+    /// A local mailbox of the sidecar, encrypted at rest to its own key (`openpgp` or
+    /// `smime`, one of them).
+    pub fn at_rest(
+        address: &str,
+        openpgp: Option<Cert>,
+        smime: Option<SmimeCert>,
+        at_rest: AtRest,
+    ) -> Classified {
+        let format = if openpgp.is_some() {
+            Format::PgpMime
+        } else {
+            Format::SmimeGcm
+        };
+        Classified {
+            written: address.to_owned(),
+            routable: address.to_owned(),
+            treatment: Treatment::Encrypt(Box::new(Encryption {
+                format,
+                openpgp: openpgp.into_iter().collect::<Vec<_>>().into(),
+                smime: smime.into_iter().collect::<Vec<_>>().into(),
+                escrow_openpgp: Vec::new().into(),
+                escrow_smime: Vec::new().into(),
+                policy: None,
+                at_rest: Some(at_rest),
+            })),
+        }
+    }
+
+    /// This strong recipient's copy encrypted at rest instead (plaintext that arrived for a
+    /// local user's fingerprint address, `strong_inbound = "encrypt-and-flag"`): still to
+    /// every key its policy names.
+    pub fn stored_at_rest(mut self, at_rest: AtRest) -> Classified {
+        if let Treatment::Encrypt(e) = &mut self.treatment {
+            e.at_rest = Some(at_rest);
+        }
+        self
+    }
+
     fn strong(written: &str, verified: Verified) -> Result<Classified, Refusal> {
         let format = *verified
             .formats()
@@ -151,6 +216,7 @@ impl Classified {
                 escrow_openpgp: verified.escrow_openpgp_shared(),
                 escrow_smime: verified.escrow_smime_shared(),
                 policy: Some(verified),
+                at_rest: None,
             })),
         })
     }
@@ -202,6 +268,7 @@ pub async fn classify(
                         escrow_openpgp: Vec::new().into(),
                         escrow_smime: Vec::new().into(),
                         policy: None,
+                        at_rest: None,
                     })),
                 }),
                 // Opportunistic never refuses: no key (or no answer) means plaintext.

@@ -7,7 +7,7 @@
 //! a copy of its own, so no copy names another copy's Bcc recipients; so does every recipient
 //! whose policy declares escrow certificates, which are added to that copy only.
 
-use super::classify::{Classified, Encryption, Treatment};
+use super::classify::{AtRest, Classified, Encryption, Treatment};
 use super::copy::Copy;
 use crate::crypto::client_sealed::{already_encrypted, verify_sealed, AlreadyEncrypted};
 use crate::crypto::seal::{self, SealError, SealRequest, Sealed};
@@ -52,6 +52,7 @@ enum GroupKey {
     Encrypted {
         format: &'static str,
         keys: Vec<String>,
+        at_rest: Option<AtRest>,
     },
     /// A copy of its own (Bcc or escrow), by recipient index.
     Own(usize),
@@ -122,6 +123,7 @@ impl Plan {
                 Treatment::Encrypt(e) => GroupKey::Encrypted {
                     format: e.format.name(),
                     keys: e.key_ids(),
+                    at_rest: e.at_rest.clone(),
                 },
             };
             groups.entry(key).or_default().push(i);
@@ -223,8 +225,14 @@ impl Plan {
                 }
             }
         };
-        let sealed = seal::seal(message, &request)?;
-        Copy::sealed(members, &treatments, sealed, first.format.name())
+        let (sealed, name) = match &first.at_rest {
+            Some(at_rest) => (
+                seal::seal_at_rest(message, &request, at_rest.hide_subject, &at_rest.mark)?,
+                "at-rest",
+            ),
+            None => (seal::seal(message, &request)?, first.format.name()),
+        };
+        Copy::sealed(members, &treatments, sealed, name)
     }
 }
 

@@ -39,6 +39,8 @@ pub struct DataReceiver {
     /// The current line started with a dot (candidate for the end marker or stuffing).
     dot_line: bool,
     error: Option<DataError>,
+    /// A CR not followed by LF is content (the filter: Postfix passes such bytes on).
+    bare_cr_ok: bool,
 }
 
 /// The result of feeding bytes.
@@ -63,7 +65,16 @@ impl DataReceiver {
             pending_cr: false,
             dot_line: false,
             error: None,
+            bare_cr_ok: false,
         }
+    }
+
+    /// Takes a CR not followed by LF as content rather than refusing the message. For the
+    /// filter, whose client is Postfix: it never sends a bare LF, and a bare CR inside a line
+    /// is no end of line to it or to the reinjection listener, so no smuggling is possible.
+    pub fn allowing_bare_cr(mut self) -> DataReceiver {
+        self.bare_cr_ok = true;
+        self
     }
 
     /// Feeds bytes. After `Done`, call [`DataReceiver::finish`].
@@ -115,7 +126,9 @@ impl DataReceiver {
                     return None;
                 }
                 // A CR not followed by LF.
-                self.fail(DataError::BareLineEnding);
+                if !self.bare_cr_ok {
+                    self.fail(DataError::BareLineEnding);
+                }
                 self.push(b"\r");
                 self.line_len += 1;
             }
@@ -257,6 +270,29 @@ mod tests {
                 "{fake:?}: the whole input is one refused message"
             );
         }
+    }
+
+    #[test]
+    fn the_filter_takes_a_bare_cr_as_content_and_still_ends_only_at_crlf_dot_crlf() {
+        let input = b"Subject: x\r\n\r\nbody\r.\r\nmore\rtext\r\n.\r\nRSET\r\n";
+        let mut r = DataReceiver::new(1000, 1000).allowing_bare_cr();
+        assert_eq!(
+            r.feed(input),
+            Progress::Done {
+                consumed: input.len() - 6
+            }
+        );
+        assert_eq!(
+            r.finish().unwrap(),
+            b"Subject: x\r\n\r\nbody\r.\r\nmore\rtext\r\n".to_vec()
+        );
+        let mut r = DataReceiver::new(1000, 1000).allowing_bare_cr();
+        r.feed(b"a\nb\r\n.\r\n");
+        assert_eq!(
+            r.finish(),
+            Err(DataError::BareLineEnding),
+            "a bare LF is still refused"
+        );
     }
 
     /// The byte-at-a-time receiver the fast path must agree with.

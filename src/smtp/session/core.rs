@@ -458,7 +458,7 @@ fn syntax_reply(e: smtp_proto::Error) -> Reply {
 
 /// The MAIL line for the upstream. Encrypted copies are 7-bit, so BODY=8BITMIME is only
 /// passed for plaintext copies.
-pub(super) fn mail_line(from: &str, params: &MailParams, plain: bool) -> String {
+pub(crate) fn mail_line(from: &str, params: &MailParams, plain: bool) -> String {
     let mut line = format!("MAIL FROM:<{from}>");
     if plain && params.eightbit {
         line.push_str(" BODY=8BITMIME");
@@ -471,7 +471,7 @@ pub(super) fn mail_line(from: &str, params: &MailParams, plain: bool) -> String 
 }
 
 /// RFC 3461 §4: xtext encoding.
-pub(super) fn xtext(text: &str) -> String {
+pub(crate) fn xtext(text: &str) -> String {
     let mut out = String::new();
     for b in text.bytes() {
         if (33..=126).contains(&b) && b != b'+' && b != b'=' {
@@ -483,7 +483,7 @@ pub(super) fn xtext(text: &str) -> String {
     out
 }
 
-fn refusal_reply(address: &str, refusal: Refusal) -> Reply {
+pub(crate) fn refusal_reply(address: &str, refusal: Refusal) -> Reply {
     match refusal {
         Refusal::BadAddress(e) => Reply::new(
             553,

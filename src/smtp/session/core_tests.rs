@@ -26,6 +26,7 @@ fn caps() -> Capabilities {
         dsn: true,
         enhanced_status_codes: true,
         auth: vec!["PLAIN".into(), "LOGIN".into()],
+        xforward: Vec::new(),
     }
 }
 

@@ -17,6 +17,7 @@ mod relay;
 mod report;
 mod transaction;
 
+pub(crate) use self::core::{mail_line, refusal_reply, xtext};
 use self::core::{Action, Core, Settings};
 use super::reply::Reply;
 use super::server::SmtpContext;

@@ -36,6 +36,9 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     /// AUTH mechanisms, upper case.
     pub auth: Vec<String>,
+    /// XFORWARD attributes the server accepts from meshmail, upper case (Postfix's
+    /// `smtpd_authorized_xforward_hosts`).
+    pub xforward: Vec<String>,
 }
 
 impl Capabilities {
@@ -55,6 +58,7 @@ impl Capabilities {
                 "DSN" => caps.dsn = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
                 "AUTH" => caps.auth = words.map(str::to_ascii_uppercase).collect(),
+                "XFORWARD" => caps.xforward = words.map(str::to_ascii_uppercase).collect(),
                 _ => {}
             }
         }
@@ -257,6 +261,11 @@ impl Upstream<Ready> {
         self.link.command(line).await
     }
 
+    /// One XFORWARD line (the sidecar's reinjection), before MAIL.
+    pub async fn xforward(&mut self, line: &str) -> Result<Reply, UpstreamError> {
+        self.link.command(line).await
+    }
+
     /// Opens a transaction.
     pub async fn mail(
         mut self,
@@ -335,10 +344,12 @@ mod tests {
             "8BITMIME",
             "DSN",
             "SMTPUTF8",
+            "XFORWARD NAME ADDR PROTO HELO",
         ];
         let c = Capabilities::parse(lines.iter().copied());
         assert_eq!(c.size, Some(10_240_000));
         assert!(c.smtputf8 && c.eightbitmime && c.pipelining && c.dsn && c.enhanced_status_codes);
         assert_eq!(c.auth, vec!["PLAIN", "LOGIN"]);
+        assert_eq!(c.xforward, vec!["NAME", "ADDR", "PROTO", "HELO"]);
     }
 }

@@ -2,6 +2,9 @@
 //! Keys named in the issues are kept as they are, so scripts can rely on them; see
 //! `config/device.toml` for a documented example.
 
+mod filter;
+
+pub use filter::{FilterConfig, FilterListen, PolicyServiceConfig, StrongInbound};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub smtp: Option<SmtpConfig>,
     pub imap: Option<ImapConfig>,
+    /// The MTA sidecar (content filter behind Postfix); holds no private keys.
+    pub filter: Option<FilterConfig>,
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub encrypt: EncryptRules,
@@ -369,6 +374,11 @@ impl Config {
             }
             if let Some(e) = ca.and_then(readable) {
                 problem(section, "upstream_ca", e);
+            }
+        }
+        if let Some(filter) = &self.filter {
+            for (key, message) in filter.problems() {
+                problem("filter", key, message);
             }
         }
         if let Some(tls) = &self.tls {
