@@ -25,7 +25,7 @@ fn free_base() -> u16 {
         if !(20000..=60000).contains(&base) {
             continue;
         }
-        let all_free = [10u16, 24, 25, 43, 53, 60, 65, 87, 93, 95]
+        let all_free = [10u16, 24, 25, 26, 43, 53, 60, 65, 87, 93, 95]
             .iter()
             .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
         if all_free {
@@ -41,6 +41,28 @@ impl MailServers {
     }
 
     pub fn start_with_size_limit(limit: Option<usize>) -> MailServers {
+        let env: Vec<(&str, String)> = limit
+            .map(|l| ("MESSAGE_SIZE_LIMIT", l.to_string()))
+            .into_iter()
+            .collect();
+        Self::start_with_env(&env)
+    }
+
+    /// The sidecar set-up: the MX and submission hand every message to meshmail's filter at
+    /// `filter` (an LMTP next hop, `inet:127.0.0.1:PORT` or `unix:/path`), which reinjects into
+    /// [`MailServers::reinject`]; submission asks the policy service at `policy` when given.
+    pub fn start_sidecar(filter: &str, policy: Option<u16>, limit: Option<usize>) -> MailServers {
+        let mut env = vec![("FILTER_NEXTHOP", filter.to_owned())];
+        if let Some(p) = policy {
+            env.push(("POLICY_SERVICE", format!("inet:127.0.0.1:{p}")));
+        }
+        if let Some(l) = limit {
+            env.push(("MESSAGE_SIZE_LIMIT", l.to_string()));
+        }
+        Self::start_with_env(&env)
+    }
+
+    fn start_with_env(env: &[(&str, String)]) -> MailServers {
         // Ports are checked free just before the start, but a test running in parallel may
         // take one meanwhile: then the instance is stopped and started on another range.
         let mut last = String::new();
@@ -52,8 +74,8 @@ impl MailServers {
             cmd.arg(servers_dir().join("start.sh"))
                 .arg(root.path().join("srv"))
                 .arg(base.to_string());
-            if let Some(l) = limit {
-                cmd.env("MESSAGE_SIZE_LIMIT", l.to_string());
+            for (k, v) in env {
+                cmd.env(k, v);
             }
             // The daemons inherit stdout/stderr: send them to a file, not a pipe nobody closes.
             let file = std::fs::File::create(&log).expect("log");
@@ -110,6 +132,14 @@ impl MailServers {
 
     pub fn ca_pem(&self) -> PathBuf {
         self.dir().join("tls/ca.pem")
+    }
+    /// The MX (mail from the internet).
+    pub fn mx(&self) -> u16 {
+        self.base + 25
+    }
+    /// The reinjection listener of the sidecar set-up.
+    pub fn reinject(&self) -> u16 {
+        self.base + 26
     }
     pub fn submission(&self) -> u16 {
         self.base + 87
@@ -195,12 +225,18 @@ pub struct Meshmail {
 impl Meshmail {
     /// Starts meshmail with `config` (TOML); `{port}` in it is replaced by the listen port.
     pub fn start(config: &str) -> Meshmail {
-        Self::start_trying(config, 3)
+        Self::start_trying(config, 3, None)
     }
 
-    fn start_trying(config: &str, tries: u32) -> Meshmail {
+    /// Starts meshmail with `config`, which names its own listen `port` (ready when it
+    /// accepts connections there).
+    pub fn start_on(config: &str, port: u16) -> Meshmail {
+        Self::start_trying(config, 1, Some(port))
+    }
+
+    fn start_trying(config: &str, tries: u32, fixed: Option<u16>) -> Meshmail {
         let dir = super::tempdir();
-        let port = free_port();
+        let port = fixed.unwrap_or_else(free_port);
         let cfg = dir.path().join("meshmail.toml");
         std::fs::write(&cfg, config.replace("{port}", &port.to_string())).expect("config");
         let log = dir.path().join("meshmail.log");
@@ -225,7 +261,7 @@ impl Meshmail {
                 // Another test took the port between the check and the bind: try another.
                 if tries > 1 && config.contains("{port}") && text.contains("Address already in use")
                 {
-                    return Meshmail::start_trying(config, tries - 1);
+                    return Meshmail::start_trying(config, tries - 1, fixed);
                 }
                 panic!("meshmail serve did not start ({other:?}): {text}");
             }

@@ -209,6 +209,19 @@ impl Nsd {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Starts the stopped server again on the same port with the same zones.
+    pub fn restart(&mut self) {
+        if self.running {
+            return;
+        }
+        let start = run(Command::new("nsd")
+            .arg("-c")
+            .arg(self.dir.path().join("nsd.conf")));
+        assert_eq!(start.code, 0, "nsd did not start again: {start:#?}");
+        self.running = true;
+        wait_for_port(self.port, "nsd");
+    }
+
     pub fn stop(&mut self) {
         if !self.running {
             return;
@@ -380,4 +393,5 @@ pub mod gpg;
 pub mod imap;
 pub mod mail;
 pub mod raw_imap;
+pub mod sidecar;
 pub mod smime;

@@ -35,6 +35,17 @@
 #      ROOT/tls/ca.key is kept so tests can sign further certificates.
 #
 # Env:  MESSAGE_SIZE_LIMIT  Postfix message_size_limit in bytes (default 10240000)
+#       FILTER_NEXTHOP      turns on the MTA sidecar set-up (config/postfix-master.cf): the
+#                           MX (BASE+25) and submission (BASE+87) hand every message to
+#                           meshmail's filter at this LMTP next hop (inet:127.0.0.1:PORT or
+#                           unix:/path), which reinjects into BASE+26 (no content_filter,
+#                           XFORWARD allowed, twice the size limit)
+#       POLICY_SERVICE      with FILTER_NEXTHOP: inet:127.0.0.1:PORT of meshmail's policy
+#                           service, asked at RCPT by the submission smtpd
+#
+# Domains: example.test (the users' mailboxes), sink.test (relayed to BASE+60: outbound mail,
+# e.g. into `smtp-sink -D`, which records each RCPT's parameters).
+# Aliases: team@example.test -> alice, bob.  recipient_delimiter = +.
 #
 # Prints exactly one line "ready" on stdout on success; diagnostics go to stderr.
 # Re-running with the same ROOT stops the running instance of that ROOT first,
@@ -86,6 +97,11 @@ PORT_IMAPS=$((BASE + 93))
 PORT_POP3=$((BASE + 10))
 PORT_POP3S=$((BASE + 95))
 PORT_SINK=$((BASE + 60))
+PORT_REINJECT=$((BASE + 26))
+FILTER_NEXTHOP="${FILTER_NEXTHOP:-}"
+POLICY_SERVICE="${POLICY_SERVICE:-}"
+[[ "$FILTER_NEXTHOP" =~ ^(|inet:127\.0\.0\.1:[0-9]+|unix:/[A-Za-z0-9/._+-]+)$ ]] || die "bad FILTER_NEXTHOP '$FILTER_NEXTHOP'"
+[[ "$POLICY_SERVICE" =~ ^(|inet:127\.0\.0\.1:[0-9]+)$ ]] || die "bad POLICY_SERVICE '$POLICY_SERVICE'"
 ALL_PORTS="$PORT_SMTP $PORT_SUBMISSION $PORT_SUBMISSIONS $PORT_LMTP $PORT_IMAP $PORT_IMAPS $PORT_POP3 $PORT_POP3S"
 
 USERS="${USERS:-alice bob carol dave erin frank}"
@@ -344,6 +360,7 @@ for u in $USERS; do
   echo "$u@example.test OK" >> "$PF_CONF/vmailbox.tmp"
 done
 mv -f "$PF_CONF/vmailbox.tmp" "$PF_CONF/vmailbox"
+printf 'team@example.test alice@example.test, bob@example.test\n' > "$PF_CONF/virtual"
 
 # Pitfall: setting config_directory inside main.cf warns; every postfix
 # command gets "-c $PF_CONF" instead.  All paths absolute.
@@ -378,6 +395,8 @@ smtp_dns_support_level = disabled
 
 virtual_mailbox_domains = example.test
 virtual_mailbox_maps = texthash:$PF_CONF/vmailbox
+virtual_alias_maps = texthash:$PF_CONF/virtual
+recipient_delimiter = +
 virtual_transport = lmtp:inet:127.0.0.1:$PORT_LMTP
 
 relay_domains = sink.test
@@ -401,6 +420,42 @@ minimal_backoff_time = 10s
 maximal_backoff_time = 60s
 EOF
 
+# The sidecar set-up (FILTER_NEXTHOP): what the entry services add, and the reinjection
+# listener with its own cleanup (a larger size limit: encryption grows a message ~1.4x).
+ENTRY_FILTER=""
+SUBMISSION_POLICY=""
+SIDECAR_SERVICES=""
+if [ -n "$FILTER_NEXTHOP" ]; then
+  ENTRY_FILTER="  -o content_filter=meshfilter:$FILTER_NEXTHOP"
+  if [ -n "$POLICY_SERVICE" ]; then
+    SUBMISSION_POLICY="  -o smtpd_recipient_restrictions=check_policy_service,$POLICY_SERVICE,permit_sasl_authenticated,reject"
+  fi
+  SIDECAR_SERVICES="# meshmail's filter: LMTP, so each recipient gets its own reply.
+meshfilter unix - - n - 10 lmtp
+  -o lmtp_send_xforward_command=yes
+  -o lmtp_data_done_timeout=1200s
+  -o max_use=20
+# Reinjection: not filtered again, aliases already expanded at the entry, XFORWARD allowed.
+127.0.0.1:$PORT_REINJECT inet n - n - - smtpd
+  -o syslog_name=postfix/reinject
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters,no_address_mappings
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=
+  -o smtpd_data_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+  -o message_size_limit=$((MESSAGE_SIZE_LIMIT * 2))
+  -o cleanup_service_name=cleanup-reinject
+cleanup-reinject unix n - n - 0 cleanup
+  -o message_size_limit=$((MESSAGE_SIZE_LIMIT * 2))
+"
+  ALL_PORTS="$ALL_PORTS $PORT_REINJECT"
+fi
+
 # Chroot column "n" for every service: Debian's stock chroot would need
 # system files copied into the queue directory.
 # Only the services Postfix needs plus the three listeners.
@@ -413,8 +468,11 @@ cat > "$PF_CONF/master.cf" <<EOF
 127.0.0.1:$PORT_SMTP inet n - n - - smtpd
   -o syslog_name=postfix/smtp
   -o smtpd_relay_restrictions=reject_unauth_destination
+$ENTRY_FILTER
 127.0.0.1:$PORT_SUBMISSION inet n - n - - smtpd
   -o syslog_name=postfix/submission
+$ENTRY_FILTER
+$SUBMISSION_POLICY
   -o smtpd_tls_security_level=encrypt
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_tls_auth_only=yes
@@ -454,6 +512,7 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 # Required for maillog_file.
 postlog   unix-dgram n  -       n       -       1       postlogd
+$SIDECAR_SERVICES
 EOF
 
 # Start ------------------------------------------------------------------------

@@ -238,6 +238,9 @@ pub struct PolicyConfig {
     pub timeout_secs: Option<u64>,
     /// Seconds a stored policy is used before it is refreshed (default 3600).
     pub store_ttl_secs: Option<u64>,
+    /// Seconds a lookup that failed for now (DNS or HTTPS down) is answered from the cache
+    /// before it is tried again (default and at most 60).
+    pub retry_after_secs: Option<u64>,
 }
 
 /// A configuration problem, with the line it is on when known.
@@ -439,6 +442,9 @@ impl Config {
         }
         if let Some(t) = self.policy.store_ttl_secs {
             s.store_ttl = Duration::from_secs(t);
+        }
+        if let Some(t) = self.policy.retry_after_secs {
+            s.retry_after = Duration::from_secs(t.min(60));
         }
         s
     }

@@ -22,7 +22,9 @@ pub struct PolicyCache {
     inner: Cache<String, Outcome>,
 }
 
-struct OutcomeExpiry;
+struct OutcomeExpiry {
+    transient: Duration,
+}
 
 impl Expiry<String, Outcome> for OutcomeExpiry {
     fn expire_after_create(
@@ -31,7 +33,10 @@ impl Expiry<String, Outcome> for OutcomeExpiry {
         value: &Outcome,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(ttl_of(value))
+        Some(match value {
+            Err(ResolveFailure::Temporary(_)) => ttl_of(value).min(self.transient),
+            _ => ttl_of(value),
+        })
     }
 }
 
@@ -53,11 +58,13 @@ pub fn ttl_of(outcome: &Outcome) -> Duration {
 }
 
 impl PolicyCache {
-    pub fn new(capacity: u64) -> PolicyCache {
+    /// A cache of `capacity` outcomes; a transient failure is kept for at most `transient`
+    /// (and never longer than [`TRANSIENT_TTL`]).
+    pub fn new(capacity: u64, transient: Duration) -> PolicyCache {
         PolicyCache {
             inner: Cache::builder()
                 .max_capacity(capacity)
-                .expire_after(OutcomeExpiry)
+                .expire_after(OutcomeExpiry { transient })
                 .build(),
         }
     }
@@ -82,7 +89,7 @@ mod tests {
             ttl_of(&Err(ResolveFailure::NoValidPolicy("x".into()))),
             NEGATIVE_TTL
         );
-        let cache = PolicyCache::new(2);
+        let cache = PolicyCache::new(2, TRANSIENT_TTL);
         cache.insert("a".into(), Err(ResolveFailure::Temporary("t".into())));
         assert!(matches!(
             cache.get("a"),

@@ -56,6 +56,8 @@ pub struct ResolverSettings {
     pub home: Option<PathBuf>,
     /// How long a stored policy is used before it is refreshed.
     pub store_ttl: Duration,
+    /// How long a lookup that failed for now is answered from the cache (at most 60 s).
+    pub retry_after: Duration,
 }
 
 impl Default for ResolverSettings {
@@ -67,6 +69,7 @@ impl Default for ResolverSettings {
             timeout: Duration::from_secs(5),
             home: None,
             store_ttl: Duration::from_secs(3600),
+            retry_after: super::cache::TRANSIENT_TTL,
         }
     }
 }
@@ -111,10 +114,10 @@ impl PolicyResolver {
             https,
             store: settings.home.as_deref().map(LocalStore::new),
             store_ttl: settings.store_ttl,
-            cache: PolicyCache::new(super::cache::CAPACITY),
+            cache: PolicyCache::new(super::cache::CAPACITY, settings.retry_after),
             plain_cache: moka::sync::Cache::builder()
                 .max_capacity(super::cache::CAPACITY)
-                .time_to_live(super::cache::TRANSIENT_TTL)
+                .time_to_live(settings.retry_after.min(super::cache::TRANSIENT_TTL))
                 .build(),
         })
     }

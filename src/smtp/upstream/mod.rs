@@ -148,6 +148,9 @@ impl Link {
         let long = self.timeout * 10;
         // In chunks: lettre dot-stuffs each part into a buffer of its size, so a whole large
         // message would be held twice.
+        // lettre ends the data with "\r\n.\r\n" whatever the message ends with: the message's
+        // own final CRLF is left to it, or every message would gain an empty line.
+        let message = message.strip_suffix(b"\r\n").unwrap_or(message);
         let r = tokio::time::timeout(long, self.conn.message_iter(message.chunks(64 * 1024))).await;
         self.reply(r)
     }
