@@ -232,3 +232,266 @@ fn inbound_mail_is_stored_encrypted_for_users_with_a_key_and_unchanged_for_the_o
         sc.queue()
     );
 }
+
+#[test]
+fn one_broken_key_defers_only_its_recipient_and_nothing_is_duplicated() {
+    let root = common::tempdir();
+    let alice = common::init_account(root.path(), "alice@example.test");
+    let bob = common::init_account(root.path(), "bob@example.test");
+    let sc = Sidecar::start(Setup::default());
+    sc.add_key("alice@example.test", &alice.home);
+    std::fs::write(
+        sc.keys.join("bob@example.test.asc"),
+        b"-----BEGIN PGP PUBLIC KEY BLOCK-----\ngarbage\n",
+    )
+    .unwrap();
+
+    let original = plaintext("both", "for two", "");
+    let r = sc.send_mx(
+        "sender@sink.test",
+        &["alice@example.test", "bob@example.test"],
+        &original,
+        &[],
+    );
+    assert!(
+        r.stdout.contains("\"refused\": {}"),
+        "Postfix took it: {r:#?}"
+    );
+    let inbox = sc.servers.wait_for_inbox("alice", 1);
+    assert_eq!(with_id(&inbox, "both").len(), 1);
+    // bob's copy waits in Postfix's queue with the reason.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sc.servers.postfix_log().contains("status=deferred")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = sc.servers.postfix_log();
+    assert!(
+        log.lines().any(|l| l.contains("to=<bob@example.test>")
+            && l.contains("status=deferred")
+            && l.contains("4.7.0")),
+        "{log}"
+    );
+    assert!(sc.queue().contains("bob@example.test"), "{}", sc.queue());
+    assert!(
+        sc.servers.messages("bob", "INBOX").is_empty(),
+        "never stored in plaintext"
+    );
+    assert!(
+        sc.log().contains("ALARM"),
+        "the broken key is an alarm in the log"
+    );
+
+    // The key is fixed; the retry delivers bob's copy, encrypted, once; alice's stays single.
+    sc.add_key("bob@example.test", &bob.home);
+    std::thread::sleep(Duration::from_millis(1100));
+    sc.flush();
+    assert!(
+        sc.wait_queue_empty(Duration::from_secs(30)),
+        "{}",
+        sc.queue()
+    );
+    let bob_inbox = sc.servers.wait_for_inbox("bob", 1);
+    let stored = with_id(&bob_inbox, "both");
+    assert_eq!(stored.len(), 1);
+    assert!(header_section(stored[0]).contains("multipart/encrypted"));
+    let bob_gpg = Gpg::with_secret_of(&bob.home, root.path().join("gpg-bob"));
+    assert!(bob_gpg
+        .decrypt(&pgp_part(stored[0]))
+        .stdout
+        .ends_with(std::str::from_utf8(&original).unwrap()));
+    assert_eq!(
+        with_id(&sc.servers.messages("alice", "INBOX"), "both").len(),
+        1,
+        "no duplicate"
+    );
+}
+
+/// A account on sink.test (the outside world) with its policy published in NSD, and the
+/// sidecar asking that NSD.
+fn outside_world(
+    root: &std::path::Path,
+    policy_service: bool,
+) -> (common::TestAccount, common::Nsd, Sidecar) {
+    let bob = common::init_account(root, "bob@sink.test");
+    let lines: Vec<String> = common::publish(&bob, &root.join("pub-bob"))
+        .into_iter()
+        .filter(|l| l.contains(" TXT "))
+        .collect();
+    let nsd = common::Nsd::start(&[("sink.test", lines)]);
+    let sc = Sidecar::start(Setup {
+        policy_service,
+        extra: format!("[policy]\ndns = \"{}\"\nretry_after_secs = 1\n", nsd.addr()),
+        ..Setup::default()
+    });
+    (bob, nsd, sc)
+}
+
+fn outbound(id: &str) -> Vec<u8> {
+    crlf(&format!(
+        "From: alice@example.test\nTo: bob@sink.test\nSubject: Plans for {id}\nMessage-ID: <{id}@sender.test>\nDate: Mon, 30 Nov 2026 10:00:00 +0000\n\nThe plans for {id}.\n"
+    ))
+}
+
+#[test]
+fn outbound_fingerprint_addresses_are_checked_at_rcpt_and_encrypted_as_their_policy_says() {
+    let root = common::tempdir();
+    let (bob, _nsd, sc) = outside_world(root.path(), true);
+    let stranger = common::init_account(root.path(), "carol@sink.test");
+    // bob's mailbox under a fingerprint nobody published a policy for.
+    let unpublished = format!(
+        "bob@sink.test.{}",
+        stranger
+            .strong
+            .rsplit_once(".xx--")
+            .map(|(_, fp)| format!("xx--{fp}"))
+            .unwrap()
+    );
+
+    // No valid policy: refused at RCPT by the policy service, so the client sees why.
+    let r = sc.submit("alice", &[&unpublished], &outbound("nope"), &[]);
+    let refused = &r.json()["refused"][&unpublished];
+    assert!(refused[0].as_u64().unwrap() >= 500, "{r:#?}");
+    assert!(refused[1].as_str().unwrap().contains("5.7.1"), "{r:#?}");
+
+    // A valid policy: accepted, encrypted to bob's key, relayed to bob@sink.test.
+    let r = sc.submit("alice", &[&bob.strong], &outbound("yes"), &[]);
+    assert!(r.stdout.contains("\"refused\": {}"), "{r:#?}");
+    // A plain outside recipient with NOTIFY=NEVER: passed on as it is, NOTIFY=NEVER kept.
+    let r = sc.submit(
+        "alice",
+        &["dave@sink.test"],
+        &outbound("plain"),
+        &["--notify", "NEVER"],
+    );
+    assert!(r.stdout.contains("\"refused\": {}"), "{r:#?}");
+    let got = sc.wait_for_sink(2);
+    assert_eq!(got.len(), 2, "{}\n{}", sc.log(), sc.servers.postfix_log());
+    let sealed = got
+        .iter()
+        .find(|m| m.rcpt_args.iter().any(|a| a.starts_with("<bob@sink.test>")))
+        .expect("bob's copy");
+    let text = String::from_utf8_lossy(&sealed.message);
+    assert!(!text.contains("The plans for yes"), "{text}");
+    assert!(text.contains("Subject: [...]"), "protected Subject");
+    let armored = pgp_part(&sealed.message);
+    assert_eq!(
+        pgp_recipients(&armored),
+        common::gpg::encryption_key_ids(&bob.home)
+    );
+    let bob_gpg = Gpg::with_secret_of(&bob.home, root.path().join("gpg-bob"));
+    assert!(bob_gpg
+        .decrypt(&armored)
+        .stdout
+        .contains("The plans for yes."));
+    let plain = got
+        .iter()
+        .find(|m| {
+            m.rcpt_args
+                .iter()
+                .any(|a| a.starts_with("<dave@sink.test>"))
+        })
+        .expect("dave's copy");
+    assert!(
+        plain.rcpt_args[0].contains("NOTIFY=NEVER"),
+        "{:?}",
+        plain.rcpt_args
+    );
+    assert!(String::from_utf8_lossy(&plain.message).contains("The plans for plain."));
+    assert!(
+        sc.queue().contains("Mail queue is empty"),
+        "nothing deferred: {}",
+        sc.queue()
+    );
+}
+
+#[test]
+fn a_policy_lookup_failing_for_now_defers_and_the_retry_delivers_encrypted() {
+    let root = common::tempdir();
+    // No policy service: the filter alone decides (the submission server takes everything).
+    let (bob, mut nsd, sc) = outside_world(root.path(), false);
+    nsd.stop();
+    let r = sc.submit("alice", &[&bob.strong], &outbound("later"), &[]);
+    assert!(
+        r.stdout.contains("\"refused\": {}"),
+        "Postfix queued it: {r:#?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !sc.servers.postfix_log().contains("4.4.3") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = sc.servers.postfix_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("status=deferred") && l.contains("4.4.3")),
+        "deferred with the policy lookup's reason: {log}"
+    );
+    assert!(sc.sink_messages().is_empty(), "nothing went out meanwhile");
+    nsd.restart();
+    std::thread::sleep(Duration::from_millis(1200));
+    sc.flush();
+    let got = sc.wait_for_sink(1);
+    assert_eq!(got.len(), 1, "{}", sc.log());
+    let text = String::from_utf8_lossy(&got[0].message);
+    assert!(text.contains("multipart/encrypted") && !text.contains("The plans for later"));
+}
+
+#[test]
+fn plaintext_to_a_local_fingerprint_address_is_refused_with_a_reason_and_encrypted_mail_is_delivered(
+) {
+    let root = common::tempdir();
+    let alice = common::init_account(root.path(), "alice@example.test");
+    let gpg = Gpg::with_secret_of(&alice.home, root.path().join("gpg-alice"));
+    let nsd = common::nsd_with_policies(root.path(), &[&alice]);
+    let sc = Sidecar::start(Setup {
+        extra: format!("[policy]\ndns = \"{}\"\n", nsd.addr()),
+        ..Setup::default()
+    });
+    sc.add_key("alice@example.test", &alice.home);
+    // The prefix form, as a legacy sender reaches it through a wildcard MX.
+    let (local, fp) = alice.strong.rsplit_once(".xx--").unwrap();
+    let prefix = format!("alice@xx--{fp}.example.test");
+    assert!(local.ends_with("@example.test"));
+
+    let r = sc.send_mx(
+        "sender@sink.test",
+        &[&prefix],
+        &plaintext("legacy", "plain", ""),
+        &[],
+    );
+    assert!(
+        r.stdout.contains("\"refused\": {}"),
+        "the MX takes it: {r:#?}"
+    );
+    // Refused by the filter; Postfix bounces to the sender (smtp-sink) with the reason.
+    let bounce = sc.wait_for_sink(1);
+    assert_eq!(
+        bounce.len(),
+        1,
+        "{}\n{}",
+        sc.log(),
+        sc.servers.postfix_log()
+    );
+    let text = String::from_utf8_lossy(&bounce[0].message);
+    assert!(
+        text.contains("5.7.1") && text.contains("end-to-end encrypted"),
+        "{text}"
+    );
+
+    let inner = crlf("Content-Type: text/plain\n\nend to end\n");
+    let armored = gpg_encrypt(&gpg, root.path(), &inner, &["-r", "alice@example.test"]);
+    let sealed = pgp_mime(
+        &format!("From: sender@sink.test\nTo: {prefix}\nSubject: sealed\nMessage-ID: <sealed@sender.test>\nDate: Mon, 30 Nov 2026 10:00:00 +0000\nMIME-Version: 1.0\n"),
+        &armored,
+    );
+    let r = sc.send_mx("sender@sink.test", &[&alice.strong], &sealed, &[]);
+    assert!(r.stdout.contains("\"refused\": {}"), "{r:#?}");
+    let inbox = sc.servers.wait_for_inbox("alice", 1);
+    assert_eq!(inbox.len(), 1, "only the encrypted message: {}", sc.log());
+    assert!(with_id(&inbox, "sealed").len() == 1);
+    assert!(gpg
+        .decrypt(&pgp_part(&inbox[0]))
+        .stdout
+        .contains("end to end"));
+}

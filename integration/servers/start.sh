@@ -362,6 +362,17 @@ done
 mv -f "$PF_CONF/vmailbox.tmp" "$PF_CONF/vmailbox"
 printf 'team@example.test alice@example.test, bob@example.test\n' > "$PF_CONF/virtual"
 
+# The sidecar set-up takes mail to the users' fingerprint addresses at the MX (prefix form
+# under a wildcard MX, suffix form); meshmail rewrites it to the mailbox.
+STRONG_DOMAINS=""
+if [ -n "$FILTER_NEXTHOP" ]; then
+  cat > "$PF_CONF/strong-domains.regexp" <<'EOF'
+/^(xx|mm)--[a-z0-9-]+\.example\.test$/ OK
+/^example\.test\.(xx|mm)--[a-z0-9-]+$/ OK
+EOF
+  STRONG_DOMAINS=", regexp:$PF_CONF/strong-domains.regexp"
+fi
+
 # Pitfall: setting config_directory inside main.cf warns; every postfix
 # command gets "-c $PF_CONF" instead.  All paths absolute.
 cat > "$PF_CONF/main.cf" <<EOF
@@ -399,7 +410,7 @@ virtual_alias_maps = texthash:$PF_CONF/virtual
 recipient_delimiter = +
 virtual_transport = lmtp:inet:127.0.0.1:$PORT_LMTP
 
-relay_domains = sink.test
+relay_domains = sink.test$STRONG_DOMAINS
 transport_maps = inline:{ sink.test=smtp:[127.0.0.1]:$PORT_SINK }
 
 message_size_limit = $MESSAGE_SIZE_LIMIT
