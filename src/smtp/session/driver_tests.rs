@@ -71,6 +71,7 @@ fn context(tls: Option<tokio_rustls::TlsAcceptor>) -> Arc<SmtpContext> {
         timeout: Duration::from_secs(1),
         home: None,
         store_ttl: Duration::from_secs(60),
+        retry_after: Duration::from_secs(60),
     })
     .unwrap();
     Arc::new(SmtpContext {
