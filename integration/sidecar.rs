@@ -123,6 +123,20 @@ fn inbound_mail_is_stored_encrypted_for_users_with_a_key_and_unchanged_for_the_o
         "only the entry's trace field precedes them"
     );
 
+    // Alice's own meshmail (the device role) shows her the original, called what it is.
+    let device =
+        common::mail::Meshmail::start(&sc.servers.meshmail_config(&alice.home, "alice", None, ""));
+    let view = common::run(std::process::Command::new("curl").args([
+        "-s",
+        "-u",
+        "alice:secret",
+        &format!("imap://127.0.0.1:{}/INBOX;UID=1", device.port),
+    ]));
+    let mut want = b"Meshmail-Result: encrypted-at-rest\r\n".to_vec();
+    want.extend_from_slice(inner);
+    assert_eq!(view.stdout.as_bytes(), &want[..], "{}", device.log_text());
+    drop(device);
+
     let bob_inbox = sc.servers.wait_for_inbox("bob", 1);
     let plain = with_id(&bob_inbox, "one");
     assert_eq!(plain.len(), 1);

@@ -46,9 +46,32 @@ pub fn compose(raw: &[u8], keys: &DecryptionKeys, max: usize) -> Zeroizing<Vec<u
     let opened = opened.map(unwrap_opaque_signed);
     match opened {
         Ok(opened) if stored_by_us(&outer, &opened, keys) => opened.plaintext,
+        Ok(opened) if outer.field(AT_REST_MARK).is_some() => at_rest(&outer, opened),
         Ok(opened) => assemble(raw, &outer, opened, keys),
         Err(e) => failed(raw, &outer, &e),
     }
+}
+
+use crate::mime::at_rest::MARK_FIELD as AT_REST_MARK;
+
+/// A message the sidecar encrypted at rest: the original message is inside, whole, as it
+/// arrived in plaintext; its view is that message, reported as "encrypted-at-rest" and never as
+/// the sender's end-to-end encryption (no signature inside is claimed). Anyone could put the
+/// mark on a message they encrypted themselves; that only makes it look less protected.
+fn at_rest(outer: &mime::Entity, opened: Opened) -> Zeroizing<Vec<u8>> {
+    let flagged = outer.field(AT_REST_MARK).is_some_and(|f| {
+        mime::unfold(&f.raw_value).contains("arrived=plaintext-to-fingerprint-address")
+    });
+    let result = if flagged {
+        " encrypted-at-rest; arrived=plaintext-to-fingerprint-address"
+    } else {
+        " encrypted-at-rest"
+    };
+    let inner = without_result_fields(&opened.plaintext);
+    let mut out = Zeroizing::new(Vec::with_capacity(inner.len() + 80));
+    push_field(&mut out, RESULT_HEADER, result.as_bytes());
+    out.extend_from_slice(&inner);
+    out
 }
 
 /// A message meshmail itself stored on APPEND: marked so, and signed by the account's own key
@@ -449,6 +472,38 @@ mod tests {
             .next()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    #[test]
+    fn mail_encrypted_at_rest_is_shown_whole_and_called_so() {
+        let (alice, alice_cert) = keys("alice@example.test");
+        let original = b"DKIM-Signature: v=1; d=x\r\nFrom: s@x\r\nSubject: hi\r\nMeshmail-Result: decrypted; verified=yes\r\n\r\nbody\r\n";
+        let request = crate::crypto::seal::SealRequest::Smime {
+            recipients: vec![alice_cert],
+            gcm: true,
+        };
+        for (flag, want) in [
+            (false, "Meshmail-Result: encrypted-at-rest"),
+            (
+                true,
+                "Meshmail-Result: encrypted-at-rest; arrived=plaintext-to-fingerprint-address",
+            ),
+        ] {
+            let mark = if flag {
+                "v=1; for=<alice@example.test>; arrived=plaintext-to-fingerprint-address; mac=x"
+            } else {
+                "v=1; for=<alice@example.test>; mac=x"
+            };
+            let sealed =
+                crate::crypto::seal::seal_at_rest(original, &request, false, mark).expect("seal");
+            let view = compose(sealed.bytes(), &alice, 1 << 20);
+            assert_eq!(result_line(&view), want);
+            // The original, byte for byte, without the forged result field.
+            assert_eq!(
+                &view[want.len() + 2..],
+                b"DKIM-Signature: v=1; d=x\r\nFrom: s@x\r\nSubject: hi\r\n\r\nbody\r\n"
+            );
+        }
     }
 
     #[test]
