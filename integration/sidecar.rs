@@ -320,6 +320,35 @@ fn one_broken_key_defers_only_its_recipient_and_nothing_is_duplicated() {
         1,
         "no duplicate"
     );
+
+    // check-config reads Postfix's own configuration: the reinjection listener passes, the
+    // MX (filtered through meshmail) as a reinjection target would loop.
+    let postfix = sc.servers.dir().join("postfix");
+    for (port, ok) in [(sc.servers.reinject(), true), (sc.servers.mx(), false)] {
+        let cfg = sc.work.path().join(format!("check-{port}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[filter]\nlisten = \"127.0.0.1:1\"\nreinject = \"127.0.0.1:{port}\"\nlocal_domains = [\"example.test\"]\nkeys_dir = \"{}\"\npostfix_config = \"{}\"\n",
+                sc.keys.display(),
+                postfix.display()
+            ),
+        )
+        .unwrap();
+        let r = common::run(
+            std::process::Command::new(env!("CARGO_BIN_EXE_meshmail"))
+                .arg("check-config")
+                .arg(&cfg),
+        );
+        assert_eq!(r.code == 0, ok, "{r:#?}");
+        if !ok {
+            assert!(
+                r.stderr.contains("content_filter = meshfilter")
+                    && r.stderr.contains("again and again"),
+                "{r:#?}"
+            );
+        }
+    }
 }
 
 /// A account on sink.test (the outside world) with its policy published in NSD, and the

@@ -42,6 +42,9 @@ pub struct FilterConfig {
     /// The secret of the "encrypted at rest" mark (created 0600 when missing); default
     /// `<home>/filter-mark.key`.
     pub mark_secret_file: Option<PathBuf>,
+    /// Postfix's configuration directory (e.g. `/etc/postfix`): `check-config` and `serve`
+    /// read it with `postconf` and refuse a reinjection service that would loop.
+    pub postfix_config: Option<PathBuf>,
     /// Postfix's policy delegation service for the submission smtpd.
     pub policy_service: Option<PolicyServiceConfig>,
 }
@@ -155,6 +158,15 @@ impl FilterConfig {
         }
         if let Err(e) = std::fs::read_dir(&self.keys_dir) {
             out.push(("keys_dir", format!("{}: {e}", self.keys_dir.display())));
+        }
+        if let Some(dir) = &self.postfix_config {
+            for p in crate::filter::postfix_check::problems(
+                dir,
+                &self.reinject,
+                self.aliases_expanded.unwrap_or(true),
+            ) {
+                out.push(("postfix_config", p));
+            }
         }
         if let Some(p) = &self.policy_service {
             if !p.listen.ip().is_loopback() {

@@ -8,13 +8,19 @@
 //! - [`session`]: the driver; [`route`]: each recipient at RCPT; [`deliver`]: end of DATA;
 //! - [`reinject`]: the reinjection transaction; [`directory`]: local users' keys;
 //! - [`mark`]: the "encrypted at rest" mark; [`policy_service`]: Postfix's policy delegation,
-//!   so the submission server refuses a fingerprint address without a valid policy at RCPT.
+//!   so the submission server refuses a fingerprint address without a valid policy at RCPT;
+//! - [`postfix_check`]: what `check-config` reads in Postfix's own configuration.
 
 pub mod deliver;
 pub mod directory;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod lmtp;
+#[cfg(test)]
+mod lmtp_tests;
 pub mod mark;
 pub mod policy_service;
+pub mod postfix_check;
 pub mod reinject;
 pub mod route;
 pub mod session;
