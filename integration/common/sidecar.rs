@@ -154,6 +154,40 @@ impl Sidecar {
             .args(extra))
     }
 
+    /// Sends `n` messages (Message-ID `<prefix-i@load.test>`) to `rcpts` through the MX over
+    /// 4 connections; how many Postfix took.
+    pub fn send_many(&self, n: usize, prefix: &str, rcpts: &[&str]) -> usize {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/tools/send_many.py");
+        let r = run(Command::new("python3")
+            .arg(script)
+            .arg(self.servers.mx().to_string())
+            .arg(n.to_string())
+            .arg("4")
+            .arg(prefix)
+            .arg(rcpts.join(",")));
+        r.json()["accepted"].as_u64().expect("accepted") as usize
+    }
+
+    /// How many messages `user`'s Maildir holds (new and cur), without IMAP.
+    pub fn maildir_count(&self, user: &str) -> usize {
+        let dir = self.servers.dir().join("mail").join(user).join("Maildir");
+        ["new", "cur"]
+            .iter()
+            .map(|d| std::fs::read_dir(dir.join(d)).map_or(0, |r| r.count()))
+            .sum()
+    }
+
+    /// `user`'s INBOX counted by Message-ID.
+    pub fn count_ids(&self, user: &str) -> std::collections::BTreeMap<String, u64> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/tools/count_ids.py");
+        let r = run(Command::new("python3")
+            .arg(script)
+            .arg(self.servers.imap().to_string())
+            .arg(user)
+            .arg("secret"));
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:#?}"))
+    }
+
     /// Every transaction smtp-sink recorded so far.
     pub fn sink_messages(&self) -> Vec<SinkMessage> {
         let dump = std::fs::read(self.work.path().join("sink/dump")).unwrap_or_default();
