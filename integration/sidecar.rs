@@ -538,3 +538,38 @@ fn plaintext_to_a_local_fingerprint_address_is_refused_with_a_reason_and_encrypt
         .stdout
         .contains("end to end"));
 }
+
+#[test]
+fn the_filter_on_a_unix_socket_is_reachable_by_postfix_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = common::tempdir();
+    let alice = common::init_account(root.path(), "alice@example.test");
+    let sc = Sidecar::start(Setup {
+        unix: true,
+        ..Setup::default()
+    });
+    sc.add_key("alice@example.test", &alice.home);
+    let socket = sc.work.path().join("filter.sock");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let group = common::run(std::process::Command::new("getent").args(["group", "postfix"]));
+    let gid: u32 = group.stdout.split(':').nth(2).unwrap().parse().unwrap();
+    assert_eq!(meta.gid(), gid, "group postfix");
+    // Another local user cannot talk to the filter (and so cannot forge XFORWARD).
+    let probe = format!(
+        "import socket; s=socket.socket(socket.AF_UNIX); s.connect('{}')",
+        socket.display()
+    );
+    let r = common::run(
+        std::process::Command::new("runuser").args(["-u", "nobody", "--", "python3", "-c", &probe]),
+    );
+    assert_ne!(r.code, 0, "nobody connected: {r:#?}");
+    assert!(r.stderr.contains("Permission denied"), "{r:#?}");
+
+    let original = plaintext("unix", "over the socket", "");
+    sc.send_mx("sender@sink.test", &["alice@example.test"], &original, &[]);
+    let inbox = sc.servers.wait_for_inbox("alice", 1);
+    let stored = with_id(&inbox, "unix");
+    assert_eq!(stored.len(), 1, "{}", sc.log());
+    assert!(header_section(stored[0]).contains("Meshmail-At-Rest: v=1"));
+}

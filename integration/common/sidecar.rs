@@ -19,6 +19,8 @@ pub struct Setup {
     pub filter_extra: String,
     /// Sections added after `[filter]` (e.g. `[policy]`).
     pub extra: String,
+    /// The filter on a Unix socket (group postfix, mode 0660) instead of loopback TCP.
+    pub unix: bool,
 }
 
 pub struct Sidecar {
@@ -29,6 +31,8 @@ pub struct Sidecar {
     pub keys: PathBuf,
     pub filter_port: u16,
     pub policy_port: u16,
+    /// The port meshmail is ready on (the filter's, or the policy service's).
+    ready_port: u16,
     config: String,
     sink: Child,
 }
@@ -53,8 +57,26 @@ impl Sidecar {
         chmod(&sink_dir, 0o1777);
         let filter_port = free_port();
         let policy_port = free_port();
+        let socket = work.path().join("filter.sock");
+        let (nexthop, listen) = if setup.unix {
+            (
+                format!("unix:{}", socket.display()),
+                format!(
+                    "listen = \"unix:{}\"\nsocket_group = \"postfix\"",
+                    socket.display()
+                ),
+            )
+        } else {
+            (
+                format!("inet:127.0.0.1:{filter_port}"),
+                format!("listen = \"127.0.0.1:{filter_port}\""),
+            )
+        };
+        // meshmail is ready when a TCP port of its own accepts: with a Unix socket, the
+        // policy service's.
+        let policy_service = setup.policy_service || setup.unix;
         let servers = MailServers::start_sidecar(
-            &format!("inet:127.0.0.1:{filter_port}"),
+            &nexthop,
             setup.policy_service.then_some(policy_port),
             setup.size_limit,
         );
@@ -69,20 +91,21 @@ impl Sidecar {
             .spawn()
             .expect("smtp-sink (postfix package)");
         super::wait_for_port(servers.base + 60, "smtp-sink");
-        let policy = if setup.policy_service {
+        let policy = if policy_service {
             format!("[filter.policy_service]\nlisten = \"127.0.0.1:{policy_port}\"\n")
         } else {
             String::new()
         };
         let config = format!(
-            "[filter]\nlisten = \"127.0.0.1:{filter_port}\"\nreinject = \"127.0.0.1:{}\"\nlocal_domains = [\"example.test\"]\nkeys_dir = \"{}\"\nhostname = \"filter.example.test\"\nmark_secret_file = \"{}\"\n{}\n{policy}{}",
+            "[filter]\n{listen}\nreinject = \"127.0.0.1:{}\"\nlocal_domains = [\"example.test\"]\nkeys_dir = \"{}\"\nhostname = \"filter.example.test\"\nmark_secret_file = \"{}\"\n{}\n{policy}{}",
             servers.reinject(),
             keys.display(),
             work.path().join("mark.key").display(),
             setup.filter_extra,
             setup.extra,
         );
-        let meshmail = Meshmail::start_on(&config, filter_port);
+        let ready_port = if setup.unix { policy_port } else { filter_port };
+        let meshmail = Meshmail::start_on(&config, ready_port);
         Sidecar {
             work,
             servers,
@@ -90,6 +113,7 @@ impl Sidecar {
             keys,
             filter_port,
             policy_port,
+            ready_port,
             config,
             sink,
         }
@@ -115,7 +139,7 @@ impl Sidecar {
     /// Starts meshmail again (after a stop or a kill).
     pub fn restart_meshmail(&mut self) {
         self.meshmail = None;
-        self.meshmail = Some(Meshmail::start_on(&self.config, self.filter_port));
+        self.meshmail = Some(Meshmail::start_on(&self.config, self.ready_port));
     }
 
     /// Sends `message` from `from` to `rcpts` through the MX (as a sender on the internet).

@@ -203,6 +203,23 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_a_valid_configuration() {
+        let text = include_str!("../../config/sidecar.toml");
+        let c = crate::config::Config::parse(text, std::path::Path::new("sidecar.toml")).unwrap();
+        let f = c.filter.expect("[filter]");
+        assert_eq!(
+            f.listen,
+            FilterListen::Unix("/var/spool/postfix/private/meshfilter".into())
+        );
+        assert_eq!(f.socket_mode().unwrap(), 0o660);
+        assert_eq!(
+            f.policy_service.map(|p| p.listen.port()),
+            Some(10040),
+            "as config/postfix-master.cf asks"
+        );
+    }
+
+    #[test]
     fn socket_mode_is_octal() {
         let mut c: FilterConfig = toml::from_str(
             "listen = \"127.0.0.1:1\"\nreinject = \"127.0.0.1:2\"\nlocal_domains = [\"x\"]\nkeys_dir = \"/\"\n",

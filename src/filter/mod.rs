@@ -212,3 +212,42 @@ pub async fn run_listener(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_tcp_peer_not_in_the_allow_list_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: FilterConfig = toml::from_str(&format!(
+            "listen = \"127.0.0.1:0\"\npeers = [\"127.0.0.2\"]\nreinject = \"127.0.0.1:9\"\nlocal_domains = [\"example.test\"]\nkeys_dir = \"{}\"\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        let resolver = PolicyResolver::new(&Default::default()).unwrap();
+        let ctx = FilterContext::new(
+            &config,
+            resolver,
+            EncryptRules::default(),
+            Limits::default(),
+            Some(dir.path()),
+        )
+        .unwrap();
+        let FilterListener::Tcp(listener) = FilterListener::bind(&config).unwrap() else {
+            panic!("a TCP listener");
+        };
+        let addr = listener.local_addr().unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(run_listener(
+            FilterListener::Tcp(listener),
+            Arc::new(ctx),
+            shutdown,
+        ));
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("554 5.7.1"), "{answer}");
+    }
+}
