@@ -49,6 +49,7 @@ test: deps lint
 bench: deps
 	$(CARGO) build --release --bin meshmail --example smtp_load --example imap_load
 	bash integration/bench/smtp_bench.sh
+	bash integration/bench/sidecar_bench.sh
 	bash integration/bench/imap_bench.sh
 
 # Dovecot's imaptest suite straight to Dovecot and through meshmail (another login, the mapped
