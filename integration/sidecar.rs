@@ -573,3 +573,38 @@ fn the_filter_on_a_unix_socket_is_reachable_by_postfix_only() {
     assert_eq!(stored.len(), 1, "{}", sc.log());
     assert!(header_section(stored[0]).contains("Meshmail-At-Rest: v=1"));
 }
+
+#[test]
+fn with_encrypt_and_flag_plaintext_to_a_local_fingerprint_address_is_stored_encrypted_and_flagged()
+{
+    let root = common::tempdir();
+    let alice = common::init_account(root.path(), "alice@example.test");
+    let gpg = Gpg::with_secret_of(&alice.home, root.path().join("gpg-alice"));
+    let nsd = common::nsd_with_policies(root.path(), &[&alice]);
+    let sc = Sidecar::start(Setup {
+        filter_extra: "strong_inbound = \"encrypt-and-flag\"\n".into(),
+        extra: format!("[policy]\ndns = \"{}\"\n", nsd.addr()),
+        ..Setup::default()
+    });
+    let original = plaintext("flagged", "legacy sender", "");
+    let r = sc.send_mx("sender@sink.test", &[&alice.strong], &original, &[]);
+    assert!(r.stdout.contains("\"refused\": {}"), "{r:#?}");
+    let inbox = sc.servers.wait_for_inbox("alice", 1);
+    assert_eq!(inbox.len(), 1, "{}", sc.log());
+    let head = header_section(&inbox[0]);
+    assert!(
+        head.contains("Meshmail-At-Rest: v=1; for=<alice@example.test>; arrived=plaintext-to-fingerprint-address;"),
+        "{head}"
+    );
+    let armored = pgp_part(&inbox[0]);
+    assert_eq!(
+        pgp_recipients(&armored),
+        common::gpg::encryption_key_ids(&alice.home),
+        "the policy's key"
+    );
+    assert!(gpg
+        .decrypt(&armored)
+        .stdout
+        .ends_with(std::str::from_utf8(&original).unwrap()));
+    assert!(sc.sink_messages().is_empty(), "no bounce");
+}

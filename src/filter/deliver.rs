@@ -9,7 +9,8 @@
 //!   policy names; plaintext is refused (`strong_inbound = "refuse"`) or encrypted at rest and
 //!   flagged.
 //! - Outbound recipients get what the outbound pipeline decided at RCPT (a fingerprint address
-//!   only ever an encrypted copy).
+//!   only ever an encrypted copy, checked to be encrypted to its policy's keys when the sender
+//!   encrypted it); a plain address gets a message its sender encrypted as it is.
 //!
 //! Plaintext recipients share one copy; every other recipient gets a copy of its own, so one
 //! recipient's broken key or policy never costs another its delivery.
@@ -76,6 +77,11 @@ fn treatment(
 ) -> Result<Classified, Reply> {
     let refused = |r| crate::smtp::session::refusal_reply("this recipient", r);
     match route {
+        // Its sender encrypted it already: a plain address's rule has nothing to add (the key
+        // found for an `opportunistic` rule may not be the one the sender chose).
+        Route::Outbound(c) if encrypted && !c.is_strong() => {
+            Classified::as_sent(c.written()).map_err(refused)
+        }
         Route::Outbound(c) => Ok(c.clone()),
         Route::Local { address, key } => match key {
             Some(key) if !encrypted => {
@@ -93,7 +99,7 @@ fn treatment(
                     }
                 })
             }
-            _ => Classified::local_plain(address).map_err(refused),
+            _ => Classified::as_sent(address).map_err(refused),
         },
         // Already encrypted: the pipeline checks it is encrypted to every key of the policy.
         Route::LocalStrong(c) if encrypted => Ok(c.clone()),

@@ -140,9 +140,10 @@ impl Classified {
         }
     }
 
-    /// A local mailbox of the sidecar whose mail is stored as it arrives (no key, or already
-    /// encrypted). Only for plain addresses: a fingerprint address is refused here.
-    pub fn local_plain(address: &str) -> Result<Classified, Refusal> {
+    /// A plain address that gets the message as it arrived (the sidecar: a local mailbox
+    /// without a key, or a message its sender already encrypted). Only for plain addresses: a
+    /// fingerprint address is refused here.
+    pub fn as_sent(address: &str) -> Result<Classified, Refusal> {
         match MailAddress::classify(address).map_err(Refusal::BadAddress)? {
             MailAddress::Plain(plain) => Ok(Classified {
                 written: plain.clone(),
