@@ -218,16 +218,6 @@ fn internal_error() -> Reply {
     Reply::new(451, "4.3.0", "Internal error while encrypting; try again")
 }
 
-/// A copy that cannot be made: malformed (`554 5.6.0`) or not encryptable as required
-/// (`550 5.7.5`), both for good, so Postfix bounces it rather than retrying for days.
 fn plan_refusal(e: &PlanError) -> Reply {
-    if e.is_malformed() {
-        Reply::new(554, "5.6.0", format!("Message refused: {e}"))
-    } else {
-        Reply::new(
-            550,
-            "5.7.5",
-            format!("Cannot encrypt as this recipient requires: {e}. Not delivered"),
-        )
-    }
+    Reply::plan_refused(e)
 }

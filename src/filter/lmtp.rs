@@ -107,26 +107,22 @@ impl Core {
     fn error(&mut self, reply: Reply) -> Action {
         self.errors += 1;
         if self.errors > self.settings.max_errors {
-            Action::Close(Some(Reply::new(421, "4.7.0", "Too many errors, closing")))
+            Action::Close(Some(Reply::too_many_errors()))
         } else {
             Action::Reply(reply)
         }
     }
 
     pub fn line_too_long(&mut self) -> Action {
-        self.error(Reply::new(500, "5.5.2", "Line too long"))
+        self.error(Reply::line_too_long())
     }
 
     pub fn idle() -> Action {
-        Action::Close(Some(Reply::new(421, "4.4.2", "Idle too long, closing")))
+        Action::Close(Some(Reply::idle()))
     }
 
     pub fn shutting_down() -> Action {
-        Action::Close(Some(Reply::new(
-            421,
-            "4.3.2",
-            "meshmail is shutting down; try again shortly",
-        )))
+        Action::Close(Some(Reply::shutting_down()))
     }
 
     /// One command line.
@@ -310,20 +306,7 @@ fn strip_verb<'a>(line: &'a [u8], verb: &[u8]) -> Option<&'a str> {
 
 /// NOTIFY and ORCPT as Postfix sent them, for the reinjection (RFC 3461).
 fn rcpt_params(to: &RcptTo<String>) -> String {
-    let mut params = String::new();
-    let notify: Vec<&str> = [
-        (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
-        (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
-        (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
-        (smtp_proto::RCPT_NOTIFY_NEVER, "NEVER"),
-    ]
-    .iter()
-    .filter(|(f, _)| to.flags & f != 0)
-    .map(|(_, n)| *n)
-    .collect();
-    if !notify.is_empty() {
-        params.push_str(&format!(" NOTIFY={}", notify.join(",")));
-    }
+    let mut params = crate::smtp::session::notify_param(to.flags);
     if let Some(orcpt) = &to.orcpt {
         params.push_str(&format!(
             " ORCPT=rfc822;{}",

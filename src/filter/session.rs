@@ -53,12 +53,10 @@ impl FilterSession {
             return;
         }
         loop {
-            // Between commands only: a message in DATA is finished and reinjected first.
-            let read = tokio::select! {
-                biased;
-                _ = self.shutdown.wait_for(|stop| *stop) => None,
-                r = self.conn.read_line(self.ctx.limits.max_line) => Some(r),
-            };
+            let read = self
+                .conn
+                .next_command(self.ctx.limits.max_line, &mut self.shutdown)
+                .await;
             let action = match read {
                 None => Core::shutting_down(),
                 Some(Ok(line)) => self.core.command(&line),

@@ -72,7 +72,7 @@ impl Xforward {
             if !offered.iter().any(|o| o.eq_ignore_ascii_case(name)) {
                 continue;
             }
-            let item = format!(" {name}={}", xtext_encode(value));
+            let item = format!(" {name}={}", crate::smtp::session::xtext(value));
             if line.len() + item.len() > MAX_LINE && line.len() > "XFORWARD".len() {
                 lines.push(std::mem::replace(&mut line, String::from("XFORWARD")));
             }
@@ -114,18 +114,6 @@ fn xtext_decode(text: &str) -> Option<String> {
         return None;
     }
     String::from_utf8(out).ok()
-}
-
-fn xtext_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

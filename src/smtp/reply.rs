@@ -65,6 +65,40 @@ impl Reply {
     pub fn ok() -> Reply {
         Reply::new(250, "2.0.0", "OK")
     }
+
+    /// `421`: the session made too many errors and is closed.
+    pub fn too_many_errors() -> Reply {
+        Reply::new(421, "4.7.0", "Too many errors, closing")
+    }
+
+    /// A command line longer than the limit (discarded up to its end).
+    pub fn line_too_long() -> Reply {
+        Reply::new(500, "5.5.2", "Line too long")
+    }
+
+    /// `421`: the client said nothing for too long.
+    pub fn idle() -> Reply {
+        Reply::new(421, "4.4.2", "Idle too long, closing")
+    }
+
+    /// `421`: SIGTERM, between commands.
+    pub fn shutting_down() -> Reply {
+        Reply::new(421, "4.3.2", "meshmail is shutting down; try again shortly")
+    }
+
+    /// A copy the pipeline could not make: malformed (`554 5.6.0`) or not encryptable as the
+    /// recipient's policy or key requires (`550 5.7.5`); both for good.
+    pub fn plan_refused(e: &crate::pipeline::plan::PlanError) -> Reply {
+        if e.is_malformed() {
+            Reply::new(554, "5.6.0", format!("Message refused: {e}"))
+        } else {
+            Reply::new(
+                550,
+                "5.7.5",
+                format!("Cannot encrypt as the recipient's policy demands: {e}. Nothing was sent"),
+            )
+        }
+    }
 }
 
 impl fmt::Display for Reply {

@@ -115,7 +115,7 @@ impl Core {
     pub fn error(&mut self, reply: Reply) -> Action {
         self.errors += 1;
         if self.errors > self.settings.max_errors {
-            Action::Close(Some(Reply::new(421, "4.7.0", "Too many errors, closing")))
+            Action::Close(Some(Reply::too_many_errors()))
         } else {
             Action::Reply(reply)
         }
@@ -123,21 +123,17 @@ impl Core {
 
     /// A line longer than the limit (discarded up to its end).
     pub fn line_too_long(&mut self) -> Action {
-        self.error(Reply::new(500, "5.5.2", "Line too long"))
+        self.error(Reply::line_too_long())
     }
 
     /// The client said nothing for too long.
     pub fn idle() -> Action {
-        Action::Close(Some(Reply::new(421, "4.4.2", "Idle too long, closing")))
+        Action::Close(Some(Reply::idle()))
     }
 
     /// SIGTERM, between commands.
     pub fn shutting_down() -> Action {
-        Action::Close(Some(Reply::new(
-            421,
-            "4.3.2",
-            "meshmail is shutting down; try again shortly",
-        )))
+        Action::Close(Some(Reply::shutting_down()))
     }
 
     /// The upstream connection broke.
@@ -468,6 +464,25 @@ pub(crate) fn mail_line(from: &str, params: &MailParams, plain: bool) -> String 
     }
     line.push_str(&params.dsn);
     line
+}
+
+/// The ` NOTIFY=…` parameter of an RCPT as smtp-proto parsed it (RFC 3461), or nothing.
+pub(crate) fn notify_param(flags: u64) -> String {
+    let notify: Vec<&str> = [
+        (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+        (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
+        (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
+        (smtp_proto::RCPT_NOTIFY_NEVER, "NEVER"),
+    ]
+    .iter()
+    .filter(|(f, _)| flags & f != 0)
+    .map(|(_, n)| *n)
+    .collect();
+    if notify.is_empty() {
+        String::new()
+    } else {
+        format!(" NOTIFY={}", notify.join(","))
+    }
 }
 
 /// RFC 3461 §4: xtext encoding.

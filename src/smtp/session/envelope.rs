@@ -2,7 +2,7 @@
 //! policy) and then probed upstream, so both meshmail's refusals and the upstream's arrive on
 //! that recipient. What is allowed when, and the replies, are the core's.
 
-use super::core::{xtext, Action, Core, RcptOutcome};
+use super::core::{notify_param, xtext, Action, Core, RcptOutcome};
 use super::Session;
 use crate::pipeline::classify;
 use smtp_proto::RcptTo;
@@ -23,19 +23,7 @@ impl Session {
         };
         let mut params = String::new();
         if dsn {
-            let notify: Vec<&str> = [
-                (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
-                (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
-                (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
-                (smtp_proto::RCPT_NOTIFY_NEVER, "NEVER"),
-            ]
-            .iter()
-            .filter(|(f, _)| to.flags & f != 0)
-            .map(|(_, n)| *n)
-            .collect();
-            if !notify.is_empty() {
-                params.push_str(&format!(" NOTIFY={}", notify.join(",")));
-            }
+            params.push_str(&notify_param(to.flags));
             // ORCPT carries the address as the sender wrote it: the strong address.
             let original = to
                 .orcpt

@@ -74,6 +74,20 @@ impl Connection {
         }
     }
 
+    /// The next command line, or `None` once `shutdown` turns true: checked first, so a
+    /// session stops between commands only (a message in DATA is finished before).
+    pub async fn next_command(
+        &mut self,
+        max: usize,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Result<Vec<u8>, ReadError>> {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => None,
+            r = self.read_line(max) => Some(r),
+        }
+    }
+
     /// Bytes that arrived but were not read yet (pipelined commands).
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()

@@ -17,7 +17,7 @@ mod relay;
 mod report;
 mod transaction;
 
-pub(crate) use self::core::{mail_line, refusal_reply, xtext};
+pub(crate) use self::core::{mail_line, notify_param, refusal_reply, xtext};
 use self::core::{Action, Core, Settings};
 use super::reply::Reply;
 use super::server::SmtpContext;
@@ -115,12 +115,10 @@ impl Session {
             return;
         }
         loop {
-            // Between commands only: a message in DATA is finished and relayed first.
-            let read = tokio::select! {
-                biased;
-                _ = self.shutdown.wait_for(|stop| *stop) => None,
-                r = self.conn.read_line(self.ctx.limits.max_line) => Some(r),
-            };
+            let read = self
+                .conn
+                .next_command(self.ctx.limits.max_line, &mut self.shutdown)
+                .await;
             let action = match read {
                 None => Core::shutting_down(),
                 Some(Ok(line)) => self.core.command(&line),

@@ -345,13 +345,5 @@ fn enhanced_status(reply: &Reply) -> String {
 }
 
 fn plan_refusal(e: &PlanError) -> Reply {
-    if e.is_malformed() {
-        Reply::new(554, "5.6.0", format!("Message refused: {e}"))
-    } else {
-        Reply::new(
-            550,
-            "5.7.5",
-            format!("Cannot encrypt as the recipient's policy demands: {e}. Nothing was sent"),
-        )
-    }
+    Reply::plan_refused(e)
 }
