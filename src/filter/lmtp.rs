@@ -84,6 +84,9 @@ pub struct Core {
     state: State,
     mode: Mode,
     errors: u32,
+    /// The ORCPT of the RCPT being routed, as it came, when the parser cannot read its form
+    /// (RFC 6533 `utf-8;…`): passed on unchanged rather than refusing the recipient.
+    raw_orcpt: Option<String>,
 }
 
 impl Core {
@@ -93,6 +96,7 @@ impl Core {
             state: State::Fresh,
             mode: Mode::Lmtp,
             errors: 0,
+            raw_orcpt: None,
         }
     }
 
@@ -130,9 +134,23 @@ impl Core {
         if let Some(args) = strip_verb(line, b"XFORWARD") {
             return self.xforward(args);
         }
+        let syntax = || Reply::new(500, "5.5.2", "Syntax error");
+        self.raw_orcpt = None;
         let request = match Request::parse(&mut line.iter()) {
             Ok(r) => r.into_owned(),
-            Err(_) => return self.error(Reply::new(500, "5.5.2", "Syntax error")),
+            Err(smtp_proto::Error::InvalidParameter { param: "ORCPT" }) => {
+                let Some((stripped, orcpt)) = without_orcpt(line) else {
+                    return self.error(syntax());
+                };
+                match Request::parse(&mut stripped.iter()) {
+                    Ok(r @ Request::Rcpt { .. }) => {
+                        self.raw_orcpt = Some(orcpt);
+                        r.into_owned()
+                    }
+                    _ => return self.error(syntax()),
+                }
+            }
+            Err(_) => return self.error(syntax()),
         };
         match request {
             Request::Lhlo { host } => self.hello(&host, Mode::Lmtp),
@@ -262,9 +280,14 @@ impl Core {
             return Action::Reply(Reply::new(503, "5.5.1", "Send MAIL first"));
         };
         let note = route.note();
+        let mut params = rcpt_params(to);
+        if let Some(orcpt) = self.raw_orcpt.take() {
+            params.push(' ');
+            params.push_str(&orcpt);
+        }
         envelope.rcpts.push(Accepted {
             address: to.address.clone(),
-            params: rcpt_params(to),
+            params,
             route,
         });
         Action::Reply(Reply::new(250, "2.1.5", note))
@@ -302,6 +325,27 @@ fn strip_verb<'a>(line: &'a [u8], verb: &[u8]) -> Option<&'a str> {
     std::str::from_utf8(rest)
         .ok()
         .map(|s| s.trim_end_matches(['\r', '\n']))
+}
+
+/// `line` without its ORCPT parameter, and that parameter as it came (printable ASCII, at
+/// most 500 bytes: it goes into the reinjection's RCPT line as it is).
+fn without_orcpt(line: &[u8]) -> Option<(Vec<u8>, String)> {
+    let text = std::str::from_utf8(line)
+        .ok()?
+        .trim_end_matches(['\r', '\n']);
+    let mut orcpt = None;
+    let mut kept = Vec::new();
+    for word in text.split(' ') {
+        if word.len() > 6 && word[..6].eq_ignore_ascii_case("ORCPT=") && orcpt.is_none() {
+            orcpt = Some(word.to_owned());
+        } else {
+            kept.push(word);
+        }
+    }
+    let orcpt = orcpt.filter(|o| o.len() <= 500 && o.bytes().all(|b| (0x21..0x7f).contains(&b)))?;
+    let mut stripped = kept.join(" ").into_bytes();
+    stripped.extend_from_slice(b"\r\n");
+    Some((stripped, orcpt))
 }
 
 /// NOTIFY and ORCPT as Postfix sent them, for the reinjection (RFC 3461).

@@ -177,3 +177,43 @@ fn ehlo_is_the_smtp_alternative_with_one_reply() {
     }
     assert_eq!(reply(core(false).command(b"HELO mx.test\r\n")).code, 500);
 }
+
+#[test]
+fn an_orcpt_the_parser_cannot_read_is_passed_on_as_it_came() {
+    let mut c = core(true);
+    reply(c.command(b"LHLO mx.test\r\n"));
+    reply(c.command(b"MAIL FROM:<a@x> SMTPUTF8\r\n"));
+    // RFC 6533: Postfix sends the original recipient of an internationalised address so.
+    let r = rcpt(
+        &mut c,
+        "RCPT TO:<b@example.test> ORCPT=utf-8;b\\x{00E9}@example.test NOTIFY=NEVER\r\n",
+    );
+    assert_eq!(r.code, 250);
+    match c.command(b"DATA\r\n") {
+        Action::Data { envelope, .. } => assert_eq!(
+            envelope.rcpts[0].params,
+            " NOTIFY=NEVER ORCPT=utf-8;b\\x{00E9}@example.test"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // A parameter that cannot go into a command line is still a syntax error.
+    reply(c.command(b"MAIL FROM:<a@x>\r\n"));
+    assert_eq!(
+        rcpt(&mut c, "RCPT TO:<b@example.test> ORCPT=utf-8;\x01\r\n").code,
+        500
+    );
+}
+
+#[test]
+fn smtp_mode_answers_250_only_when_every_recipient_was_delivered() {
+    use super::session::one_reply;
+    let ok = Reply::new(250, "2.0.0", "ok");
+    let temp = Reply::new(451, "4.4.1", "later");
+    let perm = Reply::new(550, "5.7.1", "no");
+    assert_eq!(one_reply(&[ok.clone(), ok.clone()]).code, 250);
+    assert_eq!(one_reply(&[perm.clone(), perm.clone()]).code, 550);
+    assert_eq!(one_reply(&[temp.clone(), temp.clone()]).code, 451);
+    // Mixed: a retry may duplicate, never lose.
+    assert_eq!(one_reply(&[ok.clone(), perm.clone()]).code, 451);
+    assert_eq!(one_reply(&[ok, temp]).code, 451);
+}

@@ -124,3 +124,66 @@ pub async fn decide(ctx: &FilterContext, request: &HashMap<String, String>) -> S
     tracing::info!(rcpt = %recipient, action = verb, "policy service refused a recipient");
     format!("{verb} {}", text.trim())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EncryptRules, FilterConfig, Limits};
+
+    fn context(dir: &std::path::Path) -> FilterContext {
+        let config: FilterConfig = toml::from_str(&format!(
+            "listen = \"127.0.0.1:0\"\nreinject = \"127.0.0.1:9\"\nlocal_domains = [\"example.test\"]\nkeys_dir = \"{}\"\n",
+            dir.display()
+        ))
+        .unwrap();
+        // DNS at a port where nothing answers: every policy lookup fails for now.
+        let resolver = crate::policy::PolicyResolver::new(&crate::policy::ResolverSettings {
+            dns: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9))),
+            timeout: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .unwrap();
+        FilterContext::new(
+            &config,
+            resolver,
+            EncryptRules::default(),
+            Limits::default(),
+            Some(dir),
+        )
+        .unwrap()
+    }
+
+    fn request(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn only_fingerprint_addresses_are_judged_and_a_failing_lookup_defers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let rcpt = |r: &'static str| {
+            request(&[
+                ("request", "smtpd_access_policy"),
+                ("protocol_state", "RCPT"),
+                ("recipient", r),
+            ])
+        };
+        assert_eq!(decide(&ctx, &rcpt("bob@example.net")).await, "DUNNO");
+        assert_eq!(
+            decide(&ctx, &request(&[("protocol_state", "DATA")])).await,
+            "DUNNO"
+        );
+        let strong = "bob@example.net.xx--mddk-7n6a-727a-jzno-strx-xks7-djaf";
+        let deferred = decide(&ctx, &rcpt(strong)).await;
+        assert!(deferred.starts_with("DEFER_IF_PERMIT 4.4.3 "), "{deferred}");
+        let bad = decide(&ctx, &rcpt("bob@example.net.xx--not-a-fingerprint")).await;
+        assert!(bad.starts_with("REJECT 5.1.3 "), "{bad}");
+        assert!(
+            !bad.contains('\n') && !deferred.contains('\n'),
+            "one line each"
+        );
+    }
+}

@@ -167,7 +167,7 @@ impl FilterSession {
 /// SMTP has one reply for all recipients: `250` only when every one was delivered. Mixed
 /// outcomes are answered `451` (a retry may duplicate, never lose): set
 /// `meshfilter_destination_recipient_limit = 1` so they cannot happen.
-fn one_reply(replies: &[Reply]) -> Reply {
+pub(super) fn one_reply(replies: &[Reply]) -> Reply {
     if replies.iter().all(Reply::is_positive) {
         return replies[0].clone();
     }
