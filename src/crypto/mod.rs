@@ -10,6 +10,7 @@ pub mod decrypt;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod openpgp;
+pub mod recrypt;
 pub mod seal;
 pub mod smime;
 pub mod x25519;
