@@ -12,5 +12,6 @@ pub mod fuzz;
 pub mod openpgp;
 pub mod recrypt;
 pub mod seal;
+pub mod shamir;
 pub mod smime;
 pub mod x25519;
