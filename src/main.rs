@@ -30,6 +30,10 @@ fn say(text: std::fmt::Arguments<'_>) {
     }
 }
 
+// After `say!`: the subcommand modules use it.
+#[path = "cli/recovery.rs"]
+mod recovery_cli;
+
 #[derive(Parser)]
 #[command(
     name = "meshmail",
@@ -96,6 +100,11 @@ enum Command {
     Serve {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Recovery shares of the account (printable; any quorum of them recover it).
+    Recovery {
+        #[command(subcommand)]
+        command: recovery_cli::RecoveryCommand,
     },
     /// The IMAP index of decrypted messages.
     Index {
@@ -453,6 +462,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Recovery { command } => recovery_cli::run(&home, &pass, command),
         Command::Index {
             command: IndexCommand::Status { config, json },
         } => {

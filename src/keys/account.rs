@@ -293,7 +293,81 @@ impl Account {
     }
 }
 
+/// The files of an account a recovery restores: everything but the caches.
+pub const RECOVERED_FILES: [(&str, u32); 5] = [
+    (OPENPGP_FILE, 0o644),
+    (REVOCATION_FILE, 0o600),
+    (SMIME_FILE, 0o644),
+    (POLICY_FILE, 0o644),
+    (ACCOUNT_FILE, 0o644),
+];
+
+impl Account {
+    /// The account's files a recovery carries (public, and the revocation certificate).
+    pub(crate) fn recovered_files(&self) -> Result<Vec<(String, Vec<u8>)>, KeyError> {
+        RECOVERED_FILES
+            .iter()
+            .map(|(name, _)| {
+                let path = self.home.join(name);
+                fs::read(&path)
+                    .map(|b| (name.to_string(), b))
+                    .map_err(|e| KeyError::io(&path, e))
+            })
+            .collect()
+    }
+
+    /// Writes a recovered account into a new `home`: the secrets sealed under `passphrase`
+    /// first, the other files after, `account.json` last; then checks it opens and unlocks as
+    /// the same account.
+    pub(crate) fn restore(
+        home: &Path,
+        files: &[(String, Vec<u8>)],
+        secrets: &SecretBytes,
+        passphrase: Option<&SecretString>,
+    ) -> Result<Account, KeyError> {
+        if home.join(ACCOUNT_FILE).exists() || home.join(SECRETS_FILE).exists() {
+            return Err(KeyError::AccountExists(home.display().to_string()));
+        }
+        let _: SecretsFile = serde_json::from_slice(secrets.expose())
+            .map_err(|e| KeyError::Corrupt(format!("recovered secrets: {e}")))?;
+        make_private_dir(home)?;
+        write_new(
+            &home.join(SECRETS_FILE),
+            &sealed::seal(secrets, passphrase)?,
+            0o600,
+        )?;
+        for (name, mode) in RECOVERED_FILES {
+            let bytes = files
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, b)| b)
+                .ok_or_else(|| KeyError::Corrupt(format!("the recovery carries no {name}")))?;
+            write_new(&home.join(name), bytes, mode)?;
+        }
+        let account = Account::open(home)?;
+        let cert = account.unlock(passphrase)?.openpgp_secret_cert()?;
+        if cert.fingerprint().to_hex() != account.info.openpgp_fingerprint {
+            return Err(KeyError::Corrupt(
+                "the recovered secret key is not the account's".into(),
+            ));
+        }
+        Ok(account)
+    }
+}
+
 impl Unlocked {
+    /// The three secrets as the secrets file holds them (for a recovery bundle).
+    pub(crate) fn secrets_json(&self) -> Result<SecretBytes, KeyError> {
+        let file = SecretsFile {
+            policy_key: BASE64.encode(self.policy_key.expose()),
+            openpgp: BASE64.encode(self.openpgp_tsk.expose()),
+            smime_key: BASE64.encode(self.smime_key.expose()),
+        };
+        serde_json::to_vec(&file)
+            .map(Secret::new)
+            .map_err(|e| KeyError::Corrupt(e.to_string()))
+    }
+
     /// The Ed25519 policy-signing key.
     pub fn policy_signing_key(&self) -> Result<Ed25519KeyPair, KeyError> {
         Ed25519KeyPair::from_pkcs8(self.policy_key.expose())

@@ -7,6 +7,7 @@
 //! smime.pem                 public S/MIME certificate
 //! policy.jws                the account's signed policy
 //! secrets.json              0600: the three secret keys, sealed (see `sealed`)
+//! recovery.json             that recovery shares exist, and when a recovery was last tried
 //! policies/  keyring/       other people's policies and certificates (a cache)
 //! ```
 //!
@@ -18,6 +19,7 @@ pub mod account;
 pub mod export;
 pub mod generate;
 mod p12_gpgsm;
+pub mod recovery;
 pub mod sealed;
 
 pub use account::{Account, AccountInfo, Unlocked};
