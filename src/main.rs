@@ -2,14 +2,13 @@
 //! honours `--home` and `$MESHMAIL_HOME`; exit codes follow DESIGN.md's table
 //! (64 bad usage, 65 no valid policy, 69 not found, 75 temporary, 78 configuration).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use meshmail::address::{udf, Form, Label, StrongAddress};
 use meshmail::codes::Outcome;
 use meshmail::config::Config;
-use meshmail::keys::{export, Account, KeyError};
+use meshmail::keys::{Account, KeyError};
 use meshmail::policy::{self, PolicyResolver};
-use meshmail::secret::{SecretBytes, SecretString};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -31,8 +30,15 @@ fn say(text: std::fmt::Arguments<'_>) {
 }
 
 // After `say!`: the subcommand modules use it.
+#[path = "cli/keys.rs"]
+mod keys_cli;
+#[path = "cli/passphrase.rs"]
+mod passphrase;
 #[path = "cli/recovery.rs"]
 mod recovery_cli;
+
+use keys_cli::{export_keys, ExportArgs};
+use passphrase::{prompt_new_passphrase, PassphraseSource};
 
 #[derive(Parser)]
 #[command(
@@ -153,26 +159,6 @@ enum IndexCommand {
 enum KeysCommand {
     /// Write a certificate (public by default) to stdout or --out.
     Export(ExportArgs),
-}
-
-#[derive(Args)]
-struct ExportArgs {
-    /// The OpenPGP certificate (armored).
-    #[arg(long, conflicts_with = "smime", required_unless_present = "smime")]
-    openpgp: bool,
-    /// The S/MIME certificate (PEM; with --secret, PKCS#12).
-    #[arg(long)]
-    smime: bool,
-    /// Include the secret key.
-    #[arg(long)]
-    secret: bool,
-    /// Write here (mode 0600 for secrets) instead of stdout.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Password for the PKCS#12 file, read from this file (default: the key store passphrase,
-    /// else empty).
-    #[arg(long)]
-    p12_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -530,46 +516,6 @@ fn resolve(address: &str, settings: &policy::ResolverSettings) -> Result<(), Fai
     }
 }
 
-fn export_keys(home: &Path, pass: &PassphraseSource, args: ExportArgs) -> Result<(), Failure> {
-    let account = Account::open(home)?;
-    let bytes: SecretBytes = match (args.openpgp, args.secret) {
-        (true, false) => SecretBytes::new(export::openpgp_public(&account)?),
-        (false, false) => SecretBytes::new(export::smime_public(&account)?),
-        (true, true) => {
-            let unlocked = account.unlock(pass.read_or_prompt(&account)?.as_ref())?;
-            export::openpgp_secret(&unlocked)?
-        }
-        (false, true) => {
-            let store_pass = pass.read_or_prompt(&account)?;
-            let unlocked = account.unlock(store_pass.as_ref())?;
-            let p12_pass = match &args.p12_passphrase_file {
-                Some(path) => read_passphrase_file(path)?,
-                None => store_pass.unwrap_or_else(|| SecretString::new(String::new())),
-            };
-            export::smime_pkcs12(&account, &unlocked, &p12_pass)?
-        }
-    };
-    match &args.out {
-        Some(path) => {
-            let mode = if args.secret { 0o600 } else { 0o644 };
-            meshmail::keys::account::write_new(path, bytes.expose(), mode)?;
-            eprintln!("wrote {}", path.display());
-        }
-        None => {
-            if args.secret && std::io::stdout().is_terminal() {
-                return Err(Failure::new(
-                    Outcome::BadUsage,
-                    "refusing to print a secret key to a terminal; use --out FILE or a pipe",
-                ));
-            }
-            std::io::stdout()
-                .write_all(bytes.expose())
-                .map_err(|e| Failure::new(Outcome::Io, e))?;
-        }
-    }
-    Ok(())
-}
-
 fn warn_expiry(account: &Account) {
     if let Some(w) = policy::issue::expiry_warning(account, time::Duration::days(30)) {
         eprintln!("warning: {w}");
@@ -587,70 +533,4 @@ fn home_dir(flag: Option<&Path>) -> Result<PathBuf, Failure> {
             "no home directory: give --home or MESHMAIL_HOME",
         )
     })
-}
-
-/// Where a passphrase comes from without a prompt (a headless service: a file or an inherited
-/// descriptor, e.g. from systemd-creds).
-struct PassphraseSource {
-    file: Option<PathBuf>,
-    fd: Option<u32>,
-}
-
-impl PassphraseSource {
-    fn read(&self) -> Result<Option<SecretString>, Failure> {
-        if let Some(path) = &self.file {
-            return read_passphrase_file(path).map(Some);
-        }
-        if let Some(fd) = self.fd {
-            // /proc/self/fd avoids an unsafe from_raw_fd.
-            return read_passphrase_file(Path::new(&format!("/proc/self/fd/{fd}"))).map(Some);
-        }
-        Ok(None)
-    }
-
-    /// The passphrase when the account needs one: from the file or descriptor, else a prompt
-    /// on a terminal; with neither the store stays locked (exit 75).
-    fn read_or_prompt(&self, account: &Account) -> Result<Option<SecretString>, Failure> {
-        if !account.needs_passphrase()? {
-            return Ok(None);
-        }
-        if let Some(p) = self.read()? {
-            return Ok(Some(p));
-        }
-        if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password("key store passphrase: ")
-                .map_err(|e| Failure::new(Outcome::Io, e))?;
-            return Ok(Some(SecretString::new(p)));
-        }
-        Err(KeyError::Locked.into())
-    }
-}
-
-fn read_passphrase_file(path: &Path) -> Result<SecretString, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::new(
-            Outcome::Config,
-            format!("passphrase {}: {e}", path.display()),
-        )
-    })?;
-    // One trailing newline is not part of the passphrase (echo adds it).
-    let trimmed = text.strip_suffix('\n').unwrap_or(&text);
-    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned();
-    let mut text = text;
-    zeroize::Zeroize::zeroize(&mut text);
-    Ok(SecretString::new(trimmed))
-}
-
-fn prompt_new_passphrase() -> Result<SecretString, Failure> {
-    let first = SecretString::new(
-        rpassword::prompt_password("new key store passphrase: ")
-            .map_err(|e| Failure::new(Outcome::Io, e))?,
-    );
-    let again = SecretString::new(
-        rpassword::prompt_password("again: ").map_err(|e| Failure::new(Outcome::Io, e))?,
-    );
-    if first != again {
-        return Err(Failure::new(Outcome::BadUsage, "the passphrases differ"));
-    }
-    Ok(first)
 }
