@@ -25,6 +25,7 @@
 //!   capabilities, the decrypted view (its structure as Dovecot computes it),
 //!   FETCH/SEARCH/APPEND of mapped sessions, the index and the background indexer that fills
 //!   it as mail arrives.
+//! - [`store`]: the store role (recryption in front of the mail store): share records so far.
 //! - [`tls`]: rustls configurations; certificates are always verified.
 //! - [`config`]: the TOML configuration.
 //! - [`codes`]: the one table of outcomes → exit codes / SMTP / IMAP replies.
@@ -46,6 +47,7 @@ pub mod policy;
 pub mod secret;
 pub mod serve;
 pub mod smtp;
+pub mod store;
 pub mod thunderbird;
 pub mod tls;
 pub mod upstream;

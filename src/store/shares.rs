@@ -1,0 +1,560 @@
+//! Store shares: how a device's recryption share reaches the store and how the store keeps it.
+//!
+//! A [`ShareRecord`] is made on the admin device: the device's store share `s_i` sealed to the
+//! store's own X25519 key (only that store can open it), bound to the account, the encryption
+//! subkey, the device's name and the hash of the device's TLS public key (the certificate the
+//! device must present), with a serial that grows with every record of the account; the whole
+//! signed with the account's Ed25519 policy key, which the store pins.
+//!
+//! The store ([`ShareStore`]) keeps the shares sealed at rest under a master key, and keeps the
+//! state that must never roll back — the master key, its generation and the tombstones of
+//! revoked devices — together in one state file meant to live outside backups (e.g. a
+//! systemd credential). Revoking a device deletes its share, records a tombstone and moves every
+//! other share to a new generation's key: a backup of the share directory restored later holds
+//! shares of an old generation, which no longer open, and a replayed record of a revoked device
+//! (or an older record of any device) is refused.
+
+use crate::crypto::recrypt::StoreShare;
+use crate::secret::Secret;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::agreement::{self, EphemeralPrivateKey, PrivateKey, UnparsedPublicKey, X25519};
+use aws_lc_rs::digest::{digest, SHA256};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey as SigKey, ED25519};
+use data_encoding::{BASE64, HEXUPPER};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+const RECORD_TAG: &str = "meshmail-store-share-v1";
+/// A record is a few hundred bytes; anything much larger is refused unread.
+const MAX_RECORD: usize = 8 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ShareError {
+    #[error("not a store share record")]
+    NotARecord,
+    #[error("the record is not signed by the account {0} as this store knows it")]
+    BadSignature(String),
+    #[error("the store does not serve the account {0}")]
+    UnknownAccount(String),
+    #[error("the record is sealed to another store")]
+    OtherStore,
+    #[error("device {0} was revoked: its records are refused for good")]
+    Revoked(String),
+    #[error("the store holds a newer record for device {0} (serial {1}); this one is refused")]
+    Stale(String, u64),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What a record says (its signed payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordPayload {
+    pub account: String,
+    /// The encryption subkey the share belongs to (upper-case hex fingerprint).
+    pub subkey: String,
+    pub device: String,
+    /// SHA-256 of the device's TLS public key (SPKI DER), upper-case hex.
+    pub device_tls_sha256: String,
+    pub serial: u64,
+    /// Ephemeral X25519 public key, nonce and AES-256-GCM of the 32-byte share, base64.
+    pub sealed_share: String,
+}
+
+impl RecordPayload {
+    /// What the sealed share is bound to (the AEAD's associated data).
+    fn binding(&self) -> Vec<u8> {
+        format!(
+            "{RECORD_TAG}\n{}\n{}\n{}\n{}\n{}",
+            self.account, self.subkey, self.device, self.device_tls_sha256, self.serial
+        )
+        .into_bytes()
+    }
+}
+
+/// A signed record, as text: the tag, the payload and the signature, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRecord(String);
+
+impl ShareRecord {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn from_text(text: &str) -> ShareRecord {
+        ShareRecord(text.trim().to_owned())
+    }
+
+    /// Makes a record on the admin device: `share` sealed to `store_public` (X25519) and bound
+    /// to the rest of `payload`, signed with the account's policy key.
+    pub fn make(
+        account_key: &Ed25519KeyPair,
+        store_public: &[u8; 32],
+        mut payload: RecordPayload,
+        share: &StoreShare,
+    ) -> Result<ShareRecord, ShareError> {
+        let rng = SystemRandom::new();
+        let ephemeral = EphemeralPrivateKey::generate(&X25519, &rng)
+            .map_err(|_| ShareError::Io("no randomness".into()))?;
+        let eph_public = ephemeral
+            .compute_public_key()
+            .map_err(|_| ShareError::Io("X25519".into()))?;
+        let eph_public: [u8; 32] = eph_public
+            .as_ref()
+            .try_into()
+            .map_err(|_| ShareError::Io("X25519".into()))?;
+        let key = agreement::agree_ephemeral(
+            ephemeral,
+            UnparsedPublicKey::new(&X25519, store_public),
+            ShareError::OtherStore,
+            |z| Ok(seal_key(&eph_public, store_public, z)),
+        )??;
+        let mut nonce = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ShareError::Io("no randomness".into()))?;
+        payload.sealed_share = String::new();
+        let mut body = Zeroizing::new(share.to_bytes().to_vec());
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(payload.binding()),
+            &mut *body,
+        )
+        .map_err(|_| ShareError::Io("sealing the share".into()))?;
+        let mut sealed = eph_public.to_vec();
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&body);
+        payload.sealed_share = BASE64.encode(&sealed);
+        let json = serde_json::to_vec(&payload).map_err(|e| ShareError::Io(e.to_string()))?;
+        let signature = account_key.sign(&signed_bytes(&json));
+        Ok(ShareRecord(format!(
+            "{RECORD_TAG}\n{}\n{}",
+            BASE64.encode(&json),
+            BASE64.encode(signature.as_ref())
+        )))
+    }
+
+    /// The payload, unverified (to find which account's key verifies it).
+    fn parts(&self) -> Result<(RecordPayload, Vec<u8>, Vec<u8>), ShareError> {
+        if self.0.len() > MAX_RECORD {
+            return Err(ShareError::NotARecord);
+        }
+        let mut lines = self.0.lines().map(str::trim);
+        if lines.next() != Some(RECORD_TAG) {
+            return Err(ShareError::NotARecord);
+        }
+        let json = lines
+            .next()
+            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
+            .ok_or(ShareError::NotARecord)?;
+        let signature = lines
+            .next()
+            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
+            .ok_or(ShareError::NotARecord)?;
+        let payload: RecordPayload =
+            serde_json::from_slice(&json).map_err(|_| ShareError::NotARecord)?;
+        Ok((payload, json, signature))
+    }
+}
+
+fn signed_bytes(json: &[u8]) -> Vec<u8> {
+    let mut m = format!("{RECORD_TAG}\n").into_bytes();
+    m.extend_from_slice(json);
+    m
+}
+
+/// The AES-256-GCM key of a sealed share: SHA-256 over the context, both public keys and the
+/// X25519 secret.
+fn seal_key(eph_public: &[u8], store_public: &[u8], z: &[u8]) -> Result<LessSafeKey, ShareError> {
+    let mut input = Zeroizing::new(format!("{RECORD_TAG}/seal").into_bytes());
+    input.extend_from_slice(eph_public);
+    input.extend_from_slice(store_public);
+    input.extend_from_slice(z);
+    let k = Zeroizing::new(digest(&SHA256, &input).as_ref().to_vec());
+    UnboundKey::new(&AES_256_GCM, &k)
+        .map(LessSafeKey::new)
+        .map_err(|_| ShareError::Io("key".into()))
+}
+
+/// The state that must never roll back, kept outside backups.
+#[derive(Serialize, Deserialize, zeroize::ZeroizeOnDrop)]
+struct State {
+    /// The store's X25519 private key, base64 (records are sealed to its public key).
+    store_key: String,
+    /// The current at-rest key, base64, and its generation.
+    master: String,
+    #[zeroize(skip)]
+    generation: u64,
+    #[zeroize(skip)]
+    tombstones: Vec<Tombstone>,
+    /// The highest serial accepted per account and device.
+    #[zeroize(skip)]
+    serials: Vec<(String, String, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub account: String,
+    pub device: String,
+    pub device_tls_sha256: String,
+    /// SHA-256 of the revoked record's sealed share.
+    pub share_sha256: String,
+}
+
+/// A share at rest (one file per account and device).
+#[derive(Serialize, Deserialize)]
+struct AtRest {
+    record: String,
+    generation: u64,
+    /// Nonce and AES-256-GCM of the share under the generation's key, base64.
+    share: String,
+}
+
+/// The store's shares: a state file (outside backups) and a directory of shares.
+pub struct ShareStore {
+    state_path: PathBuf,
+    dir: PathBuf,
+    /// Pinned Ed25519 policy keys of the accounts this store serves.
+    accounts: Vec<(String, [u8; 32])>,
+}
+
+impl ShareStore {
+    /// Opens (or creates) the store: `state_path` holds the keys, generation and tombstones,
+    /// `dir` the shares.
+    pub fn open(
+        state_path: &Path,
+        dir: &Path,
+        accounts: Vec<(String, [u8; 32])>,
+    ) -> Result<ShareStore, ShareError> {
+        let store = ShareStore {
+            state_path: state_path.to_owned(),
+            dir: dir.to_owned(),
+            accounts,
+        };
+        crate::keys::account::make_private_dir(dir).map_err(|e| ShareError::Io(e.to_string()))?;
+        if !state_path.exists() {
+            let mut key = Zeroizing::new([0u8; 32]);
+            let mut master = Zeroizing::new([0u8; 32]);
+            aws_lc_rs::rand::fill(&mut key[..])
+                .map_err(|_| ShareError::Io("no randomness".into()))?;
+            aws_lc_rs::rand::fill(&mut master[..])
+                .map_err(|_| ShareError::Io("no randomness".into()))?;
+            store.write_state(&State {
+                store_key: BASE64.encode(&key[..]),
+                master: BASE64.encode(&master[..]),
+                generation: 1,
+                tombstones: Vec::new(),
+                serials: Vec::new(),
+            })?;
+        }
+        Ok(store)
+    }
+
+    /// The public key records for this store are sealed to.
+    pub fn public_key(&self) -> Result<[u8; 32], ShareError> {
+        let state = self.read_state()?;
+        let private = store_private(&state)?;
+        let public = private
+            .compute_public_key()
+            .map_err(|_| ShareError::Io("X25519".into()))?;
+        public
+            .as_ref()
+            .try_into()
+            .map_err(|_| ShareError::Io("X25519".into()))
+    }
+
+    /// Takes a record: checks the account's signature, the tombstones and the serial, opens the
+    /// share and keeps it sealed at rest. Returns the device's name.
+    pub fn accept(&self, record: &ShareRecord) -> Result<String, ShareError> {
+        let (payload, json, signature) = record.parts()?;
+        let pinned = self
+            .accounts
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(&payload.account))
+            .map(|(_, k)| *k)
+            .ok_or_else(|| ShareError::UnknownAccount(payload.account.clone()))?;
+        SigKey::new(&ED25519, pinned)
+            .verify(&signed_bytes(&json), &signature)
+            .map_err(|_| ShareError::BadSignature(payload.account.clone()))?;
+        let mut state = self.read_state()?;
+        let share_hash = share_sha256(&payload.sealed_share);
+        if state.tombstones.iter().any(|t| {
+            t.account.eq_ignore_ascii_case(&payload.account)
+                && (t.share_sha256 == share_hash
+                    || t.device_tls_sha256 == payload.device_tls_sha256
+                    || t.device == payload.device)
+        }) {
+            return Err(ShareError::Revoked(payload.device.clone()));
+        }
+        if let Some((_, _, seen)) = state
+            .serials
+            .iter()
+            .find(|(a, d, _)| a.eq_ignore_ascii_case(&payload.account) && *d == payload.device)
+        {
+            if *seen >= payload.serial {
+                return Err(ShareError::Stale(payload.device.clone(), *seen));
+            }
+        }
+        let share = open_sealed(&state, &payload)?;
+        state.serials.retain(|(a, d, _)| {
+            !(a.eq_ignore_ascii_case(&payload.account) && *d == payload.device)
+        });
+        state.serials.push((
+            payload.account.to_lowercase(),
+            payload.device.clone(),
+            payload.serial,
+        ));
+        self.write_share(&state, record, &payload, &share)?;
+        self.write_state(&state)?;
+        Ok(payload.device)
+    }
+
+    /// The share of the unrevoked device of `account` whose TLS key hash is `tls_sha256`.
+    pub fn share_for(
+        &self,
+        account: &str,
+        tls_sha256: &str,
+    ) -> Result<Option<(String, StoreShare)>, ShareError> {
+        let state = self.read_state()?;
+        for (payload, at_rest) in self.list(account)? {
+            if payload.device_tls_sha256 != tls_sha256 || at_rest.generation != state.generation {
+                continue;
+            }
+            if let Ok(share) = open_at_rest(&state, &at_rest) {
+                return Ok(Some((payload.device, share)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The devices of `account` the store holds a share for (current generation only).
+    pub fn devices(&self, account: &str) -> Result<Vec<RecordPayload>, ShareError> {
+        let generation = self.read_state()?.generation;
+        Ok(self
+            .list(account)?
+            .into_iter()
+            .filter(|(_, r)| r.generation == generation)
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// Revokes `device` of `account`: a tombstone, the share deleted, every other share moved
+    /// to a new generation's key (so a restored backup of the share directory opens nothing).
+    pub fn revoke(&self, account: &str, device: &str) -> Result<bool, ShareError> {
+        let mut state = self.read_state()?;
+        let mut found = false;
+        let mut keep = Vec::new();
+        for (payload, at_rest) in self.list(account)? {
+            if payload.device == device {
+                state.tombstones.push(Tombstone {
+                    account: payload.account.to_lowercase(),
+                    device: payload.device.clone(),
+                    device_tls_sha256: payload.device_tls_sha256.clone(),
+                    share_sha256: share_sha256(&payload.sealed_share),
+                });
+                found = true;
+            } else if let Ok(share) = open_at_rest(&state, &at_rest) {
+                keep.push((ShareRecord(at_rest.record.clone()), payload, share));
+            }
+        }
+        if !found {
+            // A device without a current share is still refused from now on.
+            state.tombstones.push(Tombstone {
+                account: account.to_lowercase(),
+                device: device.to_owned(),
+                device_tls_sha256: String::new(),
+                share_sha256: String::new(),
+            });
+        }
+        let mut master = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(&mut master[..])
+            .map_err(|_| ShareError::Io("no randomness".into()))?;
+        state.master = BASE64.encode(&master[..]);
+        state.generation += 1;
+        // The new state first: from this moment every old share file is dead.
+        self.write_state(&state)?;
+        let _ = std::fs::remove_file(self.share_path(account, device));
+        for (record, payload, share) in keep {
+            self.write_share(&state, &record, &payload, &share)?;
+        }
+        Ok(found)
+    }
+
+    fn list(&self, account: &str) -> Result<Vec<(RecordPayload, AtRest)>, ShareError> {
+        let dir = self.dir.join(account.to_lowercase());
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ShareError::Io(format!("{}: {e}", dir.display()))),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            let Ok(at_rest) = serde_json::from_slice::<AtRest>(&bytes) else {
+                continue;
+            };
+            let Ok((payload, _, _)) = ShareRecord(at_rest.record.clone()).parts() else {
+                continue;
+            };
+            if payload.account.eq_ignore_ascii_case(account) {
+                out.push((payload, at_rest));
+            }
+        }
+        Ok(out)
+    }
+
+    fn share_path(&self, account: &str, device: &str) -> PathBuf {
+        let name = HEXUPPER.encode(&digest(&SHA256, device.as_bytes()).as_ref()[..12]);
+        self.dir
+            .join(account.to_lowercase())
+            .join(format!("{name}.share"))
+    }
+
+    fn write_share(
+        &self,
+        state: &State,
+        record: &ShareRecord,
+        payload: &RecordPayload,
+        share: &StoreShare,
+    ) -> Result<(), ShareError> {
+        let key = master_key(state)?;
+        let mut nonce = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ShareError::Io("no randomness".into()))?;
+        let mut body = Zeroizing::new(share.to_bytes().to_vec());
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(at_rest_binding(state.generation, payload)),
+            &mut *body,
+        )
+        .map_err(|_| ShareError::Io("sealing".into()))?;
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&body);
+        let file = AtRest {
+            record: record.0.clone(),
+            generation: state.generation,
+            share: BASE64.encode(&sealed),
+        };
+        let path = self.share_path(&payload.account, &payload.device);
+        if let Some(dir) = path.parent() {
+            crate::keys::account::make_private_dir(dir)
+                .map_err(|e| ShareError::Io(e.to_string()))?;
+        }
+        let json = serde_json::to_vec(&file).map_err(|e| ShareError::Io(e.to_string()))?;
+        replace_file(&path, &json)
+    }
+
+    fn read_state(&self) -> Result<State, ShareError> {
+        let bytes = Zeroizing::new(
+            std::fs::read(&self.state_path)
+                .map_err(|e| ShareError::Io(format!("{}: {e}", self.state_path.display())))?,
+        );
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ShareError::Io(format!("{}: {e}", self.state_path.display())))
+    }
+
+    fn write_state(&self, state: &State) -> Result<(), ShareError> {
+        let json =
+            Zeroizing::new(serde_json::to_vec(state).map_err(|e| ShareError::Io(e.to_string()))?);
+        replace_file(&self.state_path, &json)
+    }
+}
+
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), ShareError> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    crate::keys::account::write_new(&tmp, bytes, 0o600)
+        .map_err(|e| ShareError::Io(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| ShareError::Io(format!("{}: {e}", path.display())))
+}
+
+fn share_sha256(sealed_share: &str) -> String {
+    HEXUPPER.encode(digest(&SHA256, sealed_share.as_bytes()).as_ref())
+}
+
+fn at_rest_binding(generation: u64, payload: &RecordPayload) -> Vec<u8> {
+    let mut b = payload.binding();
+    b.extend_from_slice(format!("\ngeneration {generation}").as_bytes());
+    b
+}
+
+fn store_private(state: &State) -> Result<PrivateKey, ShareError> {
+    let key = Secret::new(
+        BASE64
+            .decode(state.store_key.as_bytes())
+            .map_err(|_| ShareError::Io("state".into()))?,
+    );
+    PrivateKey::from_private_key(&X25519, key.expose()).map_err(|_| ShareError::Io("state".into()))
+}
+
+fn master_key(state: &State) -> Result<LessSafeKey, ShareError> {
+    let key = Secret::new(
+        BASE64
+            .decode(state.master.as_bytes())
+            .map_err(|_| ShareError::Io("state".into()))?,
+    );
+    UnboundKey::new(&AES_256_GCM, key.expose())
+        .map(LessSafeKey::new)
+        .map_err(|_| ShareError::Io("state".into()))
+}
+
+/// Opens the share sealed to this store in a record.
+fn open_sealed(state: &State, payload: &RecordPayload) -> Result<StoreShare, ShareError> {
+    let sealed = BASE64
+        .decode(payload.sealed_share.as_bytes())
+        .map_err(|_| ShareError::NotARecord)?;
+    if sealed.len() != 32 + 12 + 32 + 16 {
+        return Err(ShareError::NotARecord);
+    }
+    let (eph, rest) = sealed.split_at(32);
+    let (nonce, body) = rest.split_at(12);
+    let private = store_private(state)?;
+    let public = private
+        .compute_public_key()
+        .map_err(|_| ShareError::Io("X25519".into()))?;
+    let key = agreement::agree(
+        &private,
+        UnparsedPublicKey::new(&X25519, eph),
+        ShareError::OtherStore,
+        |z| Ok(seal_key(eph, public.as_ref(), z)),
+    )??;
+    let mut body = Zeroizing::new(body.to_vec());
+    let mut binding_payload = payload.clone();
+    binding_payload.sealed_share = String::new();
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| ShareError::NotARecord)?;
+    let plain = key
+        .open_in_place(nonce, Aad::from(binding_payload.binding()), &mut body)
+        .map_err(|_| ShareError::OtherStore)?;
+    StoreShare::from_bytes(plain).map_err(|_| ShareError::NotARecord)
+}
+
+fn open_at_rest(state: &State, at_rest: &AtRest) -> Result<StoreShare, ShareError> {
+    let (payload, _, _) = ShareRecord(at_rest.record.clone()).parts()?;
+    let sealed = BASE64
+        .decode(at_rest.share.as_bytes())
+        .map_err(|_| ShareError::NotARecord)?;
+    if sealed.len() < 12 + 16 {
+        return Err(ShareError::NotARecord);
+    }
+    let (nonce, body) = sealed.split_at(12);
+    let mut body = Zeroizing::new(body.to_vec());
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| ShareError::NotARecord)?;
+    let plain = master_key(state)?
+        .open_in_place(
+            nonce,
+            Aad::from(at_rest_binding(at_rest.generation, &payload)),
+            &mut body,
+        )
+        .map_err(|_| ShareError::Io("a share does not open under the current key".into()))?;
+    StoreShare::from_bytes(plain).map_err(|_| ShareError::NotARecord)
+}
+
+/// The Ed25519 public key of an account key pair (what a store pins).
+pub fn pin_of(key: &Ed25519KeyPair) -> [u8; 32] {
+    key.public_key().as_ref().try_into().unwrap_or([0u8; 32])
+}
+
+#[cfg(test)]
+mod tests;

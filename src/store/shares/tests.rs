@@ -1,0 +1,229 @@
+//! The store's share records and their lifecycle: accepted, replayed, revoked, restored from a
+//! backup.
+
+use super::*;
+use crate::crypto::recrypt::AccountScalar;
+
+fn account_key() -> Ed25519KeyPair {
+    let pkcs8 = crate::keys::generate::policy_signing_key().unwrap();
+    Ed25519KeyPair::from_pkcs8(pkcs8.expose()).unwrap()
+}
+
+fn scalar() -> AccountScalar {
+    let (cert, _) = crate::keys::generate::openpgp_cert("alice@example.test").unwrap();
+    let p = sequoia_openpgp::policy::StandardPolicy::new();
+    let key = cert
+        .keys()
+        .with_policy(&p, None)
+        .secret()
+        .for_transport_encryption()
+        .next()
+        .unwrap()
+        .key()
+        .clone();
+    crate::crypto::recrypt::extract(&key).unwrap()
+}
+
+fn payload(device: &str, tls: &str, serial: u64) -> RecordPayload {
+    RecordPayload {
+        account: "alice@example.test".into(),
+        subkey: "ABCDEF".into(),
+        device: device.into(),
+        device_tls_sha256: tls.into(),
+        serial,
+        sealed_share: String::new(),
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: ShareStore,
+    shares: std::path::PathBuf,
+    key: Ed25519KeyPair,
+    public: [u8; 32],
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let key = account_key();
+    let shares = dir.path().join("shares");
+    let store = ShareStore::open(
+        &dir.path().join("state.json"),
+        &shares,
+        vec![("alice@example.test".into(), pin_of(&key))],
+    )
+    .unwrap();
+    let public = store.public_key().unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        shares,
+        key,
+        public,
+    }
+}
+
+#[test]
+fn a_record_is_accepted_once_and_its_share_is_found_by_the_device_tls_key() {
+    let f = fixture();
+    let m = scalar();
+    let (s1, _) = m.split().unwrap();
+    let r1 = ShareRecord::make(&f.key, &f.public, payload("laptop", "AA11", 1), &s1).unwrap();
+    assert_eq!(f.store.accept(&r1).unwrap(), "laptop");
+    let (device, share) = f
+        .store
+        .share_for("alice@example.test", "AA11")
+        .unwrap()
+        .unwrap();
+    assert_eq!(device, "laptop");
+    assert_eq!(*share.to_bytes(), *s1.to_bytes());
+    assert!(
+        f.store
+            .share_for("alice@example.test", "BB22")
+            .unwrap()
+            .is_none(),
+        "another TLS key"
+    );
+    // Replayed, or an older serial: refused.
+    assert_eq!(
+        f.store.accept(&r1),
+        Err(ShareError::Stale("laptop".into(), 1))
+    );
+    let (s1b, _) = m.split().unwrap();
+    let newer = ShareRecord::make(&f.key, &f.public, payload("laptop", "AA11", 2), &s1b).unwrap();
+    f.store.accept(&newer).unwrap();
+    let (_, share) = f
+        .store
+        .share_for("alice@example.test", "AA11")
+        .unwrap()
+        .unwrap();
+    assert_eq!(*share.to_bytes(), *s1b.to_bytes());
+    // Shares at rest: private files, never the share in the clear.
+    let file = std::fs::read_dir(f.shares.join("alice@example.test"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains(&BASE64.encode(&s1b.to_bytes()[..])));
+}
+
+#[test]
+fn records_not_signed_by_the_pinned_account_key_or_for_another_store_are_refused() {
+    let f = fixture();
+    let (s, _) = scalar().split().unwrap();
+    let stranger = account_key();
+    let forged = ShareRecord::make(&stranger, &f.public, payload("laptop", "AA11", 1), &s).unwrap();
+    assert_eq!(
+        f.store.accept(&forged),
+        Err(ShareError::BadSignature("alice@example.test".into()))
+    );
+    let mut other = payload("laptop", "AA11", 1);
+    other.account = "bob@example.test".into();
+    let r = ShareRecord::make(&f.key, &f.public, other, &s).unwrap();
+    assert_eq!(
+        f.store.accept(&r),
+        Err(ShareError::UnknownAccount("bob@example.test".into()))
+    );
+    let elsewhere = fixture();
+    let r = ShareRecord::make(&f.key, &elsewhere.public, payload("laptop", "AA11", 1), &s).unwrap();
+    assert_eq!(f.store.accept(&r), Err(ShareError::OtherStore));
+    // The device's TLS key hash changed after signing: the signature no longer holds.
+    let good = ShareRecord::make(&f.key, &f.public, payload("laptop", "AA11", 1), &s).unwrap();
+    let (mut p, _, sig) = good.parts().unwrap();
+    p.device_tls_sha256 = "EVIL".into();
+    let json = serde_json::to_vec(&p).unwrap();
+    let tampered = ShareRecord(format!(
+        "{RECORD_TAG}\n{}\n{}",
+        BASE64.encode(&json),
+        BASE64.encode(&sig)
+    ));
+    assert!(matches!(
+        f.store.accept(&tampered),
+        Err(ShareError::BadSignature(_))
+    ));
+    assert_eq!(
+        f.store.accept(&ShareRecord::from_text("hello")),
+        Err(ShareError::NotARecord)
+    );
+}
+
+#[test]
+fn a_revoked_device_stays_revoked_even_after_a_backup_of_the_shares_is_restored() {
+    let f = fixture();
+    let m = scalar();
+    let (s1, _) = m.split().unwrap();
+    let (s2, _) = m.split().unwrap();
+    let r1 = ShareRecord::make(&f.key, &f.public, payload("tablet", "AA11", 1), &s1).unwrap();
+    let r2 = ShareRecord::make(&f.key, &f.public, payload("phone", "BB22", 2), &s2).unwrap();
+    f.store.accept(&r1).unwrap();
+    f.store.accept(&r2).unwrap();
+    let backup = f.shares.with_extension("backup");
+    copy_dir(&f.shares, &backup);
+
+    assert!(f.store.revoke("alice@example.test", "tablet").unwrap());
+    assert!(f
+        .store
+        .share_for("alice@example.test", "AA11")
+        .unwrap()
+        .is_none());
+    let (_, phone) = f
+        .store
+        .share_for("alice@example.test", "BB22")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        *phone.to_bytes(),
+        *s2.to_bytes(),
+        "the other device keeps working"
+    );
+    let listed: Vec<String> = f
+        .store
+        .devices("alice@example.test")
+        .unwrap()
+        .into_iter()
+        .map(|p| p.device)
+        .collect();
+    assert_eq!(listed, vec!["phone".to_string()]);
+    // The old record replayed, or a fresh one for the same device or TLS key: refused.
+    assert_eq!(
+        f.store.accept(&r1),
+        Err(ShareError::Revoked("tablet".into()))
+    );
+    let (s1c, _) = m.split().unwrap();
+    let again = ShareRecord::make(&f.key, &f.public, payload("tablet", "AA11", 9), &s1c).unwrap();
+    assert_eq!(
+        f.store.accept(&again),
+        Err(ShareError::Revoked("tablet".into()))
+    );
+
+    // The share directory restored from the backup taken before the revocation.
+    std::fs::remove_dir_all(&f.shares).unwrap();
+    copy_dir(&backup, &f.shares);
+    assert!(
+        f.store
+            .share_for("alice@example.test", "AA11")
+            .unwrap()
+            .is_none(),
+        "an old generation's share does not open"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
