@@ -5,6 +5,8 @@
 //!
 //! cargo run --release --example recrypt_bench
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use meshmail::crypto::recrypt::{extract, session_key};
 use meshmail::crypto::x25519::FastDecryptor;
 use sequoia_openpgp as sq;
