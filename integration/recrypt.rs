@@ -7,7 +7,7 @@
 
 mod common;
 
-use meshmail::crypto::recrypt::{decrypt_message, extract};
+use meshmail::crypto::recrypt::{decrypt_message, encryption_subkey, extract};
 use sequoia_openpgp as sq;
 use sq::parse::Parse;
 use std::process::Command;
@@ -77,17 +77,7 @@ fn gnupg_messages_open_with_a_store_share_and_a_device_share_together() {
     // The admin device: the account's secret, its Cv25519 subkey, split for two devices.
     let account = meshmail::keys::Account::open(&alice.home).unwrap();
     let secret = account.unlock(None).unwrap().openpgp_secret_cert().unwrap();
-    let policy = sq::policy::StandardPolicy::new();
-    let key = secret
-        .keys()
-        .with_policy(&policy, None)
-        .secret()
-        .for_transport_encryption()
-        .next()
-        .expect("an encryption subkey")
-        .key()
-        .clone()
-        .role_into_unspecified();
+    let key = encryption_subkey(&secret).expect("an encryption subkey");
     let public = key.parts_as_public().clone();
     let whole = extract(&key).unwrap();
     let (store1, device1) = whole.split().unwrap();

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshmail::crypto::recrypt::{extract, session_key};
+use meshmail::crypto::recrypt::{encryption_subkey, extract, session_key};
 use meshmail::crypto::x25519::FastDecryptor;
 use sequoia_openpgp as sq;
 use sq::parse::Parse;
@@ -15,17 +15,7 @@ use std::time::Instant;
 
 fn main() {
     let (cert, _) = meshmail::keys::generate::openpgp_cert("alice@example.test").expect("cert");
-    let policy = sq::policy::StandardPolicy::new();
-    let key = cert
-        .keys()
-        .with_policy(&policy, None)
-        .secret()
-        .for_transport_encryption()
-        .next()
-        .expect("subkey")
-        .key()
-        .clone()
-        .role_into_unspecified();
+    let key = encryption_subkey(&cert).expect("subkey");
     let public = key.parts_as_public().clone();
     let public_cert = cert.clone().strip_secret_key_material();
     let messages: Vec<sq::packet::PKESK> = (0..1000)

@@ -97,6 +97,17 @@ macro_rules! share_bytes {
 share_bytes!(StoreShare);
 share_bytes!(DeviceShare);
 
+/// The account certificate's live encryption subkey with its secret (the key a split divides).
+pub fn encryption_subkey(cert: &sq::Cert) -> Option<Key<SecretParts, UnspecifiedRole>> {
+    let policy = sq::policy::StandardPolicy::new();
+    cert.keys()
+        .with_policy(&policy, None)
+        .secret()
+        .for_transport_encryption()
+        .next()
+        .map(|k| k.key().clone().role_into_unspecified())
+}
+
 /// Takes the scalar of a Cv25519 encryption (sub)key with its secret: OpenPGP v4 stores the
 /// native X25519 key big-endian in an MPI (reversed, left-padded to 32 bytes); checked against
 /// the public key before anything is split.

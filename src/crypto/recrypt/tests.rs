@@ -3,23 +3,12 @@
 
 use super::*;
 use sequoia_openpgp::parse::Parse;
-use sequoia_openpgp::policy::StandardPolicy;
 
 /// An account certificate as meshmail makes them, and its encryption subkey (public, and with
 /// its secret).
 fn account() -> (sq::Cert, Key<SecretParts, UnspecifiedRole>) {
     let (cert, _) = crate::keys::generate::openpgp_cert("alice@example.test").unwrap();
-    let p = StandardPolicy::new();
-    let key = cert
-        .keys()
-        .with_policy(&p, None)
-        .secret()
-        .for_transport_encryption()
-        .next()
-        .unwrap()
-        .key()
-        .clone()
-        .role_into_unspecified();
+    let key = encryption_subkey(&cert).unwrap();
     (cert, key)
 }
 
@@ -137,16 +126,7 @@ fn shares_and_points_that_cannot_be_used_are_refused() {
         .add_transport_encryption_subkey()
         .generate()
         .unwrap();
-    let p = StandardPolicy::new();
-    let k = rsa
-        .keys()
-        .with_policy(&p, None)
-        .secret()
-        .for_transport_encryption()
-        .next()
-        .unwrap()
-        .key()
-        .clone();
+    let k = encryption_subkey(&rsa).unwrap();
     assert_eq!(extract(&k).unwrap_err(), RecryptError::NotCv25519);
     assert!(format!("{s:?}").contains("<secret>"), "never printed");
 }

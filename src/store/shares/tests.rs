@@ -11,16 +11,7 @@ fn account_key() -> Ed25519KeyPair {
 
 fn scalar() -> AccountScalar {
     let (cert, _) = crate::keys::generate::openpgp_cert("alice@example.test").unwrap();
-    let p = sequoia_openpgp::policy::StandardPolicy::new();
-    let key = cert
-        .keys()
-        .with_policy(&p, None)
-        .secret()
-        .for_transport_encryption()
-        .next()
-        .unwrap()
-        .key()
-        .clone();
+    let key = crate::crypto::recrypt::encryption_subkey(&cert).unwrap();
     crate::crypto::recrypt::extract(&key).unwrap()
 }
 
