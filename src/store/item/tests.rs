@@ -1,0 +1,157 @@
+//! The private item on the wire, and the partials of real PGP/MIME messages.
+
+use super::*;
+use crate::crypto::recrypt::{decrypt_message, encryption_subkey, extract};
+
+#[test]
+fn the_item_is_stripped_from_fetch_commands_only() {
+    let cases: [(&[u8], Option<&[u8]>); 6] = [
+        (
+            b"a1 UID FETCH 5 (BODY.PEEK[] X-MESH-RECRYPT)\r\n",
+            Some(b"a1 UID FETCH 5 (BODY.PEEK[])\r\n"),
+        ),
+        (
+            b"a2 uid fetch 1:* (x-mesh-recrypt BODY.PEEK[] UID)\r\n",
+            Some(b"a2 uid fetch 1:* (BODY.PEEK[] UID)\r\n"),
+        ),
+        (
+            b"a3 FETCH 2 (X-MESH-RECRYPT)\r\n",
+            Some(b"a3 FETCH 2 (UID)\r\n"),
+        ),
+        (
+            b"a4 FETCH 2 X-MESH-RECRYPT\r\n",
+            Some(b"a4 FETCH 2 UID\r\n"),
+        ),
+        (b"a5 UID FETCH 5 (BODY.PEEK[] X-MESH-RECRYPTED)\r\n", None),
+        (b"a6 SEARCH TEXT X-MESH-RECRYPT\r\n", None),
+    ];
+    for (line, want) in cases {
+        assert_eq!(
+            strip_from_command(line).as_deref(),
+            want,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+#[test]
+fn answers_round_trip_and_other_devices_partials_are_not_taken() {
+    let p = Partial([7u8; 32]);
+    let q = Partial([9u8; 32]);
+    let text = format!(
+        "* 1 FETCH (UID 5{})\r\n",
+        format("laptop", &Answer::Partials(vec![(0, p), (3, q)]))
+    );
+    assert_eq!(
+        parse(&text, "laptop"),
+        Some(Answer::Partials(vec![(0, p), (3, q)]))
+    );
+    assert_eq!(parse(&text, "phone"), Some(Answer::Partials(vec![])));
+    for a in [Answer::NotForAccount, Answer::RefusedPoint] {
+        assert_eq!(
+            parse(
+                &format!("* 1 FETCH (UID 5{})", format("laptop", &a)),
+                "laptop"
+            ),
+            Some(a)
+        );
+    }
+    assert_eq!(
+        format("la\"p)top", &Answer::NotForAccount),
+        " X-MESH-RECRYPT NIL"
+    );
+    assert!(format("la\"p)top", &Answer::Partials(vec![(0, p)])).contains("(\"laptop\" 0 "));
+    assert_eq!(parse("* 1 FETCH (UID 5)", "laptop"), None);
+    assert_eq!(
+        parse(
+            "* 1 FETCH (X-MESH-RECRYPT ((\"laptop\" x \"AA\")))",
+            "laptop"
+        ),
+        None
+    );
+}
+
+#[test]
+fn partials_from_a_stored_pgp_mime_message_open_it_with_the_device_share() {
+    let (cert, _) = crate::keys::generate::openpgp_cert("alice@example.test").unwrap();
+    let (other, _) = crate::keys::generate::openpgp_cert("bob@example.test").unwrap();
+    let key = encryption_subkey(&cert).unwrap();
+    let public = key.parts_as_public().clone();
+    let (store, device) = extract(&key).unwrap().split().unwrap();
+    let public_certs = [
+        other.strip_secret_key_material(),
+        cert.strip_secret_key_material(),
+    ];
+    let request = crate::crypto::seal::SealRequest::PgpMime {
+        recipients: public_certs.to_vec(),
+        signer: None,
+    };
+    let stored = crate::crypto::seal::seal(
+        b"From: a@x\r\nTo: alice@example.test\r\nSubject: s\r\n\r\nthe secret\r\n",
+        &request,
+    )
+    .unwrap();
+    let answer = partials(stored.bytes(), &public, &store);
+    let Answer::Partials(list) = &answer else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(list.len(), 1, "only alice's PKESK");
+    assert_eq!(list[0].0, 1, "the second PKESK");
+    // The device, given the answer as it travels, opens the message.
+    let wire = format!("* 1 FETCH (UID 5{})", format("laptop", &answer));
+    let Some(Answer::Partials(got)) = parse(&wire, "laptop") else {
+        panic!()
+    };
+    let armored = crate::mime::encrypted::parse_pgp_mime(stored.bytes())
+        .unwrap()
+        .armored
+        .to_vec();
+    let mut dearmored = Vec::new();
+    {
+        use std::io::Read;
+        let mut r = sq::armor::Reader::from_bytes(
+            &armored,
+            sq::armor::ReaderMode::Tolerant(Some(sq::armor::Kind::Message)),
+        );
+        r.read_to_end(&mut dearmored).unwrap();
+    }
+    let (idx, part) = got[0];
+    let pkesks = leading_pkesks(&dearmored);
+    let out = decrypt_message(
+        &dearmored,
+        &public,
+        &device,
+        &mut |p| (p == &pkesks[idx]).then_some(part),
+        1 << 20,
+    )
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out).contains("the secret"));
+    // Not encrypted to the account, or not encrypted at all.
+    let to_bob = crate::crypto::seal::seal(
+        b"Subject: s\r\n\r\nx\r\n",
+        &crate::crypto::seal::SealRequest::PgpMime {
+            recipients: vec![public_certs[0].clone()],
+            signer: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        partials(to_bob.bytes(), &public, &store),
+        Answer::NotForAccount
+    );
+    assert_eq!(
+        partials(b"Subject: plain\r\n\r\nhello\r\n", &public, &store),
+        Answer::NotForAccount
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+        let _ = strip_from_command(&bytes);
+        let _ = parse(&String::from_utf8_lossy(&bytes), "laptop");
+        let _ = armor_prefix(&bytes);
+        let _ = leading_pkesks(&bytes);
+    }
+}
