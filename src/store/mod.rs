@@ -3,5 +3,7 @@
 //! them ([`shares`]) and the private FETCH item on raw bytes with the partials it carries
 //! ([`item`]); the IMAP proxy around them comes next.
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod item;
 pub mod shares;
