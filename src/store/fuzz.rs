@@ -24,7 +24,10 @@ fn share() -> Option<&'static (sq::packet::Key<PublicParts, UnspecifiedRole>, St
 /// Arbitrary bytes through the item codec and the partial computation.
 pub fn item(data: &[u8]) {
     if let Some(stripped) = item::strip_from_command(data) {
-        assert!(stripped.len() <= data.len() + 4, "stripping never grows a line by much");
+        assert!(
+            stripped.len() <= data.len() + 4,
+            "stripping never grows a line by much"
+        );
     }
     let _ = item::parse(&String::from_utf8_lossy(data), "laptop");
     if let Some((public, store)) = share() {
