@@ -11,6 +11,14 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// Binds a TCP listener for the tokio runtime (std's bind sets SO_REUSEADDR, so a restart
+/// finds its port free while old connections linger).
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
 /// A listening socket: TCP, or a Unix socket (the filter's, for Postfix).
 pub trait Accept {
     type Stream: Send + 'static;

@@ -239,13 +239,10 @@ fn listeners(
 }
 
 fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
-    let fail = |e: std::io::Error| ServeError::Listen {
+    crate::listen::bind_tcp(addr).map_err(|e| ServeError::Listen {
         addr: addr.to_string(),
         reason: e.to_string(),
-    };
-    let std_listener = std::net::TcpListener::bind(addr).map_err(fail)?;
-    std_listener.set_nonblocking(true).map_err(fail)?;
-    TcpListener::from_std(std_listener).map_err(fail)
+    })
 }
 
 async fn wait_for_signal() {

@@ -256,16 +256,13 @@ fn check(kind: KeyKind, bytes: &[u8], address: &str, now: SystemTime) -> Lookup 
 
 /// The DER of the first certificate in a PEM file, or the bytes themselves when DER.
 fn pem_or_der(bytes: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(bytes).ok();
-    match text.and_then(|t| t.find("-----BEGIN CERTIFICATE-----").map(|i| &t[i..])) {
-        Some(pem) => {
-            let body = pem.lines().skip(1).take_while(|l| !l.starts_with("-----"));
-            let b64: String = body.collect::<Vec<_>>().concat();
-            data_encoding::BASE64.decode(b64.trim().as_bytes()).ok()
-        }
-        None if bytes.first() == Some(&0x30) => Some(bytes.to_vec()),
-        None => None,
+    if bytes.first() == Some(&0x30) {
+        return Some(bytes.to_vec());
     }
+    rustls_pemfile::certs(&mut &bytes[..])
+        .next()?
+        .ok()
+        .map(|c| c.to_vec())
 }
 
 #[cfg(test)]
@@ -316,6 +313,30 @@ mod tests {
             Lookup::NoKey
         ));
         assert_eq!(d.counts().unwrap(), (1, 2));
+    }
+
+    #[test]
+    fn smime_certificates_in_pem_or_der_name_their_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let (der, _) = crate::keys::generate::smime_cert("frank@example.test").unwrap();
+        let pem = crate::keys::account::pem("CERTIFICATE", &der);
+        std::fs::write(dir.path().join("frank@example.test.pem"), &pem).unwrap();
+        std::fs::write(dir.path().join("frank2@example.test.der"), &der).unwrap();
+        std::fs::write(dir.path().join("erin@example.test.der"), &der).unwrap();
+        let d = KeyDirectory::new(dir.path(), None);
+        assert!(matches!(
+            d.lookup("frank@example.test").unwrap(),
+            Lookup::Key(k) if matches!(*k, LocalKey::Smime(_))
+        ));
+        // The certificate names frank, not frank2 or erin: refused, never "no key".
+        assert!(matches!(
+            d.lookup("frank2@example.test").unwrap(),
+            Lookup::Unusable(_)
+        ));
+        assert!(matches!(
+            d.lookup("erin@example.test").unwrap(),
+            Lookup::Unusable(_)
+        ));
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 use crate::secret::Secret;
 use aws_lc_rs::hmac;
-use std::io::Write;
 use std::path::Path;
 
 pub struct MarkKey {
@@ -32,13 +31,8 @@ impl MarkKey {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode_owner_only()
-                    .open(path)?;
-                f.write_all(&fresh)?;
-                f.sync_all()?;
+                crate::keys::account::write_new(path, &fresh, 0o600)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
                 Secret::new(fresh)
             }
             Err(e) => return Err(e),
@@ -64,18 +58,6 @@ impl MarkKey {
             ""
         };
         format!("v=1; for=<{mailbox}>{flag}; mac={mac}")
-    }
-}
-
-/// `OpenOptions` with mode 0600 on Unix.
-trait OwnerOnly {
-    fn mode_owner_only(&mut self) -> &mut Self;
-}
-
-impl OwnerOnly for std::fs::OpenOptions {
-    fn mode_owner_only(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
     }
 }
 

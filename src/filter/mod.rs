@@ -122,13 +122,9 @@ impl FilterListener {
     /// replaced), a TCP address must be loopback.
     pub fn bind(config: &FilterConfig) -> Result<FilterListener, String> {
         match &config.listen {
-            FilterListen::Tcp(addr) => {
-                let std = std::net::TcpListener::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
-                std.set_nonblocking(true).map_err(|e| e.to_string())?;
-                Ok(FilterListener::Tcp(
-                    tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?,
-                ))
-            }
+            FilterListen::Tcp(addr) => crate::listen::bind_tcp(*addr)
+                .map(FilterListener::Tcp)
+                .map_err(|e| format!("{addr}: {e}")),
             FilterListen::Unix(path) => {
                 let shown = path.display();
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
