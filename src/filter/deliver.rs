@@ -34,8 +34,13 @@ pub async fn deliver(
     envelope: &Envelope,
     message: Vec<u8>,
 ) -> Vec<Reply> {
-    // meshmail's own mark never comes from outside.
-    let message = Arc::new(crate::mime::at_rest::without_mark(&message).into_owned());
+    // meshmail's own mark never comes from outside (the message is copied only when it
+    // carries one).
+    let cleaned = match crate::mime::at_rest::without_mark(&message) {
+        std::borrow::Cow::Owned(clean) => Some(clean),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    let message = Arc::new(cleaned.unwrap_or(message));
     let encrypted = already_encrypted(&message).is_some();
     let message_id = crate::mime::ParsedMessage::parse(&message)
         .ok()

@@ -3,7 +3,7 @@
 //! what the server's own delivery, filters and threading read (trace fields, verification and
 //! spam results, list fields), plus the mark that tells the reader's view what this is.
 
-use super::headers::ParsedMessage;
+use super::headers::{ParsedMessage, MAX_HEADER_BYTES};
 use super::protect::PLACEHOLDER_SUBJECT;
 
 /// The mark meshmail puts on mail it encrypted at rest. Any field of this name arriving from
@@ -54,7 +54,10 @@ pub fn outer_fields(message: &ParsedMessage<'_>, hide_subject: bool, mark: &str)
 /// `message` without any field named [`MARK_FIELD`] in its header section (borrowed when there
 /// is none). Folded continuation lines go with their field.
 pub fn without_mark(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let head_end = find(message, b"\r\n\r\n").map_or(message.len(), |i| i + 2);
+    // Only the header section can hold the field, and no header section is longer than
+    // MAX_HEADER_BYTES: a large body is never scanned.
+    let window = &message[..message.len().min(MAX_HEADER_BYTES + 4)];
+    let head_end = find(window, b"\r\n\r\n").map_or(window.len(), |i| i + 2);
     let head = &message[..head_end];
     let name = MARK_FIELD.as_bytes();
     let is_mark = |line: &[u8]| {
@@ -131,5 +134,10 @@ mod tests {
             &b"From: a@x\r\nTo: b@y\r\n\r\nMeshmail-At-Rest: in the body stays\r\n"[..]
         );
         assert!(matches!(without_mark(MSG), std::borrow::Cow::Borrowed(_)));
+        // Nothing past the longest header section is scanned (nor changed).
+        let mut big = b"X-Filler: y\r\n".repeat(30_000);
+        big.extend_from_slice(b"Meshmail-At-Rest: far\r\n\r\nbody\r\n");
+        assert!(big.len() > MAX_HEADER_BYTES + 4);
+        assert!(matches!(without_mark(&big), std::borrow::Cow::Borrowed(_)));
     }
 }
