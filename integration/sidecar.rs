@@ -248,7 +248,7 @@ fn inbound_mail_is_stored_encrypted_for_users_with_a_key_and_unchanged_for_the_o
 }
 
 #[test]
-fn one_broken_key_defers_only_its_recipient_and_nothing_is_duplicated() {
+fn a_broken_key_or_a_poison_message_costs_only_its_recipient_and_nothing_is_duplicated() {
     let root = common::tempdir();
     let alice = common::init_account(root.path(), "alice@example.test");
     let bob = common::init_account(root.path(), "bob@example.test");
@@ -319,6 +319,49 @@ fn one_broken_key_defers_only_its_recipient_and_nothing_is_duplicated() {
         with_id(&sc.servers.messages("alice", "INBOX"), "both").len(),
         1,
         "no duplicate"
+    );
+
+    // A sender's message meshmail cannot encrypt (more header fields than it reads): bounced
+    // for the recipient with a key (never stored in plaintext), delivered to the one without.
+    let mut poison = crlf("From: sender@sink.test\nTo: alice@example.test, carol@example.test\nSubject: poison\nMessage-ID: <poison@sender.test>\nDate: Mon, 30 Nov 2026 10:00:00 +0000\n");
+    for i in 0..1001 {
+        poison.extend_from_slice(format!("X-Filler-{i}: y\r\n").as_bytes());
+    }
+    poison.extend_from_slice(b"\r\nthe poison body\r\n");
+    let before = sc.servers.messages("alice", "INBOX").len();
+    let r = sc.send_mx(
+        "sender@sink.test",
+        &["alice@example.test", "carol@example.test"],
+        &poison,
+        &[],
+    );
+    assert!(
+        r.stdout.contains("\"refused\": {}"),
+        "Postfix took it: {r:#?}"
+    );
+    let carol = sc.servers.wait_for_inbox("carol", 1);
+    assert_eq!(with_id(&carol, "poison").len(), 1, "{}", sc.log());
+    let bounce = sc.wait_for_sink(1);
+    assert_eq!(
+        bounce.len(),
+        1,
+        "one bounce, for alice: {}",
+        sc.servers.postfix_log()
+    );
+    let text = String::from_utf8_lossy(&bounce[0].message);
+    assert!(
+        text.contains("alice@example.test") && text.contains("5.6.0"),
+        "{text}"
+    );
+    let alice = sc.servers.messages("alice", "INBOX");
+    assert_eq!(alice.len(), before, "nothing stored for alice");
+    assert!(alice
+        .iter()
+        .all(|m| !String::from_utf8_lossy(m).contains("the poison body")));
+    assert!(
+        sc.wait_queue_empty(Duration::from_secs(20)),
+        "{}",
+        sc.queue()
     );
 
     // check-config reads Postfix's own configuration: the reinjection listener passes, the
