@@ -364,6 +364,41 @@ fn a_broken_key_or_a_poison_message_costs_only_its_recipient_and_nothing_is_dupl
         sc.queue()
     );
 
+    // The key directory cannot be read: deferred (never "no key", never plaintext), then
+    // delivered encrypted once it is back.
+    let away = sc.work.path().join("keys-away");
+    std::fs::rename(&sc.keys, &away).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = plaintext("later", "keys gone", "");
+    sc.send_mx("sender@sink.test", &["alice@example.test"], &later, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sc.servers.postfix_log().contains("4.3.0") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        sc.servers
+            .postfix_log()
+            .lines()
+            .any(|l| l.contains("to=<alice@example.test>")
+                && l.contains("status=deferred")
+                && l.contains("4.3.0")),
+        "{}",
+        sc.servers.postfix_log()
+    );
+    assert!(with_id(&sc.servers.messages("alice", "INBOX"), "later").is_empty());
+    std::fs::rename(&away, &sc.keys).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    sc.flush();
+    assert!(
+        sc.wait_queue_empty(Duration::from_secs(30)),
+        "{}",
+        sc.queue()
+    );
+    let inbox = sc.servers.messages("alice", "INBOX");
+    let stored = with_id(&inbox, "later");
+    assert_eq!(stored.len(), 1);
+    assert!(header_section(stored[0]).contains("multipart/encrypted"));
+
     // check-config reads Postfix's own configuration: the reinjection listener passes, the
     // MX (filtered through meshmail) as a reinjection target would loop.
     let postfix = sc.servers.dir().join("postfix");

@@ -1,6 +1,7 @@
 //! Reinjection: each copy goes back to Postfix's reinjection listener (a service with an empty
 //! `content_filter`, so it is not filtered again) in a transaction of its own, with XFORWARD
-//! first so the Received header names the original client, and the MAIL and RCPT parameters
+//! first so Postfix knows (and logs) the original client and queue ID, and the MAIL and RCPT
+//! parameters
 //! Postfix gave meshmail. Each recipient's answer is the reinjection listener's: meshmail
 //! answers a recipient only after Postfix took (or refused) its copy.
 
@@ -10,12 +11,17 @@ use crate::smtp::reply::Reply;
 use crate::smtp::session::{mail_line, MailParams};
 use crate::smtp::upstream::{Ready, Step, Upstream};
 use crate::upstream::{UpstreamError, UpstreamTarget};
+use std::time::{Duration, Instant};
+
+/// A connection idle for longer is not reused: Postfix's smtpd drops idle clients after 300 s,
+/// and a copy sent into a connection it already closed would be deferred for nothing.
+const REUSE_IDLE: Duration = Duration::from_secs(60);
 
 /// The session's connection to the reinjection listener, opened when first needed and again
-/// after it broke.
+/// after it broke or sat idle.
 pub struct Reinjector {
     target: UpstreamTarget,
-    conn: Option<Upstream<Ready>>,
+    conn: Option<(Upstream<Ready>, Instant)>,
 }
 
 /// One recipient of a copy: where the envelope goes, and its RCPT parameters.
@@ -39,7 +45,15 @@ impl Reinjector {
         copy: &Copy,
         payload: Payload<'_>,
     ) -> Vec<Reply> {
-        let conn = match self.conn.take() {
+        let cached = match self.conn.take() {
+            Some((c, used)) if used.elapsed() < REUSE_IDLE => Some(c),
+            Some((c, _)) => {
+                c.quit().await;
+                None
+            }
+            None => None,
+        };
+        let conn = match cached {
             Some(c) => c,
             None => match Upstream::connect(&self.target).await {
                 Ok(c) => c,
@@ -61,7 +75,7 @@ impl Reinjector {
         .await
         {
             Ok((conn, replies)) => {
-                self.conn = Some(conn);
+                self.conn = Some((conn, Instant::now()));
                 replies
             }
             Err(e) => {
@@ -78,7 +92,7 @@ impl Reinjector {
 
     /// Ends the connection politely.
     pub async fn quit(&mut self) {
-        if let Some(c) = self.conn.take() {
+        if let Some((c, _)) = self.conn.take() {
             c.quit().await;
         }
     }
@@ -152,4 +166,60 @@ async fn transaction(
             .map(|r| r.unwrap_or_else(|| Reply::new(451, "4.3.0", "No answer; try again")))
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{Classified, Plan, SenderKeys};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_reinjection_listener_that_is_down_defers_every_recipient() {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Reinjector::new(UpstreamTarget {
+            address: format!("127.0.0.1:{port}"),
+            tls: crate::upstream::UpstreamTls::None,
+            tls_config: Arc::new(crate::upstream::client_config(None, &[]).unwrap()),
+            timeout: Duration::from_secs(2),
+            hello_name: "filter.test".into(),
+        });
+        let message = b"Subject: x\r\n\r\nbody\r\n";
+        let rcpts = [
+            Classified::as_sent("bob@example.test").unwrap(),
+            Classified::as_sent("carol@example.test").unwrap(),
+        ];
+        let plan = Plan::new(message, &rcpts).unwrap();
+        let copy = plan.make(0, message, &SenderKeys::default()).unwrap();
+        let dests = [
+            Destination {
+                address: "bob@example.test",
+                params: "",
+            },
+            Destination {
+                address: "carol@example.test",
+                params: "",
+            },
+        ];
+        let replies = r
+            .send(
+                &Xforward::default(),
+                "a@x",
+                &MailParams::default(),
+                &dests,
+                &copy,
+                copy.payload(message),
+            )
+            .await;
+        assert_eq!(replies.len(), 2);
+        for reply in replies {
+            assert_eq!(reply.code, 451, "{reply}");
+            assert_eq!(reply.enhanced.as_deref(), Some("4.4.1"));
+        }
+    }
 }
