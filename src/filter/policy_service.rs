@@ -23,7 +23,9 @@ const MAX_ATTRIBUTES: usize = 200;
 
 /// Serves policy requests until `shutdown`.
 pub async fn run(listener: TcpListener, ctx: Arc<FilterContext>, shutdown: watch::Receiver<bool>) {
-    let connections = ctx.connections.clone();
+    // Its own limit: idle policy connections (any local process may open them) never take
+    // the filter's, so they cannot hold up Postfix's deliveries.
+    let connections = Arc::new(tokio::sync::Semaphore::new(ctx.limits.max_connections));
     let grace = Duration::from_secs(ctx.limits.shutdown_grace_secs);
     crate::listen::accept_loop(listener, connections, shutdown, grace, move |tcp, peer, _, _| {
         let ctx = ctx.clone();
