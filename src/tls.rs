@@ -83,3 +83,15 @@ pub fn localhost_certificate() -> Result<(String, String), String> {
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     Ok((cert.pem(), key.serialize_pem()))
 }
+
+/// SHA-256 of a certificate's public key (its SubjectPublicKeyInfo, DER), upper-case hex:
+/// what pins a device's TLS key (the certificate around it may be made again).
+pub fn spki_sha256(cert_der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der).ok()?;
+    let spki = cert.tbs_certificate.subject_pki.raw;
+    Some(
+        data_encoding::HEXUPPER
+            .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki).as_ref()),
+    )
+}

@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod openpgp;
 pub mod recrypt;
 pub mod seal;
+pub mod sealbox;
 pub mod shamir;
 pub mod smime;
 pub mod x25519;

@@ -280,17 +280,21 @@ impl Account {
     }
 
     fn read_secrets_file(&self) -> Result<Vec<u8>, KeyError> {
-        let path = self.home.join(SECRETS_FILE);
-        let meta = fs::metadata(&path).map_err(|e| KeyError::io(&path, e))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            // Like ssh: a secret readable by others is a mistake worth stopping for.
-            return Err(KeyError::Io {
-                path: path.display().to_string(),
-                reason: "secret key file is readable by others; chmod 600 it".into(),
-            });
-        }
-        fs::read(&path).map_err(|e| KeyError::io(&path, e))
+        read_private(&self.home.join(SECRETS_FILE))
     }
+}
+
+/// Reads a secret file, refusing one that others can read.
+pub fn read_private(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let meta = fs::metadata(path).map_err(|e| KeyError::io(path, e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        // Like ssh: a secret readable by others is a mistake worth stopping for.
+        return Err(KeyError::Io {
+            path: path.display().to_string(),
+            reason: "secret key file is readable by others; chmod 600 it".into(),
+        });
+    }
+    fs::read(path).map_err(|e| KeyError::io(path, e))
 }
 
 /// The files of an account a recovery restores: everything but the caches.

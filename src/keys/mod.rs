@@ -16,6 +16,7 @@
 //! `policy publish` work while the store is locked.
 
 pub mod account;
+pub mod device;
 pub mod export;
 pub mod generate;
 mod p12_gpgsm;

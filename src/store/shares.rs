@@ -15,11 +15,10 @@
 //! (or an older record of any device) is refused.
 
 use crate::crypto::recrypt::StoreShare;
+use crate::crypto::sealbox;
 use crate::secret::Secret;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use aws_lc_rs::agreement::{self, EphemeralPrivateKey, PrivateKey, UnparsedPublicKey, X25519};
 use aws_lc_rs::digest::{digest, SHA256};
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey as SigKey, ED25519};
 use data_encoding::{BASE64, HEXUPPER};
 use serde::{Deserialize, Serialize};
@@ -28,6 +27,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 const RECORD_TAG: &str = "meshmail-store-share-v1";
+const SEAL_CONTEXT: &str = "meshmail-store-share-v1/seal";
 /// A record is a few hundred bytes; anything much larger is refused unread.
 const MAX_RECORD: usize = 8 * 1024;
 
@@ -59,6 +59,8 @@ pub struct RecordPayload {
     pub device: String,
     /// SHA-256 of the device's TLS public key (SPKI DER), upper-case hex.
     pub device_tls_sha256: String,
+    /// The device's Ed25519 signing key, base64: what verifies a revocation it signs.
+    pub device_signing_key: String,
     pub serial: u64,
     /// Ephemeral X25519 public key, nonce and AES-256-GCM of the 32-byte share, base64.
     pub sealed_share: String,
@@ -68,8 +70,13 @@ impl RecordPayload {
     /// What the sealed share is bound to (the AEAD's associated data).
     fn binding(&self) -> Vec<u8> {
         format!(
-            "{RECORD_TAG}\n{}\n{}\n{}\n{}\n{}",
-            self.account, self.subkey, self.device, self.device_tls_sha256, self.serial
+            "{RECORD_TAG}\n{}\n{}\n{}\n{}\n{}\n{}",
+            self.account,
+            self.subkey,
+            self.device,
+            self.device_tls_sha256,
+            self.device_signing_key,
+            self.serial
         )
         .into_bytes()
     }
@@ -96,35 +103,14 @@ impl ShareRecord {
         mut payload: RecordPayload,
         share: &StoreShare,
     ) -> Result<ShareRecord, ShareError> {
-        let rng = SystemRandom::new();
-        let ephemeral = EphemeralPrivateKey::generate(&X25519, &rng)
-            .map_err(|_| ShareError::Io("no randomness".into()))?;
-        let eph_public = ephemeral
-            .compute_public_key()
-            .map_err(|_| ShareError::Io("X25519".into()))?;
-        let eph_public: [u8; 32] = eph_public
-            .as_ref()
-            .try_into()
-            .map_err(|_| ShareError::Io("X25519".into()))?;
-        let key = agreement::agree_ephemeral(
-            ephemeral,
-            UnparsedPublicKey::new(&X25519, store_public),
-            ShareError::OtherStore,
-            |z| Ok(seal_key(&eph_public, store_public, z)),
-        )??;
-        let mut nonce = [0u8; 12];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ShareError::Io("no randomness".into()))?;
         payload.sealed_share = String::new();
-        let mut body = Zeroizing::new(share.to_bytes().to_vec());
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(payload.binding()),
-            &mut *body,
+        let sealed = sealbox::seal(
+            store_public,
+            SEAL_CONTEXT,
+            &payload.binding(),
+            &share.to_bytes()[..],
         )
-        .map_err(|_| ShareError::Io("sealing the share".into()))?;
-        let mut sealed = eph_public.to_vec();
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&body);
+        .map_err(|_| ShareError::OtherStore)?;
         payload.sealed_share = BASE64.encode(&sealed);
         let json = serde_json::to_vec(&payload).map_err(|e| ShareError::Io(e.to_string()))?;
         let signature = account_key.sign(&signed_bytes(&json));
@@ -162,19 +148,6 @@ fn signed_bytes(json: &[u8]) -> Vec<u8> {
     let mut m = format!("{RECORD_TAG}\n").into_bytes();
     m.extend_from_slice(json);
     m
-}
-
-/// The AES-256-GCM key of a sealed share: SHA-256 over the context, both public keys and the
-/// X25519 secret.
-fn seal_key(eph_public: &[u8], store_public: &[u8], z: &[u8]) -> Result<LessSafeKey, ShareError> {
-    let mut input = Zeroizing::new(format!("{RECORD_TAG}/seal").into_bytes());
-    input.extend_from_slice(eph_public);
-    input.extend_from_slice(store_public);
-    input.extend_from_slice(z);
-    let k = Zeroizing::new(digest(&SHA256, &input).as_ref().to_vec());
-    UnboundKey::new(&AES_256_GCM, &k)
-        .map(LessSafeKey::new)
-        .map_err(|_| ShareError::Io("key".into()))
 }
 
 /// The state that must never roll back, kept outside backups.
@@ -254,14 +227,12 @@ impl ShareStore {
     /// The public key records for this store are sealed to.
     pub fn public_key(&self) -> Result<[u8; 32], ShareError> {
         let state = self.read_state()?;
-        let private = store_private(&state)?;
-        let public = private
-            .compute_public_key()
-            .map_err(|_| ShareError::Io("X25519".into()))?;
-        public
-            .as_ref()
-            .try_into()
-            .map_err(|_| ShareError::Io("X25519".into()))
+        let private = Secret::new(
+            BASE64
+                .decode(state.store_key.as_bytes())
+                .map_err(|_| ShareError::Io("state".into()))?,
+        );
+        sealbox::public_of_bytes(private.expose()).map_err(|_| ShareError::Io("state".into()))
     }
 
     /// Takes a record: checks the account's signature, the tombstones and the serial, opens the
@@ -480,15 +451,6 @@ fn at_rest_binding(generation: u64, payload: &RecordPayload) -> Vec<u8> {
     b
 }
 
-fn store_private(state: &State) -> Result<PrivateKey, ShareError> {
-    let key = Secret::new(
-        BASE64
-            .decode(state.store_key.as_bytes())
-            .map_err(|_| ShareError::Io("state".into()))?,
-    );
-    PrivateKey::from_private_key(&X25519, key.expose()).map_err(|_| ShareError::Io("state".into()))
-}
-
 fn master_key(state: &State) -> Result<LessSafeKey, ShareError> {
     let key = Secret::new(
         BASE64
@@ -505,29 +467,24 @@ fn open_sealed(state: &State, payload: &RecordPayload) -> Result<StoreShare, Sha
     let sealed = BASE64
         .decode(payload.sealed_share.as_bytes())
         .map_err(|_| ShareError::NotARecord)?;
-    if sealed.len() != 32 + 12 + 32 + 16 {
+    if sealed.len() != 32 + sealbox::OVERHEAD {
         return Err(ShareError::NotARecord);
     }
-    let (eph, rest) = sealed.split_at(32);
-    let (nonce, body) = rest.split_at(12);
-    let private = store_private(state)?;
-    let public = private
-        .compute_public_key()
-        .map_err(|_| ShareError::Io("X25519".into()))?;
-    let key = agreement::agree(
-        &private,
-        UnparsedPublicKey::new(&X25519, eph),
-        ShareError::OtherStore,
-        |z| Ok(seal_key(eph, public.as_ref(), z)),
-    )??;
-    let mut body = Zeroizing::new(body.to_vec());
+    let private = Secret::new(
+        BASE64
+            .decode(state.store_key.as_bytes())
+            .map_err(|_| ShareError::Io("state".into()))?,
+    );
     let mut binding_payload = payload.clone();
     binding_payload.sealed_share = String::new();
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| ShareError::NotARecord)?;
-    let plain = key
-        .open_in_place(nonce, Aad::from(binding_payload.binding()), &mut body)
-        .map_err(|_| ShareError::OtherStore)?;
-    StoreShare::from_bytes(plain).map_err(|_| ShareError::NotARecord)
+    let plain = sealbox::open(
+        private.expose(),
+        SEAL_CONTEXT,
+        &binding_payload.binding(),
+        &sealed,
+    )
+    .map_err(|_| ShareError::OtherStore)?;
+    StoreShare::from_bytes(&plain).map_err(|_| ShareError::NotARecord)
 }
 
 fn open_at_rest(state: &State, at_rest: &AtRest) -> Result<StoreShare, ShareError> {

@@ -21,6 +21,7 @@ fn payload(device: &str, tls: &str, serial: u64) -> RecordPayload {
         subkey: "ABCDEF".into(),
         device: device.into(),
         device_tls_sha256: tls.into(),
+        device_signing_key: String::new(),
         serial,
         sealed_share: String::new(),
     }
