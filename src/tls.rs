@@ -2,6 +2,8 @@
 //! HTTPS policy fetches. Certificates are always verified: against the system roots plus an
 //! optional CA file named in the configuration.
 
+pub mod client_keys;
+
 use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 use std::path::Path;
@@ -47,11 +49,7 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, St
 
 /// A server acceptor with the certificate chain and key from PEM files.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let chain = read_pem_certs(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key_bytes = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let key = rustls_pemfile::private_key(&mut key_bytes.as_slice())
-        .map_err(|e| format!("{}: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no private key", key.display()))?;
+    let (chain, key) = read_identity(cert, key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -60,6 +58,25 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, St
         .with_single_cert(chain, key)
         .map_err(|e| e.to_string())?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A certificate chain and its private key from PEM files.
+fn read_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<
+    (
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    String,
+> {
+    let chain = read_pem_certs(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key_bytes = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let key = rustls_pemfile::private_key(&mut key_bytes.as_slice())
+        .map_err(|e| format!("{}: {e}", key.display()))?
+        .ok_or_else(|| format!("{}: no private key", key.display()))?;
+    Ok((chain, key))
 }
 
 /// A self-signed certificate for a localhost listener (`meshmail certs`): ECDSA P-256, for

@@ -144,6 +144,16 @@ pub fn client_config(
     extra_ca: Option<&std::path::Path>,
     fingerprints: &[CertPin],
 ) -> Result<rustls::ClientConfig, String> {
+    client_config_with_identity(extra_ca, fingerprints, None)
+}
+
+/// [`client_config`], presenting `identity` when the server asks for a client certificate (a
+/// device to its store).
+pub fn client_config_with_identity(
+    extra_ca: Option<&std::path::Path>,
+    fingerprints: &[CertPin],
+    identity: Option<crate::tls::client_keys::ClientIdentity>,
+) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut pins = fingerprints.to_vec();
     if let Some(path) = extra_ca {
@@ -155,13 +165,17 @@ pub fn client_config(
     )
     .build()
     .map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinningVerifier { webpki, pins }))
-        .with_no_client_auth();
-    Ok(config)
+        .with_custom_certificate_verifier(Arc::new(PinningVerifier { webpki, pins }));
+    match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|e| e.to_string()),
+        None => Ok(builder.with_no_client_auth()),
+    }
 }
 
 /// TLS to the upstream, its certificate verified for the host of `target.address` (SMTP and

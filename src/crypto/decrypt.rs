@@ -50,7 +50,18 @@ pub struct DecryptionKeys {
         sq::crypto::KeyPair,
         Option<super::x25519::FastDecryptor>,
     )>,
+    /// A split account (a device with a share): no secret subkey, the store's partials instead.
+    split: Option<SplitKey>,
 }
+
+/// The encryption subkey of a split account and this device's share of it.
+struct SplitKey {
+    public: sq::packet::Key<sq::packet::key::PublicParts, sq::packet::key::UnspecifiedRole>,
+    share: super::recrypt::DeviceShare,
+}
+
+/// The store's partials for one message: (PKESK index, partial).
+pub type Partials = [(usize, super::recrypt::Partial)];
 
 impl std::fmt::Debug for DecryptionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,10 +130,43 @@ impl DecryptionKeys {
             smime_key,
             known,
             keypairs,
+            split: None,
         }
     }
 
-    /// The account's certificate with its secret keys (self-encryption and signing).
+    /// The keys of a device of a split account: the account's public certificate, the subkey
+    /// that was split (upper-case hex fingerprint) and this device's share of it. OpenPGP
+    /// only (S/MIME is not split).
+    pub fn split(
+        cert: Cert,
+        subkey: &str,
+        share: super::recrypt::DeviceShare,
+        mut known: Vec<Cert>,
+    ) -> Option<DecryptionKeys> {
+        let public = cert
+            .keys()
+            .find(|k| k.key().fingerprint().to_hex() == subkey)?
+            .key()
+            .clone()
+            .role_into_unspecified();
+        known.push(cert.clone());
+        Some(DecryptionKeys {
+            openpgp: cert,
+            smime_cert: None,
+            smime_key: None,
+            known,
+            keypairs: Vec::new(),
+            split: Some(SplitKey { public, share }),
+        })
+    }
+
+    /// True for a device of a split account: messages open only with the store's partials.
+    pub fn is_split(&self) -> bool {
+        self.split.is_some()
+    }
+
+    /// The account's certificate with its secret keys (self-encryption and signing); for a
+    /// split account, the public certificate only.
     pub fn secret_cert(&self) -> &Cert {
         &self.openpgp
     }
@@ -140,8 +184,20 @@ impl DecryptionKeys {
         extra: &[Cert],
         max: usize,
     ) -> Result<Opened, OpenError> {
+        self.open_openpgp_with(message, extra, None, max)
+    }
+
+    /// [`Self::open_openpgp`], for a split account with the store's `partials` for it.
+    pub fn open_openpgp_with(
+        &self,
+        message: &[u8],
+        extra: &[Cert],
+        partials: Option<&Partials>,
+        max: usize,
+    ) -> Result<Opened, OpenError> {
         let policy = StandardPolicy::new();
-        let helper = Helper::new(self, extra);
+        let mut helper = Helper::new(self, extra);
+        helper.partials = partials;
         // Armor is undone here: Sequoia's armor reader costs more than the decryption.
         let binary = dearmor(message);
         let mut decryptor = DecryptorBuilder::from_bytes(binary.as_deref().unwrap_or(message))
@@ -270,6 +326,7 @@ pub fn bound_addresses(cert: &Cert) -> Vec<String> {
 struct Helper<'a> {
     keys: &'a DecryptionKeys,
     extra: &'a [Cert],
+    partials: Option<&'a Partials>,
     signatures: Vec<SignatureCheck>,
     decrypted: bool,
 }
@@ -279,6 +336,7 @@ impl<'a> Helper<'a> {
         Helper {
             keys,
             extra,
+            partials: None,
             signatures: Vec::new(),
             decrypted: false,
         }
@@ -337,6 +395,21 @@ impl DecryptionHelper for Helper<'_> {
         sym_algo: Option<SymmetricAlgorithm>,
         decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
     ) -> sq::Result<Option<Cert>> {
+        if let (Some(split), Some(partials)) = (&self.keys.split, self.partials) {
+            // Sequoia lists the PKESKs in message order, as the store counted them.
+            for (i, pkesk) in pkesks.iter().enumerate() {
+                for (_, partial) in partials.iter().filter(|(j, _)| *j == i) {
+                    let opened =
+                        super::recrypt::session_key(pkesk, &split.public, &split.share, *partial);
+                    if let Some((algo, session_key)) = opened {
+                        if decrypt(algo, &session_key) {
+                            self.decrypted = true;
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+        }
         for pkesk in pkesks {
             // A hidden recipient (wildcard key ID) is tried against every key.
             let wanted = pkesk.recipient();

@@ -19,7 +19,11 @@ pub const STORED_VALUE: &str = "appended";
 const KEPT_OUTSIDE: &[&str] = &["Message-ID", "Date", "X-Mozilla-Draft-Info"];
 
 /// The message as meshmail stores it: encrypted to `own` and signed by `signer`.
-pub fn seal_for_store(message: &[u8], own: &Cert, signer: &Cert) -> Result<Vec<u8>, OpenPgpError> {
+pub fn seal_for_store(
+    message: &[u8],
+    own: &Cert,
+    signer: Option<&Cert>,
+) -> Result<Vec<u8>, OpenPgpError> {
     let mut outer = Vec::new();
     let header_end = message
         .windows(4)
@@ -42,7 +46,7 @@ pub fn seal_for_store(message: &[u8], own: &Cert, signer: &Cert) -> Result<Vec<u
     let mut result = Ok(());
     let own = own.clone().strip_secret_key_material();
     let sealed = pgp_mime(&outer, message.len() * 11 / 8 + 4096, |out| {
-        result = openpgp::encrypt_armored_into(&[message], &[own], Some(signer), out);
+        result = openpgp::encrypt_armored_into(&[message], &[own], signer, out);
     });
     result?;
     Ok(sealed)

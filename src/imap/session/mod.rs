@@ -284,10 +284,13 @@ impl Task {
                 Job::Seal(seal) => {
                     // Encrypting takes milliseconds of CPU: off the reactor.
                     self.seal = Some(tokio::task::spawn_blocking(move || {
+                        // A split account's device holds no signing key of the account (yet):
+                        // its APPENDs are encrypted, not signed.
+                        let signer = (!seal.keys.is_split()).then(|| seal.keys.secret_cert());
                         crate::imap::append::seal_for_store(
                             &seal.message,
                             seal.keys.secret_cert(),
-                            seal.keys.secret_cert(),
+                            signer,
                         )
                         .map_err(|e| e.to_string())
                     }));

@@ -23,10 +23,20 @@ pub const UNDECRYPTABLE: &str = "this account's keys cannot decrypt it";
 
 /// The bytes of the view of `raw` (the message as stored on the server).
 pub fn compose(raw: &[u8], keys: &DecryptionKeys, max: usize) -> Zeroizing<Vec<u8>> {
+    compose_with(raw, keys, None, max)
+}
+
+/// [`compose`] for a split account, with the store's partials for this message.
+pub fn compose_with(
+    raw: &[u8],
+    keys: &DecryptionKeys,
+    partials: Option<&crate::crypto::decrypt::Partials>,
+    max: usize,
+) -> Zeroizing<Vec<u8>> {
     let outer = mime::parse(raw);
     let opened = match payload(raw, &outer) {
         Ok(Payload::OpenPgp(armored)) => {
-            let opened = keys.open_openpgp(&armored, &[], max);
+            let opened = keys.open_openpgp_with(&armored, &[], partials, max);
             match &opened {
                 // A signature by a key not held locally: the sender may have attached it.
                 Ok(o) if o.signatures.iter().any(|s| !s.good) => {
@@ -34,7 +44,7 @@ pub fn compose(raw: &[u8], keys: &DecryptionKeys, max: usize) -> Zeroizing<Vec<u
                     if attached.is_empty() {
                         opened
                     } else {
-                        keys.open_openpgp(&armored, &attached, max)
+                        keys.open_openpgp_with(&armored, &attached, partials, max)
                     }
                 }
                 _ => opened,

@@ -48,8 +48,18 @@ impl View {
     /// Decrypts `raw` (the message as the server holds it) into its view. Permanent failures
     /// (not for this key, corrupt) give the server's message with a result header saying why.
     pub fn build(raw: &[u8], keys: &DecryptionKeys, max: usize) -> View {
+        View::build_with(raw, keys, None, max)
+    }
+
+    /// [`View::build`] for a split account, with the store's partials for this message.
+    pub fn build_with(
+        raw: &[u8],
+        keys: &DecryptionKeys,
+        partials: Option<&crate::crypto::decrypt::Partials>,
+        max: usize,
+    ) -> View {
         let started = std::time::Instant::now();
-        let view = View::from_message(compose::compose(raw, keys, max));
+        let view = View::from_message(compose::compose_with(raw, keys, partials, max));
         // The benchmark reads these for its decryption-time percentiles.
         tracing::debug!(
             micros = started.elapsed().as_micros() as u64,
