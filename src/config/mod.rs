@@ -3,6 +3,7 @@
 //! `config/device.toml` for a documented example.
 
 mod filter;
+pub mod store;
 
 pub use filter::{FilterConfig, FilterListen, PolicyServiceConfig, StrongInbound};
 use serde::Deserialize;
@@ -33,6 +34,8 @@ pub struct Config {
     pub imap: Option<ImapConfig>,
     /// The MTA sidecar (content filter behind Postfix); holds no private keys.
     pub filter: Option<FilterConfig>,
+    /// The store role in front of the mail store (split accounts' devices).
+    pub store: Option<store::StoreConfig>,
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub encrypt: EncryptRules,
@@ -107,6 +110,9 @@ pub struct ImapConfig {
     pub index_selected: Option<bool>,
     /// How often the watched mailboxes not in IDLE are looked at, in seconds (default 60).
     pub index_poll_secs: Option<u64>,
+    /// A device of a split account: the store's certificate, pinned (`sha256:<hex>` or a PEM
+    /// file). Default: the pin the device got at enrolment.
+    pub store_cert: Option<String>,
 }
 
 impl ImapConfig {
@@ -382,6 +388,19 @@ impl Config {
         if let Some(filter) = &self.filter {
             for (key, message) in filter.problems() {
                 problem("filter", key, message);
+            }
+        }
+        if let Some(store) = &self.store {
+            for (key, message) in store.problems() {
+                problem("store", key, message);
+            }
+            if self.tls.is_none() {
+                problem(
+                    "store",
+                    "listen",
+                    "the store needs a [tls] certificate: devices are known by their TLS keys"
+                        .into(),
+                );
             }
         }
         if let Some(tls) = &self.tls {

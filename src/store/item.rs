@@ -35,6 +35,20 @@ pub enum Answer {
     NotForAccount,
     /// A PKESK's ephemeral key is not a usable point (refused, never computed).
     RefusedPoint,
+    /// The device has no (unrevoked) share for the logged-in account.
+    Revoked,
+}
+
+impl Answer {
+    /// A word for logs (never the partials).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Answer::Partials(_) => "partials",
+            Answer::NotForAccount => "not-for-account",
+            Answer::RefusedPoint => "refused-point",
+            Answer::Revoked => "revoked",
+        }
+    }
 }
 
 /// `line` (one command line, CRLF included) without the item, when it is a FETCH or UID
@@ -98,6 +112,7 @@ pub fn format(device: &str, answer: &Answer) -> String {
         }
         Answer::Partials(_) | Answer::NotForAccount => format!(" {ITEM} NIL"),
         Answer::RefusedPoint => format!(" {ITEM} \"refused\""),
+        Answer::Revoked => format!(" {ITEM} \"revoked\""),
     }
 }
 
@@ -110,6 +125,9 @@ pub fn parse(response: &str, device: &str) -> Option<Answer> {
     }
     if rest.starts_with("\"refused\"") {
         return Some(Answer::RefusedPoint);
+    }
+    if rest.starts_with("\"revoked\"") {
+        return Some(Answer::Revoked);
     }
     let rest = rest.strip_prefix('(')?;
     let mut list = Vec::new();

@@ -1,9 +1,16 @@
 //! The store role (recryption in front of the mail store, DESIGN.md): it holds one recryption
-//! share per device and never a whole key. So far: the share records and how the store keeps
-//! them ([`shares`]) and the private FETCH item on raw bytes with the partials it carries
-//! ([`item`]); the IMAP proxy around them comes next.
+//! share per device and never a whole key.
+//!
+//! - [`shares`]: the share records a device's enrolment makes, and how the store keeps them
+//!   (sealed at rest, tombstones, generations);
+//! - [`item`]: the private FETCH item `X-MESH-RECRYPT` on raw bytes, and the partials it
+//!   carries;
+//! - [`role`]: what the IMAP session core asks of the store (binding a session to a device,
+//!   answering the item), with the per-device [`audit`] log.
 
+pub mod audit;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod item;
+pub mod role;
 pub mod shares;

@@ -281,19 +281,20 @@ impl ShareStore {
         Ok(payload.device)
     }
 
-    /// The share of the unrevoked device of `account` whose TLS key hash is `tls_sha256`.
+    /// The record and share of the unrevoked device of `account` whose TLS key hash is
+    /// `tls_sha256`.
     pub fn share_for(
         &self,
         account: &str,
         tls_sha256: &str,
-    ) -> Result<Option<(String, StoreShare)>, ShareError> {
+    ) -> Result<Option<(RecordPayload, StoreShare)>, ShareError> {
         let state = self.read_state()?;
         for (payload, at_rest) in self.list(account)? {
             if payload.device_tls_sha256 != tls_sha256 || at_rest.generation != state.generation {
                 continue;
             }
             if let Ok(share) = open_at_rest(&state, &at_rest) {
-                return Ok(Some((payload.device, share)));
+                return Ok(Some((payload, share)));
             }
         }
         Ok(None)

@@ -67,7 +67,7 @@ fn a_record_is_accepted_once_and_its_share_is_found_by_the_device_tls_key() {
         .share_for("alice@example.test", "AA11")
         .unwrap()
         .unwrap();
-    assert_eq!(device, "laptop");
+    assert_eq!(device.device, "laptop");
     assert_eq!(*share.to_bytes(), *s1.to_bytes());
     assert!(
         f.store

@@ -1,0 +1,116 @@
+//! `[store]`: the store role, an IMAP proxy in front of the mail store that holds the store
+//! shares of a split account's devices and answers their `X-MESH-RECRYPT` requests. It never
+//! holds an account's secret key.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// STARTTLS listener (devices use STARTTLS or the implicit-TLS listener; a device's
+    /// certificate is only seen over TLS).
+    pub listen: SocketAddr,
+    /// Implicit-TLS listener, e.g. `0.0.0.0:1993`.
+    pub listen_implicit_tls: Option<SocketAddr>,
+    /// The mail store's IMAP server (Dovecot), `host:port`.
+    pub upstream: String,
+    pub upstream_tls: crate::upstream::UpstreamTls,
+    pub upstream_ca: Option<PathBuf>,
+    pub upstream_fingerprint: Option<String>,
+    /// The shares, sealed at rest (may be backed up: they open only with the state file).
+    pub shares_dir: PathBuf,
+    /// The store key, the at-rest key and the tombstones: keep it out of backups (e.g. a
+    /// systemd credential). Default: `shares_dir/../store-state.json`.
+    pub state_file: Option<PathBuf>,
+    /// The per-device audit log (mailbox, UID, time). Default: `shares_dir/../audit`.
+    pub audit_dir: Option<PathBuf>,
+    /// Partials one device may ask for in an hour before an ALARM is logged (default 2000).
+    pub alarm_per_hour: Option<u32>,
+    /// What devices connect to, as `device add` writes it into a reply (default: the
+    /// implicit-TLS listener, else `listen`).
+    pub public_address: Option<String>,
+    /// Dovecot's `auth_master_user_separator` (default `*`): a login naming a master user is
+    /// refused on a device's connection.
+    pub master_user_separator: Option<String>,
+    /// The accounts whose devices this store serves.
+    #[serde(rename = "account", default)]
+    pub accounts: Vec<StoreAccountConfig>,
+}
+
+/// `[[store.account]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreAccountConfig {
+    /// The mail store login of the account.
+    pub upstream_user: String,
+    /// A directory with the account's public files (`account.json`, `openpgp.asc`), copied
+    /// from the admin device. The store refuses a directory holding a secret key.
+    pub public_home: PathBuf,
+}
+
+impl StoreConfig {
+    pub fn state_file(&self) -> PathBuf {
+        self.state_file.clone().unwrap_or_else(|| {
+            self.shares_dir
+                .parent()
+                .unwrap_or(&self.shares_dir)
+                .join("store-state.json")
+        })
+    }
+
+    pub fn audit_dir(&self) -> PathBuf {
+        self.audit_dir.clone().unwrap_or_else(|| {
+            self.shares_dir
+                .parent()
+                .unwrap_or(&self.shares_dir)
+                .join("audit")
+        })
+    }
+
+    pub fn public_address(&self) -> String {
+        self.public_address
+            .clone()
+            .unwrap_or_else(|| self.listen_implicit_tls.unwrap_or(self.listen).to_string())
+    }
+
+    /// Problems a parser cannot see.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.accounts.is_empty() {
+            out.push((
+                "account",
+                "[[store.account]]: the store serves no account".into(),
+            ));
+        }
+        for a in &self.accounts {
+            for secret in [
+                crate::keys::account::SECRETS_FILE,
+                crate::keys::device::DEVICE_SECRETS_FILE,
+            ] {
+                if a.public_home.join(secret).exists() {
+                    out.push((
+                        "public_home",
+                        format!(
+                            "{}: holds {secret}; the store must never run beside an account's \
+                             secret key (copy account.json and openpgp.asc only)",
+                            a.public_home.display()
+                        ),
+                    ));
+                }
+            }
+            if let Err(e) = crate::keys::Account::open(&a.public_home) {
+                out.push(("public_home", e.to_string()));
+            }
+        }
+        if self.state_file().starts_with(&self.shares_dir) {
+            out.push((
+                "state_file",
+                "the state file must not be inside shares_dir (it is kept out of backups)".into(),
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,219 @@
+//! The store role: what the IMAP session core asks of the store when it runs in front of the
+//! mail store. A session is bound to a device only when the client's TLS key matches the pin
+//! of an unrevoked share record of the account it logged in as ([`StoreRole::bind`]); the
+//! share is looked up again for every message ([`StoreRole::answer`]), so a revocation stops
+//! a session that is already open at its next message.
+//!
+//! Partials are computed from the bytes the mail store returned in the FETCH response the
+//! session is relaying, never from bytes a client supplied.
+
+use super::audit::Audit;
+use super::item::{self, Answer};
+use super::shares::{RecordPayload, ShareStore};
+use crate::config::store::StoreConfig;
+use crate::crypto::recrypt::StoreShare;
+use crate::imap::fetch::response::{scan, Value};
+use sequoia_openpgp as sq;
+use sq::packet::key::{PublicParts, UnspecifiedRole};
+use sq::packet::Key;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// An account the store serves.
+pub struct StoreAccount {
+    pub address: String,
+    /// The certificate's keys (the record names the subkey that was split).
+    keys: Vec<Key<PublicParts, UnspecifiedRole>>,
+}
+
+/// A session bound to an enrolled device.
+#[derive(Debug)]
+pub struct DeviceBinding {
+    pub user: String,
+    pub account: String,
+    pub device: String,
+    pub tls_sha256: String,
+}
+
+/// The state file as last seen: a change (accept, revoke, even from another process) empties
+/// the cache.
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct Stamp {
+    inode: u64,
+    modified: i64,
+    modified_ns: i64,
+    len: u64,
+}
+
+type Cached = Option<Arc<(RecordPayload, StoreShare)>>;
+
+pub struct StoreRole {
+    shares: ShareStore,
+    state_file: std::path::PathBuf,
+    /// Upstream login → account.
+    accounts: HashMap<String, StoreAccount>,
+    cache: Mutex<(Option<Stamp>, HashMap<(String, String), Cached>)>,
+    audit: Audit,
+    master_separator: String,
+}
+
+impl StoreRole {
+    pub fn open(config: &StoreConfig) -> Result<StoreRole, String> {
+        let problems = config.problems();
+        if let Some((key, message)) = problems.into_iter().next() {
+            return Err(format!("[store] {key}: {message}"));
+        }
+        let mut accounts = HashMap::new();
+        let mut pins = Vec::new();
+        for a in &config.accounts {
+            let account = crate::keys::Account::open(&a.public_home).map_err(|e| e.to_string())?;
+            let cert = account.openpgp_cert().map_err(|e| e.to_string())?;
+            pins.push((
+                account.address().to_owned(),
+                account.policy_public_key().map_err(|e| e.to_string())?,
+            ));
+            accounts.insert(
+                a.upstream_user.clone(),
+                StoreAccount {
+                    address: account.address().to_owned(),
+                    keys: cert
+                        .keys()
+                        .map(|k| k.key().clone().role_into_unspecified())
+                        .collect(),
+                },
+            );
+        }
+        let state_file = config.state_file();
+        let shares = ShareStore::open(&state_file, &config.shares_dir, pins)
+            .map_err(|e| format!("[store] shares: {e}"))?;
+        Ok(StoreRole {
+            shares,
+            state_file,
+            accounts,
+            cache: Mutex::new((None, HashMap::new())),
+            audit: Audit::new(config.audit_dir(), config.alarm_per_hour.unwrap_or(2000)),
+            master_separator: config
+                .master_user_separator
+                .clone()
+                .unwrap_or_else(|| "*".into()),
+        })
+    }
+
+    /// The share store (for `meshmail store` commands on the store host).
+    pub fn shares(&self) -> &ShareStore {
+        &self.shares
+    }
+
+    /// The account a login maps to.
+    pub fn account(&self, user: &str) -> Option<&StoreAccount> {
+        self.accounts.get(user)
+    }
+
+    /// A login that names a Dovecot master user (`user*master`): refused on a device's
+    /// connection, since it would reach a mailbox as someone else.
+    pub fn is_master_login(&self, user: &str) -> bool {
+        !self.master_separator.is_empty() && user.contains(self.master_separator.as_str())
+    }
+
+    /// The device a session is, once the mail store accepted the login as `user`: only with a
+    /// client key pinned by an unrevoked record of that login's account.
+    pub fn bind(&self, user: &str, tls_sha256: Option<&str>) -> Option<Arc<DeviceBinding>> {
+        let tls = tls_sha256?;
+        let account = self.accounts.get(user)?;
+        let found = self.lookup(&account.address, tls)?;
+        Some(Arc::new(DeviceBinding {
+            user: user.to_owned(),
+            account: account.address.clone(),
+            device: found.0.device.clone(),
+            tls_sha256: tls.to_owned(),
+        }))
+    }
+
+    /// The record and share for a device now (`None`: revoked or never enrolled).
+    fn lookup(&self, account: &str, tls: &str) -> Cached {
+        let stamp = stamp(&self.state_file);
+        let key = (account.to_lowercase(), tls.to_owned());
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.0 != stamp || stamp.is_none() {
+                cache.0 = stamp;
+                cache.1.clear();
+            }
+            if let Some(hit) = cache.1.get(&key) {
+                return hit.clone();
+            }
+            let found = match self.shares.share_for(account, tls) {
+                Ok(found) => found.map(Arc::new),
+                Err(e) => {
+                    tracing::error!(error = %e, "the store's shares cannot be read");
+                    return None;
+                }
+            };
+            cache.1.insert(key, found.clone());
+            found
+        } else {
+            None
+        }
+    }
+
+    /// The FETCH response `response` (as the mail store sent it) with the item appended for
+    /// `binding`'s device, when it carries the message (`BODY[]`); unchanged otherwise.
+    pub fn answer(&self, binding: &DeviceBinding, mailbox: &str, response: Vec<u8>) -> Vec<u8> {
+        let Some(scanned) = scan(&response) else {
+            return response;
+        };
+        let Some(body) = scanned.item("BODY[]") else {
+            return response;
+        };
+        let (Value::Literal(range) | Value::Quoted(range)) = &body.value else {
+            return response;
+        };
+        let uid = scanned.uid(&response);
+        let answer = match self.lookup(&binding.account, &binding.tls_sha256) {
+            None => Answer::Revoked,
+            Some(found) => {
+                let (record, share) = &*found;
+                match self.accounts.get(&binding.user).and_then(|a| {
+                    a.keys
+                        .iter()
+                        .find(|k| k.fingerprint().to_hex() == record.subkey)
+                }) {
+                    Some(subkey) => item::partials(&response[range.clone()], subkey, share),
+                    None => Answer::NotForAccount,
+                }
+            }
+        };
+        self.audit.record(
+            &binding.account,
+            &binding.device,
+            mailbox,
+            uid,
+            answer.kind(),
+        );
+        // Never the partials themselves in the service log.
+        tracing::debug!(device = %binding.device, uid, answer = answer.kind(), "recrypt");
+        insert_item(response, &item::format(&binding.device, &answer))
+    }
+}
+
+/// `response` with `item` (` X-MESH-RECRYPT …`) before its closing parenthesis.
+fn insert_item(mut response: Vec<u8>, item: &str) -> Vec<u8> {
+    let Some(close) = response.iter().rposition(|&b| b == b')') else {
+        return response;
+    };
+    response.splice(close..close, item.bytes());
+    response
+}
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        inode: m.ino(),
+        modified: m.mtime(),
+        modified_ns: m.mtime_nsec(),
+        len: m.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
