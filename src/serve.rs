@@ -30,12 +30,21 @@ pub enum ServeError {
 
 /// Runs the configured listeners until a signal arrives.
 pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), ServeError> {
-    if config.smtp.is_none() && config.imap.is_none() && config.filter.is_none() {
+    if config.smtp.is_none()
+        && config.imap.is_none()
+        && config.filter.is_none()
+        && config.store.is_none()
+    {
         return Err(ServeError::Config(
-            "no [smtp], [imap] or [filter] section: nothing to serve".into(),
+            "no [smtp], [imap], [filter] or [store] section: nothing to serve".into(),
         ));
     }
-    let accounts = load_accounts(&config, default_home.clone())?;
+    // The store role maps no account: it never loads a key store.
+    let accounts = if config.smtp.is_some() || config.imap.is_some() {
+        load_accounts(&config, default_home.clone())?
+    } else {
+        HashMap::new()
+    };
     let store_home = config
         .home
         .clone()
@@ -137,11 +146,36 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
             )));
         }
     }
+    if let Some(store) = config.store.clone() {
+        tasks.extend(serve_store(&config, &store, shutdown.clone())?);
+    }
     if let Some(imap) = config.imap.clone() {
-        let upstream_tls = crate::upstream::client_config(
+        let mut pins = crate::config::upstream_pins(imap.upstream_fingerprint.as_deref())
+            .map_err(ServeError::Config)?;
+        // A device of a split account presents its key to the store it pins.
+        let mut devices = accounts.values().filter_map(|a| a.device.as_ref());
+        let identity = match (devices.next(), devices.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => {
+                return Err(ServeError::Config(
+                    "more than one device account: a device serves one split account".into(),
+                ))
+            }
+            (Some(device), None) => {
+                pins.push(store_pin(imap.store_cert.as_deref(), &device.info)?);
+                Some(
+                    crate::tls::client_keys::ClientIdentity::new(
+                        &device.home.join(crate::keys::device::DEVICE_CERT_FILE),
+                        device.tls_key.expose(),
+                    )
+                    .map_err(ServeError::Config)?,
+                )
+            }
+        };
+        let upstream_tls = crate::upstream::client_config_with_identity(
             imap.upstream_ca.as_deref(),
-            &crate::config::upstream_pins(imap.upstream_fingerprint.as_deref())
-                .map_err(ServeError::Config)?,
+            &pins,
+            identity,
         )
         .map_err(ServeError::Config)?;
         let ctx = Arc::new(crate::imap::ImapContext {
@@ -162,6 +196,7 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
             views: crate::imap::view::ViewCache::new(imap.cache_bytes.unwrap_or(32 << 20)),
             append_plaintext: imap.append_plaintext.clone(),
             indexer: imap.indexer_settings(),
+            store: None,
         });
         for (listener, addr, implicit) in
             listeners(imap.listen, imap.listen_implicit_tls, ctx.tls.is_some())?
@@ -265,6 +300,90 @@ struct LoadedAccount {
     home: PathBuf,
     smtp: Arc<MappedAccount>,
     imap: Arc<ImapAccount>,
+    /// A device of a split account: what it shows its store.
+    device: Option<LoadedDevice>,
+}
+
+struct LoadedDevice {
+    home: PathBuf,
+    info: crate::keys::device::DeviceInfo,
+    /// The device's TLS key, PKCS#8 DER.
+    tls_key: crate::secret::SecretBytes,
+}
+
+/// The store's certificate pin for a device: `store_cert` (a `sha256:` pin or a PEM file),
+/// else the pin the device got at enrolment.
+fn store_pin(
+    store_cert: Option<&str>,
+    info: &crate::keys::device::DeviceInfo,
+) -> Result<crate::upstream::CertPin, ServeError> {
+    match store_cert {
+        Some(pin) if pin.starts_with("sha256:") => {
+            crate::upstream::parse_pin(pin).map_err(ServeError::Config)
+        }
+        Some(path) => {
+            let certs = crate::tls::read_pem_certs(Path::new(path)).map_err(ServeError::Config)?;
+            certs
+                .first()
+                .map(crate::upstream::pin_of)
+                .ok_or_else(|| ServeError::Config(format!("{path}: no certificate")))
+        }
+        None => crate::upstream::parse_pin(&format!("sha256:{}", info.store.cert_sha256))
+            .map_err(ServeError::Config),
+    }
+}
+
+/// The store role's listeners: an IMAP proxy in front of the mail store that asks clients
+/// for their TLS keys and answers enrolled devices' `X-MESH-RECRYPT`.
+fn serve_store(
+    config: &Config,
+    store: &crate::config::store::StoreConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
+    let role = crate::store::role::StoreRole::open(store).map_err(ServeError::Config)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .ok_or_else(|| ServeError::Config("[store] needs a [tls] certificate".into()))?;
+    let acceptor =
+        crate::tls::client_keys::acceptor(&tls.cert, &tls.key).map_err(ServeError::Config)?;
+    let upstream_tls = crate::upstream::client_config(
+        store.upstream_ca.as_deref(),
+        &crate::config::upstream_pins(store.upstream_fingerprint.as_deref())
+            .map_err(ServeError::Config)?,
+    )
+    .map_err(ServeError::Config)?;
+    let ctx = Arc::new(crate::imap::ImapContext {
+        upstream: UpstreamTarget {
+            address: store.upstream.clone(),
+            tls: store.upstream_tls,
+            tls_config: Arc::new(upstream_tls),
+            timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
+            hello_name: "localhost".into(),
+        },
+        tls: Some(acceptor),
+        accounts: HashMap::new(),
+        limits: config.limits.clone(),
+        connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+        views: crate::imap::view::ViewCache::new(0),
+        append_plaintext: Vec::new(),
+        indexer: crate::imap::indexer::IndexerSettings {
+            enabled: false,
+            ..Default::default()
+        },
+        store: Some(Arc::new(role)),
+    });
+    let mut tasks = Vec::new();
+    for (listener, addr, implicit) in listeners(store.listen, store.listen_implicit_tls, true)? {
+        tracing::info!(%addr, implicit_tls = implicit, "store listening");
+        tasks.push(tokio::spawn(crate::imap::run_listener(
+            listener,
+            ctx.clone(),
+            implicit,
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
 }
 
 /// Loads every mapped account (the top-level one and each `[[account]]`), unlocking its keys
@@ -278,10 +397,15 @@ fn load_accounts(
     let mut out = HashMap::new();
     for a in list {
         let account = Account::open(&a.home)?;
+        let passphrase = read_passphrase(a.passphrase_file.as_deref(), a.passphrase_fd)?;
+        if let Some(info) = crate::keys::device::info(&a.home)? {
+            let loaded = load_device(&a, &account, info, passphrase.as_ref())?;
+            out.insert(a.upstream_user.clone(), loaded);
+            continue;
+        }
         if let Some(w) = crate::policy::issue::expiry_warning(&account, time::Duration::days(30)) {
             tracing::warn!("{w}");
         }
-        let passphrase = read_passphrase(a.passphrase_file.as_deref(), a.passphrase_fd)?;
         let mut index = None;
         let (keys, decryption) = match account.unlock(passphrase.as_ref()) {
             Ok(unlocked) => {
@@ -328,11 +452,62 @@ fn load_accounts(
                     index,
                     owned: Default::default(),
                     indexer: Default::default(),
+                    device: None,
                 }),
+                device: None,
             },
         );
     }
     Ok(out)
+}
+
+/// A device of a split account: its share opens mail only with the store's partials, so
+/// the device's secrets must be unlocked (a locked device cannot talk to its store at all).
+fn load_device(
+    a: &AccountConfig,
+    account: &Account,
+    info: crate::keys::device::DeviceInfo,
+    passphrase: Option<&SecretString>,
+) -> Result<LoadedAccount, ServeError> {
+    let secrets = crate::keys::device::unlock(&a.home, passphrase)?;
+    let cert = account.openpgp_cert()?;
+    let keyring = crate::policy::store::LocalStore::new(&a.home).certs_matching(&|_| true);
+    let index = crate::imap::index::Index::open(&a.home, secrets.index_key.expose());
+    let keys = DecryptionKeys::split(cert.clone(), &info.subkey, secrets.share, keyring)
+        .ok_or_else(|| {
+            ServeError::Config(format!(
+                "{}: the certificate lacks the split subkey {}",
+                a.home.display(),
+                info.subkey
+            ))
+        })?;
+    tracing::info!(user = %a.upstream_user, device = %info.name, store = %info.store.address, "device of a split account");
+    Ok(LoadedAccount {
+        home: a.home.clone(),
+        smtp: Arc::new(MappedAccount {
+            address: account.address().to_owned(),
+            // Sent copies are encrypted to the account; a device holds no signing key of the
+            // account yet, so its mail is not signed.
+            keys: Some(SenderKeys {
+                self_openpgp: Some(cert),
+                self_smime: None,
+                signer: None,
+            }),
+        }),
+        imap: Arc::new(ImapAccount {
+            address: account.address().to_owned(),
+            keys: Some(Arc::new(keys)),
+            index,
+            owned: Default::default(),
+            indexer: Default::default(),
+            device: Some(info.name.clone()),
+        }),
+        device: Some(LoadedDevice {
+            home: a.home.clone(),
+            info,
+            tls_key: secrets.tls_key,
+        }),
+    })
 }
 
 /// Every mapped account of the configuration: the top-level one first, then each

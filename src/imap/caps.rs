@@ -52,6 +52,9 @@ pub struct ClientLink {
     pub authenticated: bool,
     /// Authenticated as a login meshmail does not map: relayed as it is.
     pub relayed: bool,
+    /// A device's session at the store, which adds `X-MESH-RECRYPT` to FETCH responses:
+    /// nothing that would change how a message is carried (BINARY; COMPRESS is never offered).
+    pub recrypting: bool,
 }
 
 impl ClientLink {
@@ -70,7 +73,8 @@ pub fn filter<'a>(upstream: impl Iterator<Item = &'a str>, link: ClientLink) -> 
             && !upper.starts_with("COMPRESS")
             && !upper.starts_with("AUTH=")
             && upper != "STARTTLS"
-            && upper != "LOGINDISABLED";
+            && upper != "LOGINDISABLED"
+            && !(link.recrypting && upper.starts_with("BINARY"));
         let keep = relayed
             || ALLOWED.contains(&upper.as_str())
             || (upper
@@ -140,6 +144,7 @@ mod tests {
         loopback: true,
         authenticated: false,
         relayed: false,
+        recrypting: false,
     };
 
     #[test]
@@ -165,6 +170,7 @@ mod tests {
             loopback: false,
             authenticated: true,
             relayed: false,
+            recrypting: false,
         };
         let out = rewrite_line(
             b"a1 OK [CAPABILITY IMAP4rev1 SORT IDLE AUTH=PLAIN] Logged in\r\n",
@@ -184,6 +190,7 @@ mod tests {
             loopback: false,
             authenticated: false,
             relayed: false,
+            recrypting: false,
         };
         let caps = filter(["IMAP4rev1", "AUTH=PLAIN"].into_iter(), link);
         assert_eq!(caps, ["IMAP4rev1", "STARTTLS", "LOGINDISABLED"]);
@@ -197,6 +204,7 @@ mod tests {
             loopback: false,
             authenticated: true,
             relayed: true,
+            recrypting: false,
         };
         let caps = filter(
             [

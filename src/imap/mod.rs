@@ -21,6 +21,7 @@ pub mod frame;
 pub mod index;
 pub mod indexer;
 pub mod owned;
+mod recrypt_fetch;
 pub mod search;
 mod session;
 /// Entry points for the fuzz targets (`integration/fuzz`).
@@ -49,6 +50,9 @@ pub struct ImapAccount {
     pub owned: owned::SharedConnection,
     /// The background indexer (started by the account's first session).
     pub indexer: indexer::AccountIndexer,
+    /// This proxy is a device of a split account (its name): messages open only with the
+    /// partials its store gives with each one.
+    pub device: Option<String>,
 }
 
 /// What every IMAP session shares.
@@ -64,6 +68,9 @@ pub struct ImapContext {
     pub append_plaintext: Vec<String>,
     /// What the background indexers watch.
     pub indexer: indexer::IndexerSettings,
+    /// The store role: this proxy stands in front of the mail store for split accounts'
+    /// devices (no account is mapped then).
+    pub store: Option<Arc<crate::store::role::StoreRole>>,
 }
 
 /// Accepts IMAP clients until shutdown.

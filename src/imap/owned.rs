@@ -50,7 +50,15 @@ struct Request {
     mailbox: String,
     uidvalidity: Option<u32>,
     uid: u32,
-    reply: oneshot::Sender<Result<Vec<u8>, FetchError>>,
+    /// A device of a split account asks its store for the partials too (its name).
+    recrypt: Option<String>,
+    reply: oneshot::Sender<Result<Fetched, FetchError>>,
+}
+
+/// A message as the server holds it, and the store's answer when one was asked for.
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub recrypt: Option<crate::store::item::Answer>,
 }
 
 /// One message of a mailbox listing: what SEARCH needs besides the content.
@@ -131,12 +139,46 @@ impl OwnedConnection {
         uidvalidity: Option<u32>,
         uid: u32,
     ) -> Result<Vec<u8>, FetchError> {
+        Ok(self
+            .fetch_with(mailbox, uidvalidity, uid, None)
+            .await?
+            .bytes)
+    }
+
+    /// The message `uid` and the store's partials for `device` (a split account's device,
+    /// whose upstream is its store).
+    pub async fn fetch_recrypt(
+        &self,
+        mailbox: &str,
+        uidvalidity: Option<u32>,
+        uid: u32,
+        device: &str,
+    ) -> Result<(Vec<u8>, crate::store::item::Answer), FetchError> {
+        let fetched = self
+            .fetch_with(mailbox, uidvalidity, uid, Some(device.to_owned()))
+            .await?;
+        let answer = fetched.recrypt.ok_or_else(|| {
+            FetchError::Failed(
+                "the store did not answer X-MESH-RECRYPT (not a meshmail store?)".into(),
+            )
+        })?;
+        Ok((fetched.bytes, answer))
+    }
+
+    async fn fetch_with(
+        &self,
+        mailbox: &str,
+        uidvalidity: Option<u32>,
+        uid: u32,
+        recrypt: Option<String>,
+    ) -> Result<Fetched, FetchError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job::Fetch(Request {
                 mailbox: mailbox.to_owned(),
                 uidvalidity,
                 uid,
+                recrypt,
                 reply,
             }))
             .await
@@ -319,7 +361,11 @@ async fn actor(target: UpstreamTarget, shared: SharedCredentials, mut rx: mpsc::
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(Job::Fetch(r)) if r.mailbox == batch[0].mailbox => batch.push(r),
+                Ok(Job::Fetch(r))
+                    if r.mailbox == batch[0].mailbox && r.recrypt == batch[0].recrypt =>
+                {
+                    batch.push(r)
+                }
                 Ok(other) => {
                     waiting = Some(other);
                     break;
@@ -449,7 +495,7 @@ async fn serve_batch(
     session: &mut Option<Session>,
     examined: &mut Option<(String, Option<u32>)>,
     batch: &[Request],
-) -> Result<HashMap<u32, Vec<u8>>, FetchError> {
+) -> Result<HashMap<u32, Fetched>, FetchError> {
     let Some(first) = batch.first() else {
         return Ok(HashMap::new());
     };
@@ -464,6 +510,9 @@ async fn serve_batch(
     )
     .await?;
     let set: Vec<String> = batch.iter().map(|r| r.uid.to_string()).collect();
+    if let Some(device) = &first.recrypt {
+        return super::recrypt_fetch::fetch(s, &set.join(","), device, t).await;
+    }
     let mut out = HashMap::new();
     let fetch = async {
         // NOOP first: a message that arrived after the EXAMINE is not in this session's view
@@ -478,7 +527,13 @@ async fn serve_batch(
         while let Some(item) = stream.next().await {
             let item = item.map_err(|e| FetchError::Failed(format!("UID FETCH: {e}")))?;
             if let (Some(uid), Some(body)) = (item.uid, item.body()) {
-                out.insert(uid, body.to_vec());
+                out.insert(
+                    uid,
+                    Fetched {
+                        bytes: body.to_vec(),
+                        recrypt: None,
+                    },
+                );
             }
         }
         Ok::<_, FetchError>(())

@@ -235,9 +235,58 @@ impl ShareStore {
         sealbox::public_of_bytes(private.expose()).map_err(|_| ShareError::Io("state".into()))
     }
 
+    /// Takes the store's write lock (a `meshmail store` command and the running service may
+    /// change the state at the same time).
+    fn write_lock(&self) -> Result<std::fs::File, ShareError> {
+        let path = self.state_path.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ShareError::Io(format!("{}: {e}", path.display())))?;
+        file.lock()
+            .map_err(|e| ShareError::Io(format!("{}: {e}", path.display())))?;
+        Ok(file)
+    }
+
+    /// Applies a revocation signed by the account's key, or by the signing key of one of the
+    /// account's devices that is itself unrevoked. Returns the revoked device's name.
+    pub fn revoke_signed(&self, text: &str) -> Result<String, ShareError> {
+        let revocation = Revocation::parse(text)?;
+        let body = &revocation.body;
+        let pinned = self
+            .accounts
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(&body.account))
+            .map(|(_, k)| *k)
+            .ok_or_else(|| ShareError::UnknownAccount(body.account.clone()))?;
+        let signer: Vec<u8> = if body.by.is_empty() {
+            pinned.to_vec()
+        } else {
+            let devices = self.devices(&body.account)?;
+            let by = devices
+                .iter()
+                .find(|d| d.device == body.by)
+                .ok_or_else(|| ShareError::Revoked(body.by.clone()))?;
+            BASE64
+                .decode(by.device_signing_key.as_bytes())
+                .map_err(|_| ShareError::BadSignature(body.account.clone()))?
+        };
+        SigKey::new(&ED25519, &signer)
+            .verify(
+                &revocation_signed_bytes(&revocation.json),
+                &revocation.signature,
+            )
+            .map_err(|_| ShareError::BadSignature(body.account.clone()))?;
+        self.revoke(&body.account, &body.device)?;
+        Ok(body.device.clone())
+    }
+
     /// Takes a record: checks the account's signature, the tombstones and the serial, opens the
     /// share and keeps it sealed at rest. Returns the device's name.
     pub fn accept(&self, record: &ShareRecord) -> Result<String, ShareError> {
+        let _lock = self.write_lock()?;
         let (payload, json, signature) = record.parts()?;
         let pinned = self
             .accounts
@@ -314,6 +363,7 @@ impl ShareStore {
     /// Revokes `device` of `account`: a tombstone, the share deleted, every other share moved
     /// to a new generation's key (so a restored backup of the share directory opens nothing).
     pub fn revoke(&self, account: &str, device: &str) -> Result<bool, ShareError> {
+        let _lock = self.write_lock()?;
         let mut state = self.read_state()?;
         let mut found = false;
         let mut keep = Vec::new();
@@ -507,6 +557,81 @@ fn open_at_rest(state: &State, at_rest: &AtRest) -> Result<StoreShare, ShareErro
         )
         .map_err(|_| ShareError::Io("a share does not open under the current key".into()))?;
     StoreShare::from_bytes(plain).map_err(|_| ShareError::NotARecord)
+}
+
+const REVOCATION_TAG: &str = "meshmail-device-revocation-v1";
+
+/// What a revocation says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevocationBody {
+    account: String,
+    device: String,
+    /// The device that signed it; empty when the account's key did.
+    by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    made: time::OffsetDateTime,
+}
+
+struct Revocation {
+    body: RevocationBody,
+    json: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl Revocation {
+    fn parse(text: &str) -> Result<Revocation, ShareError> {
+        if text.len() > MAX_RECORD {
+            return Err(ShareError::NotARecord);
+        }
+        let mut lines = text.trim().lines().map(str::trim);
+        if lines.next() != Some(REVOCATION_TAG) {
+            return Err(ShareError::NotARecord);
+        }
+        let json = lines
+            .next()
+            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
+            .ok_or(ShareError::NotARecord)?;
+        let signature = lines
+            .next()
+            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
+            .ok_or(ShareError::NotARecord)?;
+        let body = serde_json::from_slice(&json).map_err(|_| ShareError::NotARecord)?;
+        Ok(Revocation {
+            body,
+            json,
+            signature,
+        })
+    }
+}
+
+fn revocation_signed_bytes(json: &[u8]) -> Vec<u8> {
+    let mut m = format!("{REVOCATION_TAG}\n").into_bytes();
+    m.extend_from_slice(json);
+    m
+}
+
+/// A revocation of `device` of `account`, signed with `key`: the account's policy key
+/// (`by` empty) or the signing key of the device named `by`.
+pub fn make_revocation(
+    key: &Ed25519KeyPair,
+    account: &str,
+    device: &str,
+    by: &str,
+) -> Result<String, ShareError> {
+    let body = RevocationBody {
+        account: account.to_owned(),
+        device: device.to_owned(),
+        by: by.to_owned(),
+        made: time::OffsetDateTime::now_utc(),
+    };
+    let json = serde_json::to_vec(&body).map_err(|e| ShareError::Io(e.to_string()))?;
+    let signature = key.sign(&revocation_signed_bytes(&json));
+    Ok(format!(
+        "{REVOCATION_TAG}\n{}\n{}\n",
+        BASE64.encode(&json),
+        BASE64.encode(signature.as_ref())
+    ))
 }
 
 /// The Ed25519 public key of an account key pair (what a store pins).

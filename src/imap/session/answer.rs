@@ -7,7 +7,7 @@
 //! flight that asked for the change; the response codes it relies on (`UIDVALIDITY`,
 //! `READ-ONLY`) are parsed by imap-codec, never searched for in text.
 
-use super::core::{Core, Out, SearchDone, UpItem, ViewJob};
+use super::core::{Core, Out, RecryptJob, SearchDone, UpItem, ViewJob};
 use super::state::{renamed, State};
 use super::tags::{Inflight, Kind};
 use crate::imap::fetch;
@@ -146,7 +146,7 @@ impl Core {
                 return;
             }
             Kind::Internal => return,
-            Kind::Deselect | Kind::Rename { .. } | Kind::Relay | Kind::Idle => {}
+            Kind::Deselect | Kind::Rename { .. } | Kind::Relay | Kind::Idle | Kind::Recrypt => {}
         }
         if client_tag.is_some() {
             self.push_capability_aware(line);
@@ -171,10 +171,17 @@ impl Core {
             }));
         }
         let user = login.user.clone();
-        self.state = State::logged_in(login, ok, &self.ctx.accounts);
+        self.state = State::logged_in(
+            login,
+            ok,
+            &self.ctx.accounts,
+            self.ctx.store.as_deref(),
+            self.client_key.as_deref(),
+        );
         if ok {
             let mapped = self.state.mapped().is_some();
-            tracing::info!(peer = %self.peer, user = %user, mapped, "IMAP login");
+            let device = self.state.device().map(|d| d.device.as_str());
+            tracing::info!(peer = %self.peer, user = %user, mapped, device, "IMAP login");
         }
     }
 
@@ -217,6 +224,18 @@ impl Core {
         if let Some(untagged) = super::tags::untag_correlator(&message, &self.tags) {
             self.push_out(Out::Bytes(untagged));
             return;
+        }
+        if let (Some(device), Some(role)) = (self.state.device(), self.ctx.store.as_ref()) {
+            if self.tags.recrypting() && message.starts_with(b"* ") {
+                // Partials are computed on a blocking thread, in the client's order.
+                self.push_out(Out::Recrypt(Box::new(RecryptJob {
+                    role: role.clone(),
+                    device: device.clone(),
+                    mailbox: self.state.selected_name().unwrap_or_default().to_owned(),
+                    response: message,
+                })));
+                return;
+            }
         }
         let scanned = fetch::response::scan(&message);
         // The numbering starts with the SELECT's own EXISTS, before its tagged OK.
@@ -331,7 +350,10 @@ impl Core {
 /// `a=`, LOGIN's first response). `None` when it cannot be told: the session is then not
 /// mapped. A PLAIN authorization identity other than the authentication identity is not
 /// taken: the session would act for someone the password does not belong to.
-fn sasl_user(mechanism: &str, responses: &[crate::secret::SecretBytes]) -> Option<String> {
+pub(super) fn sasl_user(
+    mechanism: &str,
+    responses: &[crate::secret::SecretBytes],
+) -> Option<String> {
     let first = responses.first().map(|r| r.expose().as_slice())?;
     let user = match mechanism.to_ascii_uppercase().as_str() {
         "PLAIN" => {

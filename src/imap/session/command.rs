@@ -76,8 +76,10 @@ impl Core {
     /// True when meshmail refuses the command `name` in this session.
     fn refused(&self, name: &str) -> bool {
         REFUSED_ALWAYS.contains(&name)
-            || (!matches!(self.state.account(), Some(super::state::Account::Other))
-                && REFUSED.contains(&name))
+            || (!matches!(
+                self.state.account(),
+                Some(super::state::Account::Other | super::state::Account::Device(_))
+            ) && REFUSED.contains(&name))
     }
 
     /// How the message starting with `line` is handled.
@@ -99,6 +101,22 @@ impl Core {
             self.push_out(Out::Bytes(b"* BAD Invalid tag\r\n".to_vec()));
             return Mode::Skip;
         };
+        if let Some(stripped) = crate::store::item::strip_from_command(line) {
+            // The private item never goes upstream; only an enrolled device's session at the
+            // store gets it answered.
+            if self.state.device().is_none() {
+                self.current = None;
+                self.no(
+                    &tag,
+                    "[NOPERM] X-MESH-RECRYPT is only for an enrolled device at its store",
+                );
+                return Mode::Skip;
+            }
+            let own = self.tags.issue(Some(&tag), Kind::Recrypt);
+            self.recrypt_line = Some(stripped);
+            self.current = Some((tag, own));
+            return Mode::Forward;
+        }
         let name = command_name(line);
         let mapped = self.state.mapped().is_some();
         let selected = self.state.mapped_selected().is_some();
@@ -334,6 +352,10 @@ impl Core {
             self.no(tag, "[PRIVACYREQUIRED] Use STARTTLS first");
             return;
         }
+        if let Some(reason) = self.refused_device_login(&user, sasl.as_ref()) {
+            self.no(tag, reason);
+            return;
+        }
         let own = self.forward_collected(tag, Kind::Login, bytes);
         self.state = State::Authenticating(PendingLogin {
             tag: own,
@@ -341,6 +363,26 @@ impl Core {
             credentials,
             sasl,
         });
+    }
+
+    /// At the store, a device's connection logs in as its account and nothing else: not as a
+    /// Dovecot master user, not with a SASL authorization identity other than the
+    /// authentication identity.
+    fn refused_device_login(&self, user: &str, sasl: Option<&Sasl>) -> Option<&'static str> {
+        let store = self.ctx.store.as_ref()?;
+        self.client_key.as_ref()?;
+        let user = match sasl {
+            Some(s) if s.mechanism.eq_ignore_ascii_case("PLAIN") && !s.responses.is_empty() => {
+                match super::answer::sasl_user(&s.mechanism, &s.responses) {
+                    Some(u) => u,
+                    None => return Some("[AUTHORIZATIONFAILED] A device logs in as itself only"),
+                }
+            }
+            _ => user.to_owned(),
+        };
+        store
+            .is_master_login(&user)
+            .then_some("[AUTHORIZATIONFAILED] No master-user login on a device's connection")
     }
 
     fn start_fetch(&mut self, tag: &str, command: &Command<'_>, bytes: &[u8]) {

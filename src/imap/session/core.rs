@@ -46,6 +46,16 @@ pub(super) enum Out {
     StartTls(String),
     /// Write and close.
     Close(Vec<u8>),
+    /// At the store: a FETCH response to complete with the device's partials.
+    Recrypt(Box<RecryptJob>),
+}
+
+/// A FETCH response of a device's session at the store, with what answers it.
+pub(super) struct RecryptJob {
+    pub role: Arc<crate::store::role::StoreRole>,
+    pub device: Arc<crate::store::role::DeviceBinding>,
+    pub mailbox: String,
+    pub response: Vec<u8>,
 }
 
 /// A job for the task that is not a write to the client.
@@ -188,6 +198,10 @@ pub(super) struct Core {
     pub mapping: Option<String>,
     /// The session's last complete view (see [`ViewSource::open`]).
     pub pinned: super::open::Pinned,
+    /// The client's TLS key (SPKI SHA-256), when it presented a certificate.
+    pub client_key: Option<String>,
+    /// A device's FETCH line without `X-MESH-RECRYPT`, to send instead of the client's.
+    pub recrypt_line: Option<Vec<u8>>,
 }
 
 impl Core {
@@ -230,6 +244,8 @@ impl Core {
             seqmap: SeqMap::default(),
             mapping: None,
             pinned: Default::default(),
+            client_key: None,
+            recrypt_line: None,
         }
     }
 
@@ -248,7 +264,11 @@ impl Core {
             can_starttls: self.ctx.tls.is_some(),
             loopback: self.loopback,
             authenticated: self.state.is_authenticated(),
-            relayed: matches!(self.state.account(), Some(super::state::Account::Other)),
+            relayed: matches!(
+                self.state.account(),
+                Some(super::state::Account::Other | super::state::Account::Device(_))
+            ),
+            recrypting: self.state.device().is_some(),
         }
     }
 
@@ -408,6 +428,11 @@ impl Core {
             match self.mode {
                 Mode::Forward | Mode::Raw => {
                     let mut data = self.cfrag.fragment_bytes(frag).to_vec();
+                    if first {
+                        if let Some(line) = self.recrypt_line.take() {
+                            data = line;
+                        }
+                    }
                     if first && self.mode == Mode::Forward {
                         let own = self.current.as_ref().map(|(_, own)| own.clone());
                         if let Some(own) = own {
@@ -528,6 +553,7 @@ impl Core {
     pub fn view_source(&self) -> Option<ViewSource> {
         let (mapped, mailbox) = self.state.mapped_selected()?;
         Some(ViewSource {
+            device: mapped.account.device.clone(),
             views: self.ctx.views.clone(),
             index: mapped.account.index.clone(),
             keys: mapped.account.keys.clone(),

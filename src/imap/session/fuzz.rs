@@ -22,6 +22,7 @@ pub fn context() -> Arc<ImapContext> {
             index: None,
             owned: Default::default(),
             indexer: Default::default(),
+            device: None,
         }),
     );
     let limits = Limits {
@@ -43,6 +44,7 @@ pub fn context() -> Arc<ImapContext> {
         views: crate::imap::view::ViewCache::new(1 << 20),
         append_plaintext: Vec::new(),
         indexer: Default::default(),
+        store: None,
     })
 }
 

@@ -108,12 +108,16 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let idle = Duration::from_secs(ctx.limits.idle_timeout_secs);
+    let mut client_key = None;
     let mut client: Box<dyn Stream> = if implicit_tls {
         let Some(acceptor) = ctx.tls.clone() else {
             return;
         };
         match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Ok(tls)) => {
+                client_key = crate::tls::client_keys::peer_key(&tls);
+                Box::new(tls)
+            }
             _ => return,
         }
     } else {
@@ -131,13 +135,14 @@ pub async fn run(
             return;
         }
     };
-    let core = Core::new(
+    let mut core = Core::new(
         ctx,
         peer.to_string(),
         upstream.capabilities,
         implicit_tls,
         loopback,
     );
+    core.client_key = client_key;
     if client.write_all(&core.greeting()).await.is_err() {
         return;
     }
@@ -168,7 +173,10 @@ pub async fn run(
                     break;
                 };
                 match tokio::time::timeout(idle, acceptor.accept(client)).await {
-                    Ok(Ok(tls)) => client = Box::new(tls),
+                    Ok(Ok(tls)) => {
+                        task.core.client_key = crate::tls::client_keys::peer_key(&tls);
+                        client = Box::new(tls);
+                    }
                     _ => return,
                 }
                 task.core.tls_started();
@@ -306,6 +314,7 @@ impl Task {
                 Out::Bytes(b) | Out::FetchDone(b) | Out::Close(b) => b.len(),
                 Out::View(job) => job.ciphertext.as_ref().map_or(UNKNOWN_SIZE, Vec::len),
                 Out::SearchDone(_) => UNKNOWN_SIZE,
+                Out::Recrypt(job) => job.response.len(),
                 Out::ViewFailed(_) | Out::StartTls(_) => 0,
             };
             self.ready_bytes += weight;
@@ -316,6 +325,22 @@ impl Task {
                 Out::FetchDone(l) => ready(Ready::FetchDone(l)),
                 Out::StartTls(t) => ready(Ready::StartTls(t)),
                 Out::Close(b) => ready(Ready::Close(b)),
+                Out::Recrypt(job) => Box::pin(async move {
+                    let response = tokio::task::spawn_blocking(move || {
+                        job.role.answer(&job.device, &job.mailbox, job.response)
+                    })
+                    .await;
+                    match response {
+                        Ok(r) => (weight, Ready::Write(r)),
+                        Err(_) => (
+                            weight,
+                            Ready::Close(
+                                b"* BYE [UNAVAILABLE] meshmail could not answer; reconnect\r\n"
+                                    .to_vec(),
+                            ),
+                        ),
+                    }
+                }),
                 Out::View(job) => {
                     let owned = self.owned(&job.source.credentials);
                     Box::pin(async move {
@@ -376,10 +401,14 @@ impl Task {
         if !self.indexer_told {
             self.indexer_told = true;
             let account = &mapped.account;
-            if let (Some(credentials), Some(index), Some(keys)) = (
+            // A split account's device decrypts with its store's partials, which the
+            // indexer's connection does not ask for: it decrypts on the client's demand only.
+            let split = account.device.is_some();
+            if let (Some(credentials), Some(index), Some(keys), false) = (
                 mapped.credentials.clone(),
                 account.index.clone(),
                 account.keys.clone(),
+                split,
             ) {
                 let indexer = crate::imap::indexer::IndexerContext {
                     target: ctx.upstream.clone(),

@@ -27,6 +27,8 @@ pub(super) struct ViewSource {
     pub max: usize,
     /// The session's last complete view (one per session at most).
     pub pinned: Pinned,
+    /// A split account's device (its name): every message is fetched with its partials.
+    pub device: Option<String>,
 }
 
 impl ViewSource {
@@ -122,6 +124,11 @@ impl ViewSource {
             .keys
             .clone()
             .ok_or(OpenFailure::Temporary("the key store is locked".into()))?;
+        if let Some(device) = &self.device {
+            if !forged {
+                return self.build_split(owned, uid, keys, device, warm).await;
+            }
+        }
         let raw = match ciphertext {
             Some(c) => c,
             None => {
@@ -153,6 +160,73 @@ impl ViewSource {
             drop(slot);
             // Tests count decryptions per message by these lines.
             tracing::debug!(mailbox = %mailbox, uid, by = "session", "decrypted");
+            if let (Some(index), Some(validity)) = (index, validity) {
+                let v = view.clone();
+                index.insert_later(&mailbox, validity, uid, v.size(), move || v.index_entry());
+            }
+            view
+        })
+        .await
+        .map_err(|_| OpenFailure::Temporary("decryption stopped".into()))
+    }
+
+    /// A split account's device: the message and the store's partials for it, fetched
+    /// together (partials are computed from the bytes the store sent with them). Anything but
+    /// partials is temporary for the client: never a failure view it would keep.
+    async fn build_split(
+        &self,
+        owned: Option<&OwnedConnection>,
+        uid: u32,
+        keys: Arc<DecryptionKeys>,
+        device: &str,
+        warm: Warm,
+    ) -> Result<Arc<View>, OpenFailure> {
+        use crate::store::item::Answer;
+        let owned = owned.ok_or(OpenFailure::Temporary(
+            "meshmail cannot log in again with this login method".into(),
+        ))?;
+        let (raw, answer) = match owned
+            .fetch_recrypt(&self.selected.name, self.selected.uidvalidity, uid, device)
+            .await
+        {
+            Ok(found) => found,
+            Err(FetchError::Gone(_)) => return Err(OpenFailure::Gone),
+            Err(e) => return Err(OpenFailure::Temporary(e.to_string())),
+        };
+        let partials = match answer {
+            Answer::Partials(p) if !p.is_empty() => p,
+            Answer::Partials(_) | Answer::NotForAccount => {
+                if !crate::imap::view::mime::parse(&raw).is_encrypted() {
+                    // Plaintext needs no partial: shown as the server holds it.
+                    return Ok(Arc::new(View::from_message(zeroize::Zeroizing::new(raw))));
+                }
+                return Err(OpenFailure::Temporary(
+                    "the store has no partial for this message (not encrypted to this account)"
+                        .into(),
+                ));
+            }
+            Answer::RefusedPoint => {
+                return Err(OpenFailure::Temporary(
+                    "the store refused this message's key (not a usable curve point)".into(),
+                ))
+            }
+            Answer::Revoked => {
+                tracing::warn!(device, "the store says this device is revoked");
+                return Err(OpenFailure::Temporary(
+                    "this device has no share at the store (revoked?)".into(),
+                ));
+            }
+        };
+        let max = self.max;
+        let index = self.index.clone();
+        let mailbox = self.selected.name.clone();
+        let validity = self.selected.uidvalidity;
+        let slot = crate::imap::slots::decryption_slot().await;
+        tokio::task::spawn_blocking(move || {
+            let view = Arc::new(View::build_with(&raw, &keys, Some(&partials), max));
+            view.warm(warm.structure, warm.sections);
+            drop(slot);
+            tracing::debug!(mailbox = %mailbox, uid, by = "session", split = true, "decrypted");
             if let (Some(index), Some(validity)) = (index, validity) {
                 let v = view.clone();
                 index.insert_later(&mailbox, validity, uid, v.size(), move || v.index_entry());

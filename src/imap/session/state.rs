@@ -45,6 +45,9 @@ pub(super) enum Account {
     Mapped(Arc<Mapped>),
     /// Any other login: relayed, never given a key, a view, the cache or the index.
     Other,
+    /// At the store: an enrolled device logged in as its account (relayed like `Other`, and
+    /// its FETCH responses carry the partials it asks for).
+    Device(Arc<crate::store::role::DeviceBinding>),
 }
 
 /// A mapped login.
@@ -78,7 +81,23 @@ impl State {
     pub fn mapped(&self) -> Option<&Arc<Mapped>> {
         match self.account()? {
             Account::Mapped(m) => Some(m),
-            Account::Other => None,
+            Account::Other | Account::Device(_) => None,
+        }
+    }
+
+    /// The device a store session is bound to.
+    pub fn device(&self) -> Option<&Arc<crate::store::role::DeviceBinding>> {
+        match self.account()? {
+            Account::Device(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The selected mailbox's name, in any session.
+    pub fn selected_name(&self) -> Option<&str> {
+        match self {
+            State::Selected(_, m) => Some(&m.name),
+            _ => None,
         }
     }
 
@@ -100,9 +119,18 @@ impl State {
         login: PendingLogin,
         ok: bool,
         accounts: &std::collections::HashMap<String, Arc<ImapAccount>>,
+        store: Option<&crate::store::role::StoreRole>,
+        client_key: Option<&str>,
     ) -> State {
         if !ok {
             return State::NotAuthenticated;
+        }
+        if let Some(store) = store {
+            // At the store nothing is mapped: a login is a device's or is relayed.
+            return State::Authenticated(match store.bind(&login.user, client_key) {
+                Some(device) if !login.user.is_empty() => Account::Device(device),
+                _ => Account::Other,
+            });
         }
         let account = match accounts.get(&login.user) {
             Some(account) if !login.user.is_empty() => Account::Mapped(Arc::new(Mapped {

@@ -36,6 +36,8 @@ pub(super) enum Kind {
     Recent,
     /// meshmail's own command whose answer the client does not see.
     Internal,
+    /// At the store: a device's FETCH that asked for `X-MESH-RECRYPT` (stripped upstream).
+    Recrypt,
 }
 
 impl Kind {
@@ -87,6 +89,13 @@ impl Tags {
     /// The command the server's tagged answer `tag` completes.
     pub fn complete(&mut self, tag: &str) -> Option<Inflight> {
         self.inflight.remove(tag)
+    }
+
+    /// A device's FETCH with `X-MESH-RECRYPT` is in flight.
+    pub fn recrypting(&self) -> bool {
+        self.inflight
+            .values()
+            .any(|i| matches!(i.kind, Kind::Recrypt))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -50,6 +50,10 @@ fn client(core: &mut Core) -> String {
             Out::ViewFailed(r) => out.push_str(&format!("<failed {r}>")),
             Out::SearchDone(_) => out.push_str("<search>"),
             Out::StartTls(t) => out.push_str(&format!("<starttls {t}>")),
+            Out::Recrypt(job) => out.push_str(&format!(
+                "<recrypt {}>",
+                String::from_utf8_lossy(&job.response).trim_end()
+            )),
         }
     }
     out

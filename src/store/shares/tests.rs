@@ -219,3 +219,57 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn a_revocation_signed_by_the_account_or_a_remaining_device_is_applied_and_no_other() {
+    let f = fixture();
+    let m = scalar();
+    let phone_key = account_key();
+    let tablet_key = account_key();
+    for (name, tls, key, serial) in [
+        ("phone", "AA11", &phone_key, 1),
+        ("tablet", "BB22", &tablet_key, 2),
+        ("laptop", "CC33", &account_key(), 3),
+    ] {
+        let mut p = payload(name, tls, serial);
+        p.device_signing_key = BASE64.encode(&pin_of(key));
+        let (s, _) = m.split().unwrap();
+        f.store
+            .accept(&ShareRecord::make(&f.key, &f.public, p, &s).unwrap())
+            .unwrap();
+    }
+    // The phone (remaining) revokes the lost tablet.
+    let by_phone = make_revocation(&phone_key, "alice@example.test", "tablet", "phone").unwrap();
+    assert_eq!(f.store.revoke_signed(&by_phone).unwrap(), "tablet");
+    assert!(f
+        .store
+        .share_for("alice@example.test", "BB22")
+        .unwrap()
+        .is_none());
+    // The revoked tablet cannot revoke anyone any more.
+    let by_tablet = make_revocation(&tablet_key, "alice@example.test", "phone", "tablet").unwrap();
+    assert!(matches!(
+        f.store.revoke_signed(&by_tablet),
+        Err(ShareError::Revoked(_))
+    ));
+    // A key that is not the named device's, or not the account's, is refused.
+    let forged = make_revocation(&account_key(), "alice@example.test", "phone", "laptop").unwrap();
+    assert!(matches!(
+        f.store.revoke_signed(&forged),
+        Err(ShareError::BadSignature(_))
+    ));
+    let forged = make_revocation(&account_key(), "alice@example.test", "phone", "").unwrap();
+    assert!(matches!(
+        f.store.revoke_signed(&forged),
+        Err(ShareError::BadSignature(_))
+    ));
+    assert!(f
+        .store
+        .share_for("alice@example.test", "AA11")
+        .unwrap()
+        .is_some());
+    // The account's own key revokes any device.
+    let by_account = make_revocation(&f.key, "alice@example.test", "phone", "").unwrap();
+    assert_eq!(f.store.revoke_signed(&by_account).unwrap(), "phone");
+    assert!(f.store.revoke_signed("not a revocation").is_err());
+}
