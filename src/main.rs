@@ -30,12 +30,16 @@ fn say(text: std::fmt::Arguments<'_>) {
 }
 
 // After `say!`: the subcommand modules use it.
+#[path = "cli/device.rs"]
+mod device_cli;
 #[path = "cli/keys.rs"]
 mod keys_cli;
 #[path = "cli/passphrase.rs"]
 mod passphrase;
 #[path = "cli/recovery.rs"]
 mod recovery_cli;
+#[path = "cli/store.rs"]
+mod store_cli;
 
 use keys_cli::{export_keys, ExportArgs};
 use passphrase::{prompt_new_passphrase, PassphraseSource};
@@ -111,6 +115,16 @@ enum Command {
     Recovery {
         #[command(subcommand)]
         command: recovery_cli::RecoveryCommand,
+    },
+    /// Devices of a split account: enrolment (request, add, import), list, revoke.
+    Device {
+        #[command(subcommand)]
+        command: device_cli::DeviceCommand,
+    },
+    /// The store role's shares, on the store host: info, accept, revoke, list.
+    Store {
+        #[command(subcommand)]
+        command: store_cli::StoreCommand,
     },
     /// The IMAP index of decrypted messages.
     Index {
@@ -449,6 +463,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Recovery { command } => recovery_cli::run(&home, &pass, command),
+        Command::Device { command } => device_cli::run(&home, &pass, command),
+        Command::Store { command } => store_cli::run(command),
         Command::Index {
             command: IndexCommand::Status { config, json },
         } => {

@@ -165,6 +165,20 @@ impl DecryptionKeys {
         self.split.is_some()
     }
 
+    /// For a split account: whether `partials` with this device's share unwrap a session key
+    /// from one of `pkesks` (a store holding another device's share, or a corrupt answer,
+    /// does not).
+    pub fn split_opens(&self, pkesks: &[PKESK], partials: &Partials) -> bool {
+        let Some(split) = &self.split else {
+            return false;
+        };
+        partials.iter().any(|(i, partial)| {
+            pkesks.get(*i).is_some_and(|pkesk| {
+                super::recrypt::session_key(pkesk, &split.public, &split.share, *partial).is_some()
+            })
+        })
+    }
+
     /// The account's certificate with its secret keys (self-encryption and signing); for a
     /// split account, the public certificate only.
     pub fn secret_cert(&self) -> &Cert {

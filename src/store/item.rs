@@ -162,6 +162,14 @@ fn unquote(s: &str) -> Option<&str> {
     s.strip_prefix('"')?.strip_suffix('"')
 }
 
+/// The PKESKs at the start of the first ASCII-armored OpenPGP message in `message`, counted
+/// as the store counts them (at most [`MAX_PKESKS`]).
+pub fn pkesks(message: &[u8]) -> Vec<sq::packet::PKESK> {
+    armor_prefix(message)
+        .map(|binary| leading_pkesks(&binary))
+        .unwrap_or_default()
+}
+
 /// The partials of `message` (as the mail store returned it) for the account's encryption
 /// subkey `public`, computed with `share`.
 pub fn partials(

@@ -47,12 +47,15 @@ struct Stamp {
 
 type Cached = Option<Arc<(RecordPayload, StoreShare)>>;
 
+/// Lookups since the state file last changed: (account, TLS key hash) → what was found.
+type ShareCache = (Option<Stamp>, HashMap<(String, String), Cached>);
+
 pub struct StoreRole {
     shares: ShareStore,
     state_file: std::path::PathBuf,
     /// Upstream login → account.
     accounts: HashMap<String, StoreAccount>,
-    cache: Mutex<(Option<Stamp>, HashMap<(String, String), Cached>)>,
+    cache: Mutex<ShareCache>,
     audit: Audit,
     master_separator: String,
 }

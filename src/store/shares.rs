@@ -360,6 +360,17 @@ impl ShareStore {
             .collect())
     }
 
+    /// The devices of `account` revoked at this store.
+    pub fn tombstones(&self, account: &str) -> Result<Vec<Tombstone>, ShareError> {
+        Ok(self
+            .read_state()?
+            .tombstones
+            .iter()
+            .filter(|t| t.account.eq_ignore_ascii_case(account))
+            .cloned()
+            .collect())
+    }
+
     /// Revokes `device` of `account`: a tombstone, the share deleted, every other share moved
     /// to a new generation's key (so a restored backup of the share directory opens nothing).
     pub fn revoke(&self, account: &str, device: &str) -> Result<bool, ShareError> {

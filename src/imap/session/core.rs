@@ -63,7 +63,7 @@ pub(super) enum Job {
     /// Encrypt an APPEND's message to the account's own key (`Core::sealed` takes the result).
     Seal(SealJob),
     /// Start meshmail's own evaluation of a SEARCH over the encrypted messages.
-    Search(SearchJob),
+    Search(Box<SearchJob>),
 }
 
 /// A view to open and answer with.

@@ -305,7 +305,7 @@ impl Task {
                 }
                 Job::Search(job) => {
                     let owned = self.owned(&job.source.credentials);
-                    self.search = Some(tokio::spawn(search::search_local(job, owned)));
+                    self.search = Some(tokio::spawn(search::search_local(*job, owned)));
                 }
             }
         }

@@ -222,7 +222,10 @@ impl ViewSource {
         let mailbox = self.selected.name.clone();
         let validity = self.selected.uidvalidity;
         let slot = crate::imap::slots::decryption_slot().await;
-        tokio::task::spawn_blocking(move || {
+        let built = tokio::task::spawn_blocking(move || {
+            if !keys.split_opens(&crate::store::item::pkesks(&raw), &partials) {
+                return None;
+            }
             let view = Arc::new(View::build_with(&raw, &keys, Some(&partials), max));
             view.warm(warm.structure, warm.sections);
             drop(slot);
@@ -231,10 +234,21 @@ impl ViewSource {
                 let v = view.clone();
                 index.insert_later(&mailbox, validity, uid, v.size(), move || v.index_entry());
             }
-            view
+            Some(view)
         })
         .await
-        .map_err(|_| OpenFailure::Temporary("decryption stopped".into()))
+        .map_err(|_| OpenFailure::Temporary("decryption stopped".into()))?;
+        built.ok_or_else(|| {
+            tracing::warn!(
+                device,
+                uid,
+                "the store's partials do not open the message with this device's share"
+            );
+            OpenFailure::Temporary(
+                "the store's answer does not fit this device's share (enrolled again elsewhere?)"
+                    .into(),
+            )
+        })
     }
 
     /// Caches a view, and keeps it as the session's last one: a view larger than the cache

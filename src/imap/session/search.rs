@@ -160,12 +160,12 @@ impl Core {
             Some((t, tx, rx)) => (Some((t, Vec::new(), tx)), Some(rx)),
             None => (None, None),
         };
-        self.jobs.push_back(Job::Search(SearchJob {
+        self.jobs.push_back(Job::Search(Box::new(SearchJob {
             source,
             criteria,
             numbering: numbering_rx,
             recent: recent_rx,
-        }));
+        })));
         if self.seqmap.complete() {
             if let Some(tx) = numbering.take() {
                 let _ = tx.send((self.seqmap.by_uid(), self.seqmap.len()));

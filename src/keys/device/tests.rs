@@ -82,7 +82,8 @@ fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
     let secrets = unlock(&s.device_home, None).unwrap();
     let cert = s.admin.openpgp_cert().unwrap();
     let message =
-        crate::crypto::openpgp::encrypt(&[b"for the laptop"], &[cert.clone()], None).unwrap();
+        crate::crypto::openpgp::encrypt(&[b"for the laptop"], std::slice::from_ref(&cert), None)
+            .unwrap();
     let subkey = cert
         .keys()
         .subkeys()
@@ -100,6 +101,48 @@ fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
     )
     .unwrap();
     assert_eq!(&plain[..], b"for the laptop");
+    // The same through the device's keys: the store's partial opens it; a partial made
+    // with another device's store share does not, and the message is not shown.
+    let keys = crate::crypto::decrypt::DecryptionKeys::split(
+        cert.clone(),
+        &info.subkey,
+        unlock(&s.device_home, None).unwrap().share,
+        Vec::new(),
+    )
+    .unwrap();
+    let armored = {
+        let mut out = Vec::new();
+        crate::crypto::openpgp::encrypt_armored_into(
+            &[b"armored"],
+            std::slice::from_ref(&cert),
+            None,
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
+    let pkesks = crate::store::item::pkesks(&armored);
+    assert_eq!(pkesks.len(), 1);
+    let good = vec![(0, store_share.partial(&pkesks[0]).unwrap())];
+    assert!(keys.split_opens(&pkesks, &good));
+    let opened = keys
+        .open_openpgp_with(&armored, &[], Some(&good), 1 << 20)
+        .unwrap();
+    assert_eq!(&opened.plaintext[..], b"armored");
+    let scalar = recrypt::extract(
+        &recrypt::encryption_subkey(&s.unlocked.openpgp_secret_cert().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let (other_store, _) = scalar.split().unwrap();
+    let wrong = vec![(0, other_store.partial(&pkesks[0]).unwrap())];
+    assert!(!keys.split_opens(&pkesks, &wrong));
+    assert!(keys
+        .open_openpgp_with(&armored, &[], Some(&wrong), 1 << 20)
+        .is_err());
+    assert!(
+        keys.open_openpgp(&armored, &[], 1 << 20).is_err(),
+        "no partial, no plaintext"
+    );
     // The home opens as the account's public side.
     assert_eq!(
         Account::open(&s.device_home).unwrap().address(),

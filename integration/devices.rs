@@ -1,0 +1,418 @@
+//! Several devices, one published key (issue 13), against a real Dovecot and GnuPG: Alice's
+//! laptop and phone are enrolled with `meshmail device request/add/import`, each runs a device
+//! proxy whose upstream is the store proxy in front of Dovecot, and mail GnuPG encrypted to
+//! Alice's one published certificate (one recipient, a hidden recipient, several recipients)
+//! is read through either. Then: a wrong comparison code, a device with another device's key,
+//! Dovecot read directly, revocation (an open session and a cold start), a replayed record and
+//! a restored backup of the store's shares.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::gpg::Gpg;
+use common::imap::{append, crlf, gpg_encrypt, oracle, pgp_mime};
+use common::mail::{MailServers, Meshmail};
+use common::{free_port, meshmail, run, TestAccount};
+use std::path::{Path, PathBuf};
+
+struct World {
+    root: tempfile::TempDir,
+    servers: MailServers,
+    alice: TestAccount,
+    gpg: Gpg,
+    store: Meshmail,
+    store_config: PathBuf,
+    store_tls_port: u16,
+    store_cert: PathBuf,
+    shares_dir: PathBuf,
+}
+
+/// The code a `device request` / `device add` printed.
+fn code_in(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("code: "))
+        .unwrap_or_else(|| panic!("no code in {stdout}"))
+        .trim()
+        .to_owned()
+}
+
+fn world() -> World {
+    let root = common::tempdir();
+    let servers = MailServers::start();
+    let (alice, _bob, gpg) = common::gpg::alice_and_bob(root.path());
+    // The store host: its TLS certificate, Alice's public files only, its configuration.
+    let certs = root.path().join("store-certs");
+    run(meshmail(&alice.home).arg("certs").arg("--out").arg(&certs)).ok();
+    let public = root.path().join("store/alice-public");
+    std::fs::create_dir_all(&public).unwrap();
+    for f in ["account.json", "openpgp.asc"] {
+        std::fs::copy(alice.home.join(f), public.join(f)).unwrap();
+    }
+    let shares_dir = root.path().join("store/shares");
+    let store_tls_port = free_port();
+    let config = format!(
+        "[tls]\ncert = \"{c}/cert.pem\"\nkey = \"{c}/key.pem\"\n\
+         [store]\nlisten = \"127.0.0.1:{{port}}\"\nlisten_implicit_tls = \"127.0.0.1:{store_tls_port}\"\n\
+         upstream = \"127.0.0.1:{}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{}\"\n\
+         shares_dir = \"{}\"\nalarm_per_hour = 50\n\
+         [[store.account]]\nupstream_user = \"alice\"\npublic_home = \"{}\"\n",
+        servers.imap(),
+        servers.ca_pem().display(),
+        shares_dir.display(),
+        public.display(),
+        c = certs.display(),
+    );
+    let store = Meshmail::start(&config);
+    let store_config = root.path().join("store.toml");
+    std::fs::write(
+        &store_config,
+        config.replace("{port}", &store.port.to_string()),
+    )
+    .unwrap();
+    World {
+        store_cert: certs.join("cert.pem"),
+        root,
+        servers,
+        alice,
+        gpg,
+        store,
+        store_config,
+        store_tls_port,
+        shares_dir,
+    }
+}
+
+impl World {
+    fn store_cmd(&self, args: &[&str]) -> common::Run {
+        run(meshmail(&self.alice.home)
+            .arg("store")
+            .args(args)
+            .arg("--config")
+            .arg(&self.store_config))
+    }
+
+    /// Enrols a device called `name` in a new home, end to end; returns the home.
+    fn enrol(&self, name: &str) -> PathBuf {
+        let home = self.root.path().join(format!("device-{name}"));
+        let dir = self.root.path().join(format!("enrol-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store_json = dir.join("store.json");
+        if !store_json.exists() {
+            let info = self.store_cmd(&["info"]);
+            info.ok();
+            std::fs::write(&store_json, &info.stdout).unwrap();
+        }
+        let req = run(meshmail(&home)
+            .args(["device", "request", "--out"])
+            .arg(dir.join("request")))
+        .ok()
+        .stdout
+        .clone();
+        let reply = run(meshmail(&self.alice.home)
+            .args(["device", "add"])
+            .arg(dir.join("request"))
+            .args(["--name", name, "--store"])
+            .arg(&store_json)
+            .arg("--out")
+            .arg(dir.join("reply"))
+            .args(["--code", &code_in(&req)]))
+        .ok()
+        .stdout
+        .clone();
+        run(meshmail(&home)
+            .args(["device", "import"])
+            .arg(dir.join("reply"))
+            .args(["--code", &code_in(&reply)]))
+        .ok();
+        self.store_cmd(&["accept", dir.join("reply.record").to_str().unwrap()])
+            .ok();
+        home
+    }
+
+    /// A device proxy for the device in `home`, its upstream the store (implicit TLS).
+    fn device_proxy(&self, home: &Path) -> Meshmail {
+        Meshmail::start(&format!(
+            "home = \"{}\"\nupstream_user = \"alice\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\n\
+             upstream = \"127.0.0.1:{}\"\nupstream_tls = \"implicit\"\nupstream_ca = \"{}\"\n",
+            home.display(),
+            self.store_tls_port,
+            self.store_cert.display()
+        ))
+    }
+
+    /// A message GnuPG encrypted with `args`, delivered to Alice's INBOX in Dovecot: its UID.
+    fn deliver(&self, word: &str, args: &[&str]) -> String {
+        let inner = crlf(&format!(
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nThe secret word is {word}.\r\n"
+        ));
+        let armored = gpg_encrypt(&self.gpg, self.root.path(), &inner, args);
+        let message = pgp_mime(
+            &format!(
+                "From: bob@example.test\r\nTo: alice@example.test\r\nSubject: {word}\r\n\
+                 Message-ID: <{word}@example.test>\r\n"
+            ),
+            &armored,
+        );
+        append(
+            &self.servers,
+            "alice",
+            "INBOX",
+            self.root.path(),
+            &[&message],
+        )
+        .pop()
+        .expect("a UID")
+    }
+}
+
+/// FETCH through `port` (imaplib): the bytes, or the error imaplib raised.
+fn fetch(port: u16, uid: &str) -> Result<String, String> {
+    let out = oracle()
+        .args([
+            "fetch",
+            &port.to_string(),
+            "alice",
+            "secret",
+            "INBOX",
+            uid,
+            "BODY.PEEK[]",
+        ])
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // imaplib's oracle prints a refused FETCH as its status and text.
+    if out.status.success() && !stdout.starts_with("NO ") && !stdout.starts_with("BAD ") {
+        Ok(stdout)
+    } else if out.status.success() {
+        Err(stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn two_devices_read_gnupg_mail_through_the_store_and_a_revoked_one_reads_nothing_new() {
+    let w = world();
+    let laptop = w.enrol("laptop");
+    let phone = w.enrol("phone");
+    // Neither device holds the account's secret key.
+    for home in [&laptop, &phone] {
+        assert!(!home.join("secrets.json").exists());
+        assert!(home.join("device-secrets.json").exists());
+    }
+    let one = w.deliver("pomegranate", &["-r", "alice@example.test"]);
+    let hidden = w.deliver("quince", &["--hidden-recipient", "alice@example.test"]);
+    let several = w.deliver(
+        "medlar",
+        &["-r", "bob@example.test", "-r", "alice@example.test"],
+    );
+    let laptop_proxy = w.device_proxy(&laptop);
+    let phone_proxy = w.device_proxy(&phone);
+    for (uid, word) in [
+        (&one, "pomegranate"),
+        (&hidden, "quince"),
+        (&several, "medlar"),
+    ] {
+        for proxy in [&laptop_proxy, &phone_proxy] {
+            let view = fetch(proxy.port, uid).unwrap();
+            assert!(
+                view.contains(&format!("The secret word is {word}.")),
+                "uid {uid}: {view}\n{}",
+                proxy.log_text()
+            );
+            assert!(view.contains("Meshmail-Result: decrypted"), "{view}");
+        }
+        // Dovecot itself holds ciphertext only.
+        let direct = fetch(w.servers.imap(), uid).unwrap();
+        assert!(direct.contains("-----BEGIN PGP MESSAGE-----"));
+        assert!(!direct.contains("The secret word"));
+    }
+    // The store's audit log names each message the laptop asked for.
+    let audit = std::fs::read_to_string(
+        w.shares_dir
+            .parent()
+            .unwrap()
+            .join("audit/alice@example.test/laptop.log"),
+    )
+    .unwrap();
+    assert!(audit.contains(&format!("uid={one} ")), "{audit}");
+    // Neither log holds a partial or the plaintext.
+    for log in [w.store.log_text(), laptop_proxy.log_text()] {
+        assert!(!log.contains("pomegranate."), "decrypted content in a log");
+    }
+
+    // A backup of the store's shares, taken while the laptop is enrolled.
+    let backup = w.root.path().join("shares-backup");
+    run(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&w.shares_dir)
+        .arg(&backup))
+    .ok();
+
+    // The laptop is lost: revoked on the store host.
+    w.store_cmd(&["revoke", "alice@example.test", "laptop"])
+        .ok();
+    let after = w.deliver("loquat", &["-r", "alice@example.test"]);
+    // The laptop's open session: what it decrypted before stays readable, nothing new.
+    assert!(fetch(laptop_proxy.port, &one)
+        .unwrap()
+        .contains("The secret word is pomegranate."));
+    let refused = fetch(laptop_proxy.port, &after).unwrap_err();
+    assert!(refused.contains("UNAVAILABLE"), "{refused}");
+    // The laptop started cold: nothing new either.
+    drop(laptop_proxy);
+    let cold = w.device_proxy(&laptop);
+    let refused = fetch(cold.port, &after).unwrap_err();
+    assert!(refused.contains("UNAVAILABLE"), "{refused}");
+    assert!(!cold.log_text().contains("loquat."));
+    // The phone reads everything.
+    for (uid, word) in [(&one, "pomegranate"), (&after, "loquat")] {
+        assert!(fetch(phone_proxy.port, uid)
+            .unwrap()
+            .contains(&format!("The secret word is {word}.")));
+    }
+
+    // The laptop's old record, replayed: refused for good.
+    let replay = w.store_cmd(&[
+        "accept",
+        w.root
+            .path()
+            .join("enrol-laptop/reply.record")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_ne!(replay.code, 0, "{replay:?}");
+    assert!(replay.stderr.contains("revoked"), "{replay:?}");
+    // The backup restored over the shares: the laptop's share no longer opens.
+    std::fs::remove_dir_all(&w.shares_dir).unwrap();
+    run(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&backup)
+        .arg(&w.shares_dir))
+    .ok();
+    let still = fetch(cold.port, &after).unwrap_err();
+    assert!(still.contains("UNAVAILABLE"), "{still}");
+    // The store's own view.
+    let list = w.store_cmd(&["list"]).ok().stdout.clone();
+    assert!(list.contains("laptop\trevoked"), "{list}");
+}
+
+#[test]
+fn enrolment_refuses_a_wrong_code_and_a_device_with_another_devices_key_reads_nothing() {
+    let w = world();
+    let dir = w.root.path().join("enrol-tablet");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tablet = w.root.path().join("device-tablet");
+    let info = w.store_cmd(&["info"]);
+    std::fs::write(dir.join("store.json"), &info.ok().stdout).unwrap();
+    let req = run(meshmail(&tablet)
+        .args(["device", "request", "--out"])
+        .arg(dir.join("request")))
+    .ok()
+    .stdout
+    .clone();
+    let add = |code: &str, out: &str| {
+        run(meshmail(&w.alice.home)
+            .args(["device", "add"])
+            .arg(dir.join("request"))
+            .args(["--name", "tablet", "--store"])
+            .arg(dir.join("store.json"))
+            .arg("--out")
+            .arg(dir.join(out))
+            .args(["--code", code]))
+    };
+    // A code read out wrong (or a request swapped on the way): nothing is enrolled.
+    let wrong = add("0000-0000-0000", "reply-wrong");
+    assert_ne!(wrong.code, 0);
+    assert!(wrong.stderr.contains("code does not match"), "{wrong:?}");
+    assert!(!dir.join("reply-wrong").exists());
+    let reply = add(&code_in(&req), "reply").ok().stdout.clone();
+    // The admin's code typed wrong on the device: not imported.
+    let bad_import = run(meshmail(&tablet)
+        .args(["device", "import"])
+        .arg(dir.join("reply"))
+        .args(["--code", &code_in(&req)]));
+    assert_ne!(bad_import.code, 0);
+    assert!(
+        bad_import.stderr.contains("code does not match"),
+        "{bad_import:?}"
+    );
+    assert!(!tablet.join("device.json").exists());
+    run(meshmail(&tablet)
+        .args(["device", "import"])
+        .arg(dir.join("reply"))
+        .args(["--code", &code_in(&reply)]))
+    .ok();
+    w.store_cmd(&["accept", dir.join("reply.record").to_str().unwrap()])
+        .ok();
+
+    // The laptop's share with the tablet's TLS key: the store answers for the tablet, whose
+    // partial does not fit the laptop's share; no plaintext, no view kept.
+    let laptop = w.enrol("laptop");
+    let mixed = w.root.path().join("device-mixed");
+    run(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&laptop)
+        .arg(&mixed))
+    .ok();
+    std::fs::copy(tablet.join("device-tls.pem"), mixed.join("device-tls.pem")).unwrap();
+    let secrets = |home: &Path| -> (serde_json::Value, serde_json::Value) {
+        let outer: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(home.join("device-secrets.json")).unwrap())
+                .unwrap();
+        let data = data_encoding::BASE64
+            .decode(outer["data"].as_str().unwrap().as_bytes())
+            .unwrap();
+        (outer, serde_json::from_slice(&data).unwrap())
+    };
+    let (mut outer, mut inner) = secrets(&laptop);
+    inner["tls_key"] = secrets(&tablet).1["tls_key"].clone();
+    outer["data"] = data_encoding::BASE64
+        .encode(&serde_json::to_vec(&inner).unwrap())
+        .into();
+    let path = mixed.join("device-secrets.json");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&outer).unwrap()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let uid = w.deliver("tamarind", &["-r", "alice@example.test"]);
+    let proxy = w.device_proxy(&mixed);
+    let refused = fetch(proxy.port, &uid).unwrap_err();
+    assert!(refused.contains("UNAVAILABLE"), "{refused}");
+    let log = proxy.log_text();
+    assert!(!log.contains("decrypted"), "{log}");
+    // The tablet itself reads it.
+    let tablet_proxy = w.device_proxy(&tablet);
+    assert!(fetch(tablet_proxy.port, &uid)
+        .unwrap()
+        .contains("The secret word is tamarind."));
+}
+
+#[test]
+fn the_private_item_reaches_neither_dovecot_nor_a_session_without_an_enrolled_key() {
+    let w = world();
+    let uid = w.deliver("sapodilla", &["-r", "alice@example.test"]);
+    // A plain client (no device certificate) through the store: relayed byte for byte, and
+    // the private item refused before it reaches Dovecot.
+    let mut plain = common::raw_imap::RawImap::connect(w.store.port);
+    plain.drain(std::time::Duration::from_millis(300));
+    let login = String::from_utf8_lossy(&plain.command("a", "LOGIN alice secret")).into_owned();
+    assert!(login.contains("a OK"), "{login}");
+    plain.command("b", "SELECT INBOX");
+    let asked = String::from_utf8_lossy(&plain.command(
+        "c",
+        &format!("UID FETCH {uid} (BODY.PEEK[] X-MESH-RECRYPT)"),
+    ))
+    .into_owned();
+    assert!(asked.contains("c NO [NOPERM]"), "{asked}");
+    assert!(!asked.contains("X-MESH-RECRYPT ("), "{asked}");
+    let body =
+        String::from_utf8_lossy(&plain.command("d", &format!("UID FETCH {uid} (BODY.PEEK[])")))
+            .into_owned();
+    assert!(body.contains("-----BEGIN PGP MESSAGE-----"));
+    assert!(!body.contains("X-MESH-RECRYPT"));
+}
