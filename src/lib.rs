@@ -9,9 +9,10 @@
 //! - [`address`]: UDF fingerprints and strong (fingerprint) addresses: parse and format only.
 //! - [`policy`]: signed policy documents, their verification (the only maker of
 //!   [`policy::Verified`]), discovery (local store → DNS → HTTPS) and the outcome cache.
-//! - [`keys`]: the account's key store: keys, certificates, sealed secrets, export.
-//! - [`crypto`]: OpenPGP and S/MIME certificates, message encryption and decryption (next:
-//!   recryption).
+//! - [`keys`]: the account's key store: keys, certificates, sealed secrets, export, recovery
+//!   shares, and the enrolment of a split account's devices (`keys::device`).
+//! - [`crypto`]: OpenPGP and S/MIME certificates, message encryption and decryption, and
+//!   recryption (the account's Cv25519 subkey split between the store and each device).
 //! - [`mime`]: header protection and the PGP/MIME and S/MIME envelopes of outgoing copies.
 //! - [`pipeline`]: what each recipient gets (classification, copies, sealing), and delivery
 //!   reports; a [`struct@pipeline::Copy`] is the only thing the relay sends.
@@ -25,13 +26,15 @@
 //!   capabilities, the decrypted view (its structure as Dovecot computes it),
 //!   FETCH/SEARCH/APPEND of mapped sessions, the index and the background indexer that fills
 //!   it as mail arrives.
-//! - [`store`]: the store role (recryption in front of the mail store): share records so far.
+//! - [`store`]: the store role (recryption in front of the mail store): share records, the
+//!   private FETCH item, device binding and the per-device audit log.
+//! - [`mailbox`]: stored mail re-encrypted in place (`meshmail mailbox encrypt`).
 //! - [`tls`]: rustls configurations; certificates are always verified.
 //! - [`config`]: the TOML configuration.
 //! - [`codes`]: the one table of outcomes → exit codes / SMTP / IMAP replies.
 //! - [`secret`]: secrets as a type (redacted `Debug`, zeroized on drop).
 //!
-//! Next (see DESIGN.md): `pop3`, `crypto::recrypt`.
+//! Next (see DESIGN.md): `pop3`.
 
 pub mod address;
 pub mod codes;
@@ -41,6 +44,7 @@ pub mod filter;
 pub mod imap;
 pub mod keys;
 pub mod listen;
+pub mod mailbox;
 pub mod mime;
 pub mod pipeline;
 pub mod policy;

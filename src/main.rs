@@ -34,6 +34,8 @@ fn say(text: std::fmt::Arguments<'_>) {
 mod device_cli;
 #[path = "cli/keys.rs"]
 mod keys_cli;
+#[path = "cli/mailbox.rs"]
+mod mailbox_cli;
 #[path = "cli/passphrase.rs"]
 mod passphrase;
 #[path = "cli/recovery.rs"]
@@ -125,6 +127,11 @@ enum Command {
     Store {
         #[command(subcommand)]
         command: store_cli::StoreCommand,
+    },
+    /// Stored mail: re-encrypt a mailbox's plaintext messages in place.
+    Mailbox {
+        #[command(subcommand)]
+        command: mailbox_cli::MailboxCommand,
     },
     /// The IMAP index of decrypted messages.
     Index {
@@ -465,6 +472,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Recovery { command } => recovery_cli::run(&home, &pass, command),
         Command::Device { command } => device_cli::run(&home, &pass, command),
         Command::Store { command } => store_cli::run(command),
+        Command::Mailbox { command } => mailbox_cli::run(&home, &pass, command),
         Command::Index {
             command: IndexCommand::Status { config, json },
         } => {

@@ -567,3 +567,25 @@ pub fn read_passphrase(
     zeroize::Zeroize::zeroize(&mut text);
     Ok(Some(SecretString::new(trimmed)))
 }
+
+/// The `[imap]` upstream as a command-line tool reaches it (no device identity): for
+/// `meshmail mailbox …` on the admin device.
+pub fn imap_upstream(config: &Config) -> Result<UpstreamTarget, ServeError> {
+    let imap = config
+        .imap
+        .as_ref()
+        .ok_or_else(|| ServeError::Config("no [imap] section: no mail server to work on".into()))?;
+    let tls = crate::upstream::client_config(
+        imap.upstream_ca.as_deref(),
+        &crate::config::upstream_pins(imap.upstream_fingerprint.as_deref())
+            .map_err(ServeError::Config)?,
+    )
+    .map_err(ServeError::Config)?;
+    Ok(UpstreamTarget {
+        address: imap.upstream.clone(),
+        tls: imap.upstream_tls,
+        tls_config: Arc::new(tls),
+        timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
+        hello_name: "localhost".into(),
+    })
+}

@@ -21,9 +21,14 @@
 
   fetch PORT USER PASS MAILBOX UID ITEM
       Prints the raw response of one UID FETCH (for tests that look at one answer).
+
+  dump PORT USER PASS MAILBOX
+      Prints one JSON line per message: uid, flags, internal date and the message (base64).
 """
 
+import base64
 import imaplib
+import json
 import os
 import re
 import sys
@@ -153,6 +158,25 @@ def main():
         port, user, password, mailbox, uid, item = sys.argv[2:8]
         m = connect(port, user, password, mailbox, readonly=False)
         sys.stdout.buffer.write(fetch(m, uid, item))
+        m.logout()
+    elif cmd == "dump":
+        port, user, password, mailbox = sys.argv[2:6]
+        m = connect(port, user, password, mailbox)
+        typ, data = m.uid("FETCH", "1:*", "(UID FLAGS INTERNALDATE BODY.PEEK[])")
+        if typ != "OK":
+            raise SystemExit(f"FETCH failed: {data}")
+        for i, part in enumerate(data):
+            if not isinstance(part, tuple):
+                continue
+            head, body = part
+            # Items after the literal come in the next element (e.g. b' FLAGS (\\Seen))').
+            if i + 1 < len(data) and isinstance(data[i + 1], bytes):
+                head = head + data[i + 1]
+            uid = int(re.search(rb"UID (\d+)", head).group(1))
+            flags = re.search(rb"FLAGS \(([^)]*)\)", head).group(1).decode().split()
+            date = re.search(rb'INTERNALDATE "([^"]*)"', head).group(1).decode()
+            print(json.dumps({"uid": uid, "flags": sorted(f for f in flags if f != "\\Recent"),
+                              "date": date, "body": base64.b64encode(body).decode()}))
         m.logout()
     else:
         raise SystemExit(f"unknown command {cmd}")

@@ -24,6 +24,20 @@ pub fn seal_for_store(
     own: &Cert,
     signer: Option<&Cert>,
 ) -> Result<Vec<u8>, OpenPgpError> {
+    seal_marked(message, own, signer, None)
+}
+
+/// The outer field `mailbox encrypt` finds its own APPENDs by after a crash (a random value
+/// per message, recorded in its journal first).
+pub const REENCRYPT_FIELD: &str = "Meshmail-Reencrypt";
+
+/// [`seal_for_store`] with the `Meshmail-Reencrypt` field outside, when given.
+pub fn seal_marked(
+    message: &[u8],
+    own: &Cert,
+    signer: Option<&Cert>,
+    reencrypt: Option<&str>,
+) -> Result<Vec<u8>, OpenPgpError> {
     let mut outer = Vec::new();
     let header_end = message
         .windows(4)
@@ -43,6 +57,9 @@ pub fn seal_for_store(
     }
     outer.extend_from_slice(b"Subject: [...]\r\n");
     outer.extend_from_slice(format!("{STORED_FIELD}: {STORED_VALUE}\r\n").as_bytes());
+    if let Some(nonce) = reencrypt {
+        outer.extend_from_slice(format!("{REENCRYPT_FIELD}: {nonce}\r\n").as_bytes());
+    }
     let mut result = Ok(());
     let own = own.clone().strip_secret_key_material();
     let sealed = pgp_mime(&outer, message.len() * 11 / 8 + 4096, |out| {

@@ -212,7 +212,7 @@ impl OwnedConnection {
 }
 
 /// async-imap wants a Debug stream.
-pub(crate) struct Link(Box<dyn crate::smtp::session::io::Stream>);
+pub struct Link(Box<dyn crate::smtp::session::io::Stream>);
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -475,7 +475,7 @@ async fn list(
     Ok(out)
 }
 
-fn flag_text(f: &async_imap::types::Flag<'_>) -> String {
+pub(crate) fn flag_text(f: &async_imap::types::Flag<'_>) -> String {
     use async_imap::types::Flag;
     match f {
         Flag::Seen => "\\Seen".into(),
