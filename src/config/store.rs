@@ -114,3 +114,41 @@ impl StoreConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_examples_are_valid_configurations() {
+        let text = include_str!("../../config/store.toml");
+        let c = crate::config::Config::parse(text, std::path::Path::new("store.toml")).unwrap();
+        let s = c.store.expect("[store]");
+        assert_eq!(s.accounts.len(), 1);
+        assert_eq!(s.public_address(), "mail.example.com:1993");
+        assert!(!s.state_file().starts_with(&s.shares_dir));
+        assert!(c.tls.is_some());
+        let text = include_str!("../../config/device-split.toml");
+        let c = crate::config::Config::parse(text, std::path::Path::new("device-split.toml"))
+            .unwrap();
+        assert_eq!(
+            c.imap.expect("[imap]").upstream_tls,
+            crate::upstream::UpstreamTls::Implicit
+        );
+    }
+
+    #[test]
+    fn defaults_sit_beside_the_shares_and_a_state_file_inside_them_is_a_problem() {
+        let mut c: StoreConfig = toml::from_str(
+            "listen = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\nupstream_tls = \"none\"\nshares_dir = \"/srv/store/shares\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.state_file(), PathBuf::from("/srv/store/store-state.json"));
+        assert_eq!(c.audit_dir(), PathBuf::from("/srv/store/audit"));
+        assert_eq!(c.public_address(), "127.0.0.1:1");
+        let problems = c.problems();
+        assert!(problems.iter().any(|(k, _)| *k == "account"), "{problems:?}");
+        c.state_file = Some("/srv/store/shares/state.json".into());
+        assert!(c.problems().iter().any(|(k, _)| *k == "state_file"));
+    }
+}
