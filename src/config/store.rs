@@ -129,8 +129,8 @@ mod tests {
         assert!(!s.state_file().starts_with(&s.shares_dir));
         assert!(c.tls.is_some());
         let text = include_str!("../../config/device-split.toml");
-        let c = crate::config::Config::parse(text, std::path::Path::new("device-split.toml"))
-            .unwrap();
+        let c =
+            crate::config::Config::parse(text, std::path::Path::new("device-split.toml")).unwrap();
         assert_eq!(
             c.imap.expect("[imap]").upstream_tls,
             crate::upstream::UpstreamTls::Implicit
@@ -147,7 +147,10 @@ mod tests {
         assert_eq!(c.audit_dir(), PathBuf::from("/srv/store/audit"));
         assert_eq!(c.public_address(), "127.0.0.1:1");
         let problems = c.problems();
-        assert!(problems.iter().any(|(k, _)| *k == "account"), "{problems:?}");
+        assert!(
+            problems.iter().any(|(k, _)| *k == "account"),
+            "{problems:?}"
+        );
         c.state_file = Some("/srv/store/shares/state.json".into());
         assert!(c.problems().iter().any(|(k, _)| *k == "state_file"));
     }

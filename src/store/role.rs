@@ -219,4 +219,4 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -48,6 +48,31 @@ pub fn context() -> Arc<ImapContext> {
     })
 }
 
+/// A context in the store role (no mapped account) and no network.
+#[cfg(test)]
+pub(super) fn store_context(role: Arc<crate::store::role::StoreRole>) -> Arc<ImapContext> {
+    Arc::new(ImapContext {
+        upstream: UpstreamTarget {
+            address: "127.0.0.1:1".into(),
+            tls: UpstreamTls::None,
+            tls_config: Arc::new(test_client_config()),
+            timeout: Duration::from_secs(5),
+            hello_name: "localhost".into(),
+        },
+        tls: None,
+        accounts: HashMap::new(),
+        limits: Limits {
+            max_message_size: 1 << 20,
+            ..Limits::default()
+        },
+        connections: Arc::new(tokio::sync::Semaphore::new(4)),
+        views: crate::imap::view::ViewCache::new(0),
+        append_plaintext: Vec::new(),
+        indexer: Default::default(),
+        store: Some(role),
+    })
+}
+
 /// A TLS client configuration for a context that never connects.
 #[allow(clippy::expect_used)]
 fn test_client_config() -> rustls::ClientConfig {

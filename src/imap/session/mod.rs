@@ -20,6 +20,8 @@ mod state;
 mod tags;
 
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 
 use self::core::{Core, Job, Out};

@@ -4,16 +4,17 @@ use crate::keys::device::{self, StoreInfo};
 use crate::keys::Account;
 use data_encoding::BASE64;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    role: StoreRole,
-    admin: Account,
-    tls: String,
-    public: std::path::PathBuf,
+pub(crate) struct Fixture {
+    pub _dir: tempfile::TempDir,
+    pub role: StoreRole,
+    pub admin: Account,
+    /// The enrolled laptop's TLS key hash.
+    pub tls: String,
+    pub public: std::path::PathBuf,
 }
 
 /// An account, its public files for the store, and one enrolled device ("laptop").
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let admin = Account::create(
         &dir.path().join("admin"),

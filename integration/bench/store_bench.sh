@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Store benchmark (`make bench`): figures are printed, not asserted.
+#
+# 1,000 PGP/MIME messages of about 20 KB (encrypted to Alice's X25519 key) in a real Dovecot,
+# `UID FETCH 1:* (BODY.PEEK[])`:
+#   A. straight from Dovecot (the baseline);
+#   B. through the store proxy, a plain client on loopback (the hop alone);
+#   C. through the store over TLS as an enrolled device, without X-MESH-RECRYPT;
+#   D. the same with X-MESH-RECRYPT (the store computes one partial per message).
+# Then the store's peak RSS. Last, one summary line:
+#   store hop_ratio=B/A device_tls_ratio=C/A recrypt_ratio=D/A partials_per_s=P peak_rss_mb=R
+# (partials per second for 1, 10 and 100 devices: recrypt_bench, also in `make bench`).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+COUNT="${COUNT:-1000}"
+SIZE="${SIZE:-20480}"
+BIN="$PWD/target/release/meshmail"
+LOAD="$PWD/target/release/examples/imap_load"
+STORE_LOAD="$PWD/target/release/examples/store_load"
+W="$(mktemp -d /tmp/mm-sb-XXXXXX)"
+chmod 755 "$W"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  bash integration/servers/stop.sh "$W/srv" >/dev/null 2>&1 || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+source integration/servers/alice_imap.sh
+
+# The store host: its certificate, Alice's public files, its configuration.
+"$BIN" certs --out "$W/store-certs" >/dev/null
+mkdir -p "$W/store/alice-public"
+cp "$W/alice/account.json" "$W/alice/openpgp.asc" "$W/store/alice-public/"
+SPORT=$(free_port)
+STLS=$(free_port)
+cat > "$W/store.toml" <<TOML
+[tls]
+cert = "$W/store-certs/cert.pem"
+key = "$W/store-certs/key.pem"
+[store]
+listen = "127.0.0.1:$SPORT"
+listen_implicit_tls = "127.0.0.1:$STLS"
+upstream = "127.0.0.1:$IMAP"
+upstream_tls = "starttls"
+upstream_ca = "$W/srv/tls/ca.pem"
+shares_dir = "$W/store/shares"
+alarm_per_hour = 1000000
+[[store.account]]
+upstream_user = "alice"
+public_home = "$W/store/alice-public"
+TOML
+"$BIN" serve --config "$W/store.toml" >/dev/null 2>"$W/store.log" & STORE=$!
+PIDS+=($STORE)
+wait_port "$SPORT"
+
+# A device, enrolled end to end.
+"$BIN" store info --config "$W/store.toml" --out "$W/store.json" >/dev/null
+code() { sed -n 's/^code: //p'; }
+REQ_CODE=$("$BIN" --home "$W/laptop" device request --out "$W/laptop.req" | code)
+REPLY_CODE=$("$BIN" --home "$W/alice" device add "$W/laptop.req" --name laptop \
+  --store "$W/store.json" --out "$W/laptop.reply" --code "$REQ_CODE" | code)
+"$BIN" --home "$W/laptop" device import "$W/laptop.reply" --code "$REPLY_CODE" >/dev/null
+"$BIN" store accept --config "$W/store.toml" "$W/laptop.record" >/dev/null
+
+echo "Store benchmark: $COUNT PGP/MIME messages of about $((SIZE / 1024)) KB"
+"$LOAD" populate "$IMAP" alice secret Bench "$W/alice/openpgp.asc" "$COUNT" "$SIZE"
+FETCH='UID FETCH 1:* (BODY.PEEK[])'
+RECRYPT='UID FETCH 1:* (BODY.PEEK[] X-MESH-RECRYPT)'
+best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
+read -r a1 _ < <("$LOAD" time "$IMAP" alice secret Bench "$FETCH")
+read -r a2 _ < <("$LOAD" time "$IMAP" alice secret Bench "$FETCH")
+read -r b1 _ < <("$LOAD" time "$SPORT" alice secret Bench "$FETCH")
+read -r b2 _ < <("$LOAD" time "$SPORT" alice secret Bench "$FETCH")
+DEV=("$STORE_LOAD" "127.0.0.1:$STLS" "$W/store-certs/cert.pem" "$W/laptop" alice secret Bench)
+read -r c1 _ _ < <("${DEV[@]}" "$FETCH")
+read -r c2 _ _ < <("${DEV[@]}" "$FETCH")
+read -r d1 _ n1 < <("${DEV[@]}" "$RECRYPT")
+read -r d2 _ n2 < <("${DEV[@]}" "$RECRYPT")
+A=$(best "$a1" "$a2"); B=$(best "$b1" "$b2"); C=$(best "$c1" "$c2"); D=$(best "$d1" "$d2")
+[ "$n1" = "$COUNT" ] && [ "$n2" = "$COUNT" ] || { echo "expected $COUNT partial answers, got $n1/$n2"; exit 1; }
+RSS=$(awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$STORE/status")
+r() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+printf '  A. Dovecot direct                        %6.3f s\n' "$A"
+printf '  B. through the store (plain client)       %6.3f s  (%sx)\n' "$B" "$(r "$B" "$A")"
+printf '  C. as a device over TLS, no item          %6.3f s  (%sx)\n' "$C" "$(r "$C" "$A")"
+printf '  D. as a device with X-MESH-RECRYPT        %6.3f s  (%sx), %s partial answers\n' "$D" "$(r "$D" "$A")" "$n1"
+PPS=$(python3 -c "print(int($COUNT / max($D - $C, 1e-6)))")
+printf '  the store peak RSS                        %6s MB\n' "$RSS"
+echo "store hop_ratio=$(r "$B" "$A") device_tls_ratio=$(r "$C" "$A") recrypt_ratio=$(r "$D" "$A") partials_per_s=$PPS peak_rss_mb=$RSS"
