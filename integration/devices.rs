@@ -85,6 +85,16 @@ fn world() -> World {
 }
 
 impl World {
+    fn store_json(&self) -> PathBuf {
+        let path = self.root.path().join("store.json");
+        if !path.exists() {
+            let info = self.store_cmd(&["info"]);
+            info.ok();
+            std::fs::write(&path, &info.stdout).unwrap();
+        }
+        path
+    }
+
     fn store_cmd(&self, args: &[&str]) -> common::Run {
         run(meshmail(&self.alice.home)
             .arg("store")
@@ -95,6 +105,11 @@ impl World {
 
     /// Enrols a device called `name` in a new home, end to end; returns the home.
     fn enrol(&self, name: &str) -> PathBuf {
+        self.enrol_with(name, &[])
+    }
+
+    /// [`World::enrol`], with more arguments for `device add`.
+    fn enrol_with(&self, name: &str, add_args: &[&str]) -> PathBuf {
         let home = self.root.path().join(format!("device-{name}"));
         let dir = self.root.path().join(format!("enrol-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -117,7 +132,8 @@ impl World {
             .arg(&store_json)
             .arg("--out")
             .arg(dir.join("reply"))
-            .args(["--code", &code_in(&req)]))
+            .args(["--code", &code_in(&req)])
+            .args(add_args))
         .ok()
         .stdout
         .clone();
@@ -415,4 +431,110 @@ fn the_private_item_reaches_neither_dovecot_nor_a_session_without_an_enrolled_ke
             .into_owned();
     assert!(body.contains("-----BEGIN PGP MESSAGE-----"));
     assert!(!body.contains("X-MESH-RECRYPT"));
+}
+
+#[test]
+fn the_admin_forgets_the_account_key_and_the_next_device_is_enrolled_from_recovery_shares() {
+    let w = world();
+    let record = w.root.path().join("admin.record");
+    let forget = || {
+        run(meshmail(&w.alice.home)
+            .args([
+                "device",
+                "add",
+                "--forget-account-key",
+                "--name",
+                "admin",
+                "--store",
+            ])
+            .arg(w.store_json())
+            .arg("--out")
+            .arg(&record))
+    };
+    // Refused without recovery shares, then while no recovery from them was tried.
+    let refused = forget();
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("no recovery shares"), "{refused:?}");
+    let shares = w.root.path().join("shares");
+    run(meshmail(&w.alice.home)
+        .args([
+            "recovery", "split", "--shares", "3", "--quorum", "2", "--out",
+        ])
+        .arg(&shares))
+    .ok();
+    let share = |i: u8| shares.join(format!("recovery-share-{i}.txt"));
+    let refused = forget();
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("no recovery from them was tried"),
+        "{refused:?}"
+    );
+    assert!(w.alice.home.join("secrets.json").exists());
+    run(meshmail(&w.alice.home)
+        .args(["recovery", "join", "--check"])
+        .arg(share(1))
+        .arg(share(3)))
+    .ok();
+    forget().ok();
+    assert!(
+        !w.alice.home.join("secrets.json").exists(),
+        "the key is gone"
+    );
+    assert!(w.alice.home.join("device.json").exists());
+    w.store_cmd(&["accept", record.to_str().unwrap()]).ok();
+
+    // The admin device reads its mail like any other device.
+    let uid = w.deliver("jabuticaba", &["-r", "alice@example.test"]);
+    let admin = w.device_proxy(&w.alice.home);
+    assert!(fetch(admin.port, &uid)
+        .unwrap()
+        .contains("The secret word is jabuticaba."));
+
+    // The next enrolment needs a quorum of the shares; the key never lands on disk.
+    let home = w.root.path().join("device-phone");
+    let req = run(meshmail(&home)
+        .args(["device", "request", "--out"])
+        .arg(w.root.path().join("phone.req")))
+    .ok()
+    .stdout
+    .clone();
+    let add = |extra: &[&std::path::Path]| {
+        run(meshmail(&w.alice.home)
+            .args(["device", "add"])
+            .arg(w.root.path().join("phone.req"))
+            .args(["--name", "phone", "--store"])
+            .arg(w.store_json())
+            .arg("--out")
+            .arg(w.root.path().join("phone.reply"))
+            .args(["--code", &code_in(&req)])
+            .args(if extra.is_empty() {
+                vec![]
+            } else {
+                vec!["--recovery"]
+            })
+            .args(extra))
+    };
+    let refused = add(&[]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("forgot the account key"),
+        "{refused:?}"
+    );
+    let added = add(&[&share(2), &share(3)]);
+    added.ok();
+    assert!(!w.alice.home.join("secrets.json").exists());
+    run(meshmail(&home)
+        .args(["device", "import"])
+        .arg(w.root.path().join("phone.reply"))
+        .args(["--code", &code_in(&added.stdout)]))
+    .ok();
+    w.store_cmd(&[
+        "accept",
+        w.root.path().join("phone.record").to_str().unwrap(),
+    ])
+    .ok();
+    let phone = w.device_proxy(&home);
+    assert!(fetch(phone.port, &uid)
+        .unwrap()
+        .contains("The secret word is jabuticaba."));
 }

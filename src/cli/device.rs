@@ -19,9 +19,12 @@ pub enum DeviceCommand {
         out: PathBuf,
     },
     /// On the admin device: answer a request with the device's share, sealed to its
-    /// enrolment key. Asks for the code the new device showed (or --code).
+    /// enrolment key. Asks for the code the new device showed (or --code). With
+    /// --forget-account-key (and no REQUEST), the admin device enrols itself as NAME and
+    /// forgets the account key: later enrolments need --recovery with a quorum of shares.
     Add {
-        request: PathBuf,
+        #[arg(required_unless_present = "forget_account_key")]
+        request: Option<PathBuf>,
         #[arg(long)]
         name: String,
         /// The store's description, from `meshmail store info` on the store host.
@@ -36,6 +39,14 @@ pub enum DeviceCommand {
         /// host's `meshmail store accept`.
         #[arg(long)]
         record_out: Option<PathBuf>,
+        /// Recovery share files: the account key, rebuilt in memory only, on an admin device
+        /// that forgot it.
+        #[arg(long, num_args = 1..)]
+        recovery: Vec<PathBuf>,
+        /// Enrol this admin device itself and remove the account's secret key from it
+        /// (refused until recovery shares exist and `recovery join --check` worked).
+        #[arg(long, conflicts_with = "request")]
+        forget_account_key: bool,
     },
     /// On the new device: finish with the admin's reply. Asks for the code the admin device
     /// showed (or --code).
@@ -73,17 +84,51 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
             out,
             code,
             record_out,
+            recovery,
+            forget_account_key,
         } => {
-            let request = DeviceRequest::parse(&read(&request)?)?;
             let store: StoreInfo = serde_json::from_str(&read(&store)?).map_err(|e| {
                 Failure::new(
                     Outcome::BadUsage,
                     format!("--store: not a store description: {e}"),
                 )
             })?;
-            let code = code_or_prompt(code, "code shown on the new device: ")?;
             let account = Account::open(home)?;
-            let unlocked = account.unlock(pass.read_or_prompt(&account)?.as_ref())?;
+            let unlocked = if !recovery.is_empty() {
+                meshmail::keys::recovery::join(&recovery)
+                    .map_err(|e| Failure::new(Outcome::BadUsage, e))?
+                    .unlock_for(&account)?
+            } else if account.holds_secrets() {
+                account.unlock(pass.read_or_prompt(&account)?.as_ref())?
+            } else {
+                return Err(Failure::new(
+                    Outcome::BadUsage,
+                    "this admin device forgot the account key: give --recovery FILE FILE \
+                     (a quorum of the recovery shares)",
+                ));
+            };
+            if forget_account_key {
+                let (info, record) = device::forget_account_key(
+                    &account,
+                    &unlocked,
+                    pass.read()?.as_ref(),
+                    &name,
+                    &store,
+                )?;
+                write_new(&out, record.as_str())?;
+                say!("store record written to {}", out.display());
+                say!(
+                    "this admin device is now the device {} and holds no account key; \
+                     `meshmail device add --recovery FILE FILE` enrols the next device",
+                    info.name
+                );
+                return Ok(());
+            }
+            let Some(request) = request else {
+                return Err(Failure::new(Outcome::BadUsage, "REQUEST is missing"));
+            };
+            let request = DeviceRequest::parse(&read(&request)?)?;
+            let code = code_or_prompt(code, "code shown on the new device: ")?;
             let reply = device::add(&account, &unlocked, &request, &code, &name, &store)?;
             let record_out = record_out.unwrap_or_else(|| out.with_extension("record"));
             write_new(&out, reply.text())?;
@@ -148,11 +193,13 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
                 None => {
                     let unlocked = account.unlock(pass.read_or_prompt(&account)?.as_ref())?;
                     let key = unlocked.policy_signing_key()?;
-                    device::mark_revoked(home, &name)?;
+
                     meshmail::store::shares::make_revocation(&key, account.address(), &name, "")
                 }
             }
             .map_err(|e| Failure::new(Outcome::Io, e))?;
+            // The admin device's own list (a forgotten admin keeps it too).
+            device::mark_revoked(home, &name)?;
             match out {
                 Some(path) => {
                     write_new(&path, &text)?;

@@ -264,6 +264,41 @@ impl Account {
     /// Opens the secrets. Without a needed passphrase: [`KeyError::Locked`].
     pub fn unlock(&self, passphrase: Option<&SecretString>) -> Result<Unlocked, KeyError> {
         let plain = sealed::open(&self.read_secrets_file()?, passphrase)?;
+        let unlocked = Unlocked::from_json(&plain)?;
+        Ok(unlocked)
+    }
+
+    /// True while the account's secret keys are in this home (not forgotten).
+    pub fn holds_secrets(&self) -> bool {
+        self.home.join(SECRETS_FILE).exists()
+    }
+
+    /// Removes the account's secret key file from this home: overwritten with zeros, synced,
+    /// then unlinked (what remains of the key is in the recovery shares).
+    pub(crate) fn forget_secrets(&self) -> Result<(), KeyError> {
+        let path = self.home.join(SECRETS_FILE);
+        let len = fs::metadata(&path)
+            .map_err(|e| KeyError::io(&path, e))?
+            .len();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| KeyError::io(&path, e))?;
+        file.write_all(&vec![0u8; len as usize])
+            .and_then(|()| file.sync_all())
+            .map_err(|e| KeyError::io(&path, e))?;
+        drop(file);
+        fs::remove_file(&path).map_err(|e| KeyError::io(&path, e))
+    }
+
+    fn read_secrets_file(&self) -> Result<Vec<u8>, KeyError> {
+        read_private(&self.home.join(SECRETS_FILE))
+    }
+}
+
+impl Unlocked {
+    /// The secrets from their JSON form (the secret file's content, or a recovery's).
+    pub(crate) fn from_json(plain: &SecretBytes) -> Result<Unlocked, KeyError> {
         let file: SecretsFile =
             serde_json::from_slice(plain.expose()).map_err(|e| KeyError::Corrupt(e.to_string()))?;
         let decode = |s: &str| {
@@ -277,10 +312,6 @@ impl Account {
             openpgp_tsk: decode(&file.openpgp)?,
             smime_key: decode(&file.smime_key)?,
         })
-    }
-
-    fn read_secrets_file(&self) -> Result<Vec<u8>, KeyError> {
-        read_private(&self.home.join(SECRETS_FILE))
     }
 }
 

@@ -301,6 +301,21 @@ pub fn request(home: &Path, passphrase: Option<&SecretString>) -> Result<DeviceR
         }
     }
     make_private_dir(home)?;
+    let (request, pending, cert_pem) = new_request()?;
+    let plain =
+        Secret::new(serde_json::to_vec(&pending).map_err(|e| KeyError::Corrupt(e.to_string()))?);
+    write_new(
+        &home.join(PENDING_FILE),
+        &sealed::seal(&plain, passphrase)?,
+        0o600,
+    )?;
+    write_new(&home.join(DEVICE_CERT_FILE), cert_pem.as_bytes(), 0o644)?;
+    Ok(request)
+}
+
+/// A device's keys, in memory: the request, what the device keeps until the reply, and its
+/// TLS certificate (PEM).
+fn new_request() -> Result<(DeviceRequest, Pending, String), KeyError> {
     let tls = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| KeyError::Generate(e.to_string()))?;
     let cert = rcgen::CertificateParams::new(vec!["meshmail-device".to_owned()])
@@ -328,19 +343,8 @@ pub fn request(home: &Path, passphrase: Option<&SecretString>) -> Result<DeviceR
         signing_key: BASE64.encode(signing.expose()),
         enrolment_key: BASE64.encode(&enrolment[..]),
     };
-    let plain =
-        Secret::new(serde_json::to_vec(&pending).map_err(|e| KeyError::Corrupt(e.to_string()))?);
-    write_new(
-        &home.join(PENDING_FILE),
-        &sealed::seal(&plain, passphrase)?,
-        0o600,
-    )?;
-    write_new(
-        &home.join(DEVICE_CERT_FILE),
-        super::account::pem("CERTIFICATE", cert.der()).as_bytes(),
-        0o644,
-    )?;
-    DeviceRequest::parse(&text)
+    let pem = super::account::pem("CERTIFICATE", cert.der());
+    Ok((DeviceRequest::parse(&text)?, pending, pem))
 }
 
 /// Step 2, on the admin device: the reply to `request` for a device called `name`. `code` is
@@ -475,18 +479,33 @@ pub fn import(
     let plain = sealed::open(&sealed_pending, passphrase)?;
     let pending: Pending =
         serde_json::from_slice(plain.expose()).map_err(|e| KeyError::Corrupt(e.to_string()))?;
-    let request = DeviceRequest::parse(&pending.request)?;
-    let body = &reply.body;
-    if body.request_sha256 != request.sha256() {
-        return Err(KeyError::Corrupt(
-            "this reply answers another request".into(),
-        ));
-    }
     if !same_code(code, &reply.code()) {
         return Err(KeyError::Corrupt(
             "the code does not match this reply: it was changed on the way, or comes from \
              someone else; nothing was imported"
                 .into(),
+        ));
+    }
+    let info = write_device(home, &pending, reply, passphrase, true)?;
+    std::fs::remove_file(&pending_path).map_err(|e| KeyError::io(&pending_path, e))?;
+    Ok(info)
+}
+
+/// Checks `reply` answers `pending`'s request and is signed by the account it names, opens the
+/// share, and writes the device's files (the account's public files too, unless the home
+/// already is the account's).
+fn write_device(
+    home: &Path,
+    pending: &Pending,
+    reply: &DeviceReply,
+    passphrase: Option<&SecretString>,
+    public_files: bool,
+) -> Result<DeviceInfo, KeyError> {
+    let request = DeviceRequest::parse(&pending.request)?;
+    let body = &reply.body;
+    if body.request_sha256 != request.sha256() {
+        return Err(KeyError::Corrupt(
+            "this reply answers another request".into(),
         ));
     }
     let account_key = BASE64
@@ -548,25 +567,74 @@ pub fn import(
         &sealed::seal(&plain, passphrase)?,
         0o600,
     )?;
-    write_new(&home.join(OPENPGP_FILE), body.openpgp.as_bytes(), 0o644)?;
-    write_new(
-        &home.join(super::account::POLICY_FILE),
-        body.policy.as_bytes(),
-        0o644,
-    )?;
+    if public_files {
+        write_new(&home.join(OPENPGP_FILE), body.openpgp.as_bytes(), 0o644)?;
+        write_new(
+            &home.join(super::account::POLICY_FILE),
+            body.policy.as_bytes(),
+            0o644,
+        )?;
+    }
     write_new(
         &home.join(DEVICE_FILE),
         &serde_json::to_vec_pretty(&info).map_err(|e| KeyError::Corrupt(e.to_string()))?,
         0o644,
     )?;
-    // account.json last: its presence means the home is complete.
-    write_new(
-        &home.join(ACCOUNT_FILE),
-        &serde_json::to_vec_pretty(&body.account).map_err(|e| KeyError::Corrupt(e.to_string()))?,
-        0o644,
-    )?;
-    std::fs::remove_file(&pending_path).map_err(|e| KeyError::io(&pending_path, e))?;
+    if public_files {
+        // account.json last: its presence means the home is complete.
+        write_new(
+            &home.join(ACCOUNT_FILE),
+            &serde_json::to_vec_pretty(&body.account)
+                .map_err(|e| KeyError::Corrupt(e.to_string()))?,
+            0o644,
+        )?;
+    }
     Ok(info)
+}
+
+/// The admin device forgets the account key: refused until recovery shares exist and a
+/// recovery from them worked once (`recovery join --check`). The admin device is first
+/// enrolled as a device called `name` (its record for the store is returned), then the secret
+/// key file is overwritten and removed. Later enrolments rebuild the key from recovery shares,
+/// in memory only.
+pub fn forget_account_key(
+    account: &Account,
+    unlocked: &Unlocked,
+    passphrase: Option<&SecretString>,
+    name: &str,
+    store: &StoreInfo,
+) -> Result<(DeviceInfo, ShareRecord), KeyError> {
+    let home = account.home();
+    match super::recovery::read_record(home)? {
+        Some(r) if r.tested.is_some() => {}
+        Some(_) => {
+            return Err(KeyError::Corrupt(
+                "recovery shares exist but no recovery from them was tried: run `meshmail \
+                 recovery join --check FILE FILE` first"
+                    .into(),
+            ))
+        }
+        None => {
+            return Err(KeyError::Corrupt(
+                "no recovery shares: run `meshmail recovery split` and `meshmail recovery join \
+                 --check` first (once forgotten, the shares are the only copy of the key)"
+                    .into(),
+            ))
+        }
+    }
+    if home.join(DEVICE_FILE).exists() {
+        return Err(KeyError::AccountExists(format!(
+            "{}: already a device",
+            home.display()
+        )));
+    }
+    let (request, pending, cert_pem) = new_request()?;
+    // No code to compare: the request never left this device.
+    let reply = add(account, unlocked, &request, &request.code(), name, store)?;
+    write_new(&home.join(DEVICE_CERT_FILE), cert_pem.as_bytes(), 0o644)?;
+    let info = write_device(home, &pending, &reply, passphrase, false)?;
+    account.forget_secrets()?;
+    Ok((info, reply.store_record()))
 }
 
 /// The device description in `home`, when it is a device's home.

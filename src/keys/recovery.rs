@@ -210,6 +210,22 @@ impl Recovered {
         Account::restore(home, &self.files, &self.secrets, passphrase)
     }
 
+    /// The account's secrets, in memory only, once checked to be `account`'s (its policy key
+    /// and OpenPGP certificate): for an admin device that forgot the account key.
+    pub fn unlock_for(&self, account: &Account) -> Result<Unlocked, KeyError> {
+        let unlocked = Unlocked::from_json(&self.secrets)?;
+        let policy = crate::store::shares::pin_of(&unlocked.policy_signing_key()?);
+        let fingerprint = unlocked.openpgp_secret_cert()?.fingerprint().to_hex();
+        if policy != account.policy_public_key()?
+            || fingerprint != account.info().openpgp_fingerprint
+        {
+            return Err(KeyError::Corrupt(
+                "these shares recover another account".into(),
+            ));
+        }
+        Ok(unlocked)
+    }
+
     /// Checks that this is the account in `account` (same secrets and files), and records in its
     /// home that a recovery from its shares worked.
     pub fn check_against(&self, account: &Account, unlocked: &Unlocked) -> Result<(), KeyError> {
