@@ -538,3 +538,93 @@ fn the_admin_forgets_the_account_key_and_the_next_device_is_enrolled_from_recove
         .unwrap()
         .contains("The secret word is jabuticaba."));
 }
+
+#[test]
+fn a_device_signs_as_the_account_with_its_own_subkey_and_revocation_retires_it() {
+    let w = world();
+    let dir = w.root.path().join("enrol-laptop");
+    std::fs::create_dir_all(&dir).unwrap();
+    let home = w.root.path().join("device-laptop");
+    // The device knows the account's certificate: it makes its own signing subkey.
+    let req = run(meshmail(&home)
+        .args(["device", "request", "--out"])
+        .arg(dir.join("request"))
+        .arg("--account-cert")
+        .arg(w.alice.home.join("openpgp.asc")))
+    .ok()
+    .stdout
+    .clone();
+    let reply = run(meshmail(&w.alice.home)
+        .args(["device", "add"])
+        .arg(dir.join("request"))
+        .args(["--name", "laptop", "--store"])
+        .arg(w.store_json())
+        .arg("--out")
+        .arg(dir.join("reply"))
+        .args(["--code", &code_in(&req)]))
+    .ok()
+    .stdout
+    .clone();
+    assert!(reply.contains("policy publish"), "{reply}");
+    run(meshmail(&home)
+        .args(["device", "import"])
+        .arg(dir.join("reply"))
+        .args(["--code", &code_in(&reply)]))
+    .ok();
+
+    // Bob's GnuPG takes Alice's certificate as published now, and checks what the laptop
+    // signs: a good signature by Alice.
+    let bob = common::tempdir();
+    let gpg = Gpg::with_secret_of(
+        &w.root.path().join("bob_at_example.test"),
+        bob.path().join("g"),
+    );
+    gpg.import_public(&w.alice.home);
+    let signed = |text: &[u8]| {
+        let secrets = meshmail::keys::device::unlock(&home, None).unwrap();
+        let cert = meshmail::keys::Account::open(&home)
+            .unwrap()
+            .openpgp_cert()
+            .unwrap();
+        let signer = meshmail::keys::device_signing::signer(
+            &cert,
+            secrets.openpgp_signing.as_ref().unwrap().expose(),
+        )
+        .unwrap();
+        let bob_cert = meshmail::keys::Account::open(&w.root.path().join("bob_at_example.test"))
+            .unwrap()
+            .openpgp_cert()
+            .unwrap();
+        let binary =
+            meshmail::crypto::openpgp::encrypt(&[text], &[bob_cert], Some(&signer)).unwrap();
+        let file = bob.path().join("signed.pgp");
+        std::fs::write(&file, binary).unwrap();
+        run(gpg.cmd().arg("--decrypt").arg(&file))
+    };
+    let good = signed(b"from the laptop");
+    assert_eq!(good.code, 0, "{good:?}");
+    assert!(good.stdout.contains("from the laptop"));
+    assert!(
+        good.stderr
+            .contains("Good signature from \"alice@example.test\""),
+        "{good:?}"
+    );
+    // The laptop is revoked: its subkey too, in the certificate Alice publishes again.
+    let revoked = run(meshmail(&w.alice.home)
+        .args(["device", "revoke", "laptop", "--out"])
+        .arg(dir.join("revocation")));
+    revoked.ok();
+    assert!(
+        revoked.stdout.contains("signing subkey is revoked"),
+        "{revoked:?}"
+    );
+    w.store_cmd(&[
+        "revoke",
+        "--signed",
+        dir.join("revocation").to_str().unwrap(),
+    ])
+    .ok();
+    gpg.import_public(&w.alice.home);
+    let after = signed(b"after the revocation");
+    assert!(after.stderr.contains("revoked"), "{after:?}");
+}

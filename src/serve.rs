@@ -471,6 +471,16 @@ fn load_device(
 ) -> Result<LoadedAccount, ServeError> {
     let secrets = crate::keys::device::unlock(&a.home, passphrase)?;
     let cert = account.openpgp_cert()?;
+    let signer = match &secrets.openpgp_signing {
+        Some(key) => match crate::keys::device_signing::signer(&cert, key.expose()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "this device's mail goes unsigned");
+                None
+            }
+        },
+        None => None,
+    };
     let keyring = crate::policy::store::LocalStore::new(&a.home).certs_matching(&|_| true);
     let index = crate::imap::index::Index::open(&a.home, secrets.index_key.expose());
     let keys = DecryptionKeys::split(cert.clone(), &info.subkey, secrets.share, keyring)
@@ -486,12 +496,12 @@ fn load_device(
         home: a.home.clone(),
         smtp: Arc::new(MappedAccount {
             address: account.address().to_owned(),
-            // Sent copies are encrypted to the account; a device holds no signing key of the
-            // account yet, so its mail is not signed.
+            // Sent copies are encrypted to the account; mail is signed with the device's own
+            // subkey of the account, when it has one.
             keys: Some(SenderKeys {
                 self_openpgp: Some(cert),
                 self_smime: None,
-                signer: None,
+                signer,
             }),
         }),
         imap: Arc::new(ImapAccount {

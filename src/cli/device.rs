@@ -17,6 +17,10 @@ pub enum DeviceCommand {
     Request {
         #[arg(long)]
         out: PathBuf,
+        /// The account's public certificate (openpgp.asc): the device then makes its own
+        /// OpenPGP signing subkey, which the admin binds to the account.
+        #[arg(long)]
+        account_cert: Option<PathBuf>,
     },
     /// On the admin device: answer a request with the device's share, sealed to its
     /// enrolment key. Asks for the code the new device showed (or --code). With
@@ -64,13 +68,28 @@ pub enum DeviceCommand {
         /// Where the signed revocation goes (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Recovery share files, on an admin device that forgot the account key: the device's
+        /// signing subkey is then revoked in the account's certificate too.
+        #[arg(long, num_args = 1..)]
+        recovery: Vec<PathBuf>,
     },
 }
 
 pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Result<(), Failure> {
     match command {
-        DeviceCommand::Request { out } => {
-            let request = device::request(home, pass.read()?.as_ref())?;
+        DeviceCommand::Request { out, account_cert } => {
+            let cert = match &account_cert {
+                Some(path) => Some(
+                    meshmail::crypto::openpgp::parse_certs(read(path)?.as_bytes())
+                        .ok()
+                        .and_then(|c| c.into_iter().next())
+                        .ok_or_else(|| {
+                            Failure::new(Outcome::BadUsage, "--account-cert: no certificate")
+                        })?,
+                ),
+                None => None,
+            };
+            let request = device::request(home, pass.read()?.as_ref(), cert.as_ref())?;
             write_new(&out, request.text())?;
             say!("request written to {}", out.display());
             say!("code: {}", request.code());
@@ -130,6 +149,10 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
             let request = DeviceRequest::parse(&read(&request)?)?;
             let code = code_or_prompt(code, "code shown on the new device: ")?;
             let reply = device::add(&account, &unlocked, &request, &code, &name, &store)?;
+            let signing = device::enrolled(home)?
+                .into_iter()
+                .find(|d| d.name == name)
+                .and_then(|d| d.signing_subkey);
             let record_out = record_out.unwrap_or_else(|| out.with_extension("record"));
             write_new(&out, reply.text())?;
             write_new(&record_out, reply.store_record().as_str())?;
@@ -137,6 +160,12 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
             say!("store record written to {}", record_out.display());
             say!("code: {}", reply.code());
             say!("type this code into `meshmail device import` on {name}");
+            if let Some(fpr) = signing {
+                say!(
+                    "{name}'s signing subkey {fpr} is now in the account's certificate: run \
+                     `meshmail policy publish` again"
+                );
+            }
             Ok(())
         }
         DeviceCommand::Import { reply, code } => {
@@ -174,8 +203,38 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
             say!("(the store's own state: `meshmail store list` on the store host)");
             Ok(())
         }
-        DeviceCommand::Revoke { name, out } => {
+        DeviceCommand::Revoke {
+            name,
+            out,
+            recovery,
+        } => {
             let account = Account::open(home)?;
+            // The device's signing subkey is revoked in the certificate where the account key
+            // is at hand (the admin device, or its recovery shares).
+            let account_key = if !recovery.is_empty() {
+                Some(
+                    meshmail::keys::recovery::join(&recovery)
+                        .map_err(|e| Failure::new(Outcome::BadUsage, e))?
+                        .unlock_for(&account)?,
+                )
+            } else if account.holds_secrets() {
+                Some(account.unlock(pass.read_or_prompt(&account)?.as_ref())?)
+            } else {
+                None
+            };
+            let subkey = device::enrolled(home)?
+                .into_iter()
+                .find(|d| d.name == name)
+                .and_then(|d| d.signing_subkey);
+            if let (Some(unlocked), Some(fpr)) = (&account_key, &subkey) {
+                let revoked = meshmail::keys::device_signing::revoke(
+                    &unlocked.openpgp_secret_cert()?,
+                    &account.openpgp_cert()?,
+                    fpr,
+                )?;
+                account.replace_openpgp_cert(&revoked)?;
+                say!("{name}'s signing subkey is revoked: run `meshmail policy publish` again");
+            }
             let text = match device::info(home)? {
                 Some(info) => {
                     let secrets = device::unlock(home, pass.read()?.as_ref())?;
@@ -191,7 +250,9 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
                     )
                 }
                 None => {
-                    let unlocked = account.unlock(pass.read_or_prompt(&account)?.as_ref())?;
+                    let unlocked = account_key.ok_or_else(|| {
+                        Failure::new(Outcome::BadUsage, "the account key is needed")
+                    })?;
                     let key = unlocked.policy_signing_key()?;
 
                     meshmail::store::shares::make_revocation(&key, account.address(), &name, "")

@@ -256,6 +256,16 @@ impl Account {
         fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
     }
 
+    /// Replaces the public OpenPGP certificate (a device's signing subkey bound or revoked);
+    /// `policy publish` again puts it where senders look.
+    pub fn replace_openpgp_cert(&self, cert: &sq::Cert) -> Result<(), KeyError> {
+        let tmp = self.home.join(format!("{OPENPGP_FILE}.new"));
+        let _ = fs::remove_file(&tmp);
+        write_new(&tmp, &pgp::public_armored(cert), 0o644)?;
+        let path = self.home.join(OPENPGP_FILE);
+        fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
+    }
+
     /// True when the secret file needs a passphrase to open.
     pub fn needs_passphrase(&self) -> Result<bool, KeyError> {
         Ok(sealed::needs_passphrase(&self.read_secrets_file()?)?)

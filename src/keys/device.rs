@@ -31,6 +31,7 @@ use crate::store::shares::{RecordPayload, ShareRecord};
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use data_encoding::{BASE64, HEXUPPER};
+use sequoia_openpgp as sq;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use time::OffsetDateTime;
@@ -59,6 +60,10 @@ struct RequestBody {
     signing_key: String,
     /// X25519 public key, base64: `d_i` is sealed to it.
     enrolment_key: String,
+    /// The device's OpenPGP signing subkey and its back-signature (`keys::device_signing`),
+    /// when the device knew the account's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_subkey: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     made: OffsetDateTime,
 }
@@ -153,6 +158,9 @@ struct Pending {
     tls_key: String,
     signing_key: String,
     enrolment_key: String,
+    /// The secret OpenPGP signing subkey packet, base64.
+    #[serde(default)]
+    openpgp_signing: Option<String>,
 }
 
 /// The device's secrets.
@@ -162,6 +170,8 @@ struct SecretsFile {
     tls_key: String,
     signing_key: String,
     index_key: String,
+    #[serde(default)]
+    openpgp_signing: Option<String>,
 }
 
 /// How a device reaches its store: written by `store info`, read by `device add`.
@@ -199,6 +209,8 @@ pub struct DeviceSecrets {
     pub signing_key: SecretBytes,
     /// The key of the device's persistent index.
     pub index_key: SecretBytes,
+    /// The device's OpenPGP signing subkey (a secret subkey packet), when it has one.
+    pub openpgp_signing: Option<SecretBytes>,
 }
 
 /// The signed part of a reply.
@@ -284,6 +296,9 @@ pub struct Enrolled {
     pub enrolled: OffsetDateTime,
     #[serde(default)]
     pub revoked: bool,
+    /// The device's OpenPGP signing subkey in the account's certificate.
+    #[serde(default)]
+    pub signing_subkey: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -294,14 +309,20 @@ struct DevicesFile {
 
 /// Step 1, on the new device: keys and a request. Refuses a home that holds an account or a
 /// device, or a request already waiting for its reply.
-pub fn request(home: &Path, passphrase: Option<&SecretString>) -> Result<DeviceRequest, KeyError> {
+/// With the account's public certificate (`account`), the device also makes its own OpenPGP
+/// signing subkey for it.
+pub fn request(
+    home: &Path,
+    passphrase: Option<&SecretString>,
+    account: Option<&sq::Cert>,
+) -> Result<DeviceRequest, KeyError> {
     for f in [ACCOUNT_FILE, DEVICE_FILE, PENDING_FILE] {
         if home.join(f).exists() {
             return Err(KeyError::AccountExists(format!("{} ({f})", home.display())));
         }
     }
     make_private_dir(home)?;
-    let (request, pending, cert_pem) = new_request()?;
+    let (request, pending, cert_pem) = new_request(account)?;
     let plain =
         Secret::new(serde_json::to_vec(&pending).map_err(|e| KeyError::Corrupt(e.to_string()))?);
     write_new(
@@ -315,7 +336,7 @@ pub fn request(home: &Path, passphrase: Option<&SecretString>) -> Result<DeviceR
 
 /// A device's keys, in memory: the request, what the device keeps until the reply, and its
 /// TLS certificate (PEM).
-fn new_request() -> Result<(DeviceRequest, Pending, String), KeyError> {
+fn new_request(account: Option<&sq::Cert>) -> Result<(DeviceRequest, Pending, String), KeyError> {
     let tls = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| KeyError::Generate(e.to_string()))?;
     let cert = rcgen::CertificateParams::new(vec!["meshmail-device".to_owned()])
@@ -329,10 +350,12 @@ fn new_request() -> Result<(DeviceRequest, Pending, String), KeyError> {
         .to_vec();
     let (enrolment, enrolment_public) =
         sealbox::generate().map_err(|e| KeyError::Generate(e.to_string()))?;
+    let openpgp = account.map(super::device_signing::make).transpose()?;
     let body = RequestBody {
         tls_cert: BASE64.encode(cert.der()),
         signing_key: BASE64.encode(&signing_public),
         enrolment_key: BASE64.encode(&enrolment_public),
+        signing_subkey: openpgp.as_ref().map(|(field, _)| field.clone()),
         made: OffsetDateTime::now_utc(),
     };
     let json = serde_json::to_vec(&body).map_err(|e| KeyError::Corrupt(e.to_string()))?;
@@ -342,6 +365,7 @@ fn new_request() -> Result<(DeviceRequest, Pending, String), KeyError> {
         tls_key: BASE64.encode(&tls.serialize_der()),
         signing_key: BASE64.encode(signing.expose()),
         enrolment_key: BASE64.encode(&enrolment[..]),
+        openpgp_signing: openpgp.map(|(_, secret)| BASE64.encode(secret.expose())),
     };
     let pem = super::account::pem("CERTIFICATE", cert.der());
     Ok((DeviceRequest::parse(&text)?, pending, pem))
@@ -421,10 +445,17 @@ pub fn add(
         &device_share.to_bytes()[..],
     )
     .map_err(|e| KeyError::Generate(e.to_string()))?;
-    let openpgp = String::from_utf8_lossy(&crate::crypto::openpgp::public_armored(
-        &account.openpgp_cert()?,
-    ))
-    .into_owned();
+    // The device's signing subkey joins the account's certificate (published again later).
+    let mut cert = account.openpgp_cert()?;
+    let mut signing_subkey = None;
+    if let Some(field) = &request.body.signing_subkey {
+        let (bound, fingerprint) = super::device_signing::bind(&secret, &cert, field)?;
+        account.replace_openpgp_cert(&bound)?;
+        cert = bound;
+        signing_subkey = Some(fingerprint);
+    }
+    let openpgp =
+        String::from_utf8_lossy(&crate::crypto::openpgp::public_armored(&cert)).into_owned();
     let body = ReplyBody {
         request_sha256: request.sha256(),
         device: name.to_owned(),
@@ -450,6 +481,7 @@ pub fn add(
         serial,
         enrolled: OffsetDateTime::now_utc(),
         revoked: false,
+        signing_subkey,
     });
     write_devices(account.home(), &devices)?;
     DeviceReply::parse(&text)
@@ -550,6 +582,7 @@ fn write_device(
         tls_key: pending.tls_key.clone(),
         signing_key: pending.signing_key.clone(),
         index_key: BASE64.encode(&index_key[..]),
+        openpgp_signing: pending.openpgp_signing.clone(),
     };
     let plain =
         Secret::new(serde_json::to_vec(&secrets).map_err(|e| KeyError::Corrupt(e.to_string()))?);
@@ -569,6 +602,11 @@ fn write_device(
     )?;
     if public_files {
         write_new(&home.join(OPENPGP_FILE), body.openpgp.as_bytes(), 0o644)?;
+    } else {
+        // The admin's own home: its certificate now binds its device subkey.
+        crate::keys::Account::open(home)?.replace_openpgp_cert(&cert)?;
+    }
+    if public_files {
         write_new(
             &home.join(super::account::POLICY_FILE),
             body.policy.as_bytes(),
@@ -628,7 +666,7 @@ pub fn forget_account_key(
             home.display()
         )));
     }
-    let (request, pending, cert_pem) = new_request()?;
+    let (request, pending, cert_pem) = new_request(Some(&account.openpgp_cert()?))?;
     // No code to compare: the request never left this device.
     let reply = add(account, unlocked, &request, &request.code(), name, store)?;
     write_new(&home.join(DEVICE_CERT_FILE), cert_pem.as_bytes(), 0o644)?;
@@ -669,6 +707,7 @@ pub fn unlock(home: &Path, passphrase: Option<&SecretString>) -> Result<DeviceSe
         tls_key: decode(&file.tls_key)?,
         signing_key: decode(&file.signing_key)?,
         index_key: decode(&file.index_key)?,
+        openpgp_signing: file.openpgp_signing.as_deref().map(decode).transpose()?,
     })
 }
 

@@ -17,6 +17,7 @@
 
 pub mod account;
 pub mod device;
+pub mod device_signing;
 pub mod export;
 pub mod generate;
 mod p12_gpgsm;

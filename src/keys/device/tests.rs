@@ -48,7 +48,8 @@ fn setup() -> Setup {
 #[test]
 fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
     let s = setup();
-    let req = request(&s.device_home, None).unwrap();
+    let account_cert = s.admin.openpgp_cert().unwrap();
+    let req = request(&s.device_home, None, Some(&account_cert)).unwrap();
     assert!(req.text().starts_with(REQUEST_TAG));
     // Only public halves travel.
     assert!(!req.text().contains("PRIVATE"));
@@ -64,6 +65,22 @@ fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
     let reply = DeviceReply::parse(reply.text()).unwrap();
     let info = import(&s.device_home, &reply, &reply.code(), None).unwrap();
     assert_eq!(info.name, "laptop");
+    // The device's signing subkey is in the account's certificate, on both sides.
+    let enrolled = enrolled(s.admin.home()).unwrap();
+    let subkey = enrolled[0]
+        .signing_subkey
+        .clone()
+        .expect("a signing subkey");
+    for home in [s.admin.home(), s.device_home.as_path()] {
+        let cert = Account::open(home).unwrap().openpgp_cert().unwrap();
+        assert!(cert
+            .keys()
+            .any(|k| k.key().fingerprint().to_hex() == subkey));
+    }
+    assert!(unlock(&s.device_home, None)
+        .unwrap()
+        .openpgp_signing
+        .is_some());
     assert_eq!(info.tls_sha256, req.tls_sha256().unwrap());
     assert!(!s.device_home.join(PENDING_FILE).exists());
     let mode = std::fs::metadata(s.device_home.join(DEVICE_SECRETS_FILE))
@@ -149,7 +166,7 @@ fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
         "alice@example.test"
     );
     // The name is never given again.
-    let second = request(&s.device_home.with_extension("2"), None).unwrap();
+    let second = request(&s.device_home.with_extension("2"), None, None).unwrap();
     assert!(add(
         &s.admin,
         &s.unlocked,
@@ -164,7 +181,7 @@ fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
 #[test]
 fn a_wrong_code_is_refused_on_either_side_and_nothing_is_written() {
     let s = setup();
-    let req = request(&s.device_home, None).unwrap();
+    let req = request(&s.device_home, None, None).unwrap();
     let e = add(
         &s.admin,
         &s.unlocked,
@@ -188,9 +205,9 @@ fn a_wrong_code_is_refused_on_either_side_and_nothing_is_written() {
 #[test]
 fn a_reply_for_another_request_or_not_signed_by_the_account_is_refused() {
     let s = setup();
-    let mine = request(&s.device_home, None).unwrap();
+    let mine = request(&s.device_home, None, None).unwrap();
     let other_home = s.device_home.with_extension("other");
-    let other = request(&other_home, None).unwrap();
+    let other = request(&other_home, None, None).unwrap();
     let reply = add(
         &s.admin,
         &s.unlocked,
@@ -246,9 +263,9 @@ fn a_reply_for_another_request_or_not_signed_by_the_account_is_refused() {
 #[test]
 fn a_home_with_an_account_or_a_waiting_request_is_not_overwritten() {
     let s = setup();
-    assert!(request(s.admin.home(), None).is_err());
-    request(&s.device_home, None).unwrap();
-    assert!(request(&s.device_home, None).is_err());
+    assert!(request(s.admin.home(), None, None).is_err());
+    request(&s.device_home, None, None).unwrap();
+    assert!(request(&s.device_home, None, None).is_err());
     assert!(DeviceRequest::parse("meshmail-device-request-v1\n!!!").is_err());
     assert!(DeviceReply::parse(&"x".repeat(MAX_TEXT + 1)).is_err());
 }

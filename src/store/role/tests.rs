@@ -54,7 +54,7 @@ pub(crate) fn fixture() -> Fixture {
     };
     let unlocked = admin.unlock(None).unwrap();
     let home = dir.path().join("laptop");
-    let req = device::request(&home, None).unwrap();
+    let req = device::request(&home, None, None).unwrap();
     let reply = device::add(&admin, &unlocked, &req, &req.code(), "laptop", &info).unwrap();
     device::import(&home, &reply, &reply.code(), None).unwrap();
     role.shares().accept(&reply.store_record()).unwrap();
