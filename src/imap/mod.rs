@@ -22,6 +22,8 @@ pub mod index;
 pub mod indexer;
 pub mod owned;
 mod recrypt_fetch;
+#[doc(hidden)]
+pub use recrypt_fetch::fuzz_read as fuzz_recrypt_read;
 pub mod search;
 mod session;
 /// Entry points for the fuzz targets (`integration/fuzz`).

@@ -94,6 +94,14 @@ fn read(response: &[u8], device: &str) -> Option<(u32, Fetched)> {
     Some((uid, Fetched { bytes, recrypt }))
 }
 
+/// For the fuzz target: a FETCH response from the store as the device reads it.
+#[doc(hidden)]
+pub fn fuzz_read(response: &[u8]) {
+    if let Some((_, fetched)) = read(response, "laptop") {
+        assert!(fetched.bytes.len() <= response.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

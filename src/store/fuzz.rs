@@ -1,6 +1,8 @@
-//! Entry point for the store fuzz target (`integration/fuzz`): arbitrary bytes as a client's
+//! Entry points for the store fuzz targets (`integration/fuzz`): arbitrary bytes as a client's
 //! command line (the private item stripped), as a store response the device parses, and as a
-//! stored message the store computes partials from (a share and key made once per process).
+//! stored message the store computes partials from (a share and key made once per process);
+//! and as the texts enrolment and revocation exchange (a device request, an admin's reply, a
+//! share record and a signed revocation given to a store).
 
 use super::item;
 use crate::crypto::recrypt::{encryption_subkey, extract, StoreShare};
@@ -33,4 +35,41 @@ pub fn item(data: &[u8]) {
     if let Some((public, store)) = share() {
         let _ = item::partials(data, public, store);
     }
+}
+
+/// A store in a directory of its own, made once per process.
+fn store() -> Option<&'static super::shares::ShareStore> {
+    static STORE: OnceLock<Option<super::shares::ShareStore>> = OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("meshmail-fuzz-store-{}", std::process::id()));
+            super::shares::ShareStore::open(
+                &dir.join("state.json"),
+                &dir.join("shares"),
+                vec![("alice@example.test".into(), [7u8; 32])],
+            )
+            .ok()
+        })
+        .as_ref()
+}
+
+/// Arbitrary text as every enrolment and revocation message a party reads from another.
+pub fn enrolment(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(request) = crate::keys::device::DeviceRequest::parse(&text) {
+        let _ = (request.code(), request.tls_sha256(), request.sha256());
+    }
+    if let Ok(reply) = crate::keys::device::DeviceReply::parse(&text) {
+        let _ = (reply.code(), reply.store_record(), reply.device());
+    }
+    if let Some(store) = store() {
+        let record = super::shares::ShareRecord::from_text(&text);
+        assert!(
+            store.accept(&record).is_err(),
+            "nothing unsigned by the account is accepted"
+        );
+        assert!(store.revoke_signed(&text).is_err());
+    }
+    crate::imap::fuzz_recrypt_read(data);
 }
