@@ -628,3 +628,53 @@ fn a_device_signs_as_the_account_with_its_own_subkey_and_revocation_retires_it()
     let after = signed(b"after the revocation");
     assert!(after.stderr.contains("revoked"), "{after:?}");
 }
+
+/// Decryption lines in a meshmail log by whom (`session`, `indexer`).
+fn decryptions(log: &str, by: &str) -> usize {
+    common::plain(log)
+        .lines()
+        .filter(|l| l.contains(" decrypted") && l.contains(&format!("by=\"{by}\"")))
+        .count()
+}
+
+#[test]
+fn a_device_indexes_new_mail_with_its_stores_partials_before_the_client_asks() {
+    let w = world();
+    let laptop = w.enrol("laptop");
+    let proxy = w.device_proxy(&laptop);
+    // A client logs in once: the device's indexer starts with its login, INBOX in IDLE.
+    let mut client = common::raw_imap::RawImap::connect(proxy.port);
+    client.drain(std::time::Duration::from_millis(300));
+    client.command("a", "LOGIN alice secret");
+    client.command("b", "SELECT INBOX");
+    let uids: Vec<String> = ["feijoa", "rambutan", "mangosteen"]
+        .iter()
+        .map(|word| w.deliver(word, &["-r", "alice@example.test"]))
+        .collect();
+    let started = std::time::Instant::now();
+    while decryptions(&proxy.log_text(), "indexer") < 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the indexer did not decrypt: {}",
+            proxy.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    client.command("n", "NOOP");
+    let before = decryptions(&proxy.log_text(), "session");
+    let answer = String::from_utf8_lossy(
+        &client.command("c", &format!("UID FETCH {} (BODY.PEEK[])", uids.join(","))),
+    )
+    .into_owned();
+    for word in ["feijoa", "rambutan", "mangosteen"] {
+        assert!(
+            answer.contains(&format!("The secret word is {word}.")),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        decryptions(&proxy.log_text(), "session"),
+        before,
+        "the client's FETCH decrypted again"
+    );
+}

@@ -79,27 +79,9 @@ impl World {
     }
 }
 
-/// The log without its colours.
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Decryptions logged so far, by whom (`session`, `indexer`) or all (`None`).
 fn decryptions(log: &str, by: Option<&str>) -> usize {
-    plain(log)
+    common::plain(log)
         .lines()
         .filter(|l| l.contains(" decrypted"))
         .filter(|l| by.is_none_or(|b| l.contains(&format!("by=\"{b}\""))))
@@ -108,7 +90,7 @@ fn decryptions(log: &str, by: Option<&str>) -> usize {
 
 /// Decryptions of one UID of one mailbox.
 fn decryptions_of(log: &str, mailbox: &str, uid: u32) -> usize {
-    plain(log)
+    common::plain(log)
         .lines()
         .filter(|l| l.contains(" decrypted"))
         .filter(|l| {
@@ -343,7 +325,7 @@ fn a_sender_cannot_stop_the_indexer_and_another_login_gets_nothing_from_it() {
     let r = bob.command("c", "UID FETCH 1:* (BODY.PEEK[])");
     assert!(contains(&r, "-----BEGIN PGP MESSAGE-----") && !contains(&r, SECRET));
     std::thread::sleep(Duration::from_millis(500));
-    let log = plain(&m.log_text());
+    let log = common::plain(&m.log_text());
     assert_eq!(decryptions(&log, None), 0, "{log}");
     assert!(!log.contains("IMAP index"), "{log}");
     assert!(w.status(&m).is_empty(), "an index for another login");
@@ -426,7 +408,7 @@ fn a_torn_index_file_costs_one_record_only() {
         "only the torn record was lost"
     );
     // `indexer = false`: no background indexer ran.
-    assert!(!plain(&m.log_text()).contains("IMAP index caught up"));
+    assert!(!common::plain(&m.log_text()).contains("IMAP index caught up"));
     // Its record is written again, after the cut: the file reads whole.
     wait_until(
         "the record to be written again",

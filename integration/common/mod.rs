@@ -395,3 +395,21 @@ pub mod mail;
 pub mod raw_imap;
 pub mod sidecar;
 pub mod smime;
+
+/// A log without its ANSI colour sequences (tracing colours its fields).
+pub fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -64,6 +64,8 @@ pub struct IndexerContext {
     pub settings: IndexerSettings,
     /// Messages larger than this are left to the sessions.
     pub max_message: usize,
+    /// A split account's device (its name): messages are fetched with the store's partials.
+    pub device: Option<String>,
 }
 
 enum News {

@@ -417,6 +417,35 @@ async fn fetch_and_index(
 ) -> Result<usize, Error> {
     let set: Vec<String> = uids.iter().map(|u| u.to_string()).collect();
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(device) = &ctx.device {
+        // A split account's device: each message with the store's partials for it.
+        let fetched = crate::imap::recrypt_fetch::fetch(
+            session,
+            &set.join(","),
+            device,
+            ctx.target.timeout * 4,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        for (uid, message) in fetched {
+            let Some(crate::store::item::Answer::Partials(partials)) = message.recrypt else {
+                // No partial now: left to the sessions, which say so to their clients.
+                continue;
+            };
+            let key = ViewKey {
+                user: ctx.user.clone(),
+                mailbox: mailbox.to_owned(),
+                uidvalidity: validity,
+                uid,
+            };
+            tasks.spawn(index_one(ctx.clone(), key, message.bytes, Some(partials)));
+        }
+        let mut decrypted = 0;
+        while let Some(r) = tasks.join_next().await {
+            decrypted += usize::from(r.unwrap_or(false));
+        }
+        return Ok(decrypted);
+    }
     let fetch = async {
         let mut stream = session
             .uid_fetch(set.join(","), "(UID BODY.PEEK[])")
@@ -433,7 +462,7 @@ async fn fetch_and_index(
                 uidvalidity: validity,
                 uid,
             };
-            tasks.spawn(index_one(ctx.clone(), key, body.to_vec()));
+            tasks.spawn(index_one(ctx.clone(), key, body.to_vec(), None));
         }
         Ok::<_, Error>(())
     };
@@ -453,7 +482,12 @@ async fn fetch_and_index(
 /// Decrypts and indexes one fetched message; true when it was decrypted here. The slot is
 /// taken before the view is claimed, so a session waiting for this view never waits behind
 /// the indexer's lower priority; the view is handed over before its record is built.
-async fn index_one(ctx: IndexerContext, key: ViewKey, raw: Vec<u8>) -> bool {
+async fn index_one(
+    ctx: IndexerContext,
+    key: ViewKey,
+    raw: Vec<u8>,
+    partials: Option<Vec<(usize, crate::crypto::recrypt::Partial)>>,
+) -> bool {
     let slot = crate::imap::slots::background_slot().await;
     let building = match ctx.views.claim(&key) {
         // A session decrypts it right now; its view is indexed when built.
@@ -472,7 +506,16 @@ async fn index_one(ctx: IndexerContext, key: ViewKey, raw: Vec<u8>) -> bool {
         let (view, decrypted) = match building {
             Err(cached) => (cached, false),
             Ok(building) => {
-                let view = Arc::new(View::build(&raw, &ctx.keys, max));
+                if let Some(p) = &partials {
+                    // Partials that do not fit this device's share make no view (the
+                    // sessions say why to their clients).
+                    if !ctx.keys.split_opens(&crate::store::item::pkesks(&raw), p) {
+                        drop(building);
+                        drop(slot);
+                        return false;
+                    }
+                }
+                let view = Arc::new(View::build_with(&raw, &ctx.keys, partials.as_deref(), max));
                 building.finish(view.clone());
                 tracing::debug!(mailbox = %mailbox, uid, by = "indexer", "decrypted");
                 (view, true)

@@ -403,14 +403,10 @@ impl Task {
         if !self.indexer_told {
             self.indexer_told = true;
             let account = &mapped.account;
-            // A split account's device decrypts with its store's partials, which the
-            // indexer's connection does not ask for: it decrypts on the client's demand only.
-            let split = account.device.is_some();
-            if let (Some(credentials), Some(index), Some(keys), false) = (
+            if let (Some(credentials), Some(index), Some(keys)) = (
                 mapped.credentials.clone(),
                 account.index.clone(),
                 account.keys.clone(),
-                split,
             ) {
                 let indexer = crate::imap::indexer::IndexerContext {
                     target: ctx.upstream.clone(),
@@ -420,6 +416,7 @@ impl Task {
                     user: mapped.user.clone(),
                     settings: ctx.indexer.clone(),
                     max_message: ctx.limits.max_message_size,
+                    device: account.device.clone(),
                 };
                 account
                     .indexer
