@@ -483,14 +483,13 @@ fn load_device(
     };
     let keyring = crate::policy::store::LocalStore::new(&a.home).certs_matching(&|_| true);
     let index = crate::imap::index::Index::open(&a.home, secrets.index_key.expose());
-    let keys = DecryptionKeys::split(cert.clone(), &info.subkey, secrets.share, keyring)
-        .ok_or_else(|| {
-            ServeError::Config(format!(
-                "{}: the certificate lacks the split subkey {}",
-                a.home.display(),
-                info.subkey
-            ))
-        })?;
+    let keys = DecryptionKeys::split(cert.clone(), secrets.shares, keyring).ok_or_else(|| {
+        ServeError::Config(format!(
+            "{}: the certificate lacks the split subkey {}",
+            a.home.display(),
+            info.subkey
+        ))
+    })?;
     tracing::info!(user = %a.upstream_user, device = %info.name, store = %info.store.address, "device of a split account");
     Ok(LoadedAccount {
         home: a.home.clone(),

@@ -50,8 +50,9 @@ pub struct DecryptionKeys {
         sq::crypto::KeyPair,
         Option<super::x25519::FastDecryptor>,
     )>,
-    /// A split account (a device with a share): no secret subkey, the store's partials instead.
-    split: Option<SplitKey>,
+    /// A split account (a device with shares, one per subkey during a rekey's grace period):
+    /// no secret subkey, the store's partials instead.
+    split: Vec<SplitKey>,
 }
 
 /// The encryption subkey of a split account and this device's share of it.
@@ -130,25 +131,31 @@ impl DecryptionKeys {
             smime_key,
             known,
             keypairs,
-            split: None,
+            split: Vec::new(),
         }
     }
 
-    /// The keys of a device of a split account: the account's public certificate, the subkey
-    /// that was split (upper-case hex fingerprint) and this device's share of it. OpenPGP
-    /// only (S/MIME is not split).
+    /// The keys of a device of a split account: the account's public certificate and this
+    /// device's shares, each with the subkey that was split (upper-case hex fingerprint).
+    /// OpenPGP only (S/MIME is not split). `None` when a subkey is not in the certificate.
     pub fn split(
         cert: Cert,
-        subkey: &str,
-        share: super::recrypt::DeviceShare,
+        shares: Vec<(String, super::recrypt::DeviceShare)>,
         mut known: Vec<Cert>,
     ) -> Option<DecryptionKeys> {
-        let public = cert
-            .keys()
-            .find(|k| k.key().fingerprint().to_hex() == subkey)?
-            .key()
-            .clone()
-            .role_into_unspecified();
+        let mut split = Vec::new();
+        for (subkey, share) in shares {
+            let public = cert
+                .keys()
+                .find(|k| k.key().fingerprint().to_hex() == subkey)?
+                .key()
+                .clone()
+                .role_into_unspecified();
+            split.push(SplitKey { public, share });
+        }
+        if split.is_empty() {
+            return None;
+        }
         known.push(cert.clone());
         Some(DecryptionKeys {
             openpgp: cert,
@@ -156,26 +163,36 @@ impl DecryptionKeys {
             smime_key: None,
             known,
             keypairs: Vec::new(),
-            split: Some(SplitKey { public, share }),
+            split,
         })
     }
 
     /// True for a device of a split account: messages open only with the store's partials.
     pub fn is_split(&self) -> bool {
-        self.split.is_some()
+        !self.split.is_empty()
+    }
+
+    /// The session key `partial` opens from `pkesk` with one of this device's shares (the
+    /// one whose subkey the PKESK names, or each for a hidden recipient).
+    fn split_session_key(
+        &self,
+        pkesk: &PKESK,
+        partial: super::recrypt::Partial,
+    ) -> Option<(Option<SymmetricAlgorithm>, SessionKey)> {
+        self.split
+            .iter()
+            .filter(|s| super::recrypt::addressed_to(pkesk, &s.public))
+            .find_map(|s| super::recrypt::session_key(pkesk, &s.public, &s.share, partial))
     }
 
     /// For a split account: whether `partials` with this device's share unwrap a session key
     /// from one of `pkesks` (a store holding another device's share, or a corrupt answer,
     /// does not).
     pub fn split_opens(&self, pkesks: &[PKESK], partials: &Partials) -> bool {
-        let Some(split) = &self.split else {
-            return false;
-        };
         partials.iter().any(|(i, partial)| {
-            pkesks.get(*i).is_some_and(|pkesk| {
-                super::recrypt::session_key(pkesk, &split.public, &split.share, *partial).is_some()
-            })
+            pkesks
+                .get(*i)
+                .is_some_and(|pkesk| self.split_session_key(pkesk, *partial).is_some())
         })
     }
 
@@ -409,12 +426,11 @@ impl DecryptionHelper for Helper<'_> {
         sym_algo: Option<SymmetricAlgorithm>,
         decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
     ) -> sq::Result<Option<Cert>> {
-        if let (Some(split), Some(partials)) = (&self.keys.split, self.partials) {
+        if let Some(partials) = self.partials {
             // Sequoia lists the PKESKs in message order, as the store counted them.
             for (i, pkesk) in pkesks.iter().enumerate() {
                 for (_, partial) in partials.iter().filter(|(j, _)| *j == i) {
-                    let opened =
-                        super::recrypt::session_key(pkesk, &split.public, &split.share, *partial);
+                    let opened = self.keys.split_session_key(pkesk, *partial);
                     if let Some((algo, session_key)) = opened {
                         if decrypt(algo, &session_key) {
                             self.decrypted = true;

@@ -417,7 +417,7 @@ const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// typical message.
 fn encryption_keys(cert: &Cert) -> Result<std::sync::Arc<EncryptionKeys>, OpenPgpError> {
     use std::sync::{Arc, OnceLock};
-    static CACHE: OnceLock<moka::sync::Cache<sq::Fingerprint, Arc<EncryptionKeys>>> =
+    static CACHE: OnceLock<moka::sync::Cache<(sq::Fingerprint, usize), Arc<EncryptionKeys>>> =
         OnceLock::new();
     let cache = CACHE.get_or_init(|| {
         moka::sync::Cache::builder()
@@ -425,9 +425,14 @@ fn encryption_keys(cert: &Cert) -> Result<std::sync::Arc<EncryptionKeys>, OpenPg
             .time_to_live(KEY_CACHE_TTL)
             .build()
     });
-    // An updated copy of the certificate (a new revocation or subkey) is seen within a
-    // minute at most.
-    let id = cert.fingerprint();
+    // An updated copy of the certificate (a new subkey, a revocation, a new binding) has more
+    // signatures: it is evaluated afresh at once. (Expiry is seen within a minute.)
+    let signatures: usize = cert
+        .keys()
+        .map(|k| k.self_signatures().count() + k.self_revocations().count())
+        .sum::<usize>()
+        + cert.keys().count();
+    let id = (cert.fingerprint(), signatures);
     if let Some(hit) = cache.get(&id) {
         return Ok(hit);
     }

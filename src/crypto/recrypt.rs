@@ -269,10 +269,16 @@ impl sq::crypto::Decryptor for SplitDecryptor<'_> {
 
 /// Whether `pkesk` may be for `key`: its key ID, or the wildcard of a hidden recipient.
 pub fn addressed_to(pkesk: &PKESK, key: &Key<PublicParts, UnspecifiedRole>) -> bool {
+    addressed_to_fingerprint(pkesk, &key.fingerprint())
+}
+
+/// [`addressed_to`] by the key's fingerprint alone (all the store knows of a subkey: the
+/// record names it).
+pub fn addressed_to_fingerprint(pkesk: &PKESK, fingerprint: &sq::Fingerprint) -> bool {
     match pkesk.recipient() {
         None => true,
         Some(handle) => {
-            handle.aliases(sq::KeyHandle::from(key.fingerprint()))
+            handle.aliases(sq::KeyHandle::from(fingerprint.clone()))
                 || handle.to_hex().chars().all(|c| c == '0')
         }
     }

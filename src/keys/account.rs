@@ -266,6 +266,21 @@ impl Account {
         fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
     }
 
+    /// Replaces the secret key file with `unlocked`, sealed under `passphrase` (write to a
+    /// temporary file, then rename).
+    pub(crate) fn replace_secrets(
+        &self,
+        unlocked: &Unlocked,
+        passphrase: Option<&SecretString>,
+    ) -> Result<(), KeyError> {
+        let sealed = sealed::seal(&unlocked.secrets_json()?, passphrase)?;
+        let tmp = self.home.join(format!("{SECRETS_FILE}.new"));
+        let _ = fs::remove_file(&tmp);
+        write_new(&tmp, &sealed, 0o600)?;
+        let path = self.home.join(SECRETS_FILE);
+        fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
+    }
+
     /// True when the secret file needs a passphrase to open.
     pub fn needs_passphrase(&self) -> Result<bool, KeyError> {
         Ok(sealed::needs_passphrase(&self.read_secrets_file()?)?)
@@ -417,6 +432,19 @@ impl Unlocked {
     pub fn policy_signing_key(&self) -> Result<Ed25519KeyPair, KeyError> {
         Ed25519KeyPair::from_pkcs8(self.policy_key.expose())
             .map_err(|_| KeyError::Corrupt("policy key".into()))
+    }
+
+    /// The same secrets with another OpenPGP certificate (a rekey's new subkey).
+    pub(crate) fn with_openpgp(&self, tsk: &sq::Cert) -> Result<Unlocked, KeyError> {
+        let mut bytes = Vec::new();
+        tsk.as_tsk()
+            .serialize(&mut bytes)
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        Ok(Unlocked {
+            policy_key: Secret::new(self.policy_key.expose().clone()),
+            openpgp_tsk: Secret::new(bytes),
+            smime_key: Secret::new(self.smime_key.expose().clone()),
+        })
     }
 
     /// The OpenPGP certificate with its secret keys.

@@ -172,6 +172,13 @@ struct SecretsFile {
     index_key: String,
     #[serde(default)]
     openpgp_signing: Option<String>,
+    /// The device's X25519 key new shares are sealed to (a rekey), base64: the enrolment key,
+    /// kept.
+    #[serde(default)]
+    share_key: Option<String>,
+    /// Shares of later subkeys (a rekey): (subkey fingerprint, share), base64.
+    #[serde(default)]
+    more_shares: Vec<(String, String)>,
 }
 
 /// How a device reaches its store: written by `store info`, read by `device add`.
@@ -202,7 +209,10 @@ pub struct DeviceInfo {
 
 /// A device's secrets, unlocked.
 pub struct DeviceSecrets {
-    pub share: DeviceShare,
+    /// The device's shares, each with the subkey it belongs to (the enrolment's first).
+    pub shares: Vec<(String, DeviceShare)>,
+    /// The X25519 key a rekey's new shares are sealed to (32 raw bytes).
+    pub share_key: Option<SecretBytes>,
     /// PKCS#8 DER.
     pub tls_key: SecretBytes,
     /// PKCS#8 DER.
@@ -299,6 +309,12 @@ pub struct Enrolled {
     /// The device's OpenPGP signing subkey in the account's certificate.
     #[serde(default)]
     pub signing_subkey: Option<String>,
+    /// The device's Ed25519 signing key and its X25519 share key, base64 (a rekey's new
+    /// records and shares are made with them).
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    #[serde(default)]
+    pub share_key: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -482,6 +498,8 @@ pub fn add(
         enrolled: OffsetDateTime::now_utc(),
         revoked: false,
         signing_subkey,
+        signing_key: Some(request.body.signing_key.clone()),
+        share_key: Some(request.body.enrolment_key.clone()),
     });
     write_devices(account.home(), &devices)?;
     DeviceReply::parse(&text)
@@ -583,6 +601,8 @@ fn write_device(
         signing_key: pending.signing_key.clone(),
         index_key: BASE64.encode(&index_key[..]),
         openpgp_signing: pending.openpgp_signing.clone(),
+        share_key: Some(pending.enrolment_key.clone()),
+        more_shares: Vec::new(),
     };
     let plain =
         Secret::new(serde_json::to_vec(&secrets).map_err(|e| KeyError::Corrupt(e.to_string()))?);
@@ -700,15 +720,64 @@ pub fn unlock(home: &Path, passphrase: Option<&SecretString>) -> Result<DeviceSe
             .map(Secret::new)
             .map_err(|_| KeyError::Corrupt("device secret is not base64".into()))
     };
-    let share = decode(&file.share)?;
+    let first = info(home)?
+        .ok_or_else(|| KeyError::Corrupt(format!("{}: no {DEVICE_FILE}", home.display())))?
+        .subkey;
+    let mut shares = Vec::new();
+    for (subkey, share) in std::iter::once((&first, &file.share)).chain(
+        file.more_shares
+            .iter()
+            .map(|(subkey, share)| (subkey, share)),
+    ) {
+        let bytes = decode(share)?;
+        shares.push((
+            subkey.clone(),
+            DeviceShare::from_bytes(bytes.expose())
+                .map_err(|e| KeyError::Corrupt(e.to_string()))?,
+        ));
+    }
     Ok(DeviceSecrets {
-        share: DeviceShare::from_bytes(share.expose())
-            .map_err(|e| KeyError::Corrupt(e.to_string()))?,
+        shares,
+        share_key: file.share_key.as_deref().map(decode).transpose()?,
         tls_key: decode(&file.tls_key)?,
         signing_key: decode(&file.signing_key)?,
         index_key: decode(&file.index_key)?,
         openpgp_signing: file.openpgp_signing.as_deref().map(decode).transpose()?,
     })
+}
+
+/// Adds a share for another subkey (a rekey) to the device's secrets in `home`, sealed again
+/// with `passphrase` (the same one they were sealed with).
+pub(crate) fn add_share(
+    home: &Path,
+    passphrase: Option<&SecretString>,
+    subkey: &str,
+    share: &DeviceShare,
+) -> Result<(), KeyError> {
+    let path = home.join(DEVICE_SECRETS_FILE);
+    let bytes = super::account::read_private(&path)?;
+    let plain = sealed::open(&bytes, passphrase)?;
+    let mut file: SecretsFile =
+        serde_json::from_slice(plain.expose()).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+    file.more_shares.retain(|(k, _)| k != subkey);
+    file.more_shares
+        .push((subkey.to_owned(), BASE64.encode(&share.to_bytes()[..])));
+    let plain =
+        Secret::new(serde_json::to_vec(&file).map_err(|e| KeyError::Corrupt(e.to_string()))?);
+    drop(file);
+    let tmp = home.join(format!("{DEVICE_SECRETS_FILE}.new"));
+    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, &sealed::seal(&plain, passphrase)?, 0o600)?;
+    std::fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
+}
+
+/// The next serial for a record of this account (records' serials only grow).
+pub(crate) fn next_serial(home: &Path) -> Result<u64, KeyError> {
+    let mut devices = read_devices(home)?;
+    let serial = (devices.last_serial + 1).max(OffsetDateTime::now_utc().unix_timestamp() as u64);
+    devices.last_serial = serial;
+    write_devices(home, &devices)?;
+    Ok(serial)
 }
 
 /// The devices this admin device enrolled.

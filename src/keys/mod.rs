@@ -22,6 +22,7 @@ pub mod export;
 pub mod generate;
 mod p12_gpgsm;
 pub mod recovery;
+pub mod rekey;
 pub mod sealed;
 
 pub use account::{Account, AccountInfo, Unlocked};

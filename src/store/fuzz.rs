@@ -33,7 +33,7 @@ pub fn item(data: &[u8]) {
     }
     let _ = item::parse(&String::from_utf8_lossy(data), "laptop");
     if let Some((public, store)) = share() {
-        let _ = item::partials(data, public, store);
+        let _ = item::partials(data, &public.fingerprint(), store);
     }
 }
 

@@ -11,11 +11,9 @@
 //! client supplied): the first ASCII-armored OpenPGP message of the message, at most
 //! [`MAX_PKESKS`] PKESKs, from its first [`ARMOR_PREFIX`] bytes.
 
-use crate::crypto::recrypt::{addressed_to, Partial, RecryptError, StoreShare};
+use crate::crypto::recrypt::{addressed_to_fingerprint, Partial, RecryptError, StoreShare};
 use data_encoding::BASE64;
 use sequoia_openpgp as sq;
-use sq::packet::key::{PublicParts, UnspecifiedRole};
-use sq::packet::Key;
 
 /// The item's name on the wire.
 pub const ITEM: &str = "X-MESH-RECRYPT";
@@ -171,18 +169,14 @@ pub fn pkesks(message: &[u8]) -> Vec<sq::packet::PKESK> {
 }
 
 /// The partials of `message` (as the mail store returned it) for the account's encryption
-/// subkey `public`, computed with `share`.
-pub fn partials(
-    message: &[u8],
-    public: &Key<PublicParts, UnspecifiedRole>,
-    share: &StoreShare,
-) -> Answer {
+/// subkey `subkey` (its fingerprint: the PKESK names it by key ID), computed with `share`.
+pub fn partials(message: &[u8], subkey: &sq::Fingerprint, share: &StoreShare) -> Answer {
     let Some(binary) = armor_prefix(message) else {
         return Answer::NotForAccount;
     };
     let mut out = Vec::new();
     for (index, pkesk) in leading_pkesks(&binary).iter().enumerate() {
-        if !addressed_to(pkesk, public) {
+        if !addressed_to_fingerprint(pkesk, subkey) {
             continue;
         }
         match share.partial(pkesk) {

@@ -14,16 +14,13 @@ use crate::config::store::StoreConfig;
 use crate::crypto::recrypt::StoreShare;
 use crate::imap::fetch::response::{scan, Value};
 use sequoia_openpgp as sq;
-use sq::packet::key::{PublicParts, UnspecifiedRole};
-use sq::packet::Key;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// An account the store serves.
+/// An account the store serves (its subkeys are named by the records: a rekey needs no new
+/// configuration here).
 pub struct StoreAccount {
     pub address: String,
-    /// The certificate's keys (the record names the subkey that was split).
-    keys: Vec<Key<PublicParts, UnspecifiedRole>>,
 }
 
 /// A session bound to an enrolled device.
@@ -45,7 +42,8 @@ struct Stamp {
     len: u64,
 }
 
-type Cached = Option<Arc<(RecordPayload, StoreShare)>>;
+/// A device's records and shares, one per subkey (several during a rekey's grace period).
+type Cached = Arc<Vec<(RecordPayload, StoreShare)>>;
 
 /// Lookups since the state file last changed: (account, TLS key hash) → what was found.
 type ShareCache = (Option<Stamp>, HashMap<(String, String), Cached>);
@@ -70,7 +68,6 @@ impl StoreRole {
         let mut pins = Vec::new();
         for a in &config.accounts {
             let account = crate::keys::Account::open(&a.public_home).map_err(|e| e.to_string())?;
-            let cert = account.openpgp_cert().map_err(|e| e.to_string())?;
             pins.push((
                 account.address().to_owned(),
                 account.policy_public_key().map_err(|e| e.to_string())?,
@@ -79,10 +76,6 @@ impl StoreRole {
                 a.upstream_user.clone(),
                 StoreAccount {
                     address: account.address().to_owned(),
-                    keys: cert
-                        .keys()
-                        .map(|k| k.key().clone().role_into_unspecified())
-                        .collect(),
                 },
             );
         }
@@ -123,11 +116,12 @@ impl StoreRole {
     pub fn bind(&self, user: &str, tls_sha256: Option<&str>) -> Option<Arc<DeviceBinding>> {
         let tls = tls_sha256?;
         let account = self.accounts.get(user)?;
-        let found = self.lookup(&account.address, tls)?;
+        let found = self.lookup(&account.address, tls);
+        let (first, _) = found.first()?;
         Some(Arc::new(DeviceBinding {
             user: user.to_owned(),
             account: account.address.clone(),
-            device: found.0.device.clone(),
+            device: first.device.clone(),
             tls_sha256: tls.to_owned(),
         }))
     }
@@ -144,17 +138,17 @@ impl StoreRole {
             if let Some(hit) = cache.1.get(&key) {
                 return hit.clone();
             }
-            let found = match self.shares.share_for(account, tls) {
-                Ok(found) => found.map(Arc::new),
+            let found = match self.shares.shares_for(account, tls) {
+                Ok(found) => Arc::new(found),
                 Err(e) => {
                     tracing::error!(error = %e, "the store's shares cannot be read");
-                    return None;
+                    return Arc::new(Vec::new());
                 }
             };
             cache.1.insert(key, found.clone());
             found
         } else {
-            None
+            Arc::new(Vec::new())
         }
     }
 
@@ -171,19 +165,11 @@ impl StoreRole {
             return response;
         };
         let uid = scanned.uid(&response);
-        let answer = match self.lookup(&binding.account, &binding.tls_sha256) {
-            None => Answer::Revoked,
-            Some(found) => {
-                let (record, share) = &*found;
-                match self.accounts.get(&binding.user).and_then(|a| {
-                    a.keys
-                        .iter()
-                        .find(|k| k.fingerprint().to_hex() == record.subkey)
-                }) {
-                    Some(subkey) => item::partials(&response[range.clone()], subkey, share),
-                    None => Answer::NotForAccount,
-                }
-            }
+        let found = self.lookup(&binding.account, &binding.tls_sha256);
+        let answer = if found.is_empty() {
+            Answer::Revoked
+        } else {
+            self.partials(&binding.user, &found, &response[range.clone()])
         };
         self.audit.record(
             &binding.account,
@@ -195,6 +181,42 @@ impl StoreRole {
         // Never the partials themselves in the service log.
         tracing::debug!(device = %binding.device, uid, answer = answer.kind(), "recrypt");
         insert_item(response, &item::format(&binding.device, &answer))
+    }
+}
+
+impl StoreRole {
+    /// One answer over every subkey the device holds a share of (the PKESK key IDs choose; a
+    /// hidden recipient is tried with each).
+    fn partials(
+        &self,
+        user: &str,
+        found: &[(RecordPayload, StoreShare)],
+        message: &[u8],
+    ) -> Answer {
+        let mut partials = Vec::new();
+        let mut refused = false;
+        if !self.accounts.contains_key(user) {
+            return Answer::NotForAccount;
+        }
+        for (record, share) in found {
+            // The record names the subkey (signed by the account): its key ID is all the
+            // PKESKs are matched by.
+            let Ok(subkey) = sq::Fingerprint::from_hex(&record.subkey) else {
+                continue;
+            };
+            match item::partials(message, &subkey, share) {
+                Answer::Partials(p) => partials.extend(p),
+                Answer::RefusedPoint => refused = true,
+                Answer::NotForAccount | Answer::Revoked => {}
+            }
+        }
+        if refused {
+            Answer::RefusedPoint
+        } else if partials.is_empty() {
+            Answer::NotForAccount
+        } else {
+            Answer::Partials(partials)
+        }
     }
 }
 

@@ -45,6 +45,8 @@ pub enum ShareError {
     Revoked(String),
     #[error("the store holds a newer record for device {0} (serial {1}); this one is refused")]
     Stale(String, u64),
+    #[error("the subkey {0} was retired: its records are refused")]
+    Retired(String),
     #[error("{0}")]
     Io(String),
 }
@@ -164,6 +166,11 @@ struct State {
     /// The highest serial accepted per account and device.
     #[zeroize(skip)]
     serials: Vec<(String, String, u64)>,
+    /// Subkeys retired after a rekey (account, subkey): their shares are deleted and their
+    /// records refused.
+    #[zeroize(skip)]
+    #[serde(default)]
+    retired: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +226,7 @@ impl ShareStore {
                 generation: 1,
                 tombstones: Vec::new(),
                 serials: Vec::new(),
+                retired: Vec::new(),
             })?;
         }
         Ok(store)
@@ -307,6 +315,13 @@ impl ShareStore {
         }) {
             return Err(ShareError::Revoked(payload.device.clone()));
         }
+        if state
+            .retired
+            .iter()
+            .any(|(a, k)| a.eq_ignore_ascii_case(&payload.account) && *k == payload.subkey)
+        {
+            return Err(ShareError::Retired(payload.subkey.clone()));
+        }
         if let Some((_, _, seen)) = state
             .serials
             .iter()
@@ -330,33 +345,71 @@ impl ShareStore {
         Ok(payload.device)
     }
 
-    /// The record and share of the unrevoked device of `account` whose TLS key hash is
-    /// `tls_sha256`.
+    /// The records and shares (one per subkey) of the unrevoked device of `account` whose TLS
+    /// key hash is `tls_sha256`.
+    pub fn shares_for(
+        &self,
+        account: &str,
+        tls_sha256: &str,
+    ) -> Result<Vec<(RecordPayload, StoreShare)>, ShareError> {
+        let state = self.read_state()?;
+        let mut out = Vec::new();
+        for (payload, at_rest, _) in self.list(account)? {
+            if payload.device_tls_sha256 != tls_sha256
+                || at_rest.generation != state.generation
+                || is_retired(&state, &payload)
+            {
+                continue;
+            }
+            if let Ok(share) = open_at_rest(&state, &at_rest) {
+                out.push((payload, share));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first of [`Self::shares_for`].
     pub fn share_for(
         &self,
         account: &str,
         tls_sha256: &str,
     ) -> Result<Option<(RecordPayload, StoreShare)>, ShareError> {
-        let state = self.read_state()?;
-        for (payload, at_rest) in self.list(account)? {
-            if payload.device_tls_sha256 != tls_sha256 || at_rest.generation != state.generation {
-                continue;
-            }
-            if let Ok(share) = open_at_rest(&state, &at_rest) {
-                return Ok(Some((payload, share)));
+        Ok(self.shares_for(account, tls_sha256)?.into_iter().next())
+    }
+
+    /// Retires the subkey `subkey` of `account` after a rekey: every device's share of it is
+    /// deleted, and its records are refused from now on.
+    pub fn retire(&self, account: &str, subkey: &str) -> Result<usize, ShareError> {
+        let _lock = self.write_lock()?;
+        let mut state = self.read_state()?;
+        if !state
+            .retired
+            .iter()
+            .any(|(a, k)| a.eq_ignore_ascii_case(account) && k == subkey)
+        {
+            state
+                .retired
+                .push((account.to_lowercase(), subkey.to_owned()));
+        }
+        self.write_state(&state)?;
+        let mut removed = 0;
+        for (payload, _, path) in self.list(account)? {
+            if payload.subkey == subkey {
+                let _ = std::fs::remove_file(path);
+                removed += 1;
             }
         }
-        Ok(None)
+        Ok(removed)
     }
 
     /// The devices of `account` the store holds a share for (current generation only).
     pub fn devices(&self, account: &str) -> Result<Vec<RecordPayload>, ShareError> {
-        let generation = self.read_state()?.generation;
+        let state = self.read_state()?;
         Ok(self
             .list(account)?
             .into_iter()
-            .filter(|(_, r)| r.generation == generation)
-            .map(|(p, _)| p)
+            .filter(|(p, r, _)| r.generation == state.generation && !is_retired(&state, p))
+            .map(|(p, _, _)| p)
             .collect())
     }
 
@@ -378,8 +431,10 @@ impl ShareStore {
         let mut state = self.read_state()?;
         let mut found = false;
         let mut keep = Vec::new();
-        for (payload, at_rest) in self.list(account)? {
+        let mut gone = Vec::new();
+        for (payload, at_rest, path) in self.list(account)? {
             if payload.device == device {
+                gone.push(path);
                 state.tombstones.push(Tombstone {
                     account: payload.account.to_lowercase(),
                     device: payload.device.clone(),
@@ -407,14 +462,17 @@ impl ShareStore {
         state.generation += 1;
         // The new state first: from this moment every old share file is dead.
         self.write_state(&state)?;
-        let _ = std::fs::remove_file(self.share_path(account, device));
+        for path in gone {
+            let _ = std::fs::remove_file(path);
+        }
         for (record, payload, share) in keep {
             self.write_share(&state, &record, &payload, &share)?;
         }
         Ok(found)
     }
 
-    fn list(&self, account: &str) -> Result<Vec<(RecordPayload, AtRest)>, ShareError> {
+    /// Every share file of `account`: its record's payload, its content and its path.
+    fn list(&self, account: &str) -> Result<Vec<(RecordPayload, AtRest, PathBuf)>, ShareError> {
         let dir = self.dir.join(account.to_lowercase());
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -433,14 +491,16 @@ impl ShareStore {
                 continue;
             };
             if payload.account.eq_ignore_ascii_case(account) {
-                out.push((payload, at_rest));
+                out.push((payload, at_rest, entry.path()));
             }
         }
         Ok(out)
     }
 
-    fn share_path(&self, account: &str, device: &str) -> PathBuf {
-        let name = HEXUPPER.encode(&digest(&SHA256, device.as_bytes()).as_ref()[..12]);
+    /// One file per account, device and subkey.
+    fn share_path(&self, account: &str, device: &str, subkey: &str) -> PathBuf {
+        let name = HEXUPPER
+            .encode(&digest(&SHA256, format!("{device}\0{subkey}").as_bytes()).as_ref()[..12]);
         self.dir
             .join(account.to_lowercase())
             .join(format!("{name}.share"))
@@ -470,7 +530,7 @@ impl ShareStore {
             generation: state.generation,
             share: BASE64.encode(&sealed),
         };
-        let path = self.share_path(&payload.account, &payload.device);
+        let path = self.share_path(&payload.account, &payload.device, &payload.subkey);
         if let Some(dir) = path.parent() {
             crate::keys::account::make_private_dir(dir)
                 .map_err(|e| ShareError::Io(e.to_string()))?;
@@ -501,6 +561,13 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), ShareError> {
     crate::keys::account::write_new(&tmp, bytes, 0o600)
         .map_err(|e| ShareError::Io(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| ShareError::Io(format!("{}: {e}", path.display())))
+}
+
+fn is_retired(state: &State, payload: &RecordPayload) -> bool {
+    state
+        .retired
+        .iter()
+        .any(|(a, k)| a.eq_ignore_ascii_case(&payload.account) && *k == payload.subkey)
 }
 
 fn share_sha256(sealed_share: &str) -> String {

@@ -112,7 +112,7 @@ fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
     let plain = recrypt::decrypt_message(
         &message,
         &subkey,
-        &secrets.share,
+        &secrets.shares[0].1,
         &mut |p| store_share.partial(p).ok(),
         1 << 20,
     )
@@ -122,8 +122,7 @@ fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
     // with another device's store share does not, and the message is not shown.
     let keys = crate::crypto::decrypt::DecryptionKeys::split(
         cert.clone(),
-        &info.subkey,
-        unlock(&s.device_home, None).unwrap().share,
+        unlock(&s.device_home, None).unwrap().shares,
         Vec::new(),
     )
     .unwrap();

@@ -92,7 +92,7 @@ fn partials_from_a_stored_pgp_mime_message_open_it_with_the_device_share() {
         &request,
     )
     .unwrap();
-    let answer = partials(stored.bytes(), &public, &store);
+    let answer = partials(stored.bytes(), &public.fingerprint(), &store);
     let Answer::Partials(list) = &answer else {
         panic!("{answer:?}");
     };
@@ -137,11 +137,15 @@ fn partials_from_a_stored_pgp_mime_message_open_it_with_the_device_share() {
     )
     .unwrap();
     assert_eq!(
-        partials(to_bob.bytes(), &public, &store),
+        partials(to_bob.bytes(), &public.fingerprint(), &store),
         Answer::NotForAccount
     );
     assert_eq!(
-        partials(b"Subject: plain\r\n\r\nhello\r\n", &public, &store),
+        partials(
+            b"Subject: plain\r\n\r\nhello\r\n",
+            &public.fingerprint(),
+            &store
+        ),
         Answer::NotForAccount
     );
 }

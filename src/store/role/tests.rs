@@ -179,3 +179,89 @@ fn the_store_refuses_a_public_home_that_holds_the_account_secret() {
     let e = StoreRole::open(&config).err().expect("refused");
     assert!(e.contains("secrets.json"), "{e}");
 }
+
+#[test]
+fn after_a_rekey_old_and_new_mail_open_until_the_old_subkey_is_retired() {
+    use crate::keys::rekey::{apply_update, rekey};
+    let f = fixture();
+    let laptop = f.public.parent().unwrap().join("laptop");
+    let before = f.admin.openpgp_cert().unwrap();
+    let armored = |cert: &sequoia_openpgp::Cert, text: &[u8]| {
+        let mut out = Vec::new();
+        crate::crypto::openpgp::encrypt_armored_into(&[text], &[cert.clone()], None, &mut out)
+            .unwrap();
+        out
+    };
+    let old_mail = armored(&before, b"before the rekey");
+    let info = StoreInfo {
+        address: "127.0.0.1:1993".into(),
+        public_key: BASE64.encode(&f.role.shares().public_key().unwrap()),
+        cert_sha256: "00".repeat(32),
+    };
+    let r = rekey(&f.admin, None, &info).unwrap();
+    assert_ne!(r.old, r.new);
+    assert_eq!(r.devices.len(), 1, "skipped: {:?}", r.skipped);
+    let (name, update, record) = &r.devices[0];
+    assert_eq!(name, "laptop");
+    assert_eq!(apply_update(&laptop, update, None).unwrap(), r.new);
+    // Applied twice: the same share replaced, nothing doubled.
+    apply_update(&laptop, update, None).unwrap();
+    f.role.shares().accept(record).unwrap();
+    // Senders with the new certificate encrypt to the new subkey only (the old is revoked).
+    let after = Account::open(f.admin.home())
+        .unwrap()
+        .openpgp_cert()
+        .unwrap();
+    let new_mail = armored(&after, b"after the rekey");
+    let pkesks = item::pkesks(&pgp_mime(&new_mail));
+    assert_eq!(pkesks.len(), 1);
+    assert!(
+        pkesks[0]
+            .recipient()
+            .is_some_and(|k| k.to_hex() == r_keyid(&r.new)),
+        "{:?} new {} old {}",
+        pkesks.iter().map(|p| p.recipient()).collect::<Vec<_>>(),
+        r.new,
+        r.old
+    );
+    let secrets = crate::keys::device::unlock(&laptop, None).unwrap();
+    assert_eq!(secrets.shares.len(), 2);
+    let keys = crate::crypto::decrypt::DecryptionKeys::split(
+        Account::open(&laptop).unwrap().openpgp_cert().unwrap(),
+        secrets.shares,
+        Vec::new(),
+    )
+    .unwrap();
+    let binding = f.role.bind("alice", Some(&f.tls)).unwrap();
+    let open = |mail: &[u8]| {
+        let answered = f
+            .role
+            .answer(&binding, "INBOX", fetch_response(&pgp_mime(mail)));
+        match item::parse(&String::from_utf8_lossy(&answered), "laptop") {
+            Some(Answer::Partials(p)) => keys
+                .open_openpgp_with(mail, &[], Some(&p), 1 << 20)
+                .ok()
+                .map(|o| o.plaintext.to_vec()),
+            _ => None,
+        }
+    };
+    assert_eq!(open(&old_mail).as_deref(), Some(&b"before the rekey"[..]));
+    assert_eq!(open(&new_mail).as_deref(), Some(&b"after the rekey"[..]));
+    // The grace period over: the store retires the old subkey; its record is refused again.
+    assert_eq!(
+        f.role
+            .shares()
+            .retire("alice@example.test", &r.old)
+            .unwrap(),
+        1
+    );
+    assert_eq!(open(&old_mail), None);
+    assert_eq!(open(&new_mail).as_deref(), Some(&b"after the rekey"[..]));
+    // An update is only for its device, and only from the account.
+    assert!(apply_update(&laptop, &update.replace("v1\n", "v1\nX"), None).is_err());
+}
+
+/// The key ID (upper-case hex) of a v4 fingerprint.
+fn r_keyid(fingerprint: &str) -> String {
+    fingerprint[fingerprint.len() - 16..].to_owned()
+}
