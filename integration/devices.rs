@@ -678,3 +678,148 @@ fn a_device_indexes_new_mail_with_its_stores_partials_before_the_client_asks() {
         "the client's FETCH decrypted again"
     );
 }
+
+/// The key IDs of the PKESKs of the PGP/MIME message `message` (GnuPG's `--list-packets`).
+fn pkesk_key_ids(gpg: &Gpg, dir: &Path, message: &str) -> Vec<String> {
+    let start = message.find("-----BEGIN PGP MESSAGE-----").unwrap();
+    let end = message.find("-----END PGP MESSAGE-----").unwrap() + 25;
+    let file = dir.join(format!("m-{}.asc", common::imap::rand_suffix()));
+    std::fs::write(&file, &message[start..end]).unwrap();
+    let listed = run(gpg.cmd().arg("--list-packets").arg(&file));
+    listed
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("keyid ").nth(1))
+        .map(|id| id.trim().to_ascii_uppercase())
+        .collect()
+}
+
+#[test]
+fn a_rekey_moves_devices_and_stored_mail_to_a_new_subkey_and_the_old_one_is_retired() {
+    let w = world();
+    let laptop = w.enrol("laptop");
+    let before = w.deliver("durian", &["-r", "alice@example.test"]);
+    let admin_config = w.root.path().join("admin.toml");
+    std::fs::write(
+        &admin_config,
+        w.servers
+            .meshmail_config(&w.alice.home, "alice", None, "")
+            .replace("{port}", &free_port().to_string()),
+    )
+    .unwrap();
+    let keys = w.root.path().join("rekey");
+    let rekey = run(meshmail(&w.alice.home)
+        .args(["mailbox", "rekey", "--config"])
+        .arg(&admin_config)
+        .arg("--store")
+        .arg(w.store_json())
+        .arg("--out")
+        .arg(&keys));
+    rekey.ok();
+    let new_fpr = rekey.stdout.split_whitespace().nth(3).unwrap().to_owned();
+    let old_fpr = rekey
+        .stdout
+        .split("(the old ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    run(meshmail(&laptop)
+        .args(["device", "update"])
+        .arg(keys.join("laptop.update")))
+    .ok();
+    w.store_cmd(&["accept", keys.join("laptop.record").to_str().unwrap()])
+        .ok();
+    // Senders take the certificate as published again: GnuPG encrypts to the new subkey.
+    w.gpg.import_public(&w.alice.home);
+    let after = w.deliver("cherimoya", &["-r", "alice@example.test"]);
+    let direct = fetch(w.servers.imap(), &after).unwrap();
+    assert_eq!(
+        pkesk_key_ids(&w.gpg, w.root.path(), &direct),
+        vec![new_fpr[new_fpr.len() - 16..].to_owned()],
+    );
+    let proxy = w.device_proxy(&laptop);
+    for (uid, word) in [(&before, "durian"), (&after, "cherimoya")] {
+        assert!(fetch(proxy.port, uid)
+            .unwrap()
+            .contains(&format!("The secret word is {word}.")));
+    }
+    drop(proxy);
+
+    // Stored mail moves to the new subkey: only its PKESK is replaced.
+    let old_copy = fetch(w.servers.imap(), &before).unwrap();
+    let password = w.root.path().join("password");
+    std::fs::write(&password, "secret\n").unwrap();
+    let moved = run(meshmail(&w.alice.home)
+        .args([
+            "mailbox",
+            "rekey",
+            "--reencrypt",
+            "--mailbox",
+            "INBOX",
+            "--config",
+        ])
+        .arg(&admin_config)
+        .arg("--password-file")
+        .arg(&password));
+    moved.ok();
+    assert!(moved.stdout.contains("1 encrypted"), "{moved:?}");
+    let inbox = w.servers.messages("alice", "INBOX");
+    assert_eq!(inbox.len(), 2, "nothing lost, nothing doubled");
+    let rewrapped = inbox
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .find(|m| m.contains("Subject: durian"))
+        .unwrap();
+    assert_eq!(
+        pkesk_key_ids(&w.gpg, w.root.path(), &rewrapped),
+        vec![new_fpr[new_fpr.len() - 16..].to_owned()],
+        "old subkey {old_fpr}"
+    );
+    assert_ne!(old_fpr, new_fpr);
+    // The encrypted data kept its bytes: the binaries share everything after the PKESK.
+    let binary = |m: &str| {
+        let start = m.find("-----BEGIN PGP MESSAGE-----").unwrap();
+        let end = m.find("-----END PGP MESSAGE-----").unwrap();
+        let body: String = m[start..end]
+            .lines()
+            .skip(1)
+            .skip_while(|l| !l.trim().is_empty())
+            .filter(|l| !l.starts_with('='))
+            .map(str::trim)
+            .collect();
+        data_encoding::BASE64.decode(body.as_bytes()).unwrap()
+    };
+    let (was, now) = (binary(&old_copy), binary(&rewrapped));
+    let common = was
+        .iter()
+        .rev()
+        .zip(now.iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        common + 120 >= was.len() && common * 2 >= was.len(),
+        "{common} of {} bytes kept",
+        was.len()
+    );
+
+    // The grace period over: the store retires the old subkey. The laptop, cold, reads both.
+    w.store_cmd(&["retire", "alice@example.test", &old_fpr])
+        .ok();
+    let proxy = w.device_proxy(&laptop);
+    for m in dump_uids(w.servers.imap()) {
+        let view = fetch(proxy.port, &m).unwrap();
+        assert!(view.contains("The secret word is"), "{view}");
+        assert!(!view.contains("Meshmail-Reencrypt"), "{view}");
+    }
+}
+
+/// The UIDs of Alice's INBOX (imaplib).
+fn dump_uids(port: u16) -> Vec<String> {
+    let out = run(oracle().args(["dump", &port.to_string(), "alice", "secret", "INBOX"]));
+    out.ok();
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["uid"].to_string())
+        .collect()
+}

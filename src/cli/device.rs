@@ -59,6 +59,8 @@ pub enum DeviceCommand {
         #[arg(long)]
         code: Option<String>,
     },
+    /// On a device, after a rekey: take the new share the admin made for it.
+    Update { file: PathBuf },
     /// The devices this admin device enrolled, or this device itself.
     List,
     /// Revoke a device: writes a revocation signed by the account (on the admin device) or by
@@ -178,6 +180,12 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
                 info.address,
                 info.store.address
             );
+            Ok(())
+        }
+        DeviceCommand::Update { file } => {
+            let subkey =
+                meshmail::keys::rekey::apply_update(home, &read(&file)?, pass.read()?.as_ref())?;
+            say!("this device now holds a share of the subkey {subkey}; restart `meshmail serve`");
             Ok(())
         }
         DeviceCommand::List => {

@@ -24,29 +24,74 @@ pub enum MailboxCommand {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+    /// After a compromise, on the admin device: a new encryption subkey (the old one revoked),
+    /// new shares for every device (updates and store records written to --out); then, with
+    /// --reencrypt, stored mail moved to the new subkey (only the PKESK replaced).
+    Rekey {
+        #[arg(long)]
+        config: PathBuf,
+        /// The store's description (`meshmail store info`).
+        #[arg(long, required_unless_present = "reencrypt")]
+        store: Option<PathBuf>,
+        /// A new directory for the devices' updates and the store's records.
+        #[arg(long, required_unless_present = "reencrypt")]
+        out: Option<PathBuf>,
+        /// Re-encrypt a mailbox's messages from the revoked subkeys to the live one.
+        #[arg(long)]
+        reencrypt: bool,
+        #[arg(long, default_value = "INBOX")]
+        mailbox: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 pub fn run(home: &Path, pass: &PassphraseSource, command: MailboxCommand) -> Result<(), Failure> {
-    let MailboxCommand::Encrypt {
-        config,
-        mailbox,
-        password_file,
-    } = command;
-    let config = Config::load(&config).map_err(|e| Failure::new(Outcome::Config, e))?;
-    let account_config = meshmail::serve::account_configs(&config, Some(home.to_owned()))
+    match command {
+        MailboxCommand::Encrypt {
+            config,
+            mailbox,
+            password_file,
+        } => encrypt(home, pass, &config, &mailbox, password_file, None),
+        MailboxCommand::Rekey {
+            config,
+            reencrypt: true,
+            mailbox,
+            password_file,
+            ..
+        } => encrypt(home, pass, &config, &mailbox, password_file, Some(())),
+        MailboxCommand::Rekey {
+            config,
+            store: Some(store),
+            out: Some(out),
+            ..
+        } => rekey(home, pass, &config, &store, &out),
+        MailboxCommand::Rekey { .. } => Err(Failure::new(
+            Outcome::BadUsage,
+            "give --store and --out, or --reencrypt",
+        )),
+    }
+}
+
+/// The account a configuration maps, with its passphrase.
+fn account_of(
+    home: &Path,
+    pass: &PassphraseSource,
+    config: &Config,
+) -> Result<
+    (
+        meshmail::config::AccountConfig,
+        Account,
+        Option<SecretString>,
+    ),
+    Failure,
+> {
+    let account_config = meshmail::serve::account_configs(config, Some(home.to_owned()))
         .map_err(|e| Failure::new(Outcome::Config, e))?
         .into_iter()
         .next()
         .ok_or_else(|| Failure::new(Outcome::Config, "no account in the configuration"))?;
-    let target =
-        meshmail::serve::imap_upstream(&config).map_err(|e| Failure::new(Outcome::Config, e))?;
     let account = Account::open(&account_config.home)?;
-    if meshmail::keys::device::info(&account_config.home)?.is_some() {
-        return Err(Failure::new(
-            Outcome::BadUsage,
-            "run this on the admin device: the copies are signed by the account's key",
-        ));
-    }
     let passphrase = match meshmail::serve::read_passphrase(
         account_config.passphrase_file.as_deref(),
         account_config.passphrase_fd,
@@ -54,8 +99,88 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: MailboxCommand) -> Res
         Some(p) => Some(p),
         None => pass.read_or_prompt(&account)?,
     };
+    Ok((account_config, account, passphrase))
+}
+
+fn rekey(
+    home: &Path,
+    pass: &PassphraseSource,
+    config: &Path,
+    store: &Path,
+    out: &Path,
+) -> Result<(), Failure> {
+    let config = Config::load(config).map_err(|e| Failure::new(Outcome::Config, e))?;
+    let (_, account, passphrase) = account_of(home, pass, &config)?;
+    let store: meshmail::keys::device::StoreInfo = serde_json::from_str(
+        &std::fs::read_to_string(store)
+            .map_err(|e| Failure::new(Outcome::BadUsage, format!("{}: {e}", store.display())))?,
+    )
+    .map_err(|e| Failure::new(Outcome::BadUsage, format!("--store: {e}")))?;
+    if out.exists() {
+        return Err(Failure::new(
+            Outcome::BadUsage,
+            format!("{} exists", out.display()),
+        ));
+    }
+    let rekeyed = meshmail::keys::rekey::rekey(&account, passphrase.as_ref(), &store)?;
+    meshmail::keys::account::make_private_dir(out)?;
+    for (device, update, record) in &rekeyed.devices {
+        let write = |name: String, text: &str| {
+            meshmail::keys::account::write_new(&out.join(name), text.as_bytes(), 0o600)
+        };
+        write(format!("{device}.update"), update)?;
+        write(format!("{device}.record"), record.as_str())?;
+    }
+    say!(
+        "new encryption subkey {} (the old {} is revoked)",
+        rekeyed.new,
+        rekeyed.old
+    );
+    for (device, _, _) in &rekeyed.devices {
+        say!("{device}: `meshmail device update {device}.update` on it, `meshmail store accept {device}.record` on the store host");
+    }
+    for device in &rekeyed.skipped {
+        say!("{device}: enrolled before devices kept a share key; enrol it again");
+    }
+    say!("then: `meshmail policy publish`; `meshmail mailbox rekey --reencrypt` for stored mail;");
+    say!("new recovery shares (`meshmail recovery split`); after a grace period,");
+    say!(
+        "`meshmail store retire ACCOUNT {}` on the store host",
+        rekeyed.old
+    );
+    Ok(())
+}
+
+fn encrypt(
+    home: &Path,
+    pass: &PassphraseSource,
+    config: &Path,
+    mailbox: &str,
+    password_file: Option<PathBuf>,
+    rekey: Option<()>,
+) -> Result<(), Failure> {
+    let config = Config::load(config).map_err(|e| Failure::new(Outcome::Config, e))?;
+    let target =
+        meshmail::serve::imap_upstream(&config).map_err(|e| Failure::new(Outcome::Config, e))?;
+    let (account_config, account, passphrase) = account_of(home, pass, &config)?;
+    if meshmail::keys::device::info(&account_config.home)?.is_some() {
+        return Err(Failure::new(
+            Outcome::BadUsage,
+            "run this on the admin device: the copies are signed by the account's key",
+        ));
+    }
     let unlocked = account.unlock(passphrase.as_ref())?;
-    let key = Arc::new(unlocked.openpgp_secret_cert()?);
+    let key = unlocked.openpgp_secret_cert()?;
+    let rewrite = match rekey {
+        None => meshmail::mailbox::encrypt::Rewrite::Encrypt(Arc::new(key)),
+        Some(()) => meshmail::mailbox::rekey_keys(&key).ok_or_else(|| {
+            Failure::new(
+                Outcome::BadUsage,
+                "no revoked encryption subkey to move mail from: run `mailbox rekey --store … --out …` first",
+            )
+        })?,
+    };
+    let rewrite = Arc::new(rewrite);
     let password = match password_file {
         Some(f) => {
             let text = std::fs::read_to_string(&f)
@@ -77,8 +202,8 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: MailboxCommand) -> Res
         }
     };
     eprintln!(
-        "meshmail: {mailbox}: every plaintext message is replaced by an encrypted copy with a new \
-         UID; mail clients will download the mailbox again"
+        "meshmail: {mailbox}: every message changed is replaced by a copy with a new UID; mail \
+         clients will download the mailbox again"
     );
     let ctx = EncryptContext {
         target,
@@ -88,14 +213,14 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: MailboxCommand) -> Res
         },
         home: account_config.home.clone(),
         user: account_config.upstream_user.clone(),
-        key,
+        rewrite,
         progress: std::io::stderr().is_terminal(),
     };
     let summary = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(Outcome::Io, e))?
-        .block_on(encrypt_mailbox(&ctx, &mailbox))
+        .block_on(encrypt_mailbox(&ctx, mailbox))
         .map_err(|e| Failure::new(Outcome::Temporary, e))?;
     say!(
         "{mailbox}: {} encrypted, {} finished from an earlier run, {} already encrypted",

@@ -37,6 +37,14 @@ pub enum StoreCommand {
         #[arg(long)]
         signed: Option<PathBuf>,
     },
+    /// After a rekey's grace period: delete every device's share of the old subkey (its
+    /// records are refused from then on).
+    Retire {
+        #[arg(long)]
+        config: PathBuf,
+        account: String,
+        subkey: String,
+    },
     /// The devices the store holds shares for, and those revoked.
     List {
         #[arg(long)]
@@ -118,6 +126,19 @@ pub fn run(command: StoreCommand) -> Result<(), Failure> {
                     ))
                 }
             }
+            Ok(())
+        }
+        StoreCommand::Retire {
+            config,
+            account,
+            subkey,
+        } => {
+            let (_, role) = open(&load(&config)?)?;
+            let n = role
+                .shares()
+                .retire(&account, &subkey.to_ascii_uppercase())
+                .map_err(io)?;
+            say!("{account}: subkey {subkey} retired, {n} shares deleted");
             Ok(())
         }
         StoreCommand::List { config, account } => {

@@ -317,7 +317,7 @@ impl DecryptionKeys {
 
 /// The binary of an ASCII-armored OpenPGP message, or `None` when `message` is not armored
 /// in the plain form (Sequoia's reader then deals with it).
-fn dearmor(message: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn dearmor(message: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(message).ok()?;
     let begin = text.find("-----BEGIN PGP MESSAGE-----")?;
     let rest = &text[begin..];

@@ -100,11 +100,14 @@ share_bytes!(DeviceShare);
 /// The account certificate's live encryption subkey with its secret (the key a split divides).
 pub fn encryption_subkey(cert: &sq::Cert) -> Option<Key<SecretParts, UnspecifiedRole>> {
     let policy = sq::policy::StandardPolicy::new();
+    // Not a revoked one (a rekey supersedes the old subkey); the newest when several live.
     cert.keys()
         .with_policy(&policy, None)
         .secret()
+        .alive()
+        .revoked(false)
         .for_transport_encryption()
-        .next()
+        .max_by_key(|k| k.key().creation_time())
         .map(|k| k.key().clone().role_into_unspecified())
 }
 

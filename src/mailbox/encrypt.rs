@@ -13,6 +13,8 @@ use crate::imap::frame::ResponseFramer;
 use crate::imap::owned::{Credentials, Session};
 use crate::upstream::UpstreamTarget;
 use futures_util::StreamExt;
+use sequoia_openpgp::packet::key::{PublicParts, SecretParts, UnspecifiedRole};
+use sequoia_openpgp::packet::Key;
 use sequoia_openpgp::Cert;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +34,36 @@ pub enum MailboxError {
     Seal(String),
 }
 
+/// What a run does to each message it takes.
+pub enum Rewrite {
+    /// Plaintext messages: encrypted to the account's certificate (with its secret keys) and
+    /// signed by it.
+    Encrypt(Arc<Cert>),
+    /// Messages encrypted to the old subkey after a rekey: the PKESK replaced by one for the
+    /// new subkey (`rewrap`).
+    Rekey {
+        old: Box<Key<SecretParts, UnspecifiedRole>>,
+        new: Box<Key<PublicParts, UnspecifiedRole>>,
+    },
+}
+
+impl Rewrite {
+    fn journal(&self) -> &'static str {
+        match self {
+            Rewrite::Encrypt(_) => "encrypt",
+            Rewrite::Rekey { .. } => "rekey",
+        }
+    }
+
+    /// Whether a listed message is one to look at.
+    fn wants(&self, encrypted: bool) -> bool {
+        match self {
+            Rewrite::Encrypt(_) => !encrypted,
+            Rewrite::Rekey { .. } => encrypted,
+        }
+    }
+}
+
 /// What a run needs.
 pub struct EncryptContext {
     pub target: UpstreamTarget,
@@ -39,8 +71,7 @@ pub struct EncryptContext {
     /// Where the journal lives (the account's home).
     pub home: PathBuf,
     pub user: String,
-    /// The account's certificate with its secret keys (recipient and signer).
-    pub key: Arc<Cert>,
+    pub rewrite: Arc<Rewrite>,
     pub progress: bool,
 }
 
@@ -69,7 +100,12 @@ pub async fn encrypt_mailbox(ctx: &EncryptContext, mailbox: &str) -> Result<Summ
     let literal_plus = caps.has_str("LITERAL+");
     let selected = session.select(mailbox).await.map_err(server)?;
     let validity = selected.uid_validity.ok_or(MailboxError::NoUidValidity)?;
-    let (mut journal, state) = Journal::open(&ctx.home, &ctx.user, mailbox, validity)?;
+    let (mut journal, state) = Journal::open(
+        &ctx.home,
+        &ctx.user,
+        &format!("{mailbox}\0{}", ctx.rewrite.journal()),
+        validity,
+    )?;
     let mut summary = Summary::default();
 
     // First what an interrupted run left half done.
@@ -82,9 +118,9 @@ pub async fn encrypt_mailbox(ctx: &EncryptContext, mailbox: &str) -> Result<Summ
     let listed = list(&mut session).await?;
     let todo: Vec<&Listed> = listed
         .iter()
-        .filter(|m| !m.encrypted && !state.get(&m.uid).is_some_and(|p| p.done))
+        .filter(|m| ctx.rewrite.wants(m.encrypted) && !state.get(&m.uid).is_some_and(|p| p.done))
         .collect();
-    summary.skipped = listed.iter().filter(|m| m.encrypted).count();
+    summary.skipped = listed.len() - todo.len();
     let bar = if ctx.progress {
         indicatif::ProgressBar::new(todo.len() as u64)
     } else {
@@ -113,14 +149,32 @@ pub async fn encrypt_mailbox(ctx: &EncryptContext, mailbox: &str) -> Result<Summ
         let nonce = random_nonce();
         let sha256 = data_encoding::HEXUPPER
             .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &message).as_ref());
-        let key = ctx.key.clone();
+        let rewrite = ctx.rewrite.clone();
         let marker = nonce.clone();
-        let sealed = tokio::task::spawn_blocking(move || {
-            crate::imap::append::seal_marked(&message, &key, Some(&key), Some(&marker))
+        let sealed = tokio::task::spawn_blocking(move || match &*rewrite {
+            Rewrite::Encrypt(key) => {
+                crate::imap::append::seal_marked(&message, key, Some(key), Some(&marker))
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }
+            Rewrite::Rekey { old, new } => {
+                Ok(super::rewrap::rewrap(&message, old, new).map(|rewrapped| {
+                    let mut out = format!("{}: {marker}\r\n", crate::imap::append::REENCRYPT_FIELD)
+                        .into_bytes();
+                    out.extend_from_slice(&rewrapped);
+                    out
+                }))
+            }
         })
         .await
         .map_err(|e| MailboxError::Seal(e.to_string()))?
-        .map_err(|e| MailboxError::Seal(e.to_string()))?;
+        .map_err(MailboxError::Seal)?;
+        let Some(sealed) = sealed else {
+            // Not encrypted to the old subkey: left as it is.
+            summary.skipped += 1;
+            bar.inc(1);
+            continue;
+        };
         journal.write(&Entry::Start {
             uidvalidity: validity,
             uid: m.uid,

@@ -395,7 +395,11 @@ fn assemble(
     push_field(&mut out, RESULT_HEADER, format!(" {result}").as_bytes());
     let mut subject_done = false;
     for f in &outer.fields {
-        if is_content_field(&f.name) || is_result_field(&f.name) {
+        if is_content_field(&f.name)
+            || is_result_field(&f.name)
+            || f.name
+                .eq_ignore_ascii_case(crate::imap::append::REENCRYPT_FIELD)
+        {
             continue;
         }
         let replacement = if f.name.eq_ignore_ascii_case("Subject") {

@@ -188,8 +188,13 @@ fn after_a_rekey_old_and_new_mail_open_until_the_old_subkey_is_retired() {
     let before = f.admin.openpgp_cert().unwrap();
     let armored = |cert: &sequoia_openpgp::Cert, text: &[u8]| {
         let mut out = Vec::new();
-        crate::crypto::openpgp::encrypt_armored_into(&[text], &[cert.clone()], None, &mut out)
-            .unwrap();
+        crate::crypto::openpgp::encrypt_armored_into(
+            &[text],
+            std::slice::from_ref(cert),
+            None,
+            &mut out,
+        )
+        .unwrap();
         out
     };
     let old_mail = armored(&before, b"before the rekey");
