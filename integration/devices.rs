@@ -147,15 +147,32 @@ impl World {
         home
     }
 
-    /// A device proxy for the device in `home`, its upstream the store (implicit TLS).
-    fn device_proxy(&self, home: &Path) -> Meshmail {
-        Meshmail::start(&format!(
+    /// The configuration of the device in `home`: its upstream is the store (implicit TLS).
+    fn device_config(&self, home: &Path) -> String {
+        format!(
             "home = \"{}\"\nupstream_user = \"alice\"\n[imap]\nlisten = \"127.0.0.1:{{port}}\"\n\
              upstream = \"127.0.0.1:{}\"\nupstream_tls = \"implicit\"\nupstream_ca = \"{}\"\n",
             home.display(),
             self.store_tls_port,
             self.store_cert.display()
-        ))
+        )
+    }
+
+    /// A device proxy for the device in `home`.
+    fn device_proxy(&self, home: &Path) -> Meshmail {
+        Meshmail::start(&self.device_config(home))
+    }
+
+    /// The device's configuration as a file, for its command-line tools.
+    fn device_config_file(&self, home: &Path) -> PathBuf {
+        let path = home.with_extension("toml");
+        std::fs::write(
+            &path,
+            self.device_config(home)
+                .replace("{port}", &free_port().to_string()),
+        )
+        .unwrap();
+        path
     }
 
     /// A message GnuPG encrypted with `args`, delivered to Alice's INBOX in Dovecot: its UID.
@@ -822,4 +839,42 @@ fn dump_uids(port: u16) -> Vec<String> {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["uid"].to_string())
         .collect()
+}
+
+#[test]
+fn a_remaining_device_revokes_the_lost_one_at_the_store_at_once() {
+    let w = world();
+    let laptop = w.enrol("laptop");
+    let phone = w.enrol("phone");
+    let password = w.root.path().join("password");
+    std::fs::write(&password, "secret\n").unwrap();
+    let on = |home: &Path, args: &[&str]| {
+        run(meshmail(home)
+            .args(["device"])
+            .args(args)
+            .arg("--config")
+            .arg(w.device_config_file(home))
+            .arg("--password-file")
+            .arg(&password))
+    };
+    let list = on(&phone, &["list"]);
+    list.ok();
+    assert!(list.stdout.contains("laptop\tenrolled"), "{list:?}");
+    let laptop_proxy = w.device_proxy(&laptop);
+    // The laptop is lost: the phone revokes it, signed with the phone's own key.
+    on(&phone, &["revoke", "laptop"]).ok();
+    let list = on(&phone, &["list"]);
+    assert!(list.stdout.contains("laptop\trevoked"), "{list:?}");
+    assert!(list.stdout.contains("phone\tenrolled"), "{list:?}");
+    let uid = w.deliver("salak", &["-r", "alice@example.test"]);
+    let refused = fetch(laptop_proxy.port, &uid).unwrap_err();
+    assert!(refused.contains("UNAVAILABLE"), "{refused}");
+    // The laptop, revoked, cannot revoke the phone in return.
+    let back = on(&laptop, &["revoke", "phone"]);
+    assert_ne!(back.code, 0, "{back:?}");
+    assert!(back.stderr.contains("NOPERM"), "{back:?}");
+    let phone_proxy = w.device_proxy(&phone);
+    assert!(fetch(phone_proxy.port, &uid)
+        .unwrap()
+        .contains("The secret word is salak."));
 }

@@ -150,42 +150,17 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
         tasks.extend(serve_store(&config, &store, shutdown.clone())?);
     }
     if let Some(imap) = config.imap.clone() {
-        let mut pins = crate::config::upstream_pins(imap.upstream_fingerprint.as_deref())
-            .map_err(ServeError::Config)?;
-        // A device of a split account presents its key to the store it pins.
         let mut devices = accounts.values().filter_map(|a| a.device.as_ref());
-        let identity = match (devices.next(), devices.next()) {
-            (None, _) => None,
+        let device = match (devices.next(), devices.next()) {
             (Some(_), Some(_)) => {
                 return Err(ServeError::Config(
                     "more than one device account: a device serves one split account".into(),
                 ))
             }
-            (Some(device), None) => {
-                pins.push(store_pin(imap.store_cert.as_deref(), &device.info)?);
-                Some(
-                    crate::tls::client_keys::ClientIdentity::new(
-                        &device.home.join(crate::keys::device::DEVICE_CERT_FILE),
-                        device.tls_key.expose(),
-                    )
-                    .map_err(ServeError::Config)?,
-                )
-            }
+            (d, _) => d,
         };
-        let upstream_tls = crate::upstream::client_config_with_identity(
-            imap.upstream_ca.as_deref(),
-            &pins,
-            identity,
-        )
-        .map_err(ServeError::Config)?;
         let ctx = Arc::new(crate::imap::ImapContext {
-            upstream: UpstreamTarget {
-                address: imap.upstream.clone(),
-                tls: imap.upstream_tls,
-                tls_config: Arc::new(upstream_tls),
-                timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
-                hello_name: "localhost".into(),
-            },
+            upstream: imap_target(&config, &imap, device)?,
             tls: tls.clone(),
             accounts: accounts
                 .iter()
@@ -309,6 +284,61 @@ struct LoadedDevice {
     info: crate::keys::device::DeviceInfo,
     /// The device's TLS key, PKCS#8 DER.
     tls_key: crate::secret::SecretBytes,
+}
+
+/// The `[imap]` upstream; a device of a split account presents its key to the store it pins.
+fn imap_target(
+    config: &Config,
+    imap: &crate::config::ImapConfig,
+    device: Option<&LoadedDevice>,
+) -> Result<UpstreamTarget, ServeError> {
+    let mut pins = crate::config::upstream_pins(imap.upstream_fingerprint.as_deref())
+        .map_err(ServeError::Config)?;
+    let identity = match device {
+        None => None,
+        Some(device) => {
+            pins.push(store_pin(imap.store_cert.as_deref(), &device.info)?);
+            Some(
+                crate::tls::client_keys::ClientIdentity::new(
+                    &device.home.join(crate::keys::device::DEVICE_CERT_FILE),
+                    device.tls_key.expose(),
+                )
+                .map_err(ServeError::Config)?,
+            )
+        }
+    };
+    let upstream_tls =
+        crate::upstream::client_config_with_identity(imap.upstream_ca.as_deref(), &pins, identity)
+            .map_err(ServeError::Config)?;
+    Ok(UpstreamTarget {
+        address: imap.upstream.clone(),
+        tls: imap.upstream_tls,
+        tls_config: Arc::new(upstream_tls),
+        timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
+        hello_name: "localhost".into(),
+    })
+}
+
+/// The store as a device's command-line tools reach it (`device revoke`, `device list`): the
+/// `[imap]` upstream of the device's configuration, with its key.
+pub fn store_upstream(
+    config: &Config,
+    home: &Path,
+    passphrase: Option<&SecretString>,
+) -> Result<UpstreamTarget, ServeError> {
+    let imap = config
+        .imap
+        .as_ref()
+        .ok_or_else(|| ServeError::Config("no [imap] section: no store to reach".into()))?;
+    let info = crate::keys::device::info(home)?
+        .ok_or_else(|| ServeError::Config(format!("{} is not a device", home.display())))?;
+    let secrets = crate::keys::device::unlock(home, passphrase)?;
+    let device = LoadedDevice {
+        home: home.to_owned(),
+        info,
+        tls_key: secrets.tls_key,
+    };
+    imap_target(config, imap, Some(&device))
 }
 
 /// The store's certificate pin for a device: `store_cert` (a `sha256:` pin or a PEM file),

@@ -61,8 +61,15 @@ pub enum DeviceCommand {
     },
     /// On a device, after a rekey: take the new share the admin made for it.
     Update { file: PathBuf },
-    /// The devices this admin device enrolled, or this device itself.
-    List,
+    /// The devices this admin device enrolled, or this device itself; with --config (a
+    /// device's configuration), the store's own list.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The mail server password of the account's login (default: asked for).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
     /// Revoke a device: writes a revocation signed by the account (on the admin device) or by
     /// this device, for the store host's `meshmail store revoke --signed FILE`.
     Revoke {
@@ -74,6 +81,11 @@ pub enum DeviceCommand {
         /// signing subkey is then revoked in the account's certificate too.
         #[arg(long, num_args = 1..)]
         recovery: Vec<PathBuf>,
+        /// Send the revocation to the store at once, from this device (its configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
     },
 }
 
@@ -188,7 +200,17 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
             say!("this device now holds a share of the subkey {subkey}; restart `meshmail serve`");
             Ok(())
         }
-        DeviceCommand::List => {
+        DeviceCommand::List {
+            config: Some(config),
+            password_file,
+        } => {
+            for line in at_store(home, pass, &config, password_file, "X-MESH-DEVICES")? {
+                let rest = line.trim_start_matches("* X-MESH-DEVICES ");
+                say!("{}", rest.replacen(' ', "\t", 1).replace('"', ""));
+            }
+            Ok(())
+        }
+        DeviceCommand::List { config: None, .. } => {
             if let Some(info) = device::info(home)? {
                 say!(
                     "this device: {} of {} (store {}, enrolled {})",
@@ -215,6 +237,8 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
             name,
             out,
             recovery,
+            config,
+            password_file,
         } => {
             let account = Account::open(home)?;
             // The device's signing subkey is revoked in the certificate where the account key
@@ -269,6 +293,18 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
             .map_err(|e| Failure::new(Outcome::Io, e))?;
             // The admin device's own list (a forgotten admin keeps it too).
             device::mark_revoked(home, &name)?;
+            if let Some(config) = config {
+                let b64 = data_encoding::BASE64.encode(text.as_bytes());
+                at_store(
+                    home,
+                    pass,
+                    &config,
+                    password_file,
+                    &format!("X-MESH-REVOKE {b64}"),
+                )?;
+                say!("{name} is revoked at the store");
+                return Ok(());
+            }
             match out {
                 Some(path) => {
                     write_new(&path, &text)?;
@@ -280,6 +316,51 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
             Ok(())
         }
     }
+}
+
+/// One of the store's own commands, from this device (its configuration and key).
+fn at_store(
+    home: &Path,
+    pass: &PassphraseSource,
+    config: &Path,
+    password_file: Option<PathBuf>,
+    command: &str,
+) -> Result<Vec<String>, Failure> {
+    let config =
+        meshmail::config::Config::load(config).map_err(|e| Failure::new(Outcome::Config, e))?;
+    let user = config
+        .upstream_user
+        .clone()
+        .ok_or_else(|| Failure::new(Outcome::Config, "the configuration has no upstream_user"))?;
+    let target = meshmail::serve::store_upstream(&config, home, pass.read()?.as_ref())
+        .map_err(|e| Failure::new(Outcome::Config, e))?;
+    let password = match password_file {
+        Some(f) => read(&f)?.trim_end_matches(['\n', '\r']).to_owned(),
+        None if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password(format!("mail server password for {user}: "))
+                .map_err(|e| Failure::new(Outcome::Io, e))?
+        }
+        None => {
+            return Err(Failure::new(
+                Outcome::BadUsage,
+                "the mail server password is needed: --password-file FILE",
+            ))
+        }
+    };
+    let credentials = meshmail::imap::owned::Credentials::Login {
+        user,
+        password: meshmail::secret::SecretString::new(password),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Outcome::Io, e))?
+        .block_on(meshmail::imap::store_client::command(
+            &target,
+            &credentials,
+            command,
+        ))
+        .map_err(|e| Failure::new(Outcome::Temporary, e))
 }
 
 fn read(path: &Path) -> Result<String, Failure> {

@@ -30,6 +30,7 @@ mod session;
 #[doc(hidden)]
 pub use session::fuzz;
 pub mod slots;
+pub mod store_client;
 pub mod upstream;
 pub mod view;
 

@@ -220,6 +220,44 @@ impl StoreRole {
     }
 }
 
+impl StoreRole {
+    /// `X-MESH-REVOKE`: a revocation signed by the account or one of its remaining devices,
+    /// submitted by a device of that account. Returns the revoked device's name.
+    pub fn revoke(&self, binding: &DeviceBinding, text: &str) -> Result<String, String> {
+        let device = self
+            .shares
+            .revoke_signed_for(Some(&binding.account), text)
+            .map_err(|e| e.to_string())?;
+        tracing::warn!(account = %binding.account, device = %device, by = %binding.device, "device revoked");
+        Ok(device)
+    }
+
+    /// `X-MESH-DEVICES`: the devices of the session's account as the store holds them, with
+    /// `enrolled` or `revoked`.
+    pub fn devices(&self, binding: &DeviceBinding) -> Result<Vec<(String, &'static str)>, String> {
+        let mut out: Vec<(String, &'static str)> = Vec::new();
+        for d in self
+            .shares
+            .devices(&binding.account)
+            .map_err(|e| e.to_string())?
+        {
+            if !out.iter().any(|(n, _)| *n == d.device) {
+                out.push((d.device, "enrolled"));
+            }
+        }
+        for t in self
+            .shares
+            .tombstones(&binding.account)
+            .map_err(|e| e.to_string())?
+        {
+            if !out.iter().any(|(n, _)| *n == t.device) {
+                out.push((t.device, "revoked"));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// `response` with `item` (` X-MESH-RECRYPT …`) before its closing parenthesis.
 fn insert_item(mut response: Vec<u8>, item: &str) -> Vec<u8> {
     let Some(close) = response.iter().rposition(|&b| b == b')') else {

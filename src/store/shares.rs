@@ -258,39 +258,6 @@ impl ShareStore {
         Ok(file)
     }
 
-    /// Applies a revocation signed by the account's key, or by the signing key of one of the
-    /// account's devices that is itself unrevoked. Returns the revoked device's name.
-    pub fn revoke_signed(&self, text: &str) -> Result<String, ShareError> {
-        let revocation = Revocation::parse(text)?;
-        let body = &revocation.body;
-        let pinned = self
-            .accounts
-            .iter()
-            .find(|(a, _)| a.eq_ignore_ascii_case(&body.account))
-            .map(|(_, k)| *k)
-            .ok_or_else(|| ShareError::UnknownAccount(body.account.clone()))?;
-        let signer: Vec<u8> = if body.by.is_empty() {
-            pinned.to_vec()
-        } else {
-            let devices = self.devices(&body.account)?;
-            let by = devices
-                .iter()
-                .find(|d| d.device == body.by)
-                .ok_or_else(|| ShareError::Revoked(body.by.clone()))?;
-            BASE64
-                .decode(by.device_signing_key.as_bytes())
-                .map_err(|_| ShareError::BadSignature(body.account.clone()))?
-        };
-        SigKey::new(&ED25519, &signer)
-            .verify(
-                &revocation_signed_bytes(&revocation.json),
-                &revocation.signature,
-            )
-            .map_err(|_| ShareError::BadSignature(body.account.clone()))?;
-        self.revoke(&body.account, &body.device)?;
-        Ok(body.device.clone())
-    }
-
     /// Takes a record: checks the account's signature, the tombstones and the serial, opens the
     /// share and keeps it sealed at rest. Returns the device's name.
     pub fn accept(&self, record: &ShareRecord) -> Result<String, ShareError> {
@@ -637,85 +604,13 @@ fn open_at_rest(state: &State, at_rest: &AtRest) -> Result<StoreShare, ShareErro
     StoreShare::from_bytes(plain).map_err(|_| ShareError::NotARecord)
 }
 
-const REVOCATION_TAG: &str = "meshmail-device-revocation-v1";
-
-/// What a revocation says.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevocationBody {
-    account: String,
-    device: String,
-    /// The device that signed it; empty when the account's key did.
-    by: String,
-    #[serde(with = "time::serde::rfc3339")]
-    made: time::OffsetDateTime,
-}
-
-struct Revocation {
-    body: RevocationBody,
-    json: Vec<u8>,
-    signature: Vec<u8>,
-}
-
-impl Revocation {
-    fn parse(text: &str) -> Result<Revocation, ShareError> {
-        if text.len() > MAX_RECORD {
-            return Err(ShareError::NotARecord);
-        }
-        let mut lines = text.trim().lines().map(str::trim);
-        if lines.next() != Some(REVOCATION_TAG) {
-            return Err(ShareError::NotARecord);
-        }
-        let json = lines
-            .next()
-            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
-            .ok_or(ShareError::NotARecord)?;
-        let signature = lines
-            .next()
-            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
-            .ok_or(ShareError::NotARecord)?;
-        let body = serde_json::from_slice(&json).map_err(|_| ShareError::NotARecord)?;
-        Ok(Revocation {
-            body,
-            json,
-            signature,
-        })
-    }
-}
-
-fn revocation_signed_bytes(json: &[u8]) -> Vec<u8> {
-    let mut m = format!("{REVOCATION_TAG}\n").into_bytes();
-    m.extend_from_slice(json);
-    m
-}
-
-/// A revocation of `device` of `account`, signed with `key`: the account's policy key
-/// (`by` empty) or the signing key of the device named `by`.
-pub fn make_revocation(
-    key: &Ed25519KeyPair,
-    account: &str,
-    device: &str,
-    by: &str,
-) -> Result<String, ShareError> {
-    let body = RevocationBody {
-        account: account.to_owned(),
-        device: device.to_owned(),
-        by: by.to_owned(),
-        made: time::OffsetDateTime::now_utc(),
-    };
-    let json = serde_json::to_vec(&body).map_err(|e| ShareError::Io(e.to_string()))?;
-    let signature = key.sign(&revocation_signed_bytes(&json));
-    Ok(format!(
-        "{REVOCATION_TAG}\n{}\n{}\n",
-        BASE64.encode(&json),
-        BASE64.encode(signature.as_ref())
-    ))
-}
-
 /// The Ed25519 public key of an account key pair (what a store pins).
 pub fn pin_of(key: &Ed25519KeyPair) -> [u8; 32] {
     key.public_key().as_ref().try_into().unwrap_or([0u8; 32])
 }
+
+mod revocation;
+pub use revocation::make_revocation;
 
 #[cfg(test)]
 mod tests;

@@ -101,6 +101,13 @@ impl Core {
             self.push_out(Out::Bytes(b"* BAD Invalid tag\r\n".to_vec()));
             return Mode::Skip;
         };
+        let name = command_name(line);
+        if name == "X-MESH-REVOKE" || name == "X-MESH-DEVICES" {
+            // The store's own commands: answered here, never relayed.
+            self.current = None;
+            self.store_command(&tag, &name, line);
+            return Mode::Skip;
+        }
         if let Some(stripped) = crate::store::item::strip_from_command(line) {
             // The private item never goes upstream; only an enrolled device's session at the
             // store gets it answered.
@@ -117,7 +124,6 @@ impl Core {
             self.current = Some((tag, own));
             return Mode::Forward;
         }
-        let name = command_name(line);
         let mapped = self.state.mapped().is_some();
         let selected = self.state.mapped_selected().is_some();
         let collect = match name.as_str() {
@@ -147,6 +153,60 @@ impl Core {
         self.cancelupdate = name == "CANCELUPDATE";
         self.current = Some((tag, own));
         Mode::Forward
+    }
+
+    /// `X-MESH-REVOKE <base64 revocation>` and `X-MESH-DEVICES` from an enrolled device's
+    /// session at the store.
+    fn store_command(&mut self, tag: &str, name: &str, line: &[u8]) {
+        let (Some(role), Some(device)) = (self.ctx.store.clone(), self.state.device().cloned())
+        else {
+            self.no(
+                tag,
+                &format!("[NOPERM] {name} is only for an enrolled device at its store"),
+            );
+            return;
+        };
+        if name == "X-MESH-DEVICES" {
+            match role.devices(&device) {
+                Ok(list) => {
+                    for (device, state) in list {
+                        let quoted = device.replace(['"', '\\'], "");
+                        self.push_out(Out::Bytes(
+                            format!("* X-MESH-DEVICES \"{quoted}\" {state}\r\n").into_bytes(),
+                        ));
+                    }
+                    self.push_out(Out::Bytes(
+                        format!("{tag} OK devices listed\r\n").into_bytes(),
+                    ));
+                }
+                Err(e) => self.no(tag, &format!("[UNAVAILABLE] {e}")),
+            }
+            return;
+        }
+        let text = std::str::from_utf8(line)
+            .ok()
+            .and_then(|l| l.split_ascii_whitespace().nth(2))
+            .and_then(|b64| data_encoding::BASE64.decode(b64.as_bytes()).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        let Some(text) = text else {
+            self.bad(
+                tag,
+                "X-MESH-REVOKE takes one argument: a signed revocation, base64",
+            );
+            return;
+        };
+        match role.revoke(&device, &text) {
+            Ok(revoked) => {
+                let quoted = revoked.replace(['"', '\\'], "");
+                self.push_out(Out::Bytes(
+                    format!("* X-MESH-REVOKED \"{quoted}\"\r\n").into_bytes(),
+                ));
+                self.push_out(Out::Bytes(
+                    format!("{tag} OK device revoked\r\n").into_bytes(),
+                ));
+            }
+            Err(e) => self.no(tag, &format!("[NOPERM] {e}")),
+        }
     }
 
     /// A line relayed as it is: a SASL response, or the end of an IDLE.
