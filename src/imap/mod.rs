@@ -21,6 +21,7 @@ pub mod frame;
 pub mod index;
 pub mod indexer;
 pub mod owned;
+pub(crate) mod raw;
 mod recrypt_fetch;
 #[doc(hidden)]
 pub use recrypt_fetch::fuzz_read as fuzz_recrypt_read;

@@ -7,13 +7,12 @@
 //! the message literal, whose bytes any sender chooses).
 
 use super::fetch::response::{scan, Value};
-use super::frame::ResponseFramer;
 use super::owned::{FetchError, Fetched, Session};
 use crate::store::item;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A response larger than this ends the connection (a message is bounded by the server).
 const MAX_RESPONSE: usize = 256 << 20;
@@ -38,26 +37,15 @@ pub(super) async fn fetch(
             .await
             .map_err(|e| failed(&e.to_string()))?;
         stream.flush().await.map_err(|e| failed(&e.to_string()))?;
-        let mut framer = ResponseFramer::new(MAX_RESPONSE);
+        let mut responses = super::raw::Responses::new(MAX_RESPONSE);
         let mut out = HashMap::new();
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = stream
-                .read(&mut buf)
-                .await
-                .map_err(|e| failed(&e.to_string()))?;
-            if n == 0 {
-                return Err(failed("the store closed the connection"));
+            let response = responses.next(stream).await.map_err(|e| failed(&e))?;
+            if let Some(done) = tagged(&response, &tag) {
+                return done.map(|()| out);
             }
-            framer.push(&buf[..n]);
-            while let Some(response) = framer.next_response() {
-                let response = response.map_err(|_| failed("a response was too large"))?;
-                if let Some(done) = tagged(&response, &tag) {
-                    return done.map(|()| out);
-                }
-                if let Some((uid, fetched)) = read(&response, device) {
-                    out.insert(uid, fetched);
-                }
+            if let Some((uid, fetched)) = read(&response, device) {
+                out.insert(uid, fetched);
             }
         }
     };
@@ -68,11 +56,11 @@ pub(super) async fn fetch(
 
 /// The command's completion: `Ok` for OK, the server's text otherwise.
 fn tagged(response: &[u8], tag: &str) -> Option<Result<(), FetchError>> {
-    let rest = response.strip_prefix(tag.as_bytes())?.strip_prefix(b" ")?;
-    let text = String::from_utf8_lossy(rest).trim_end().to_owned();
-    Some(if text.len() >= 2 && text[..2].eq_ignore_ascii_case("OK") {
+    let rest = super::raw::completion(response, tag)?;
+    Some(if super::raw::is_ok(rest) {
         Ok(())
     } else {
+        let text = String::from_utf8_lossy(rest).trim_end().to_owned();
         Err(FetchError::Failed(format!("the store answered: {text}")))
     })
 }

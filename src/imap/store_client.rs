@@ -2,10 +2,9 @@
 //! `meshmail device revoke` and `meshmail device list`: logged in as the account, over TLS
 //! with the device's key, one raw command whose untagged answers are returned.
 
-use super::frame::ResponseFramer;
 use super::owned::{Credentials, FetchError};
 use crate::upstream::UpstreamTarget;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Runs `command` (without a tag) at the store: the untagged lines, or the store's refusal.
 pub async fn command(
@@ -26,28 +25,21 @@ pub async fn command(
             .await
             .map_err(|e| e.to_string())?;
         stream.flush().await.map_err(|e| e.to_string())?;
-        let mut framer = ResponseFramer::new(1 << 20);
+        let mut responses = super::raw::Responses::new(1 << 20);
         let mut lines = Vec::new();
-        let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("the store closed the connection".to_string());
+            let r = responses.next(stream).await?;
+            if let Some(rest) = super::raw::completion(&r, "S1") {
+                let text = String::from_utf8_lossy(rest).trim_end().to_owned();
+                return if super::raw::is_ok(rest) {
+                    Ok(lines)
+                } else {
+                    Err(format!("the store answered: {text}"))
+                };
             }
-            framer.push(&buf[..n]);
-            while let Some(r) = framer.next_response() {
-                let r = r.map_err(|_| "a response too large".to_string())?;
-                let text = String::from_utf8_lossy(&r).trim_end().to_owned();
-                if let Some(rest) = text.strip_prefix("S1 ") {
-                    return if rest.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("OK")) {
-                        Ok(lines)
-                    } else {
-                        Err(format!("the store answered: {rest}"))
-                    };
-                }
-                if text.starts_with("* X-MESH-") {
-                    lines.push(text);
-                }
+            let text = String::from_utf8_lossy(&r).trim_end().to_owned();
+            if text.starts_with("* X-MESH-") {
+                lines.push(text);
             }
         }
     };

@@ -249,21 +249,17 @@ impl Account {
 
     /// Replaces the signed policy (write to a temporary file, then rename).
     pub fn replace_policy(&self, jws: &str) -> Result<(), KeyError> {
-        let tmp = self.home.join(format!("{POLICY_FILE}.new"));
-        let _ = fs::remove_file(&tmp);
-        write_new(&tmp, jws.as_bytes(), 0o644)?;
-        let path = self.home.join(POLICY_FILE);
-        fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
+        replace_file(&self.home.join(POLICY_FILE), jws.as_bytes(), 0o644)
     }
 
     /// Replaces the public OpenPGP certificate (a device's signing subkey bound or revoked);
     /// `policy publish` again puts it where senders look.
     pub fn replace_openpgp_cert(&self, cert: &sq::Cert) -> Result<(), KeyError> {
-        let tmp = self.home.join(format!("{OPENPGP_FILE}.new"));
-        let _ = fs::remove_file(&tmp);
-        write_new(&tmp, &pgp::public_armored(cert), 0o644)?;
-        let path = self.home.join(OPENPGP_FILE);
-        fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
+        replace_file(
+            &self.home.join(OPENPGP_FILE),
+            &pgp::public_armored(cert),
+            0o644,
+        )
     }
 
     /// Replaces the secret key file with `unlocked`, sealed under `passphrase` (write to a
@@ -274,11 +270,7 @@ impl Account {
         passphrase: Option<&SecretString>,
     ) -> Result<(), KeyError> {
         let sealed = sealed::seal(&unlocked.secrets_json()?, passphrase)?;
-        let tmp = self.home.join(format!("{SECRETS_FILE}.new"));
-        let _ = fs::remove_file(&tmp);
-        write_new(&tmp, &sealed, 0o600)?;
-        let path = self.home.join(SECRETS_FILE);
-        fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
+        replace_file(&self.home.join(SECRETS_FILE), &sealed, 0o600)
     }
 
     /// True when the secret file needs a passphrase to open.
@@ -484,6 +476,17 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
         .map_err(|e| KeyError::io(path, e))?;
     file.write_all(bytes).map_err(|e| KeyError::io(path, e))?;
     file.sync_all().map_err(|e| KeyError::io(path, e))
+}
+
+/// Replaces `path` with `bytes` (mode `mode` from the start): written beside it, synced, then
+/// renamed over it, so a crash leaves the old file or the new one, never half of one.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    let tmp = path.with_file_name(name);
+    let _ = fs::remove_file(&tmp);
+    write_new(&tmp, bytes, mode)?;
+    fs::rename(&tmp, path).map_err(|e| KeyError::io(path, e))
 }
 
 /// PEM armour (RFC 7468) around DER.

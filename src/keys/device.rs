@@ -29,7 +29,7 @@ use crate::crypto::sealbox;
 use crate::secret::{Secret, SecretBytes, SecretString};
 use crate::store::shares::{RecordPayload, ShareRecord};
 use aws_lc_rs::digest::{digest, SHA256};
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use data_encoding::{BASE64, HEXUPPER};
 use sequoia_openpgp as sq;
 use serde::{Deserialize, Serialize};
@@ -78,21 +78,10 @@ pub struct DeviceRequest {
 impl DeviceRequest {
     pub fn parse(text: &str) -> Result<DeviceRequest, KeyError> {
         let bad = || KeyError::Corrupt("not a meshmail device request".into());
-        let text = text.trim();
-        if text.len() > MAX_TEXT {
-            return Err(bad());
-        }
-        let mut lines = text.lines().map(str::trim);
-        if lines.next() != Some(REQUEST_TAG) {
-            return Err(bad());
-        }
-        let json = lines
-            .next()
-            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
-            .ok_or_else(bad)?;
-        let body: RequestBody = serde_json::from_slice(&json).map_err(|_| bad())?;
+        let envelope = super::envelope::open(text, REQUEST_TAG, MAX_TEXT).ok_or_else(bad)?;
+        let body: RequestBody = serde_json::from_slice(&envelope.json).map_err(|_| bad())?;
         let request = DeviceRequest {
-            text: text.to_owned(),
+            text: text.trim().to_owned(),
             body,
         };
         request.tls_sha256()?;
@@ -245,35 +234,19 @@ struct ReplyBody {
 pub struct DeviceReply {
     text: String,
     body: ReplyBody,
-    json: Vec<u8>,
-    signature: Vec<u8>,
+    envelope: super::envelope::Envelope,
 }
 
 impl DeviceReply {
     pub fn parse(text: &str) -> Result<DeviceReply, KeyError> {
         let bad = || KeyError::Corrupt("not a meshmail device reply".into());
-        let text = text.trim();
-        if text.len() > MAX_TEXT {
-            return Err(bad());
-        }
-        let mut lines = text.lines().map(str::trim);
-        if lines.next() != Some(REPLY_TAG) {
-            return Err(bad());
-        }
-        let json = lines
-            .next()
-            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
-            .ok_or_else(bad)?;
-        let signature = lines
-            .next()
-            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
-            .ok_or_else(bad)?;
-        let body: ReplyBody = serde_json::from_slice(&json).map_err(|_| bad())?;
+        let envelope = super::envelope::open(text, REPLY_TAG, MAX_TEXT).ok_or_else(bad)?;
+        let body: ReplyBody = serde_json::from_slice(&envelope.json).map_err(|_| bad())?;
+        envelope.signature.as_ref().ok_or_else(bad)?;
         Ok(DeviceReply {
-            text: text.to_owned(),
+            text: text.trim().to_owned(),
             body,
-            json,
-            signature,
+            envelope,
         })
     }
 
@@ -283,7 +256,7 @@ impl DeviceReply {
 
     /// The code the admin device shows and the new device's owner types in.
     pub fn code(&self) -> String {
-        code_of(&format!("reply\n{}", BASE64.encode(&self.json)))
+        code_of(&format!("reply\n{}", BASE64.encode(&self.envelope.json)))
     }
 
     /// The record to give the store (`meshmail store accept`).
@@ -375,7 +348,7 @@ fn new_request(account: Option<&sq::Cert>) -> Result<(DeviceRequest, Pending, St
         made: OffsetDateTime::now_utc(),
     };
     let json = serde_json::to_vec(&body).map_err(|e| KeyError::Corrupt(e.to_string()))?;
-    let text = format!("{REQUEST_TAG}\n{}\n", BASE64.encode(&json));
+    let text = super::envelope::text(REQUEST_TAG, &json, None);
     let pending = Pending {
         request: text.clone(),
         tls_key: BASE64.encode(&tls.serialize_der()),
@@ -484,12 +457,8 @@ pub fn add(
         store_record: record.as_str().to_owned(),
     };
     let json = serde_json::to_vec(&body).map_err(|e| KeyError::Corrupt(e.to_string()))?;
-    let signature = policy_key.sign(&signed_reply(&json));
-    let text = format!(
-        "{REPLY_TAG}\n{}\n{}\n",
-        BASE64.encode(&json),
-        BASE64.encode(signature.as_ref())
-    );
+    let signature = policy_key.sign(&super::envelope::signed_bytes(REPLY_TAG, &json));
+    let text = super::envelope::text(REPLY_TAG, &json, Some(signature.as_ref()));
     devices.last_serial = serial;
     devices.devices.push(Enrolled {
         name: name.to_owned(),
@@ -503,12 +472,6 @@ pub fn add(
     });
     write_devices(account.home(), &devices)?;
     DeviceReply::parse(&text)
-}
-
-fn signed_reply(json: &[u8]) -> Vec<u8> {
-    let mut m = format!("{REPLY_TAG}\n").into_bytes();
-    m.extend_from_slice(json);
-    m
 }
 
 fn share_binding(request_sha256: &str, device: &str, subkey: &str) -> Vec<u8> {
@@ -561,9 +524,11 @@ fn write_device(
     let account_key = BASE64
         .decode(body.account.policy_key.as_bytes())
         .map_err(|_| KeyError::Corrupt("reply: policy key".into()))?;
-    UnparsedPublicKey::new(&ED25519, &account_key)
-        .verify(&signed_reply(&reply.json), &reply.signature)
-        .map_err(|_| KeyError::Corrupt("the reply is not signed by the account's key".into()))?;
+    if !reply.envelope.signed_by(REPLY_TAG, &account_key) {
+        return Err(KeyError::Corrupt(
+            "the reply is not signed by the account's key".into(),
+        ));
+    }
     let cert = crate::crypto::openpgp::parse_certs(body.openpgp.as_bytes())
         .ok()
         .and_then(|c| c.into_iter().next())
@@ -765,10 +730,7 @@ pub(crate) fn add_share(
     let plain =
         Secret::new(serde_json::to_vec(&file).map_err(|e| KeyError::Corrupt(e.to_string()))?);
     drop(file);
-    let tmp = home.join(format!("{DEVICE_SECRETS_FILE}.new"));
-    let _ = std::fs::remove_file(&tmp);
-    write_new(&tmp, &sealed::seal(&plain, passphrase)?, 0o600)?;
-    std::fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
+    super::account::replace_file(&path, &sealed::seal(&plain, passphrase)?, 0o600)
 }
 
 /// The next serial for a record of this account (records' serials only grow).
@@ -810,12 +772,8 @@ fn read_devices(home: &Path) -> Result<DevicesFile, KeyError> {
 }
 
 fn write_devices(home: &Path, devices: &DevicesFile) -> Result<(), KeyError> {
-    let path = home.join(DEVICES_FILE);
-    let tmp = home.join(format!("{DEVICES_FILE}.new"));
-    let _ = std::fs::remove_file(&tmp);
     let json = serde_json::to_vec_pretty(devices).map_err(|e| KeyError::Corrupt(e.to_string()))?;
-    write_new(&tmp, &json, 0o644)?;
-    std::fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
+    super::account::replace_file(&home.join(DEVICES_FILE), &json, 0o644)
 }
 
 #[cfg(test)]

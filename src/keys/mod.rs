@@ -18,6 +18,7 @@
 pub mod account;
 pub mod device;
 pub mod device_signing;
+pub mod envelope;
 pub mod export;
 pub mod generate;
 mod p12_gpgsm;

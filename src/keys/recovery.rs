@@ -256,10 +256,6 @@ pub fn read_record(home: &Path) -> Result<Option<RecoveryRecord>, KeyError> {
 }
 
 fn write_record(home: &Path, record: &RecoveryRecord) -> Result<(), KeyError> {
-    let path = home.join(RECOVERY_FILE);
-    let tmp = home.join(format!("{RECOVERY_FILE}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
     let json = serde_json::to_vec_pretty(record).map_err(|e| KeyError::Corrupt(e.to_string()))?;
-    super::account::write_new(&tmp, &json, 0o644)?;
-    std::fs::rename(&tmp, &path).map_err(|e| KeyError::io(&path, e))
+    super::account::replace_file(&home.join(RECOVERY_FILE), &json, 0o644)
 }

@@ -19,7 +19,6 @@ use crate::crypto::recrypt::{self, DeviceShare};
 use crate::crypto::sealbox;
 use crate::secret::SecretString;
 use crate::store::shares::{RecordPayload, ShareRecord};
-use aws_lc_rs::signature::{UnparsedPublicKey, ED25519};
 use data_encoding::BASE64;
 use sequoia_openpgp as sq;
 use serde::{Deserialize, Serialize};
@@ -188,21 +187,11 @@ pub fn rekey(
             openpgp: openpgp.clone(),
         };
         let json = serde_json::to_vec(&body).map_err(err)?;
-        let signature = policy_key.sign(&signed(&json));
-        let update = format!(
-            "{UPDATE_TAG}\n{}\n{}\n",
-            BASE64.encode(&json),
-            BASE64.encode(signature.as_ref())
-        );
+        let signature = policy_key.sign(&super::envelope::signed_bytes(UPDATE_TAG, &json));
+        let update = super::envelope::text(UPDATE_TAG, &json, Some(signature.as_ref()));
         out.devices.push((d.name.clone(), update, record));
     }
     Ok(out)
-}
-
-fn signed(json: &[u8]) -> Vec<u8> {
-    let mut m = format!("{UPDATE_TAG}\n").into_bytes();
-    m.extend_from_slice(json);
-    m
 }
 
 fn binding_of(account: &str, device: &str, subkey: &str) -> Vec<u8> {
@@ -218,26 +207,14 @@ pub fn apply_update(
     passphrase: Option<&SecretString>,
 ) -> Result<String, KeyError> {
     let bad = || KeyError::Corrupt("not a meshmail share update".into());
-    if text.len() > MAX_UPDATE {
-        return Err(bad());
-    }
-    let mut lines = text.trim().lines().map(str::trim);
-    if lines.next() != Some(UPDATE_TAG) {
-        return Err(bad());
-    }
-    let json = lines
-        .next()
-        .and_then(|l| BASE64.decode(l.as_bytes()).ok())
-        .ok_or_else(bad)?;
-    let signature = lines
-        .next()
-        .and_then(|l| BASE64.decode(l.as_bytes()).ok())
-        .ok_or_else(bad)?;
-    let body: UpdateBody = serde_json::from_slice(&json).map_err(|_| bad())?;
+    let envelope = super::envelope::open(text, UPDATE_TAG, MAX_UPDATE).ok_or_else(bad)?;
+    let body: UpdateBody = serde_json::from_slice(&envelope.json).map_err(|_| bad())?;
     let account = Account::open(home)?;
-    UnparsedPublicKey::new(&ED25519, &account.policy_public_key()?)
-        .verify(&signed(&json), &signature)
-        .map_err(|_| KeyError::Corrupt("the update is not signed by the account's key".into()))?;
+    if !envelope.signed_by(UPDATE_TAG, &account.policy_public_key()?) {
+        return Err(KeyError::Corrupt(
+            "the update is not signed by the account's key".into(),
+        ));
+    }
     let info = device::info(home)?
         .ok_or_else(|| KeyError::Corrupt(format!("{} is not a device", home.display())))?;
     if body.device != info.name || !body.account.eq_ignore_ascii_case(account.address()) {

@@ -9,7 +9,6 @@
 //! random value its copy carries in `Meshmail-Reencrypt`.
 
 use super::journal::{Entry, Journal, Progress};
-use crate::imap::frame::ResponseFramer;
 use crate::imap::owned::{Credentials, Session};
 use crate::upstream::UpstreamTarget;
 use futures_util::StreamExt;
@@ -18,7 +17,7 @@ use sequoia_openpgp::packet::Key;
 use sequoia_openpgp::Cert;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailboxError {
@@ -345,8 +344,7 @@ async fn append(
         .await
         .map_err(|e| failed(&e.to_string()))?;
     stream.flush().await.map_err(|e| failed(&e.to_string()))?;
-    let mut framer = ResponseFramer::new(1 << 20);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut responses = crate::imap::raw::Responses::new(1 << 20);
     let mut sent = literal_plus;
     if sent {
         send_literal(stream, message)
@@ -354,35 +352,22 @@ async fn append(
             .map_err(|e| failed(&e.to_string()))?;
     }
     loop {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| failed(&e.to_string()))?;
-        if n == 0 {
-            return Err(failed("the server closed the connection"));
+        let r = responses.next(stream).await.map_err(|e| failed(&e))?;
+        if r.starts_with(b"+") && !sent {
+            sent = true;
+            send_literal(stream, message)
+                .await
+                .map_err(|e| failed(&e.to_string()))?;
+            continue;
         }
-        framer.push(&buf[..n]);
-        while let Some(r) = framer.next_response() {
-            let r = r.map_err(|_| failed("a response too large"))?;
-            if r.starts_with(b"+") && !sent {
-                sent = true;
-                send_literal(stream, message)
-                    .await
-                    .map_err(|e| failed(&e.to_string()))?;
-                continue;
-            }
-            let Some(rest) = r
-                .strip_prefix(tag.as_bytes())
-                .and_then(|r| r.strip_prefix(b" "))
-            else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(rest).trim_end().to_owned();
-            if !text.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("OK")) {
-                return Err(failed(&text));
-            }
-            return appenduid(&text).ok_or_else(|| failed("no APPENDUID in the answer"));
+        let Some(rest) = crate::imap::raw::completion(&r, &tag) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(rest).trim_end().to_owned();
+        if !crate::imap::raw::is_ok(rest) {
+            return Err(failed(&text));
         }
+        return appenduid(&text).ok_or_else(|| failed("no APPENDUID in the answer"));
     }
 }
 

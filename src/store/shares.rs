@@ -116,30 +116,21 @@ impl ShareRecord {
         payload.sealed_share = BASE64.encode(&sealed);
         let json = serde_json::to_vec(&payload).map_err(|e| ShareError::Io(e.to_string()))?;
         let signature = account_key.sign(&signed_bytes(&json));
-        Ok(ShareRecord(format!(
-            "{RECORD_TAG}\n{}\n{}",
-            BASE64.encode(&json),
-            BASE64.encode(signature.as_ref())
-        )))
+        Ok(ShareRecord(
+            crate::keys::envelope::text(RECORD_TAG, &json, Some(signature.as_ref()))
+                .trim_end()
+                .to_owned(),
+        ))
     }
 
     /// The payload, unverified (to find which account's key verifies it).
     fn parts(&self) -> Result<(RecordPayload, Vec<u8>, Vec<u8>), ShareError> {
-        if self.0.len() > MAX_RECORD {
-            return Err(ShareError::NotARecord);
-        }
-        let mut lines = self.0.lines().map(str::trim);
-        if lines.next() != Some(RECORD_TAG) {
-            return Err(ShareError::NotARecord);
-        }
-        let json = lines
-            .next()
-            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
+        let envelope = crate::keys::envelope::open(&self.0, RECORD_TAG, MAX_RECORD)
             .ok_or(ShareError::NotARecord)?;
-        let signature = lines
-            .next()
-            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
-            .ok_or(ShareError::NotARecord)?;
+        let (json, signature) = (
+            envelope.json,
+            envelope.signature.ok_or(ShareError::NotARecord)?,
+        );
         let payload: RecordPayload =
             serde_json::from_slice(&json).map_err(|_| ShareError::NotARecord)?;
         Ok((payload, json, signature))
@@ -147,9 +138,7 @@ impl ShareRecord {
 }
 
 fn signed_bytes(json: &[u8]) -> Vec<u8> {
-    let mut m = format!("{RECORD_TAG}\n").into_bytes();
-    m.extend_from_slice(json);
-    m
+    crate::keys::envelope::signed_bytes(RECORD_TAG, json)
 }
 
 /// The state that must never roll back, kept outside backups.
@@ -448,6 +437,10 @@ impl ShareStore {
         };
         let mut out = Vec::new();
         for entry in entries.flatten() {
+            // Share files only (a file left half written by a crash is not one).
+            if entry.path().extension().is_none_or(|e| e != "share") {
+                continue;
+            }
             let Ok(bytes) = std::fs::read(entry.path()) else {
                 continue;
             };
@@ -523,11 +516,8 @@ impl ShareStore {
 }
 
 fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), ShareError> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    crate::keys::account::write_new(&tmp, bytes, 0o600)
-        .map_err(|e| ShareError::Io(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| ShareError::Io(format!("{}: {e}", path.display())))
+    crate::keys::account::replace_file(path, bytes, 0o600)
+        .map_err(|e| ShareError::Io(e.to_string()))
 }
 
 fn is_retired(state: &State, payload: &RecordPayload) -> bool {

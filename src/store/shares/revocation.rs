@@ -29,21 +29,12 @@ struct Revocation {
 
 impl Revocation {
     fn parse(text: &str) -> Result<Revocation, ShareError> {
-        if text.len() > MAX_RECORD {
-            return Err(ShareError::NotARecord);
-        }
-        let mut lines = text.trim().lines().map(str::trim);
-        if lines.next() != Some(REVOCATION_TAG) {
-            return Err(ShareError::NotARecord);
-        }
-        let json = lines
-            .next()
-            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
+        let envelope = crate::keys::envelope::open(text, REVOCATION_TAG, MAX_RECORD)
             .ok_or(ShareError::NotARecord)?;
-        let signature = lines
-            .next()
-            .and_then(|l| BASE64.decode(l.as_bytes()).ok())
-            .ok_or(ShareError::NotARecord)?;
+        let (json, signature) = (
+            envelope.json,
+            envelope.signature.ok_or(ShareError::NotARecord)?,
+        );
         let body = serde_json::from_slice(&json).map_err(|_| ShareError::NotARecord)?;
         Ok(Revocation {
             body,
@@ -54,9 +45,7 @@ impl Revocation {
 }
 
 fn revocation_signed_bytes(json: &[u8]) -> Vec<u8> {
-    let mut m = format!("{REVOCATION_TAG}\n").into_bytes();
-    m.extend_from_slice(json);
-    m
+    crate::keys::envelope::signed_bytes(REVOCATION_TAG, json)
 }
 
 /// A revocation of `device` of `account`, signed with `key`: the account's policy key
@@ -75,10 +64,10 @@ pub fn make_revocation(
     };
     let json = serde_json::to_vec(&body).map_err(|e| ShareError::Io(e.to_string()))?;
     let signature = key.sign(&revocation_signed_bytes(&json));
-    Ok(format!(
-        "{REVOCATION_TAG}\n{}\n{}\n",
-        BASE64.encode(&json),
-        BASE64.encode(signature.as_ref())
+    Ok(crate::keys::envelope::text(
+        REVOCATION_TAG,
+        &json,
+        Some(signature.as_ref()),
     ))
 }
 
