@@ -3,6 +3,7 @@
 
 use super::*;
 
+/// A device of a split account, as `serve` loaded it.
 pub(super) struct LoadedDevice {
     home: PathBuf,
     info: crate::keys::device::DeviceInfo,
