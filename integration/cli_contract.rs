@@ -335,3 +335,36 @@ fn check_config_reports_the_line() {
     assert_eq!(r.code, 78, "{r:#?}");
     assert!(r.stderr.contains("c.toml:3"), "{r:#?}");
 }
+
+/// The names issue 13 fixed ("names may grow, not change"): each command and flag exists.
+#[test]
+fn the_device_recovery_mailbox_and_store_commands_keep_their_names() {
+    for (command, flags) in [
+        (vec!["device", "request"], vec!["--out"]),
+        (
+            vec!["device", "add"],
+            vec!["--name", "--out", "--forget-account-key"],
+        ),
+        (vec!["device", "import"], vec![]),
+        (vec!["device", "list"], vec![]),
+        (vec!["device", "revoke"], vec![]),
+        (
+            vec!["recovery", "split"],
+            vec!["--shares", "--quorum", "--out"],
+        ),
+        (vec!["recovery", "join"], vec![]),
+        (vec!["mailbox", "encrypt"], vec!["--config", "--mailbox"]),
+        (vec!["mailbox", "rekey"], vec!["--config"]),
+        (vec!["store", "revoke"], vec!["--config"]),
+    ] {
+        let help = run(bin().args(&command).arg("--help"));
+        assert_eq!(help.code, 0, "{command:?}: {help:?}");
+        for flag in flags {
+            assert!(
+                help.stdout.contains(flag),
+                "{command:?} lacks {flag}: {}",
+                help.stdout
+            );
+        }
+    }
+}

@@ -3,8 +3,10 @@
 //! proxy whose upstream is the store proxy in front of Dovecot, and mail GnuPG encrypted to
 //! Alice's one published certificate (one recipient, a hidden recipient, several recipients)
 //! is read through either. Then: a wrong comparison code, a device with another device's key,
-//! Dovecot read directly, revocation (an open session and a cold start), a replayed record and
-//! a restored backup of the store's shares.
+//! Dovecot read directly, revocation (an open session and a cold start; from the store host and
+//! from a remaining device), a replayed record and a restored backup of the store's shares;
+//! a device's own signing subkey as GnuPG sees it; the indexer with the store's partials;
+//! forgetting the account key; a rekey that moves devices and stored mail to a new subkey.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
