@@ -88,23 +88,12 @@ pub fn bind(secret: &Cert, public: &Cert, field: &str) -> Result<(Cert, String),
         ));
     }
     let mut primary = primary_signer(secret)?;
-    let mut builder = SignatureBuilder::new(SignatureType::SubkeyBinding)
+    let builder = SignatureBuilder::new(SignatureType::SubkeyBinding)
         .set_key_flags(KeyFlags::empty().set_signing())
         .map_err(err)?
         .set_embedded_signature(backsig)
         .map_err(err)?;
-    // The subkey lives as long as the certificate.
-    if let Some(expiry) = public
-        .with_policy(&sq::policy::StandardPolicy::new(), None)
-        .ok()
-        .and_then(|v| v.primary_key().key_expiration_time())
-    {
-        let creation: std::time::SystemTime = key.creation_time();
-        if let Ok(d) = expiry.duration_since(creation) {
-            builder = builder.set_key_validity_period(d).map_err(err)?;
-        }
-    }
-    let binding = builder
+    let binding = as_long_as(builder, public, key.creation_time())?
         .sign_subkey_binding(&mut primary, public.primary_key().key(), &key)
         .map_err(err)?;
     let fingerprint = key.fingerprint().to_hex();
@@ -152,6 +141,23 @@ pub fn signer(public: &Cert, secret_packet: &[u8]) -> Result<Cert, KeyError> {
         ));
     }
     Ok(public.clone().insert_packets(key).map_err(err)?.0)
+}
+
+/// A subkey binding under which the subkey (made at `created`) lives as long as `cert`'s
+/// primary key.
+pub(crate) fn as_long_as(
+    builder: SignatureBuilder,
+    cert: &Cert,
+    created: std::time::SystemTime,
+) -> Result<SignatureBuilder, KeyError> {
+    let expiry = cert
+        .with_policy(&sq::policy::StandardPolicy::new(), None)
+        .ok()
+        .and_then(|v| v.primary_key().key_expiration_time());
+    match expiry.and_then(|e| e.duration_since(created).ok()) {
+        Some(d) => builder.set_key_validity_period(d).map_err(err),
+        None => Ok(builder),
+    }
 }
 
 fn primary_signer(secret: &Cert) -> Result<sq::crypto::KeyPair, KeyError> {

@@ -84,24 +84,14 @@ pub fn rekey(
     let new: Key<SecretParts, SubordinateRole> = Key4::generate_ecc(false, Curve::Cv25519)
         .map_err(err)?
         .into();
-    let mut binding = SignatureBuilder::new(SignatureType::SubkeyBinding)
+    let binding = SignatureBuilder::new(SignatureType::SubkeyBinding)
         .set_key_flags(
             KeyFlags::empty()
                 .set_transport_encryption()
                 .set_storage_encryption(),
         )
         .map_err(err)?;
-    if let Some(expiry) = tsk
-        .with_policy(&sq::policy::StandardPolicy::new(), None)
-        .ok()
-        .and_then(|v| v.primary_key().key_expiration_time())
-    {
-        let created: std::time::SystemTime = new.creation_time();
-        if let Ok(d) = expiry.duration_since(created) {
-            binding = binding.set_key_validity_period(d).map_err(err)?;
-        }
-    }
-    let binding = binding
+    let binding = super::device_signing::as_long_as(binding, &tsk, new.creation_time())?
         .sign_subkey_binding(&mut primary, tsk.primary_key().key(), &new)
         .map_err(err)?;
     let old_sub = old.clone().role_into_subordinate();
