@@ -34,7 +34,7 @@
 //! - [`codes`]: the one table of outcomes → exit codes / SMTP / IMAP replies.
 //! - [`secret`]: secrets as a type (redacted `Debug`, zeroized on drop).
 //!
-//! Next (see DESIGN.md): `pop3`.
+//! - [`pop3`]: the POP3 proxy (so far its codec: commands, replies, dot-stuffing).
 
 pub mod address;
 pub mod codes;
@@ -48,6 +48,7 @@ pub mod mailbox;
 pub mod mime;
 pub mod pipeline;
 pub mod policy;
+pub mod pop3;
 pub mod secret;
 pub mod serve;
 pub mod smtp;
