@@ -61,22 +61,22 @@ pub fn strip_from_command(line: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let at = find_item(&upper)?;
-    let mut out = String::with_capacity(text.len());
-    out.push_str(&text[..at]);
-    out.push_str(&text[at + ITEM.len()..]);
-    // Tidy the list: "( A)" / "(A )" / "( )" / a bare item.
-    let mut tidy = out.replace("( ", "(").replace(" )", ")").replace("  ", " ");
-    if tidy.contains("()") {
-        tidy = tidy.replace("()", "(UID)");
-    } else if tidy.trim_end().ends_with(' ') || tidy.trim_end_matches(['\r', '\n']).ends_with(' ') {
-        let end = tidy.trim_end_matches(['\r', '\n']).trim_end().len();
-        tidy = format!(
-            "{} UID{}",
-            &tidy[..end],
-            &tidy[end..].trim_start_matches(' ')
-        );
-    }
-    Some(tidy.into_bytes())
+    let end = at + ITEM.len();
+    let before = &text[..at];
+    let after = &text[end..];
+    // Only the item and one space beside it change; the rest of the line stays as it came.
+    let out = match (before.chars().next_back(), after.chars().next()) {
+        // The only item of a list, or a bare one: UID is asked for instead.
+        (Some('('), Some(')')) | (Some(' '), Some('\r' | '\n') | None) => {
+            format!("{before}UID{after}")
+        }
+        // The first of several: the space after it goes.
+        (Some('('), Some(' ')) => format!("{before}{}", &after[1..]),
+        // After another item: the space before it goes.
+        (Some(' '), _) => format!("{}{after}", &before[..before.len() - 1]),
+        _ => return None,
+    };
+    Some(out.into_bytes())
 }
 
 /// Where the item stands in `upper` as a whole word, after the sequence set.

@@ -5,7 +5,7 @@ use crate::crypto::recrypt::{decrypt_message, encryption_subkey, extract};
 
 #[test]
 fn the_item_is_stripped_from_fetch_commands_only() {
-    let cases: [(&[u8], Option<&[u8]>); 6] = [
+    let cases: [(&[u8], Option<&[u8]>); 8] = [
         (
             b"a1 UID FETCH 5 (BODY.PEEK[] X-MESH-RECRYPT)\r\n",
             Some(b"a1 UID FETCH 5 (BODY.PEEK[])\r\n"),
@@ -24,6 +24,15 @@ fn the_item_is_stripped_from_fetch_commands_only() {
         ),
         (b"a5 UID FETCH 5 (BODY.PEEK[] X-MESH-RECRYPTED)\r\n", None),
         (b"a6 SEARCH TEXT X-MESH-RECRYPT\r\n", None),
+        // Nothing else on the line changes (a fuzzer found "()" elsewhere rewritten).
+        (
+            b"a7 FETCH 1 (BODY.PEEK[HEADER.FIELDS (X-A  B)] X-MESH-RECRYPT ( ))\r\n",
+            Some(b"a7 FETCH 1 (BODY.PEEK[HEADER.FIELDS (X-A  B)] ( ))\r\n"),
+        ),
+        (
+            b"a8 FETCH 1 (X-MESH-RECRYPT BODY[] ())\r\n",
+            Some(b"a8 FETCH 1 (BODY[] ())\r\n"),
+        ),
     ];
     for (line, want) in cases {
         assert_eq!(
