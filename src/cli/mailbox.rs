@@ -171,6 +171,12 @@ fn encrypt(
     }
     let unlocked = account.unlock(passphrase.as_ref())?;
     let key = unlocked.openpgp_secret_cert()?;
+    let check = Arc::new(meshmail::crypto::decrypt::DecryptionKeys::new(
+        key.clone(),
+        None,
+        None,
+        Vec::new(),
+    ));
     let rewrite = match rekey {
         None => meshmail::mailbox::encrypt::Rewrite::Encrypt(Arc::new(key)),
         Some(()) => meshmail::mailbox::rekey_keys(&key).ok_or_else(|| {
@@ -214,6 +220,7 @@ fn encrypt(
         home: account_config.home.clone(),
         user: account_config.upstream_user.clone(),
         rewrite,
+        check,
         progress: std::io::stderr().is_terminal(),
     };
     let summary = tokio::runtime::Builder::new_multi_thread()

@@ -10,6 +10,7 @@
 
 use super::journal::{Entry, Journal, Progress};
 use crate::imap::owned::{Credentials, Session};
+use crate::imap::view::View;
 use crate::upstream::UpstreamTarget;
 use futures_util::StreamExt;
 use sequoia_openpgp::packet::key::{PublicParts, SecretParts, UnspecifiedRole};
@@ -71,6 +72,8 @@ pub struct EncryptContext {
     pub home: PathBuf,
     pub user: String,
     pub rewrite: Arc<Rewrite>,
+    /// The account's keys: each copy is opened with them before the original is touched.
+    pub check: Arc<crate::crypto::decrypt::DecryptionKeys>,
     pub progress: bool,
 }
 
@@ -149,21 +152,22 @@ pub async fn encrypt_mailbox(ctx: &EncryptContext, mailbox: &str) -> Result<Summ
         let sha256 = data_encoding::HEXUPPER
             .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &message).as_ref());
         let rewrite = ctx.rewrite.clone();
+        let check = ctx.check.clone();
         let marker = nonce.clone();
-        let sealed = tokio::task::spawn_blocking(move || match &*rewrite {
-            Rewrite::Encrypt(key) => {
-                crate::imap::append::seal_marked(&message, key, Some(key), Some(&marker))
-                    .map(Some)
-                    .map_err(|e| e.to_string())
+        let uid = m.uid;
+        let sealed = tokio::task::spawn_blocking(move || {
+            let copy = make_copy(&rewrite, &message, &marker)?;
+            // The original goes only once its copy reads back as it: a copy that does not
+            // (a bug, never a sender's doing) stops the run with both still on the server.
+            if let Some(copy) = &copy {
+                if !reads_back(&rewrite, &check, &message, copy) {
+                    return Err(format!(
+                        "the copy of UID {uid} does not read back as the original; both are \
+                         left on the server"
+                    ));
+                }
             }
-            Rewrite::Rekey { old, new } => {
-                Ok(super::rewrap::rewrap(&message, old, new).map(|rewrapped| {
-                    let mut out = format!("{}: {marker}\r\n", crate::imap::append::REENCRYPT_FIELD)
-                        .into_bytes();
-                    out.extend_from_slice(&rewrapped);
-                    out
-                }))
-            }
+            Ok(copy)
         })
         .await
         .map_err(|e| MailboxError::Seal(e.to_string()))?
@@ -197,6 +201,42 @@ pub async fn encrypt_mailbox(ctx: &EncryptContext, mailbox: &str) -> Result<Summ
     bar.finish_and_clear();
     let _ = session.logout().await;
     Ok(summary)
+}
+
+/// The copy that replaces `message`: encrypted (`Encrypt`), or re-wrapped for the new subkey
+/// (`Rekey`; `None` when it is not encrypted to the old one). Either carries `marker`.
+fn make_copy(rewrite: &Rewrite, message: &[u8], marker: &str) -> Result<Option<Vec<u8>>, String> {
+    match rewrite {
+        Rewrite::Encrypt(key) => {
+            crate::imap::append::seal_marked(message, key, Some(key), Some(marker))
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }
+        Rewrite::Rekey { old, new } => {
+            Ok(super::rewrap::rewrap(message, old, new).map(|rewrapped| {
+                let mut out =
+                    format!("{}: {marker}\r\n", crate::imap::append::REENCRYPT_FIELD).into_bytes();
+                out.extend_from_slice(&rewrapped);
+                out
+            }))
+        }
+    }
+}
+
+/// True when `copy` opens with the account's keys as `message` did: the plaintext itself for
+/// an encrypted copy, the same view for a re-wrapped one.
+fn reads_back(
+    rewrite: &Rewrite,
+    check: &crate::crypto::decrypt::DecryptionKeys,
+    message: &[u8],
+    copy: &[u8],
+) -> bool {
+    let max = MAX_MESSAGE * 2;
+    let view = View::build(copy, check, max);
+    match rewrite {
+        Rewrite::Encrypt(_) => view.message() == message,
+        Rewrite::Rekey { .. } => view.message() == View::build(message, check, max).message(),
+    }
 }
 
 /// Finishes a message an earlier run started: true when it is now done.
@@ -402,6 +442,29 @@ fn random_nonce() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_that_does_not_read_back_as_the_original_is_caught() {
+        let (key, _) = crate::keys::generate::openpgp_cert("alice@example.test").unwrap();
+        let (other, _) = crate::keys::generate::openpgp_cert("alice@example.test").unwrap();
+        let check =
+            crate::crypto::decrypt::DecryptionKeys::new(key.clone(), None, None, Vec::new());
+        let message = b"Subject: hi\r\n\r\nbody\r\n";
+        let encrypt = Rewrite::Encrypt(Arc::new(key.clone()));
+        let copy = make_copy(&encrypt, message, "n1").unwrap().unwrap();
+        assert!(reads_back(&encrypt, &check, message, &copy));
+        // Sealed to another key (what a bug would do): refused before the original goes.
+        let wrong = make_copy(&Rewrite::Encrypt(Arc::new(other)), message, "n1")
+            .unwrap()
+            .unwrap();
+        assert!(!reads_back(&encrypt, &check, message, &wrong));
+        assert!(!reads_back(
+            &encrypt,
+            &check,
+            b"Subject: other\r\n\r\n",
+            &copy
+        ));
+    }
 
     #[test]
     fn appenduid_is_read_from_the_response_code() {
