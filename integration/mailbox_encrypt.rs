@@ -48,6 +48,31 @@ fn dump(port: u16, mailbox: &str) -> Vec<Stored> {
         .collect()
 }
 
+/// APPENDs `files` to Alice's Archive with `flags` and, when given, an internal date.
+fn append_with(
+    servers: &MailServers,
+    flags: &str,
+    date: Option<&str>,
+    files: &[std::path::PathBuf],
+) {
+    let mut cmd = oracle();
+    cmd.env("IMAP_FLAGS", flags);
+    if let Some(d) = date {
+        cmd.env("IMAP_DATE", d);
+    }
+    run(cmd
+        .args([
+            "append",
+            "127.0.0.1",
+            &servers.imap().to_string(),
+            "alice",
+            "secret",
+            "Archive",
+        ])
+        .args(files))
+    .ok();
+}
+
 fn done_lines(home: &std::path::Path) -> usize {
     let Ok(dir) = std::fs::read_dir(home.join("mailbox-encrypt")) else {
         return 0;
@@ -99,19 +124,7 @@ fn a_killed_and_resumed_run_encrypts_each_message_once_keeping_flags_and_dates()
                 f
             })
             .collect();
-        run(oracle()
-            .env("IMAP_FLAGS", flags)
-            .env("IMAP_DATE", date)
-            .args([
-                "append",
-                "127.0.0.1",
-                &servers.imap().to_string(),
-                "alice",
-                "secret",
-                "Archive",
-            ])
-            .args(&files))
-        .ok();
+        append_with(&servers, flags, Some(date), &files);
     }
     // Two already encrypted (by GnuPG, as a sender would); one of them marked \Deleted.
     let inner = crlf("Content-Type: text/plain\r\n\r\nalready encrypted\r\n");
@@ -120,22 +133,9 @@ fn a_killed_and_resumed_run_encrypts_each_message_once_keeping_flags_and_dates()
         &gpg_encrypt(&gpg, root.path(), &inner, &["-r", "alice@example.test"]),
     );
     append(&servers, "alice", "Archive", root.path(), &[&encrypted]);
-    run(oracle()
-        .env("IMAP_FLAGS", "(\\Deleted)")
-        .args([
-            "append",
-            "127.0.0.1",
-            &servers.imap().to_string(),
-            "alice",
-            "secret",
-            "Archive",
-        ])
-        .arg({
-            let f = work.join("sealed-deleted.eml");
-            std::fs::write(&f, &encrypted).unwrap();
-            f
-        }))
-    .ok();
+    let sealed_deleted = work.join("sealed-deleted.eml");
+    std::fs::write(&sealed_deleted, &encrypted).unwrap();
+    append_with(&servers, "(\\Deleted)", None, &[sealed_deleted]);
     let before = dump(servers.imap(), "Archive");
     assert_eq!(before.len(), PLAIN + 2);
     let deleted_before = before

@@ -45,6 +45,9 @@ struct Stamp {
 /// A device's records and shares, one per subkey (several during a rekey's grace period).
 type Cached = Arc<Vec<(RecordPayload, StoreShare)>>;
 
+/// Lookups kept at most.
+const MAX_CACHED: usize = 4096;
+
 /// Lookups since the state file last changed: (account, TLS key hash) → what was found.
 type ShareCache = (Option<Stamp>, HashMap<(String, String), Cached>);
 
@@ -131,7 +134,9 @@ impl StoreRole {
         let stamp = stamp(&self.state_file);
         let key = (account.to_lowercase(), tls.to_owned());
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.0 != stamp || stamp.is_none() {
+            // Keys of logins that presented a certificate nobody enrolled are cached too: a
+            // client trying many keys empties the cache rather than growing it.
+            if cache.0 != stamp || stamp.is_none() || cache.1.len() >= MAX_CACHED {
                 cache.0 = stamp;
                 cache.1.clear();
             }

@@ -1,7 +1,8 @@
 //! The session core in the store role: a device bound by its pinned key, the private item
 //! stripped upstream and answered, refused elsewhere; logins a device never needs refused.
 
-use super::core::{Core, Out, UpItem};
+use super::core::{Core, Out};
+use super::tests::{tag_of, upstream};
 use std::sync::Arc;
 
 fn store_core(role: crate::store::role::StoreRole, client_key: Option<&str>) -> Core {
@@ -21,17 +22,6 @@ fn store_core(role: crate::store::role::StoreRole, client_key: Option<&str>) -> 
     core
 }
 
-fn upstream(core: &mut Core) -> String {
-    let mut out = Vec::new();
-    while let Some(UpItem::Bytes { data, .. }) = core.up_queue.front() {
-        out.extend_from_slice(&data[core.up_written..]);
-        core.up_written = 0;
-        core.up_queue.pop_front();
-    }
-    core.up_queued_bytes = 0;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn client(core: &mut Core) -> String {
     let mut out = String::new();
     while let Some(item) = core.out.pop_front() {
@@ -48,10 +38,6 @@ fn client(core: &mut Core) -> String {
         }
     }
     out
-}
-
-fn tag_of(up: &str) -> String {
-    up.split(' ').next().unwrap_or_default().to_owned()
 }
 
 fn login(core: &mut Core, user: &str) -> String {

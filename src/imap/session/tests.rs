@@ -19,7 +19,7 @@ fn core() -> Core {
 }
 
 /// Everything queued upstream up to the first wait for a continuation, as text.
-fn upstream(core: &mut Core) -> String {
+pub(super) fn upstream(core: &mut Core) -> String {
     let mut out = Vec::new();
     while let Some(UpItem::Bytes { .. }) = core.up_queue.front() {
         if let Some(UpItem::Bytes { data, .. }) = core.up_queue.pop_front() {
@@ -68,7 +68,7 @@ fn login(core: &mut Core, user: &str) {
     assert_eq!(client(core), "a OK Logged in\r\n");
 }
 
-fn tag_of(up: &str) -> String {
+pub(super) fn tag_of(up: &str) -> String {
     up.split(' ').next().unwrap_or_default().to_owned()
 }
 

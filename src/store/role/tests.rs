@@ -13,6 +13,28 @@ pub(crate) struct Fixture {
     pub public: std::path::PathBuf,
 }
 
+/// A store for alice, whose public files are in `public_home`.
+fn store_config(shares_dir: std::path::PathBuf, public_home: std::path::PathBuf) -> StoreConfig {
+    StoreConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        listen_implicit_tls: None,
+        upstream: "127.0.0.1:143".into(),
+        upstream_tls: crate::upstream::UpstreamTls::None,
+        upstream_ca: None,
+        upstream_fingerprint: None,
+        shares_dir,
+        state_file: None,
+        audit_dir: None,
+        alarm_per_hour: None,
+        public_address: None,
+        master_user_separator: None,
+        accounts: vec![StoreAccountConfig {
+            upstream_user: "alice".into(),
+            public_home,
+        }],
+    }
+}
+
 /// An account, its public files for the store, and one enrolled device ("laptop").
 pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
@@ -28,24 +50,7 @@ pub(crate) fn fixture() -> Fixture {
     for f in ["account.json", "openpgp.asc"] {
         std::fs::copy(admin.home().join(f), public.join(f)).unwrap();
     }
-    let config = StoreConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        listen_implicit_tls: None,
-        upstream: "127.0.0.1:143".into(),
-        upstream_tls: crate::upstream::UpstreamTls::None,
-        upstream_ca: None,
-        upstream_fingerprint: None,
-        shares_dir: dir.path().join("store/shares"),
-        state_file: None,
-        audit_dir: None,
-        alarm_per_hour: None,
-        public_address: None,
-        master_user_separator: None,
-        accounts: vec![StoreAccountConfig {
-            upstream_user: "alice".into(),
-            public_home: public.clone(),
-        }],
-    };
+    let config = store_config(dir.path().join("store/shares"), public.clone());
     let role = StoreRole::open(&config).unwrap();
     let info = StoreInfo {
         address: "127.0.0.1:1993".into(),
@@ -158,24 +163,10 @@ fn no_binding_without_the_pinned_key_for_that_login_and_revocation_stops_an_open
 #[test]
 fn the_store_refuses_a_public_home_that_holds_the_account_secret() {
     let f = fixture();
-    let config = StoreConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        listen_implicit_tls: None,
-        upstream: "127.0.0.1:143".into(),
-        upstream_tls: crate::upstream::UpstreamTls::None,
-        upstream_ca: None,
-        upstream_fingerprint: None,
-        shares_dir: f.public.parent().unwrap().join("other/shares"),
-        state_file: None,
-        audit_dir: None,
-        alarm_per_hour: None,
-        public_address: None,
-        master_user_separator: None,
-        accounts: vec![StoreAccountConfig {
-            upstream_user: "alice".into(),
-            public_home: f.admin.home().to_owned(),
-        }],
-    };
+    let config = store_config(
+        f.public.parent().unwrap().join("other/shares"),
+        f.admin.home().to_owned(),
+    );
     let e = StoreRole::open(&config).err().expect("refused");
     assert!(e.contains("secrets.json"), "{e}");
 }
