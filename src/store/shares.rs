@@ -324,15 +324,6 @@ impl ShareStore {
         Ok(out)
     }
 
-    /// The first of [`Self::shares_for`].
-    pub fn share_for(
-        &self,
-        account: &str,
-        tls_sha256: &str,
-    ) -> Result<Option<(RecordPayload, StoreShare)>, ShareError> {
-        Ok(self.shares_for(account, tls_sha256)?.into_iter().next())
-    }
-
     /// Retires the subkey `subkey` of `account` after a rekey: every device's share of it is
     /// deleted, and its records are refused from now on.
     pub fn retire(&self, account: &str, subkey: &str) -> Result<usize, ShareError> {

@@ -93,8 +93,10 @@ fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
     assert_eq!(s.store.accept(&reply.store_record()).unwrap(), "laptop");
     let (_, store_share) = s
         .store
-        .share_for("alice@example.test", &info.tls_sha256)
+        .shares_for("alice@example.test", &info.tls_sha256)
         .unwrap()
+        .into_iter()
+        .next()
         .expect("the store holds the share");
     let secrets = unlock(&s.device_home, None).unwrap();
     let cert = s.admin.openpgp_cert().unwrap();

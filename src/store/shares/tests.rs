@@ -64,15 +64,19 @@ fn a_record_is_accepted_once_and_its_share_is_found_by_the_device_tls_key() {
     assert_eq!(f.store.accept(&r1).unwrap(), "laptop");
     let (device, share) = f
         .store
-        .share_for("alice@example.test", "AA11")
+        .shares_for("alice@example.test", "AA11")
         .unwrap()
+        .into_iter()
+        .next()
         .unwrap();
     assert_eq!(device.device, "laptop");
     assert_eq!(*share.to_bytes(), *s1.to_bytes());
     assert!(
         f.store
-            .share_for("alice@example.test", "BB22")
+            .shares_for("alice@example.test", "BB22")
             .unwrap()
+            .into_iter()
+            .next()
             .is_none(),
         "another TLS key"
     );
@@ -86,8 +90,10 @@ fn a_record_is_accepted_once_and_its_share_is_found_by_the_device_tls_key() {
     f.store.accept(&newer).unwrap();
     let (_, share) = f
         .store
-        .share_for("alice@example.test", "AA11")
+        .shares_for("alice@example.test", "AA11")
         .unwrap()
+        .into_iter()
+        .next()
         .unwrap();
     assert_eq!(*share.to_bytes(), *s1b.to_bytes());
     // Shares at rest: private files, never the share in the clear.
@@ -162,13 +168,17 @@ fn a_revoked_device_stays_revoked_even_after_a_backup_of_the_shares_is_restored(
     assert!(f.store.revoke("alice@example.test", "tablet").unwrap());
     assert!(f
         .store
-        .share_for("alice@example.test", "AA11")
+        .shares_for("alice@example.test", "AA11")
         .unwrap()
+        .into_iter()
+        .next()
         .is_none());
     let (_, phone) = f
         .store
-        .share_for("alice@example.test", "BB22")
+        .shares_for("alice@example.test", "BB22")
         .unwrap()
+        .into_iter()
+        .next()
         .unwrap();
     assert_eq!(
         *phone.to_bytes(),
@@ -200,8 +210,10 @@ fn a_revoked_device_stays_revoked_even_after_a_backup_of_the_shares_is_restored(
     copy_dir(&backup, &f.shares);
     assert!(
         f.store
-            .share_for("alice@example.test", "AA11")
+            .shares_for("alice@example.test", "AA11")
             .unwrap()
+            .into_iter()
+            .next()
             .is_none(),
         "an old generation's share does not open"
     );
@@ -243,8 +255,10 @@ fn a_revocation_signed_by_the_account_or_a_remaining_device_is_applied_and_no_ot
     assert_eq!(f.store.revoke_signed(&by_phone).unwrap(), "tablet");
     assert!(f
         .store
-        .share_for("alice@example.test", "BB22")
+        .shares_for("alice@example.test", "BB22")
         .unwrap()
+        .into_iter()
+        .next()
         .is_none());
     // The revoked tablet cannot revoke anyone any more.
     let by_tablet = make_revocation(&tablet_key, "alice@example.test", "phone", "tablet").unwrap();
@@ -265,8 +279,10 @@ fn a_revocation_signed_by_the_account_or_a_remaining_device_is_applied_and_no_ot
     ));
     assert!(f
         .store
-        .share_for("alice@example.test", "AA11")
+        .shares_for("alice@example.test", "AA11")
         .unwrap()
+        .into_iter()
+        .next()
         .is_some());
     // The account's own key revokes any device.
     let by_account = make_revocation(&f.key, "alice@example.test", "phone", "").unwrap();
