@@ -49,6 +49,7 @@ pub mod mime;
 pub mod pipeline;
 pub mod policy;
 pub mod pop3;
+pub mod sasl;
 pub mod secret;
 pub mod serve;
 pub mod smtp;

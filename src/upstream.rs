@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How meshmail reaches the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -64,6 +64,48 @@ pub(crate) async fn connect_tcp(
     .map_err(|e| UpstreamError::Connect(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     Ok(tcp)
+}
+
+/// Longest line meshmail reads before the relay starts (greetings, STARTTLS/STLS and
+/// CAPABILITY replies).
+const MAX_SETUP_LINE: usize = 64 * 1024;
+
+/// Writes within the step's timeout (setting up an upstream, before the relay starts).
+pub(crate) async fn write<S: tokio::io::AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    bytes: &[u8],
+    t: Duration,
+) -> Result<(), UpstreamError> {
+    tokio::time::timeout(t, s.write_all(bytes))
+        .await
+        .map_err(|_| UpstreamError::Broken("timed out".into()))?
+        .map_err(|e| UpstreamError::Broken(e.to_string()))
+}
+
+/// Reads one line byte by byte, so that nothing after it is consumed (the STARTTLS switch
+/// must happen exactly at the end of the reply).
+pub(crate) async fn read_line<S: tokio::io::AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    t: Duration,
+) -> Result<String, UpstreamError> {
+    let mut line = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(t, s.read(&mut b))
+            .await
+            .map_err(|_| UpstreamError::Broken("timed out".into()))?
+            .map_err(|e| UpstreamError::Broken(e.to_string()))?;
+        if n == 0 {
+            return Err(UpstreamError::Broken("connection closed".into()));
+        }
+        line.push(b[0]);
+        if b[0] == b'\n' {
+            return Ok(String::from_utf8_lossy(&line).into_owned());
+        }
+        if line.len() > MAX_SETUP_LINE {
+            return Err(UpstreamError::Broken("line too long".into()));
+        }
+    }
 }
 
 /// A SHA-256 digest of a DER certificate: a pin.
@@ -201,7 +243,6 @@ pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A self-signed certificate marked as a CA, as `openssl req -x509` makes by default.
     fn ca_flagged_self_signed() -> (

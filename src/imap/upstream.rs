@@ -3,13 +3,9 @@
 //! connection and for meshmail's own connection (`owned`).
 
 use crate::smtp::session::io::Stream;
-use crate::upstream::{handshake, UpstreamError, UpstreamTarget, UpstreamTls};
+use crate::upstream::{handshake, read_line, write, UpstreamError, UpstreamTarget, UpstreamTls};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Longest line meshmail reads before the relay starts (greeting, STARTTLS and CAPABILITY
-/// replies).
-const MAX_SETUP_LINE: usize = 64 * 1024;
+use tokio::io::AsyncReadExt;
 
 /// A connected, greeted upstream.
 pub struct ImapUpstream {
@@ -77,43 +73,6 @@ pub async fn connect(target: &UpstreamTarget) -> Result<ImapUpstream, UpstreamEr
         stream,
         capabilities,
     })
-}
-
-async fn write<S: tokio::io::AsyncWrite + Unpin + ?Sized>(
-    s: &mut S,
-    bytes: &[u8],
-    t: Duration,
-) -> Result<(), UpstreamError> {
-    tokio::time::timeout(t, s.write_all(bytes))
-        .await
-        .map_err(|_| UpstreamError::Broken("timed out".into()))?
-        .map_err(|e| UpstreamError::Broken(e.to_string()))
-}
-
-/// Reads one line byte by byte, so that nothing after it is consumed (the STARTTLS switch
-/// must happen exactly at the end of the reply).
-async fn read_line<S: tokio::io::AsyncRead + Unpin + ?Sized>(
-    s: &mut S,
-    t: Duration,
-) -> Result<String, UpstreamError> {
-    let mut line = Vec::new();
-    loop {
-        let mut b = [0u8; 1];
-        let n = tokio::time::timeout(t, s.read(&mut b))
-            .await
-            .map_err(|_| UpstreamError::Broken("timed out".into()))?
-            .map_err(|e| UpstreamError::Broken(e.to_string()))?;
-        if n == 0 {
-            return Err(UpstreamError::Broken("connection closed".into()));
-        }
-        line.push(b[0]);
-        if b[0] == b'\n' {
-            return Ok(String::from_utf8_lossy(&line).into_owned());
-        }
-        if line.len() > MAX_SETUP_LINE {
-            return Err(UpstreamError::Broken("line too long".into()));
-        }
-    }
 }
 
 async fn expect_greeting<S: tokio::io::AsyncRead + Unpin + ?Sized>(

@@ -40,6 +40,12 @@ impl ReplyFramer {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Whatever is buffered, taken out (a relayed session's bytes after its login).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        std::mem::take(&mut self.buf)
+    }
+
     /// Part of a reply is buffered.
     pub fn is_mid_reply(&self) -> bool {
         !self.buf.is_empty()

@@ -247,11 +247,10 @@ pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
             .as_deref()
             .map(|m| crate::imap::view::mime::parse(crate::imap::view::mime::header_section(m))),
     };
-    let encrypted = header.as_ref().is_some_and(|h| h.is_encrypted());
-    let forged = !encrypted
-        && header
-            .as_ref()
-            .is_some_and(|h| h.field(crate::imap::view::compose::RESULT_HEADER).is_some());
+    use crate::imap::view::Treatment;
+    let treatment = header.as_ref().map_or(Treatment::AsStored, Treatment::of);
+    let encrypted = treatment == Treatment::Decrypt;
+    let forged = treatment == Treatment::StripForgedResult;
     let passthrough = r
         .items
         .iter()

@@ -163,7 +163,7 @@ impl Core {
             return;
         };
         if let Some(sasl) = login.sasl.take() {
-            let user = sasl_user(&sasl.mechanism, &sasl.responses);
+            let user = crate::sasl::authenticated_user(&sasl.mechanism, &sasl.responses);
             login.user = user.unwrap_or_default();
             login.credentials = Some(Arc::new(Credentials::Sasl {
                 mechanism: sasl.mechanism,
@@ -346,54 +346,9 @@ impl Core {
     }
 }
 
-/// The login a SASL exchange authenticated as (PLAIN authcid, XOAUTH2 `user=`, OAUTHBEARER
-/// `a=`, LOGIN's first response). `None` when it cannot be told: the session is then not
-/// mapped. A PLAIN authorization identity other than the authentication identity is not
-/// taken: the session would act for someone the password does not belong to.
-pub(super) fn sasl_user(
-    mechanism: &str,
-    responses: &[crate::secret::SecretBytes],
-) -> Option<String> {
-    let first = responses.first().map(|r| r.expose().as_slice())?;
-    let user = match mechanism.to_ascii_uppercase().as_str() {
-        "PLAIN" => {
-            let mut fields = first.split(|&b| b == 0);
-            let authzid = fields.next()?;
-            let authcid = fields.next()?;
-            if !authzid.is_empty() && authzid != authcid {
-                return None;
-            }
-            String::from_utf8_lossy(authcid).into_owned()
-        }
-        "XOAUTH2" => String::from_utf8_lossy(first)
-            .split('\x01')
-            .find_map(|f| f.strip_prefix("user=").map(str::to_owned))?,
-        "OAUTHBEARER" => String::from_utf8_lossy(first)
-            .split(['\x01', ','])
-            .find_map(|f| f.strip_prefix("a=").map(str::to_owned))?,
-        "LOGIN" => String::from_utf8_lossy(first).into_owned(),
-        _ => return None,
-    };
-    Some(user)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
-
-    #[test]
-    fn sasl_users() {
-        let plain = [Secret::new(b"\0alice\0secret".to_vec())];
-        assert_eq!(sasl_user("PLAIN", &plain).as_deref(), Some("alice"));
-        let other = [Secret::new(b"alice\0bob\0bobs".to_vec())];
-        assert_eq!(sasl_user("PLAIN", &other), None);
-        let xoauth = [Secret::new(b"user=bob\x01auth=Bearer x\x01\x01".to_vec())];
-        assert_eq!(sasl_user("xoauth2", &xoauth).as_deref(), Some("bob"));
-        let bearer = [Secret::new(b"n,a=carol,\x01host=h\x01\x01".to_vec())];
-        assert_eq!(sasl_user("OAUTHBEARER", &bearer).as_deref(), Some("carol"));
-        assert_eq!(sasl_user("SCRAM-SHA-256", &plain), None);
-    }
 
     #[test]
     fn response_codes_come_from_the_codec_not_from_text() {

@@ -433,7 +433,7 @@ impl Core {
         self.client_key.as_ref()?;
         let user = match sasl {
             Some(s) if s.mechanism.eq_ignore_ascii_case("PLAIN") && !s.responses.is_empty() => {
-                match super::answer::sasl_user(&s.mechanism, &s.responses) {
+                match crate::sasl::authenticated_user(&s.mechanism, &s.responses) {
                     Some(u) => u,
                     None => return Some("[AUTHORIZATIONFAILED] A device logs in as itself only"),
                 }

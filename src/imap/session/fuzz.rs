@@ -75,7 +75,7 @@ pub(super) fn store_context(role: Arc<crate::store::role::StoreRole>) -> Arc<Ima
 
 /// A TLS client configuration for a context that never connects.
 #[allow(clippy::expect_used)]
-fn test_client_config() -> rustls::ClientConfig {
+pub fn test_client_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -18,6 +18,31 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use zeroize::Zeroizing;
 
+/// How a mapped session is shown a message as the server stores it (IMAP and POP3 alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Treatment {
+    /// Not encrypted: shown as stored.
+    AsStored,
+    /// Encrypted: shown as its view ([`View::build`]).
+    Decrypt,
+    /// Not encrypted, yet carrying a `Meshmail-Result` field of its own (a sender's forgery):
+    /// shown without it ([`compose::without_result_fields`]).
+    StripForgedResult,
+}
+
+impl Treatment {
+    /// The treatment the message whose header this is gets.
+    pub fn of(header: &mime::Entity) -> Treatment {
+        if header.is_encrypted() {
+            Treatment::Decrypt
+        } else if header.field(compose::RESULT_HEADER).is_some() {
+            Treatment::StripForgedResult
+        } else {
+            Treatment::AsStored
+        }
+    }
+}
+
 /// Which message a view belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ViewKey {

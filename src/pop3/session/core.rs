@@ -1,0 +1,669 @@
+//! The POP3 session core, without I/O: it is fed the client's bytes, the server's bytes and
+//! the views its jobs built, and leaves what to write to each side, the job to run and what the
+//! connection must do next in its fields. The driver (`super`) does the reading and writing.
+//!
+//! One command at a time: the next client line is read only once the server has answered the
+//! last one and any view it needed is built, so answers keep the client's order and a
+//! pipelined STLS is seen for what it is. Commands are relayed as the client wrote them; what a
+//! mapped session is answered differently:
+//!
+//! - `RETR` and `TOP` of an encrypted message: the decrypted view (a [`Job`]), or
+//!   `-ERR [SYS/TEMP]` when it cannot be built now;
+//! - `LIST` and `STAT`: from the scan listing meshmail read after the login, with the sizes
+//!   `RETR` serves;
+//! - `CAPA`: the server's list as meshmail offers it.
+
+use super::maildrop::{self, Maildrop};
+use super::state::{Account, Mapped, PendingLogin, Sasl, State};
+use crate::imap::view::{mime, Treatment};
+use crate::pop3::command::{Command, CommandError, MAX_LINE, MAX_SASL_LINE};
+use crate::pop3::reply::{unstuff, Reply, ReplyFramer};
+use crate::pop3::Pop3Context;
+use crate::secret::Secret;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Client bytes buffered at most before the client is no longer read.
+const MAX_CLIENT_BUFFER: usize = 64 * 1024;
+/// `TOP n` with this many lines is the whole message (RFC 1939 §7), without RETR's side
+/// effects (a server marks a retrieved message seen).
+const WHOLE: &str = "999999999";
+
+/// What the connection does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Control {
+    Run,
+    /// Write what is queued for the client, then start TLS on the client link.
+    StartTls,
+    /// A login other than a mapped one: write what is queued, then copy bytes both ways.
+    Relay,
+    /// Write what is queued for the client, then close.
+    Close,
+}
+
+/// A view to build (on a blocking thread) for a message of a mapped session.
+pub(super) struct Job {
+    pub mapped: Arc<Mapped>,
+    /// The message as the server stores it.
+    pub raw: Vec<u8>,
+    pub n: u32,
+    /// `None`: RETR; `Some(k)`: TOP with k lines.
+    pub top: Option<u32>,
+}
+
+/// What the job made.
+pub(super) type JobResult = Result<Arc<crate::imap::view::View>, String>;
+
+/// The server reply awaited, and what it answers.
+enum Awaiting {
+    /// Passed to the client as it came.
+    Relay {
+        multiline: bool,
+    },
+    Capa,
+    User(String),
+    Login(PendingLogin),
+    ScanList,
+    ScanUidl,
+    Retr(u32),
+    /// The client's TOP: shown as it came unless the header says encrypted.
+    TopProbe(u32, u32),
+    /// The whole message for a TOP of an encrypted one.
+    TopWhole(u32, u32),
+    Dele(u32),
+    Rset,
+    Quit,
+}
+
+impl Awaiting {
+    fn multiline(&self) -> bool {
+        match self {
+            Awaiting::Relay { multiline } => *multiline,
+            Awaiting::Capa
+            | Awaiting::ScanList
+            | Awaiting::ScanUidl
+            | Awaiting::Retr(_)
+            | Awaiting::TopProbe(..)
+            | Awaiting::TopWhole(..) => true,
+            _ => false,
+        }
+    }
+}
+
+pub(super) struct Core {
+    pub ctx: Arc<Pop3Context>,
+    pub peer: String,
+    pub state: State,
+    /// The client link is TLS (implicit, or after STLS).
+    tls: bool,
+    loopback: bool,
+    client_in: Vec<u8>,
+    framer: ReplyFramer,
+    /// The command whose reply is awaited (one at a time: not every server pipelines).
+    in_flight: Option<Awaiting>,
+    /// meshmail's own commands waiting to be sent.
+    queued: VecDeque<(Vec<u8>, Awaiting)>,
+    /// The login whose SASL exchange waits for the client's next line (a response, not a
+    /// command).
+    sasl_turn: Option<PendingLogin>,
+    maildrop: Option<Maildrop>,
+    /// Bytes for the client and for the server, taken by the driver.
+    pub to_client: Vec<u8>,
+    pub to_upstream: Vec<u8>,
+    /// The view to build, taken by the driver; answered with [`Core::job_done`].
+    pub job: Option<Job>,
+    job_running: bool,
+    pub control: Control,
+    errors: u32,
+}
+
+impl Core {
+    pub fn new(ctx: Arc<Pop3Context>, peer: String, tls: bool, loopback: bool) -> Core {
+        let max = ctx.limits.max_message_size.saturating_mul(2);
+        Core {
+            ctx,
+            peer,
+            state: State::Authorization { user: None },
+            tls,
+            loopback,
+            client_in: Vec::new(),
+            framer: ReplyFramer::new(max),
+            in_flight: None,
+            queued: VecDeque::new(),
+            sasl_turn: None,
+            maildrop: None,
+            to_client: Vec::new(),
+            to_upstream: Vec::new(),
+            job: None,
+            job_running: false,
+            control: Control::Run,
+            errors: 0,
+        }
+    }
+
+    /// The client link became TLS (STLS done).
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.control = Control::Run;
+    }
+
+    /// The driver may read more from the client.
+    pub fn wants_client_bytes(&self) -> bool {
+        self.control == Control::Run && self.client_in.len() < MAX_CLIENT_BUFFER
+    }
+
+    /// A reply is awaited (the upstream timeout applies, not the client's idle time).
+    pub fn awaits_upstream(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The mapped account, in TRANSACTION.
+    pub fn mapped(&self) -> Option<&Arc<Mapped>> {
+        match &self.state {
+            State::Transaction(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// What the client sent and the server sent that the core has not used: after a relayed
+    /// login, the driver passes them on before copying bytes both ways.
+    pub fn take_unread(&mut self) -> (Vec<u8>, Vec<u8>) {
+        (
+            std::mem::take(&mut self.client_in),
+            self.framer.take_buffered(),
+        )
+    }
+
+    pub fn on_client_bytes(&mut self, bytes: &[u8]) {
+        self.client_in.extend_from_slice(bytes);
+        self.step();
+    }
+
+    pub fn on_upstream_bytes(&mut self, bytes: &[u8]) {
+        self.framer.push(bytes);
+        while let Some(awaiting) = self.in_flight.take() {
+            match self.framer.next(awaiting.multiline()) {
+                None => {
+                    self.in_flight = Some(awaiting);
+                    return;
+                }
+                Some(Err(_)) => {
+                    self.reply_to_client(b"-ERR [SYS/PERM] The message is larger than meshmail's limit ([limits] max_message_size)\r\n");
+                    self.control = Control::Close;
+                    return;
+                }
+                Some(Ok(reply)) => {
+                    self.answer(awaiting, reply);
+                    self.send_queued();
+                }
+            }
+        }
+        if self.control == Control::Run && self.in_flight.is_none() && self.framer.is_mid_reply() {
+            // The server spoke unasked (a BYE-like line on timeout): nothing to relate it to.
+            self.control = Control::Close;
+            return;
+        }
+        self.step();
+    }
+
+    /// The server closed the connection or stopped answering: the client is told, and never
+    /// given part of a message as if it were whole.
+    pub fn on_upstream_closed(&mut self) {
+        if self.control != Control::Run {
+            return;
+        }
+        let reply: &[u8] = if self.framer.is_mid_reply() {
+            b"-ERR [SYS/TEMP] The mail server stopped in the middle of a reply\r\n"
+        } else {
+            b"-ERR [SYS/TEMP] The mail server closed the connection\r\n"
+        };
+        if self.in_flight.is_some() || matches!(self.state, State::Transaction(_)) {
+            self.reply_to_client(reply);
+        }
+        self.control = Control::Close;
+    }
+
+    /// The view a job built, or why it could not be built now.
+    pub fn job_done(&mut self, job_n: u32, top: Option<u32>, result: JobResult) {
+        self.job_running = false;
+        match result {
+            Ok(view) => {
+                let served = maildrop::served_len(view.message());
+                self.learned_size(job_n, served);
+                let answer = match top {
+                    None => maildrop::multiline(&format!("+OK {served} octets"), view.message()),
+                    Some(k) => maildrop::multiline("+OK", maildrop::top(view.message(), k)),
+                };
+                self.reply_to_client(&answer);
+            }
+            Err(reason) => {
+                tracing::warn!(peer = %self.peer, n = job_n, %reason, "POP3: a message could not be opened now");
+                let line = format!("-ERR [SYS/TEMP] {}\r\n", one_line(&reason));
+                self.reply_to_client(line.as_bytes());
+            }
+        }
+        self.step();
+    }
+
+    /// Handles client lines while nothing else is pending.
+    fn step(&mut self) {
+        while self.control == Control::Run
+            && self.in_flight.is_none()
+            && self.queued.is_empty()
+            && !self.job_running
+        {
+            let max = if self.sasl_turn.is_some() {
+                MAX_SASL_LINE
+            } else {
+                MAX_LINE
+            };
+            let Some(nl) = self.client_in.iter().position(|&b| b == b'\n') else {
+                if self.client_in.len() > max {
+                    self.reply_to_client(b"-ERR Line too long\r\n");
+                    self.control = Control::Close;
+                }
+                return;
+            };
+            if nl + 1 > max {
+                self.reply_to_client(b"-ERR Line too long\r\n");
+                self.control = Control::Close;
+                return;
+            }
+            let line: Vec<u8> = self.client_in.drain(..=nl).collect();
+            if let Some(pending) = self.sasl_turn.take() {
+                self.sasl_response(pending, line);
+            } else {
+                self.command(line);
+            }
+        }
+    }
+
+    fn command(&mut self, line: Vec<u8>) {
+        let command = match Command::parse(&line) {
+            Ok(c) => c,
+            Err(e) => {
+                let reply = match e {
+                    CommandError::Unknown => "-ERR Unknown command\r\n".to_owned(),
+                    CommandError::Arguments(name) => format!("-ERR Wrong arguments for {name}\r\n"),
+                    CommandError::TooLong => "-ERR Line too long\r\n".to_owned(),
+                    CommandError::NotText => "-ERR Not a command line\r\n".to_owned(),
+                };
+                self.refuse(reply.as_bytes());
+                return;
+            }
+        };
+        match std::mem::replace(&mut self.state, State::Update) {
+            State::Authorization { user } => {
+                self.state = State::Authorization { user: user.clone() };
+                self.authorization(command, line, user);
+            }
+            State::Transaction(mapped) => {
+                self.state = State::Transaction(mapped);
+                self.transaction(command, line);
+            }
+            other => {
+                // Nothing is read while a login is in flight or after QUIT.
+                self.state = other;
+            }
+        }
+    }
+
+    fn authorization(&mut self, command: Command, line: Vec<u8>, user: Option<String>) {
+        let login_allowed = self.tls || self.loopback;
+        match command {
+            Command::Capa => self.relay(line, Awaiting::Capa),
+            Command::Stls => self.stls(),
+            Command::Quit => self.relay(line, Awaiting::Quit),
+            Command::User(_) | Command::Pass(_) | Command::Apop(_) | Command::Auth { .. }
+                if !login_allowed =>
+            {
+                self.refuse(b"-ERR [AUTH] Log in over TLS: use STLS first\r\n");
+            }
+            Command::User(name) => self.relay(line, Awaiting::User(name)),
+            Command::Pass(_) => {
+                let pending = PendingLogin { user, sasl: None };
+                self.state = State::Authenticating;
+                self.relay(line, Awaiting::Login(pending));
+            }
+            Command::Apop(name) => {
+                self.state = State::Authenticating;
+                self.relay(
+                    line,
+                    Awaiting::Login(PendingLogin {
+                        user: Some(name),
+                        sasl: None,
+                    }),
+                );
+            }
+            Command::Auth { mechanism, initial } => {
+                let mut responses = Vec::new();
+                if let Some(ir) = initial {
+                    match decode_response(ir.expose()) {
+                        Some(r) => responses.push(r),
+                        None => {
+                            self.refuse(b"-ERR Initial response is not base64\r\n");
+                            return;
+                        }
+                    }
+                }
+                self.state = State::Authenticating;
+                self.relay(
+                    line,
+                    Awaiting::Login(PendingLogin {
+                        user: None,
+                        sasl: Some(Sasl {
+                            mechanism,
+                            responses,
+                        }),
+                    }),
+                );
+            }
+            _ => self.refuse(b"-ERR Log in first\r\n"),
+        }
+    }
+
+    /// STLS (RFC 2595 §4): only before login, only where meshmail has a certificate, and only
+    /// when nothing follows it: bytes after STLS were sent in plaintext and must not be read
+    /// as if they came over TLS.
+    fn stls(&mut self) {
+        if self.tls || self.ctx.tls.is_none() {
+            self.refuse(b"-ERR STLS is not available\r\n");
+        } else if !self.client_in.is_empty() {
+            tracing::warn!(peer = %self.peer, "POP3: commands pipelined after STLS: closing");
+            self.reply_to_client(b"-ERR Commands were sent after STLS in plaintext: closing\r\n");
+            self.control = Control::Close;
+        } else {
+            self.reply_to_client(b"+OK Begin TLS negotiation\r\n");
+            self.control = Control::StartTls;
+        }
+    }
+
+    fn sasl_response(&mut self, mut pending: PendingLogin, line: Vec<u8>) {
+        let text = trim_line(&line);
+        if text != b"*" {
+            match decode_response(text) {
+                Some(r) => {
+                    if let Some(s) = pending.sasl.as_mut() {
+                        s.responses.push(r);
+                    }
+                }
+                // Not base64: the server refuses it; the session stays unmapped either way.
+                None => pending.sasl = None,
+            }
+        }
+        self.relay(line, Awaiting::Login(pending));
+    }
+
+    fn transaction(&mut self, command: Command, line: Vec<u8>) {
+        match command {
+            Command::Stat => match &self.maildrop {
+                Some(m) => {
+                    let stat = m.stat();
+                    self.reply_to_client(&stat);
+                }
+                None => self.relay(line, Awaiting::Relay { multiline: false }),
+            },
+            Command::List(n) => match (&self.maildrop, n) {
+                (Some(m), None) => {
+                    let listing = m.listing();
+                    self.reply_to_client(&listing);
+                }
+                (Some(m), Some(n)) => {
+                    let one = m.list_one(n);
+                    self.reply_to_client(&one);
+                }
+                (None, n) => self.relay(
+                    line,
+                    Awaiting::Relay {
+                        multiline: n.is_none(),
+                    },
+                ),
+            },
+            Command::Uidl(n) => self.relay(
+                line,
+                Awaiting::Relay {
+                    multiline: n.is_none(),
+                },
+            ),
+            Command::Retr(n) => self.relay(line, Awaiting::Retr(n)),
+            Command::Top(n, k) => self.relay(line, Awaiting::TopProbe(n, k)),
+            Command::Dele(n) => self.relay(line, Awaiting::Dele(n)),
+            Command::Rset => self.relay(line, Awaiting::Rset),
+            Command::Noop => self.relay(line, Awaiting::Relay { multiline: false }),
+            Command::Quit => self.relay(line, Awaiting::Quit),
+            Command::Capa => self.relay(line, Awaiting::Capa),
+            _ => self.refuse(b"-ERR Already logged in\r\n"),
+        }
+    }
+
+    /// What to do with the server's reply to `awaiting`.
+    fn answer(&mut self, awaiting: Awaiting, reply: Reply) {
+        match awaiting {
+            Awaiting::Relay { .. } => self.pass(&reply),
+            Awaiting::Capa => match (&reply.body, reply.ok) {
+                (Some(body), true) => {
+                    let offer = !self.tls
+                        && self.ctx.tls.is_some()
+                        && matches!(self.state, State::Authorization { .. });
+                    let shown = maildrop::capabilities(body, offer, self.tls || self.loopback);
+                    self.reply_to_client(&shown);
+                }
+                _ => self.pass(&reply),
+            },
+            Awaiting::User(name) => {
+                if let State::Authorization { user } = &mut self.state {
+                    *user = reply.ok.then_some(name);
+                }
+                self.pass(&reply);
+            }
+            Awaiting::Login(pending) => {
+                if is_continuation(&reply) {
+                    // The client answers the challenge on its next line.
+                    self.sasl_turn = Some(pending);
+                    self.pass(&reply);
+                    return;
+                }
+                self.pass(&reply);
+                match State::logged_in(pending, reply.ok, &self.ctx.accounts) {
+                    Err(back) => self.state = back,
+                    Ok(Account::Other) => {
+                        self.state = State::Update;
+                        self.control = Control::Relay;
+                    }
+                    Ok(Account::Mapped(mapped)) => {
+                        tracing::info!(peer = %self.peer, user = %mapped.user, "POP3 login of a mapped account");
+                        self.state = State::Transaction(mapped);
+                        self.queued
+                            .push_back((b"LIST\r\n".to_vec(), Awaiting::ScanList));
+                    }
+                }
+            }
+            Awaiting::ScanList => {
+                self.maildrop = match (reply.ok, &reply.body) {
+                    (true, Some(body)) => Maildrop::from_listing(&unstuff(body)),
+                    _ => None,
+                };
+                if self.maildrop.is_some() {
+                    self.queued
+                        .push_back((b"UIDL\r\n".to_vec(), Awaiting::ScanUidl));
+                }
+            }
+            Awaiting::ScanUidl => {
+                if let (Some(m), true, Some(body)) = (&mut self.maildrop, reply.ok, &reply.body) {
+                    m.add_uidls(&unstuff(body));
+                }
+                self.sizes_from_book();
+            }
+            Awaiting::Retr(n) => self.message(n, None, reply),
+            Awaiting::TopProbe(n, k) => {
+                let treatment = reply.body.as_deref().map(|b| treatment_of(&unstuff(b)));
+                match (reply.ok, treatment) {
+                    (true, Some(Treatment::Decrypt)) => {
+                        // The header says encrypted: the view needs the whole message.
+                        self.queued.push_back((
+                            format!("TOP {n} {WHOLE}\r\n").into_bytes(),
+                            Awaiting::TopWhole(n, k),
+                        ));
+                    }
+                    _ => self.message(n, Some(k), reply),
+                }
+            }
+            Awaiting::TopWhole(n, k) => self.message(n, Some(k), reply),
+            Awaiting::Dele(n) => {
+                if reply.ok {
+                    if let Some(m) = self.maildrop.as_mut().and_then(|m| m.get_mut(n)) {
+                        m.deleted = true;
+                    }
+                }
+                self.pass(&reply);
+            }
+            Awaiting::Rset => {
+                if reply.ok {
+                    if let Some(m) = self.maildrop.as_mut() {
+                        m.undelete();
+                    }
+                }
+                self.pass(&reply);
+            }
+            Awaiting::Quit => {
+                self.pass(&reply);
+                self.state = State::Update;
+                self.control = Control::Close;
+            }
+        }
+    }
+
+    /// A RETR (`top` = None) or TOP answer of a mapped session.
+    fn message(&mut self, n: u32, top: Option<u32>, reply: Reply) {
+        let (true, Some(body)) = (reply.ok, &reply.body) else {
+            self.pass(&reply);
+            return;
+        };
+        let raw = unstuff(body);
+        let Some(mapped) = self.mapped().cloned() else {
+            self.pass(&reply);
+            return;
+        };
+        match treatment_of(&raw) {
+            Treatment::AsStored => {
+                if top.is_none() {
+                    self.learned_size(n, raw.len() as u64);
+                }
+                self.pass(&reply);
+            }
+            Treatment::StripForgedResult => {
+                let shown = crate::imap::view::compose::without_result_fields(&raw);
+                let answer = match top {
+                    None => {
+                        let served = maildrop::served_len(&shown);
+                        self.learned_size(n, served);
+                        maildrop::multiline(&format!("+OK {served} octets"), &shown)
+                    }
+                    Some(k) => maildrop::multiline("+OK", maildrop::top(&shown, k)),
+                };
+                self.reply_to_client(&answer);
+            }
+            Treatment::Decrypt => {
+                self.job = Some(Job {
+                    mapped,
+                    raw,
+                    n,
+                    top,
+                });
+                self.job_running = true;
+            }
+        }
+    }
+
+    /// Remembers the served size of message `n` (for LIST and STAT, and in the size book).
+    fn learned_size(&mut self, n: u32, served: u64) {
+        let book = self.mapped().and_then(|m| m.account.sizes.clone());
+        let Some(m) = self.maildrop.as_mut().and_then(|m| m.get_mut(n)) else {
+            return;
+        };
+        m.served = Some(served);
+        if let (Some(uidl), Some(book)) = (&m.uidl, book) {
+            book.set(uidl, m.server_size, served);
+        }
+    }
+
+    /// Fills the sizes the book knows.
+    fn sizes_from_book(&mut self) {
+        let Some(book) = self.mapped().and_then(|m| m.account.sizes.clone()) else {
+            return;
+        };
+        if let Some(m) = self.maildrop.as_mut() {
+            for msg in &mut m.messages {
+                if let Some(uidl) = &msg.uidl {
+                    msg.served = book.get(uidl, msg.server_size);
+                }
+            }
+        }
+    }
+
+    fn relay(&mut self, line: Vec<u8>, awaiting: Awaiting) {
+        self.to_upstream.extend_from_slice(&line);
+        self.in_flight = Some(awaiting);
+    }
+
+    fn send_queued(&mut self) {
+        if self.in_flight.is_none() && self.control == Control::Run {
+            if let Some((line, awaiting)) = self.queued.pop_front() {
+                self.relay(line, awaiting);
+            }
+        }
+    }
+
+    /// The server's reply as it came.
+    fn pass(&mut self, reply: &Reply) {
+        self.to_client.extend_from_slice(&reply.line);
+        if let Some(body) = &reply.body {
+            self.to_client.extend_from_slice(body);
+            self.to_client.extend_from_slice(b".\r\n");
+        }
+    }
+
+    fn reply_to_client(&mut self, bytes: &[u8]) {
+        self.to_client.extend_from_slice(bytes);
+    }
+
+    /// A command refused by meshmail itself; too many and the session ends.
+    fn refuse(&mut self, reply: &[u8]) {
+        self.reply_to_client(reply);
+        self.errors += 1;
+        if self.errors >= self.ctx.limits.max_errors {
+            self.reply_to_client(b"-ERR Too many errors\r\n");
+            self.control = Control::Close;
+        }
+    }
+}
+
+fn treatment_of(message: &[u8]) -> Treatment {
+    Treatment::of(&mime::parse(mime::header_section(message)))
+}
+
+/// `+ challenge` (RFC 5034 §4).
+fn is_continuation(reply: &Reply) -> bool {
+    reply.line.starts_with(b"+ ") || reply.line == b"+\r\n"
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// A SASL response: base64, `=` for an empty one.
+fn decode_response(text: impl AsRef<[u8]>) -> Option<crate::secret::SecretBytes> {
+    let text = text.as_ref();
+    if text == b"=" {
+        return Some(Secret::new(Vec::new()));
+    }
+    data_encoding::BASE64.decode(text).ok().map(Secret::new)
+}
+
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
