@@ -8,7 +8,7 @@ CARGO ?= cargo
 DEB_PACKAGES := build-essential pkg-config nettle-dev libssl-dev libclang-dev \
 	postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd nsd \
 	swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl \
-	msmtp isync bind9-dnsutils ca-certificates gnupg gpgsm openssl curl python3 thunderbird
+	msmtp isync fetchmail bind9-dnsutils ca-certificates gnupg gpgsm openssl curl python3 thunderbird
 
 .PHONY: all deps build release run test lint fmt clean bench compliance
 

@@ -159,6 +159,9 @@ enum Command {
         /// plaintext is not written to disk by Thunderbird).
         #[arg(long)]
         offline: bool,
+        /// Fetch mail over meshmail's POP3 listener ([pop3]) instead of IMAP.
+        #[arg(long)]
+        pop3: bool,
     },
 }
 
@@ -435,8 +438,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             config,
             starttls,
             offline,
+            pop3,
         } => {
             let config = Config::load(&config).map_err(|e| Failure::new(Outcome::Config, e))?;
+            if pop3 && config.pop3.is_none() {
+                return Err(Failure::new(
+                    Outcome::Config,
+                    "--pop3 needs a [pop3] section in the configuration",
+                ));
+            }
             let account_home = config.home.clone().unwrap_or(home.clone());
             let account = Account::open(&account_home)?;
             let cert = match (&config.tls, starttls) {
@@ -456,6 +466,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 account.address(),
                 starttls,
                 offline,
+                pop3,
             );
             meshmail::thunderbird::write_profile(&profile, &settings, cert.as_deref())
                 .map_err(|e| Failure::new(Outcome::Io, e))?;

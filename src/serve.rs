@@ -32,15 +32,16 @@ pub enum ServeError {
 pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), ServeError> {
     if config.smtp.is_none()
         && config.imap.is_none()
+        && config.pop3.is_none()
         && config.filter.is_none()
         && config.store.is_none()
     {
         return Err(ServeError::Config(
-            "no [smtp], [imap], [filter] or [store] section: nothing to serve".into(),
+            "no [smtp], [imap], [pop3], [filter] or [store] section: nothing to serve".into(),
         ));
     }
     // The store role maps no account: it never loads a key store.
-    let accounts = if config.smtp.is_some() || config.imap.is_some() {
+    let accounts = if config.smtp.is_some() || config.imap.is_some() || config.pop3.is_some() {
         load_accounts(&config, default_home.clone())?
     } else {
         HashMap::new()
@@ -149,6 +150,14 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
     if let Some(store) = config.store.clone() {
         tasks.extend(serve_store(&config, &store, shutdown.clone())?);
     }
+    // Decrypted views, shared by the IMAP and POP3 sessions.
+    let views = crate::imap::view::ViewCache::new(
+        config
+            .imap
+            .as_ref()
+            .and_then(|i| i.cache_bytes)
+            .unwrap_or(32 << 20),
+    );
     if let Some(imap) = config.imap.clone() {
         let mut devices = accounts.values().filter_map(|a| a.device.as_ref());
         let device = match (devices.next(), devices.next()) {
@@ -168,7 +177,7 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
                 .collect(),
             limits: config.limits.clone(),
             connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
-            views: crate::imap::view::ViewCache::new(imap.cache_bytes.unwrap_or(32 << 20)),
+            views: views.clone(),
             append_plaintext: imap.append_plaintext.clone(),
             indexer: imap.indexer_settings(),
             store: None,
@@ -184,6 +193,11 @@ pub async fn serve(config: Config, default_home: Option<PathBuf>) -> Result<(), 
                 shutdown.clone(),
             )));
         }
+    }
+    if let Some(pop3) = config.pop3.clone() {
+        tasks.extend(serve_pop3(
+            &config, &pop3, &accounts, &tls, &views, &shutdown,
+        )?);
     }
     // Scripts wait for this line.
     {
@@ -228,6 +242,65 @@ async fn expire_reports(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// The POP3 listeners, for the same mapped accounts as IMAP. A split account's device is not
+/// served: it opens messages only with its store's partials, which come over IMAP.
+fn serve_pop3(
+    config: &Config,
+    pop3: &crate::config::Pop3Config,
+    accounts: &HashMap<String, LoadedAccount>,
+    tls: &Option<tokio_rustls::TlsAcceptor>,
+    views: &crate::imap::view::ViewCache,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
+    if accounts.values().any(|a| a.device.is_some()) {
+        return Err(ServeError::Config(
+            "[pop3] cannot serve a split account's device: it reads its mail over IMAP".into(),
+        ));
+    }
+    let upstream_tls = crate::upstream::client_config(
+        pop3.upstream_ca.as_deref(),
+        &crate::config::upstream_pins(pop3.upstream_fingerprint.as_deref())
+            .map_err(ServeError::Config)?,
+    )
+    .map_err(ServeError::Config)?;
+    let ctx = Arc::new(crate::pop3::Pop3Context {
+        upstream: UpstreamTarget {
+            address: pop3.upstream.clone(),
+            tls: pop3.upstream_tls,
+            tls_config: Arc::new(upstream_tls),
+            timeout: Duration::from_secs(config.limits.upstream_timeout_secs),
+            hello_name: "localhost".into(),
+        },
+        tls: tls.clone(),
+        accounts: accounts
+            .iter()
+            .map(|(user, a)| {
+                let account = crate::pop3::Pop3Account {
+                    imap: a.imap.clone(),
+                    sizes: a.pop3_sizes.clone(),
+                };
+                (user.clone(), Arc::new(account))
+            })
+            .collect(),
+        limits: config.limits.clone(),
+        connections: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+        views: views.clone(),
+    });
+    let mut tasks = Vec::new();
+    for (listener, addr, implicit) in
+        listeners(pop3.listen, pop3.listen_implicit_tls, ctx.tls.is_some())?
+    {
+        tracing::info!(%addr, implicit_tls = implicit, "POP3 listening");
+        tasks.push(tokio::spawn(crate::pop3::run_listener(
+            listener,
+            ctx.clone(),
+            implicit,
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
 }
 
 /// The plaintext/STARTTLS listener and, when configured, the implicit-TLS one.
@@ -279,6 +352,8 @@ struct LoadedAccount {
     home: PathBuf,
     smtp: Arc<MappedAccount>,
     imap: Arc<ImapAccount>,
+    /// The POP3 size book (`None` while locked).
+    pop3_sizes: Option<Arc<crate::pop3::sizes::SizeBook>>,
     /// A device of a split account: what it shows its store.
     device: Option<LoadedDevice>,
 }
@@ -304,6 +379,7 @@ fn load_accounts(
             tracing::warn!("{w}");
         }
         let mut index = None;
+        let mut pop3_sizes = None;
         let (keys, decryption) = match account.unlock(passphrase.as_ref()) {
             Ok(unlocked) => {
                 let secret = unlocked.openpgp_secret_cert()?;
@@ -312,6 +388,11 @@ fn load_accounts(
                     crate::policy::store::LocalStore::new(&a.home).certs_matching(&|_| true);
                 index =
                     crate::imap::index::Index::open(&a.home, unlocked.smime_key_pkcs8().expose());
+                pop3_sizes = crate::pop3::sizes::SizeBook::open(
+                    &a.home,
+                    unlocked.smime_key_pkcs8().expose(),
+                )
+                .map(Arc::new);
                 let decryption = DecryptionKeys::new(
                     secret.clone(),
                     smime.clone(),
@@ -351,6 +432,7 @@ fn load_accounts(
                     indexer: Default::default(),
                     device: None,
                 }),
+                pop3_sizes,
                 device: None,
             },
         );

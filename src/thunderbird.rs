@@ -1,5 +1,6 @@
 //! `meshmail thunderbird --profile DIR`: the account prefs of a new Thunderbird profile, so that
-//! set-up is one command. The incoming (IMAP) and outgoing (SMTP) servers are meshmail's
+//! set-up is one command. The incoming (IMAP, or POP3 with `--pop3`) and outgoing (SMTP)
+//! servers are meshmail's
 //! listeners on localhost; the user name is the provider login (`upstream_user`); the address is
 //! the account's. Passwords are not written (Thunderbird asks once and keeps them in its own
 //! login store).
@@ -18,6 +19,8 @@ pub struct ProfileSettings {
     pub address: String,
     pub user: String,
     pub imap: Option<SocketAddr>,
+    /// Fetch over POP3 from here instead of IMAP.
+    pub pop3: Option<SocketAddr>,
     pub smtp: Option<SocketAddr>,
     /// STARTTLS to meshmail (with its certificate accepted in the profile), else plaintext
     /// (loopback only).
@@ -32,12 +35,23 @@ impl ProfileSettings {
         address: &str,
         starttls: bool,
         offline: bool,
+        pop3: bool,
     ) -> ProfileSettings {
+        let pop3 = if pop3 {
+            config.pop3.as_ref().map(|p| p.listen)
+        } else {
+            None
+        };
         ProfileSettings {
             name: address.split('@').next().unwrap_or(address).to_owned(),
             address: address.to_owned(),
             user: config.upstream_user.clone().unwrap_or_default(),
-            imap: config.imap.as_ref().map(|i| i.listen),
+            imap: config
+                .imap
+                .as_ref()
+                .map(|i| i.listen)
+                .filter(|_| pop3.is_none()),
+            pop3,
             smtp: config.smtp.as_ref().map(|s| s.listen),
             starttls,
             offline,
@@ -88,6 +102,26 @@ pub fn user_js(s: &ProfileSettings) -> String {
         let folder = |f: &str| format!("imap://{}@{host}/{f}", s.user);
         pref("mail.identity.id1.fcc_folder", quote(&folder("Sent")));
         pref("mail.identity.id1.draft_folder", quote(&folder("Drafts")));
+    }
+    if let Some(pop3) = s.pop3 {
+        let host = pop3.ip().to_string();
+        pref("mail.server.server1.type", quote("pop3"));
+        pref("mail.server.server1.hostname", quote(&host));
+        pref("mail.server.server1.port", pop3.port().to_string());
+        pref("mail.server.server1.userName", quote(&s.user));
+        pref(
+            "mail.server.server1.name",
+            quote(&format!("{} (meshmail)", s.address)),
+        );
+        pref("mail.server.server1.socketType", security.into());
+        pref("mail.server.server1.authMethod", "3".into());
+        pref(
+            "mail.server.server1.directory-rel",
+            quote(&format!("[ProfD]Mail/{host}")),
+        );
+        // The server keeps its (encrypted) copy: another device, the IMAP view or a rekey
+        // still finds the message after Thunderbird downloaded it.
+        pref("mail.server.server1.leave_on_server", "true".into());
     }
     pref("mail.server.server2.type", quote("none"));
     pref("mail.server.server2.hostname", quote("Local Folders"));
@@ -159,6 +193,7 @@ pub fn write_profile(
         let addrs: Vec<SocketAddr> = settings
             .imap
             .iter()
+            .chain(settings.pop3.iter())
             .chain(settings.smtp.iter())
             .copied()
             .collect();
@@ -180,6 +215,7 @@ mod tests {
             address: "alice@example.test".into(),
             user: "alice".into(),
             imap: "127.0.0.1:1143".parse().ok(),
+            pop3: None,
             smtp: "127.0.0.1:1587".parse().ok(),
             starttls: false,
             offline: false,
@@ -190,5 +226,26 @@ mod tests {
         assert!(js.contains("user_pref(\"mail.server.server1.offline_download\", false);"));
         assert!(js.contains("user_pref(\"mail.server.server1.socketType\", 0);"));
         assert!(js.contains("imap://alice@127.0.0.1/Sent"));
+        assert!(!js.contains("pop3"));
+    }
+
+    #[test]
+    fn a_pop3_profile_fetches_from_meshmails_pop3_listener_and_leaves_mail_on_the_server() {
+        let s = ProfileSettings {
+            name: "alice".into(),
+            address: "alice@example.test".into(),
+            user: "alice".into(),
+            imap: None,
+            pop3: "127.0.0.1:1110".parse().ok(),
+            smtp: "127.0.0.1:1587".parse().ok(),
+            starttls: true,
+            offline: false,
+        };
+        let js = user_js(&s);
+        assert!(js.contains("user_pref(\"mail.server.server1.type\", \"pop3\");"));
+        assert!(js.contains("user_pref(\"mail.server.server1.port\", 1110);"));
+        assert!(js.contains("user_pref(\"mail.server.server1.socketType\", 2);"));
+        assert!(js.contains("user_pref(\"mail.server.server1.leave_on_server\", true);"));
+        assert!(!js.contains("imap"));
     }
 }

@@ -150,6 +150,23 @@ impl MailServers {
     pub fn imap(&self) -> u16 {
         self.base + 43
     }
+    /// Dovecot's POP3 (STLS) and POP3S listeners.
+    pub fn pop3(&self) -> u16 {
+        self.base + 10
+    }
+    pub fn pop3s(&self) -> u16 {
+        self.base + 95
+    }
+    /// meshmail's configuration for `user` (home `home`) with `[pop3]` listening on `{port}`
+    /// in front of Dovecot's POP3 (STLS upstream, the test CA); then the `extra` sections.
+    pub fn meshmail_pop3_config(&self, home: &Path, user: &str, extra: &str) -> String {
+        format!(
+            "home = \"{}\"\nupstream_user = \"{user}\"\n[pop3]\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{}\"\n{extra}",
+            home.display(),
+            self.pop3(),
+            self.ca_pem().display(),
+        )
+    }
 
     /// Every message in `user`'s mailbox folder, in UID order.
     pub fn messages(&self, user: &str, folder: &str) -> Vec<Vec<u8>> {

@@ -32,6 +32,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub smtp: Option<SmtpConfig>,
     pub imap: Option<ImapConfig>,
+    /// The POP3 proxy (device role), for clients that fetch with POP3.
+    pub pop3: Option<Pop3Config>,
     /// The MTA sidecar (content filter behind Postfix); holds no private keys.
     pub filter: Option<FilterConfig>,
     /// The store role in front of the mail store (split accounts' devices).
@@ -128,6 +130,24 @@ impl ImapConfig {
                 .map_or(d.poll, |s| std::time::Duration::from_secs(s.max(1))),
         }
     }
+}
+
+/// `[pop3]`: the POP3 listener and its upstream (the mapped accounts are the same as IMAP's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pop3Config {
+    /// STLS (or plaintext on loopback) listener, e.g. `127.0.0.1:1110`.
+    pub listen: SocketAddr,
+    /// Implicit-TLS listener, e.g. `127.0.0.1:1995`.
+    pub listen_implicit_tls: Option<SocketAddr>,
+    /// The provider's POP3 server, `host:port`.
+    pub upstream: String,
+    /// `starttls` (STLS on 110), `implicit` (995) or `none` (loopback only).
+    pub upstream_tls: crate::upstream::UpstreamTls,
+    /// Extra CA for the upstream's certificate; the server's own certificate here is pinned.
+    pub upstream_ca: Option<PathBuf>,
+    /// The upstream's certificate pinned by digest: `sha256:<64 hex digits>`.
+    pub upstream_fingerprint: Option<String>,
 }
 
 /// `[tls]`: the certificate offered to clients.
@@ -298,7 +318,7 @@ impl Config {
                 .err()
                 .map(|e| format!("{}: {e}", p.display()))
         };
-        if (self.smtp.is_some() || self.imap.is_some())
+        if (self.smtp.is_some() || self.imap.is_some() || self.pop3.is_some())
             && self.upstream_user.is_none()
             && self.accounts.is_empty()
         {
@@ -323,6 +343,17 @@ impl Config {
             self.imap.as_ref().map(|s| {
                 (
                     "imap",
+                    &s.upstream,
+                    s.upstream_tls,
+                    s.listen,
+                    s.listen_implicit_tls,
+                    s.upstream_ca.as_deref(),
+                    s.upstream_fingerprint.as_deref(),
+                )
+            }),
+            self.pop3.as_ref().map(|s| {
+                (
+                    "pop3",
                     &s.upstream,
                     s.upstream_tls,
                     s.listen,

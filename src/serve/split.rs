@@ -191,6 +191,7 @@ pub(super) fn load_device(
             indexer: Default::default(),
             device: Some(info.name.clone()),
         }),
+        pop3_sizes: None,
         device: Some(LoadedDevice {
             home: a.home.clone(),
             info,

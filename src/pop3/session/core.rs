@@ -47,8 +47,17 @@ pub(super) struct Job {
     /// The message as the server stores it.
     pub raw: Vec<u8>,
     pub n: u32,
-    /// `None`: RETR; `Some(k)`: TOP with k lines.
-    pub top: Option<u32>,
+    pub answer: Answer,
+}
+
+/// What a message's view answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    Retr,
+    /// TOP with this many body lines.
+    Top(u32),
+    /// `LIST n` of a message whose size through meshmail is not known yet.
+    List,
 }
 
 /// What the job made.
@@ -68,8 +77,11 @@ enum Awaiting {
     Retr(u32),
     /// The client's TOP: shown as it came unless the header says encrypted.
     TopProbe(u32, u32),
-    /// The whole message for a TOP of an encrypted one.
-    TopWhole(u32, u32),
+    /// `TOP n 0` for a `LIST n` whose size is not known: is the message encrypted?
+    SizeProbe(u32),
+    /// The whole message, fetched with TOP (a server marks what RETR reads as seen), for
+    /// the view a TOP or LIST of an encrypted message needs.
+    Whole(u32, Answer),
     Dele(u32),
     Rset,
     Quit,
@@ -84,7 +96,8 @@ impl Awaiting {
             | Awaiting::ScanUidl
             | Awaiting::Retr(_)
             | Awaiting::TopProbe(..)
-            | Awaiting::TopWhole(..) => true,
+            | Awaiting::SizeProbe(_)
+            | Awaiting::Whole(..) => true,
             _ => false,
         }
     }
@@ -107,6 +120,8 @@ pub(super) struct Core {
     /// command).
     sasl_turn: Option<PendingLogin>,
     maildrop: Option<Maildrop>,
+    /// The mapped account's size book, from its login on (kept past QUIT, to be saved).
+    sizes: Option<Arc<crate::pop3::sizes::SizeBook>>,
     /// Bytes for the client and for the server, taken by the driver.
     pub to_client: Vec<u8>,
     pub to_upstream: Vec<u8>,
@@ -132,6 +147,7 @@ impl Core {
             queued: VecDeque::new(),
             sasl_turn: None,
             maildrop: None,
+            sizes: None,
             to_client: Vec::new(),
             to_upstream: Vec::new(),
             job: None,
@@ -163,6 +179,11 @@ impl Core {
             State::Transaction(m) => Some(m),
             _ => None,
         }
+    }
+
+    /// The size book of the mapped account this session logged in as.
+    pub fn size_book(&self) -> Option<&Arc<crate::pop3::sizes::SizeBook>> {
+        self.sizes.as_ref()
     }
 
     /// What the client sent and the server sent that the core has not used: after a relayed
@@ -224,17 +245,14 @@ impl Core {
     }
 
     /// The view a job built, or why it could not be built now.
-    pub fn job_done(&mut self, job_n: u32, top: Option<u32>, result: JobResult) {
+    pub fn job_done(&mut self, job_n: u32, answer: Answer, result: JobResult) {
         self.job_running = false;
         match result {
-            Ok(view) => {
-                let served = maildrop::served_len(view.message());
-                self.learned_size(job_n, served);
-                let answer = match top {
-                    None => maildrop::multiline(&format!("+OK {served} octets"), view.message()),
-                    Some(k) => maildrop::multiline("+OK", maildrop::top(view.message(), k)),
-                };
-                self.reply_to_client(&answer);
+            Ok(view) => self.shown(job_n, answer, view.message()),
+            Err(reason) if answer == Answer::List => {
+                // A size is still owed: the estimate (see `Message::size`).
+                tracing::warn!(peer = %self.peer, n = job_n, %reason, "POP3: a message could not be opened now");
+                self.list_one(job_n);
             }
             Err(reason) => {
                 tracing::warn!(peer = %self.peer, n = job_n, %reason, "POP3: a message could not be opened now");
@@ -408,10 +426,21 @@ impl Core {
                     let listing = m.listing();
                     self.reply_to_client(&listing);
                 }
-                (Some(m), Some(n)) => {
-                    let one = m.list_one(n);
-                    self.reply_to_client(&one);
-                }
+                (Some(m), Some(n)) => match m.get(n) {
+                    // Not known yet: this one message is looked at (and decrypted when it
+                    // is encrypted, which its RETR then finds done), so that the size a
+                    // client checks a RETR against is the one RETR serves.
+                    Some(msg) if msg.served.is_none() => {
+                        self.relay(
+                            format!("TOP {n} 0\r\n").into_bytes(),
+                            Awaiting::SizeProbe(n),
+                        );
+                    }
+                    _ => {
+                        let one = m.list_one(n);
+                        self.reply_to_client(&one);
+                    }
+                },
                 (None, n) => self.relay(
                     line,
                     Awaiting::Relay {
@@ -472,6 +501,7 @@ impl Core {
                     }
                     Ok(Account::Mapped(mapped)) => {
                         tracing::info!(peer = %self.peer, user = %mapped.user, "POP3 login of a mapped account");
+                        self.sizes = mapped.account.sizes.clone();
                         self.state = State::Transaction(mapped);
                         self.queued
                             .push_back((b"LIST\r\n".to_vec(), Awaiting::ScanList));
@@ -494,21 +524,30 @@ impl Core {
                 }
                 self.sizes_from_book();
             }
-            Awaiting::Retr(n) => self.message(n, None, reply),
+            Awaiting::Retr(n) => self.message(n, Answer::Retr, reply),
             Awaiting::TopProbe(n, k) => {
                 let treatment = reply.body.as_deref().map(|b| treatment_of(&unstuff(b)));
                 match (reply.ok, treatment) {
-                    (true, Some(Treatment::Decrypt)) => {
-                        // The header says encrypted: the view needs the whole message.
-                        self.queued.push_back((
-                            format!("TOP {n} {WHOLE}\r\n").into_bytes(),
-                            Awaiting::TopWhole(n, k),
-                        ));
-                    }
-                    _ => self.message(n, Some(k), reply),
+                    (true, Some(Treatment::Decrypt)) => self.fetch_whole(n, Answer::Top(k)),
+                    _ => self.message(n, Answer::Top(k), reply),
                 }
             }
-            Awaiting::TopWhole(n, k) => self.message(n, Some(k), reply),
+            Awaiting::SizeProbe(n) => {
+                let treatment = reply.body.as_deref().map(|b| treatment_of(&unstuff(b)));
+                match (reply.ok, treatment) {
+                    (true, Some(Treatment::AsStored)) => {
+                        // Served as stored: the server's size is the size.
+                        if let Some(m) = self.maildrop.as_ref().and_then(|m| m.get(n)) {
+                            let size = m.server_size;
+                            self.learned_size(n, size);
+                        }
+                        self.list_one(n);
+                    }
+                    (true, Some(_)) => self.fetch_whole(n, Answer::List),
+                    _ => self.list_one(n),
+                }
+            }
+            Awaiting::Whole(n, answer) => self.message(n, answer, reply),
             Awaiting::Dele(n) => {
                 if reply.ok {
                     if let Some(m) = self.maildrop.as_mut().and_then(|m| m.get_mut(n)) {
@@ -533,51 +572,80 @@ impl Core {
         }
     }
 
-    /// A RETR (`top` = None) or TOP answer of a mapped session.
-    fn message(&mut self, n: u32, top: Option<u32>, reply: Reply) {
-        let (true, Some(body)) = (reply.ok, &reply.body) else {
-            self.pass(&reply);
+    /// The server's whole message `n` (by RETR, or TOP for `answer`), as a mapped session
+    /// shows it.
+    fn message(&mut self, n: u32, answer: Answer, reply: Reply) {
+        let (true, Some(body), Some(mapped)) = (reply.ok, &reply.body, self.mapped().cloned())
+        else {
+            if answer == Answer::List {
+                self.list_one(n);
+            } else {
+                self.pass(&reply);
+            }
             return;
         };
         let raw = unstuff(body);
-        let Some(mapped) = self.mapped().cloned() else {
-            self.pass(&reply);
-            return;
-        };
         match treatment_of(&raw) {
             Treatment::AsStored => {
-                if top.is_none() {
-                    self.learned_size(n, raw.len() as u64);
+                self.learned_size(n, raw.len() as u64);
+                match answer {
+                    Answer::List => self.list_one(n),
+                    _ => self.pass(&reply),
                 }
-                self.pass(&reply);
             }
             Treatment::StripForgedResult => {
                 let shown = crate::imap::view::compose::without_result_fields(&raw);
-                let answer = match top {
-                    None => {
-                        let served = maildrop::served_len(&shown);
-                        self.learned_size(n, served);
-                        maildrop::multiline(&format!("+OK {served} octets"), &shown)
-                    }
-                    Some(k) => maildrop::multiline("+OK", maildrop::top(&shown, k)),
-                };
-                self.reply_to_client(&answer);
+                self.shown(n, answer, &shown);
             }
             Treatment::Decrypt => {
                 self.job = Some(Job {
                     mapped,
                     raw,
                     n,
-                    top,
+                    answer,
                 });
                 self.job_running = true;
             }
         }
     }
 
+    /// Answers from `shown`, the whole message as meshmail shows it.
+    fn shown(&mut self, n: u32, answer: Answer, shown: &[u8]) {
+        let served = maildrop::served_len(shown);
+        self.learned_size(n, served);
+        match answer {
+            Answer::Retr => {
+                let reply = maildrop::multiline(&format!("+OK {served} octets"), shown);
+                self.reply_to_client(&reply);
+            }
+            Answer::Top(k) => {
+                let reply = maildrop::multiline("+OK", maildrop::top(shown, k));
+                self.reply_to_client(&reply);
+            }
+            Answer::List => self.list_one(n),
+        }
+    }
+
+    /// `LIST n` from the listing.
+    fn list_one(&mut self, n: u32) {
+        let reply = match &self.maildrop {
+            Some(m) => m.list_one(n),
+            None => maildrop::NO_SUCH_MESSAGE.to_vec(),
+        };
+        self.reply_to_client(&reply);
+    }
+
+    /// Asks for the whole message `n` without RETR's side effects.
+    fn fetch_whole(&mut self, n: u32, answer: Answer) {
+        self.queued.push_back((
+            format!("TOP {n} {WHOLE}\r\n").into_bytes(),
+            Awaiting::Whole(n, answer),
+        ));
+    }
+
     /// Remembers the served size of message `n` (for LIST and STAT, and in the size book).
     fn learned_size(&mut self, n: u32, served: u64) {
-        let book = self.mapped().and_then(|m| m.account.sizes.clone());
+        let book = self.sizes.clone();
         let Some(m) = self.maildrop.as_mut().and_then(|m| m.get_mut(n)) else {
             return;
         };
@@ -589,7 +657,7 @@ impl Core {
 
     /// Fills the sizes the book knows.
     fn sizes_from_book(&mut self) {
-        let Some(book) = self.mapped().and_then(|m| m.account.sizes.clone()) else {
+        let Some(book) = self.sizes.clone() else {
             return;
         };
         if let Some(m) = self.maildrop.as_mut() {

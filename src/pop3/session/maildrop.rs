@@ -141,7 +141,7 @@ impl Maildrop {
     }
 }
 
-pub(super) const NO_SUCH_MESSAGE: &[u8] = b"-ERR no such message\r\n";
+pub const NO_SUCH_MESSAGE: &[u8] = b"-ERR no such message\r\n";
 
 /// The octets a client counts of `stuff(message)`: every line ends in CRLF, dot-stuffing
 /// excluded (RFC 1939 §11 counts sizes this way).

@@ -13,7 +13,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use self::core::{Control, Core, Job, JobResult};
+use self::core::{Answer, Control, Core, Job, JobResult};
 use super::Pop3Context;
 use crate::imap::view::{Claim, View, ViewKey};
 use crate::smtp::session::io::Stream;
@@ -133,8 +133,8 @@ async fn bytes_both_ways(
 
 struct Task {
     core: Core,
-    /// The view being built, with the message number and TOP lines it answers.
-    job: Option<(u32, Option<u32>, JoinHandle<JobResult>)>,
+    /// The view being built, with the message number and what it answers.
+    job: Option<(u32, Answer, JoinHandle<JobResult>)>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -174,9 +174,9 @@ impl Task {
                 continue;
             }
             if let Some(job) = self.core.job.take() {
-                let (n, top) = (job.n, job.top);
+                let (n, answer) = (job.n, job.answer);
                 let ctx = self.core.ctx.clone();
-                self.job = Some((n, top, tokio::spawn(build_view(ctx, job))));
+                self.job = Some((n, answer, tokio::spawn(build_view(ctx, job))));
             }
             match self.core.control {
                 Control::Run => {}
@@ -215,9 +215,9 @@ impl Task {
                     }
                 }
                 done = wait_job(&mut self.job), if self.job.is_some() => {
-                    let (n, top, result) = done;
+                    let (n, answer, result) = done;
                     self.job = None;
-                    self.core.job_done(n, top, result);
+                    self.core.job_done(n, answer, result);
                 }
                 _ = self.shutdown.changed() => {
                     // Without QUIT the server deletes nothing: leaving now loses nothing.
@@ -250,21 +250,21 @@ impl Task {
 
     /// Writes what the session learned of sizes (file I/O, off the reactor).
     async fn save_sizes(&self) {
-        if let Some(book) = self.core.mapped().and_then(|m| m.account.sizes.clone()) {
+        if let Some(book) = self.core.size_book().cloned() {
             let _ = tokio::task::spawn_blocking(move || book.save()).await;
         }
     }
 }
 
 async fn wait_job(
-    job: &mut Option<(u32, Option<u32>, JoinHandle<JobResult>)>,
-) -> (u32, Option<u32>, JobResult) {
+    job: &mut Option<(u32, Answer, JoinHandle<JobResult>)>,
+) -> (u32, Answer, JobResult) {
     match job.as_mut() {
-        Some((n, top, handle)) => {
+        Some((n, answer, handle)) => {
             let result = handle
                 .await
                 .unwrap_or_else(|_| Err("decryption stopped".into()));
-            (*n, *top, result)
+            (*n, *answer, result)
         }
         None => std::future::pending().await,
     }

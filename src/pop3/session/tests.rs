@@ -1,6 +1,6 @@
 //! Unit tests of the POP3 session core: scripted bytes from both sides, no server, no sockets.
 
-use super::core::{Control, Core};
+use super::core::{Answer, Control, Core};
 use crate::config::Limits;
 use crate::imap::view::View;
 use crate::imap::ImapAccount;
@@ -96,7 +96,13 @@ fn a_mapped_login_reads_the_listing_and_answers_sizes_itself() {
     login(&mut c, "alice", "1 120\r\n2 900\r\n", "1 u1\r\n2 u2\r\n");
     assert!(c.mapped().is_some());
     c.on_client_bytes(b"STAT\r\nLIST 2\r\n");
-    assert_eq!(client(&mut c), "+OK 2 1020\r\n+OK 2 900\r\n");
+    assert_eq!(client(&mut c), "+OK 2 1020\r\n");
+    // A size not known yet: the header says whether the server's size is the size.
+    assert_eq!(upstream(&mut c), "TOP 2 0\r\n");
+    c.on_upstream_bytes(b"+OK\r\nSubject: plain\r\n\r\n.\r\n");
+    assert_eq!(client(&mut c), "+OK 2 900\r\n");
+    c.on_client_bytes(b"LIST 2\r\n");
+    assert_eq!(client(&mut c), "+OK 2 900\r\n");
     assert_eq!(upstream(&mut c), "");
     // UIDL is the server's, unchanged.
     c.on_client_bytes(b"UIDL\r\n");
@@ -120,7 +126,7 @@ fn an_encrypted_message_is_served_as_its_view_with_its_own_size() {
     let view = b"Subject: secret\r\n\r\n.hidden line\r\nbye\r\n".to_vec();
     c.job_done(
         2,
-        None,
+        Answer::Retr,
         Ok(Arc::new(View::from_message(Zeroizing::new(view.clone())))),
     );
     assert_eq!(
@@ -142,6 +148,38 @@ fn an_encrypted_message_is_served_as_its_view_with_its_own_size() {
 }
 
 #[test]
+fn list_of_one_encrypted_message_gives_the_size_retr_will_serve() {
+    let mut c = core();
+    login(&mut c, "alice", "1 900\r\n", "1 u1\r\n");
+    c.on_client_bytes(b"LIST 1\r\n");
+    assert_eq!(upstream(&mut c), "TOP 1 0\r\n");
+    let head = ENCRYPTED.split("\r\n\r\n").next().unwrap_or_default();
+    c.on_upstream_bytes(format!("+OK\r\n{head}\r\n\r\n.\r\n").as_bytes());
+    assert_eq!(upstream(&mut c), "TOP 1 999999999\r\n");
+    c.on_upstream_bytes(format!("+OK\r\n{ENCRYPTED}.\r\n").as_bytes());
+    let job = c.job.take().expect("job");
+    assert_eq!(job.answer, Answer::List);
+    let view = b"Subject: secret\r\n\r\nbody\r\n".to_vec();
+    c.job_done(
+        1,
+        Answer::List,
+        Ok(Arc::new(View::from_message(Zeroizing::new(view.clone())))),
+    );
+    assert_eq!(client(&mut c), format!("+OK 1 {}\r\n", view.len()));
+    // A view that cannot be built now still gets LIST an answer: the server's size.
+    let mut c = core();
+    login(&mut c, "alice", "1 900\r\n", "1 u1\r\n");
+    c.on_client_bytes(b"LIST 1\r\n");
+    let _ = upstream(&mut c);
+    c.on_upstream_bytes(format!("+OK\r\n{head}\r\n\r\n.\r\n").as_bytes());
+    let _ = upstream(&mut c);
+    c.on_upstream_bytes(format!("+OK\r\n{ENCRYPTED}.\r\n").as_bytes());
+    let job = c.job.take().expect("job");
+    c.job_done(job.n, job.answer, Err("the key store is locked".into()));
+    assert_eq!(client(&mut c), "+OK 1 900\r\n");
+}
+
+#[test]
 fn a_view_that_cannot_be_built_now_is_a_temporary_error() {
     let mut c = core();
     login(&mut c, "alice", "1 900\r\n", "1 u1\r\n");
@@ -149,7 +187,7 @@ fn a_view_that_cannot_be_built_now_is_a_temporary_error() {
     let _ = upstream(&mut c);
     c.on_upstream_bytes(format!("+OK\r\n{ENCRYPTED}.\r\n").as_bytes());
     let job = c.job.take().expect("job");
-    c.job_done(job.n, job.top, Err("the key store is locked".into()));
+    c.job_done(job.n, job.answer, Err("the key store is locked".into()));
     assert_eq!(
         client(&mut c),
         "-ERR [SYS/TEMP] the key store is locked\r\n"
@@ -191,11 +229,11 @@ fn top_of_an_encrypted_message_comes_from_its_view() {
     assert_eq!(upstream(&mut c), "TOP 1 999999999\r\n");
     c.on_upstream_bytes(format!("+OK\r\n{ENCRYPTED}.\r\n").as_bytes());
     let job = c.job.take().expect("job");
-    assert_eq!(job.top, Some(1));
+    assert_eq!(job.answer, Answer::Top(1));
     let view = b"Subject: secret\r\n\r\nfirst\r\nsecond\r\n".to_vec();
     c.job_done(
         1,
-        Some(1),
+        Answer::Top(1),
         Ok(Arc::new(View::from_message(Zeroizing::new(view)))),
     );
     assert_eq!(
