@@ -20,24 +20,21 @@ fn thunderbird() -> Command {
 }
 
 /// meshmail started on `config`, and a Thunderbird profile `<name>-profile` written for it by
-/// `meshmail thunderbird` (with `--starttls` when asked): meshmail, the profile, and what the
-/// command printed.
+/// `meshmail thunderbird` (with `flags` such as `--starttls` or `--pop3`): meshmail, the
+/// profile, and what the command printed.
 fn meshmail_and_profile(
     root: &Path,
     home: &Path,
     name: &str,
     config: &str,
-    starttls: bool,
+    flags: &[&str],
 ) -> (Meshmail, PathBuf, Run) {
     let m = Meshmail::start(config);
     let config_path = root.join(format!("{name}.toml"));
     std::fs::write(&config_path, config.replace("{port}", &m.port.to_string())).expect("config");
     let profile = root.join(format!("{name}-profile"));
     let mut command = meshmail(home);
-    command.arg("thunderbird");
-    if starttls {
-        command.arg("--starttls");
-    }
+    command.arg("thunderbird").args(flags);
     let made = run(command
         .arg("--profile")
         .arg(&profile)
@@ -83,6 +80,11 @@ struct BobsInbox {
 }
 
 fn bobs_inbox(items: &[(&str, &str)], id: &str) -> BobsInbox {
+    bobs_inbox_over(items, id, false)
+}
+
+/// [`bobs_inbox`], read over IMAP or (`pop3`) over POP3.
+fn bobs_inbox_over(items: &[(&str, &str)], id: &str, pop3: bool) -> BobsInbox {
     let root = tempdir();
     let servers = MailServers::start();
     let alice = init_account(root.path(), "alice@example.test");
@@ -92,9 +94,16 @@ fn bobs_inbox(items: &[(&str, &str)], id: &str) -> BobsInbox {
     let stored = protected_messages(&g, root.path(), &bob, items, id);
     let refs: Vec<&[u8]> = stored.iter().map(|m| m.as_slice()).collect();
     append(&servers, "bob", "INBOX", root.path(), &refs);
-    let config = servers.meshmail_config(&bob.home, "bob", None, "");
+    let (config, flags): (String, &[&str]) = if pop3 {
+        (
+            servers.meshmail_pop3_config(&bob.home, "bob", ""),
+            &["--pop3"],
+        )
+    } else {
+        (servers.meshmail_config(&bob.home, "bob", None, ""), &[])
+    };
     let (meshmail, profile, made) =
-        meshmail_and_profile(root.path(), &bob.home, "bob", &config, false);
+        meshmail_and_profile(root.path(), &bob.home, "bob", &config, flags);
     BobsInbox {
         meshmail,
         profile,
@@ -138,6 +147,43 @@ fn the_message_list_shows_the_protected_subject_not_the_placeholder() {
 }
 
 #[test]
+fn a_pop3_account_downloads_decrypted_mail_and_shows_the_protected_subject() {
+    let inbox = bobs_inbox_over(
+        &[
+            ("Quince harvest", "Bring baskets."),
+            ("The medlar memo", "Wait for frost."),
+        ],
+        "pop",
+        true,
+    );
+    let (m, profile) = (&inbox.meshmail, &inbox.profile);
+    let prefs = std::fs::read_to_string(profile.join("user.js")).expect("prefs");
+    assert!(
+        prefs.contains("\"mail.server.server1.type\", \"pop3\""),
+        "{prefs}"
+    );
+    let out = run(thunderbird()
+        .args(["pop3-subjects"])
+        .arg(profile)
+        .args(["bob", "secret"]));
+    assert_eq!(out.code, 0, "{out:#?}\n{}", m.log_text());
+    let shown: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(shown["status"], 0, "{out:#?}\n{}", m.log_text());
+    let mut rows: Vec<String> = shown["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    rows.sort();
+    assert_eq!(rows, ["Quince harvest", "The medlar memo"], "{out:#?}");
+    // Thunderbird fetched over meshmail's POP3 listener, and meshmail decrypted.
+    let log = plain(&m.log_text());
+    assert!(log.contains("POP3 login of a mapped account"), "{log}");
+    assert_eq!(log.matches("by=\"pop3\"").count(), 2, "{log}");
+}
+
+#[test]
 fn the_sent_copy_is_ciphertext_on_the_server_and_the_original_in_thunderbird() {
     let root = tempdir();
     let servers = MailServers::start();
@@ -148,7 +194,7 @@ fn the_sent_copy_is_ciphertext_on_the_server_and_the_original_in_thunderbird() {
         Some(free_port()),
         "[encrypt]\ndefault = \"never\"\n",
     );
-    let (m, profile, _) = meshmail_and_profile(root.path(), &alice.home, "alice", &config, false);
+    let (m, profile, _) = meshmail_and_profile(root.path(), &alice.home, "alice", &config, &[]);
     let subject = "Plans for the tamarind harvest";
     let out = run(thunderbird().arg("send").arg(&profile).args([
         "alice",
@@ -198,7 +244,7 @@ fn a_fingerprint_address_without_a_valid_policy_is_refused_with_the_reason_in_a_
         Some(free_port()),
         &format!("[policy]\ndns = \"{}\"\ntimeout_secs = 5\n", nsd.addr()),
     );
-    let (m, profile, _) = meshmail_and_profile(root.path(), &alice.home, "alice", &config, false);
+    let (m, profile, _) = meshmail_and_profile(root.path(), &alice.home, "alice", &config, &[]);
     let out = run(thunderbird().arg("send-refused").arg(&profile).args([
         "alice",
         "secret",
@@ -281,7 +327,7 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
         ),
     );
     let (ma, alice_profile, _) =
-        meshmail_and_profile(root.path(), &alice.home, "alice", &config, true);
+        meshmail_and_profile(root.path(), &alice.home, "alice", &config, &["--starttls"]);
     assert!(alice_profile.join("cert_override.txt").exists());
     let attachment = root.path().join("figures.txt");
     std::fs::write(&attachment, "Q3: 42 crates of quinces\n").expect("attachment");
@@ -313,7 +359,7 @@ fn alice_sends_to_a_fingerprint_address_over_starttls_and_bob_reads_it_through_h
 
     // Bob reads it in his Thunderbird, through his own meshmail.
     let config = servers.meshmail_config(&bob.home, "bob", None, "");
-    let (mb, bob_profile, _) = meshmail_and_profile(root.path(), &bob.home, "bob", &config, false);
+    let (mb, bob_profile, _) = meshmail_and_profile(root.path(), &bob.home, "bob", &config, &[]);
     let read = run(thunderbird()
         .arg("read")
         .arg(&bob_profile)

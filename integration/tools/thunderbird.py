@@ -8,6 +8,10 @@ version is checked first.
       syncs INBOX over IMAP and prints, as JSON, the subjects of the messages in the folder the
       message list shows.
 
+  thunderbird.py pop3-subjects PROFILE USER PASSWORD
+      The same for a POP3 account (`meshmail thunderbird --pop3`): downloads new mail into
+      the local Inbox, then prints its subjects (and the download's status).
+
   thunderbird.py send-attached PROFILE USER PASSWORD TO SUBJECT BODY FILE
       Sends one message with FILE attached (TO may list several addresses, comma-separated).
 
@@ -187,7 +191,7 @@ user_pref("mail.server.server1.check_new_mail", false);
 STORE_PASSWORD = """
 const [user, pass, done] = arguments;
 (async () => {
-  for (const origin of ["imap://127.0.0.1", "smtp://127.0.0.1"]) {
+  for (const origin of ["imap://127.0.0.1", "mailbox://127.0.0.1", "smtp://127.0.0.1"]) {
     const li = Cc["@mozilla.org/login-manager/loginInfo;1"].createInstance(Ci.nsILoginInfo);
     li.init(origin, null, origin, user, pass, "", "");
     await Services.logins.addLoginAsync(li);
@@ -444,6 +448,30 @@ const [which, done] = arguments;
 })().catch(e => done("ERROR: " + e));
 """
 
+# A POP3 account: download new mail into the local Inbox, then the Inbox's subjects as the
+# message list shows them.
+POP3_SUBJECTS = SYNC_FOLDER + """
+const [done] = arguments;
+(async () => {
+  const server = MailServices.accounts.defaultAccount.incomingServer;
+  if (server.type != "pop3") throw new Error("not a POP3 account: " + server.type);
+  const inbox = server.rootFolder.getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);
+  const status = await new Promise((resolve, reject) => {
+    server.getNewMessages(inbox, null, {
+      OnStartRunningUrl() {}, OnStopRunningUrl(url, status) { resolve(status); },
+    });
+    setTimeout(() => reject(new Error("POP3 download timed out; dialogs: " + dialogTexts())),
+               60000);
+  });
+  const view = (await showFolder(inbox)).gDBView;
+  const rows = [];
+  for (let i = 0; i < view.rowCount; i++) {
+    rows.push(view.cellTextForColumn(i, "subjectCol"));
+  }
+  done({ status, rows, folder: [...inbox.messages].map(h => h.mime2DecodedSubject) });
+})().catch(e => done("ERROR: " + e));
+"""
+
 
 @contextlib.contextmanager
 def thunderbird(profile, user=None, password=None):
@@ -475,6 +503,16 @@ def main():
         profile, user, password = args[:3]
         with thunderbird(profile, user, password) as client:
             print(json.dumps(checked(run_script(client, INBOX_SUBJECTS, ["inbox"]))))
+    elif cmd == "pop3-subjects":
+        profile, user, password = args[:3]
+        with thunderbird(profile, user, password) as client:
+            r = run_script(client, POP3_SUBJECTS, [])
+            if r is None:
+                try:
+                    r = {"dialogs": run_script(client, DIALOGS, [])}
+                except AlertOpen as alert:
+                    r = {"alert": alert.args[0]}
+            print(json.dumps(checked(r)))
     elif cmd == "send":
         profile, user, password, to, subject, body = args[:6]
         with thunderbird(profile, user, password) as client:
