@@ -47,10 +47,11 @@ test: deps lint
 
 # Benchmarks print figures next to a baseline measured in the same run (not asserted).
 bench: deps
-	$(CARGO) build --release --bin meshmail --example smtp_load --example imap_load --example recrypt_bench --example store_load
+	$(CARGO) build --release --bin meshmail --example smtp_load --example imap_load --example pop3_load --example recrypt_bench --example store_load
 	bash integration/bench/smtp_bench.sh
 	bash integration/bench/sidecar_bench.sh
 	bash integration/bench/imap_bench.sh
+	bash integration/bench/pop3_bench.sh
 	bash integration/bench/store_bench.sh
 	./target/release/examples/recrypt_bench
 
