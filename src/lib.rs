@@ -26,6 +26,9 @@
 //!   capabilities, the decrypted view (its structure as Dovecot computes it),
 //!   FETCH/SEARCH/APPEND of mapped sessions, the index and the background indexer that fills
 //!   it as mail arrives.
+//! - [`pop3`]: the POP3 proxy: its codec, a sans-I/O session core (RETR/TOP from the IMAP
+//!   proxy's view, LIST/STAT sizes as RETR serves them) and the sealed size book.
+//! - [`sasl`]: which login a SASL exchange names (IMAP AUTHENTICATE and POP3 AUTH).
 //! - [`store`]: the store role (recryption in front of the mail store): share records, the
 //!   private FETCH item, device binding and the per-device audit log.
 //! - [`mailbox`]: stored mail re-encrypted in place (`meshmail mailbox encrypt`).
