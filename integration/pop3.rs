@@ -142,6 +142,14 @@ fn poplib_reads_decrypted_mail_through_meshmail_with_sizes_that_agree() {
         let first_two: Vec<&str> = body.split_inclusive("\r\n").take(2).collect();
         assert_eq!(top, format!("{header}\r\n\r\n{}", first_two.concat()));
     }
+    // curl, another client nobody here wrote, reads the same view.
+    let curl = run(Command::new("curl").args([
+        "-s",
+        "-u",
+        "bob:secret",
+        &format!("pop3://127.0.0.1:{}/1", m.port),
+    ]));
+    assert_eq!(curl.stdout.as_bytes(), seen.message(1), "{curl:#?}");
     // The plaintext message is the server's, byte for byte.
     assert_eq!(seen.message(3), direct.message(3));
     assert_eq!(seen.message(3), d.stored[2]);
@@ -367,4 +375,97 @@ fn fetchmail_delivers_decrypted_mail() {
     }
     // `keep`: the server still holds the three messages, encrypted.
     assert_eq!(d.servers.messages("bob", "INBOX").len(), 3);
+}
+
+#[test]
+fn dele_rset_and_quit_work_as_without_meshmail() {
+    let d = bobs_maildrop();
+    let m = Meshmail::start(&d.servers.meshmail_pop3_config(&d.bob.home, "bob", ""));
+    let out =
+        run(pop3_client().args(["delete", "127.0.0.1", &m.port.to_string(), "bob", "secret"]));
+    assert_eq!(out.code, 0, "{out:#?}");
+    let r: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    let count = |v: &serde_json::Value| v[0].as_u64().expect("count");
+    assert_eq!(count(&r["stat"]), 3, "{r}");
+    // Marked deleted: gone from STAT and LIST (and LIST 1 refused) until RSET.
+    assert_eq!(count(&r["stat_deleted"]), 2, "{r}");
+    assert!(!r["list_deleted"].to_string().contains("\"1 "), "{r}");
+    assert!(
+        r["list_1"].as_str().unwrap_or_default().contains("-ERR"),
+        "{r}"
+    );
+    assert_eq!(r["stat_rset"], r["stat"], "{r}");
+    // QUIT: the server deletes the one marked after RSET (the plaintext message, 3).
+    let left = d.servers.messages("bob", "INBOX");
+    assert_eq!(left.len(), 2);
+    assert!(!left.iter().any(|m| m == &d.stored[2]));
+}
+
+#[test]
+fn a_locked_key_store_gets_a_temporary_error_never_a_failure_view() {
+    let root = tempdir();
+    let servers = MailServers::start();
+    let home = root.path().join("frank");
+    let pass = root.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").expect("pass");
+    run(meshmail(&home).arg("--passphrase-file").arg(&pass).args([
+        "init",
+        "--address",
+        "frank@example.test",
+    ]))
+    .ok();
+    let g = Gpg {
+        dir: root.path().join("gpg"),
+    };
+    std::fs::create_dir_all(&g.dir).expect("gpg dir");
+    std::fs::set_permissions(&g.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    g.import_public(&home);
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("account.json")).expect("json"))
+            .expect("json");
+    let fpr = info["openpgp_fingerprint"]
+        .as_str()
+        .expect("fpr")
+        .to_owned();
+    let inner = crlf("Content-Type: text/plain\r\n\r\nLocked away: mulberry.\r\n");
+    let armored = gpg_encrypt(&g, root.path(), &inner, &["-r", &fpr]);
+    let stored = pgp_mime("From: a@example.test\r\nSubject: [...]\r\n", &armored);
+    append(
+        &servers,
+        "frank",
+        "INBOX",
+        root.path(),
+        &[stored.as_slice()],
+    );
+    // No passphrase in the configuration: the account is mapped but locked.
+    let m = Meshmail::start(&servers.meshmail_pop3_config(&home, "frank", ""));
+    let out = run(pop3_client().args([
+        "retr-one",
+        "127.0.0.1",
+        &m.port.to_string(),
+        "frank",
+        "secret",
+        "1",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(r["ok"], false, "{r}");
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("-ERR [SYS/TEMP]") && error.contains("locked"),
+        "{r}"
+    );
+    // Once unlocked, the same message opens: nothing was cached as a failure.
+    drop(m);
+    let config = servers.meshmail_pop3_config(&home, "frank", "").replace(
+        "[pop3]",
+        &format!("passphrase_file = \"{}\"\n[pop3]", pass.display()),
+    );
+    let m = Meshmail::start(&config);
+    let seen = Seen::fetch(m.port, "frank", "plain");
+    assert!(
+        seen.text(1).contains("Locked away: mulberry."),
+        "{}",
+        seen.json
+    );
 }

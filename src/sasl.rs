@@ -1,5 +1,13 @@
 //! What IMAP AUTHENTICATE and POP3 AUTH share: which login a SASL exchange names.
 
+/// The mechanisms whose login [`authenticated_user`] can tell.
+pub const MECHANISMS: [&str; 4] = ["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"];
+
+/// True for a mechanism whose login [`authenticated_user`] can tell.
+pub fn can_tell_user(mechanism: &str) -> bool {
+    MECHANISMS.iter().any(|m| m.eq_ignore_ascii_case(mechanism))
+}
+
 /// The login a SASL exchange authenticated as (PLAIN authcid, XOAUTH2 `user=`, OAUTHBEARER
 /// `a=`, LOGIN's first response). `None` when it cannot be told: the session is then not
 /// mapped. A PLAIN authorization identity other than the authentication identity is not

@@ -18,7 +18,7 @@ SECONDS_EACH=${1:-60}
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(imap_client imap_server view_mime decrypt submission filter_lmtp store_item enrolment)
+    TARGETS=(imap_client imap_server view_mime decrypt submission filter_lmtp store_item enrolment pop3_session)
 fi
 SANITIZER=${SANITIZER:-address}
 SCRATCH=${SCRATCH:-$FUZZ_DIR/target/fuzz-corpus}

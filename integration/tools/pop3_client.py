@@ -5,6 +5,9 @@ looks like through it, as JSON on stdout.
   pop3_client.py fetch HOST PORT USER PASSWORD [plain|stls|ssl] [CA]
       STAT, LIST, UIDL, every message by RETR (with the octets poplib counted), TOP n 2 of
       each, then LIST and STAT again, and QUIT (nothing is deleted).
+  pop3_client.py delete HOST PORT USER PASSWORD
+      DELE 1, then STAT and LIST; RSET, STAT again; DELE of the last message and QUIT, so
+      that the server deletes it. Prints what each step answered.
   pop3_client.py retr-one HOST PORT USER PASSWORD N
       RETR N only; prints {"ok": bool, "error": "..."} when poplib could not read it whole.
 """
@@ -75,10 +78,32 @@ def retr_one(host, port, user, password, n):
         return {"ok": False, "error": str(e)}
 
 
+def delete(host, port, user, password):
+    p = poplib.POP3(host, int(port), timeout=60)
+    p.user(user)
+    p.pass_(password)
+    out = {"stat": list(p.stat())}
+    out["dele"] = p.dele(1).decode()
+    out["stat_deleted"] = list(p.stat())
+    out["list_deleted"] = [e.decode() for e in p.list()[1]]
+    try:
+        out["list_1"] = p.list(1).decode()
+    except poplib.error_proto as e:
+        out["list_1"] = str(e)
+    out["rset"] = p.rset().decode()
+    out["stat_rset"] = list(p.stat())
+    last = out["stat"][0]
+    out["dele_last"] = p.dele(last).decode()
+    out["quit"] = p.quit().decode()
+    return out
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "fetch":
         print(json.dumps(fetch(*args)))
+    elif cmd == "delete":
+        print(json.dumps(delete(*args)))
     elif cmd == "retr-one":
         print(json.dumps(retr_one(*args)))
     else:

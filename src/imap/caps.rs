@@ -34,7 +34,7 @@ const ALLOWED: &[&str] = &[
 
 /// SASL mechanisms meshmail relays: those whose login it can tell (to bind the session to an
 /// account) and replay (for its own connection). Others are not advertised.
-pub const RELAYED_MECHANISMS: &[&str] = &["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"];
+pub const RELAYED_MECHANISMS: &[&str] = &crate::sasl::MECHANISMS;
 
 /// Extensions a client may ENABLE through meshmail.
 pub const ENABLE_ALLOWED: &[&str] = &["CONDSTORE"];

@@ -14,6 +14,9 @@
 pub mod command;
 pub mod reply;
 mod session;
+/// Entry points for the fuzz target (`integration/fuzz`).
+#[doc(hidden)]
+pub use session::fuzz;
 pub mod sizes;
 pub mod upstream;
 

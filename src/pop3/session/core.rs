@@ -353,6 +353,11 @@ impl Core {
                     }),
                 );
             }
+            Command::Auth { mechanism, .. } if !crate::sasl::can_tell_user(&mechanism) => {
+                self.refuse(
+                    b"-ERR [AUTH] meshmail cannot tell who this mechanism logs in: use PLAIN or LOGIN\r\n",
+                );
+            }
             Command::Auth { mechanism, initial } => {
                 let mut responses = Vec::new();
                 if let Some(ir) = initial {

@@ -201,7 +201,25 @@ pub fn capabilities(server: &[u8], offer_stls: bool, login_allowed: bool) -> Vec
             .to_ascii_uppercase();
         let keep = match name.as_slice() {
             b"STLS" | b"PIPELINING" => false,
-            b"USER" | b"SASL" => login_allowed,
+            b"USER" => login_allowed,
+            b"SASL" => {
+                // Only mechanisms whose login meshmail can tell (else a mapped user would
+                // silently get the server's ciphertext).
+                let mechanisms: Vec<&[u8]> = line
+                    .split(|&b| b == b' ')
+                    .skip(1)
+                    .filter(|m| crate::sasl::can_tell_user(&String::from_utf8_lossy(m)))
+                    .collect();
+                if login_allowed && !mechanisms.is_empty() {
+                    out.extend_from_slice(b"SASL");
+                    for m in mechanisms {
+                        out.push(b' ');
+                        out.extend_from_slice(m);
+                    }
+                    out.extend_from_slice(b"\r\n");
+                }
+                false
+            }
             _ => true,
         };
         if keep {
@@ -250,7 +268,7 @@ mod tests {
 
     #[test]
     fn capabilities_as_meshmail_offers_them() {
-        let server = b"CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nSTLS\r\nUSER\r\nSASL PLAIN LOGIN\r\n";
+        let server = b"CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nSTLS\r\nUSER\r\nSASL PLAIN CRAM-MD5 LOGIN\r\n";
         let shown = capabilities(server, true, false);
         let text = String::from_utf8(shown).expect("text");
         assert!(text.contains("TOP\r\n") && text.contains("UIDL\r\n") && text.contains("STLS\r\n"));

@@ -7,6 +7,8 @@
 //! (the scan listing, sizes, TOP, CAPA).
 
 mod core;
+#[doc(hidden)]
+pub mod fuzz;
 mod maildrop;
 mod state;
 

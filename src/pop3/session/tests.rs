@@ -1,51 +1,10 @@
 //! Unit tests of the POP3 session core: scripted bytes from both sides, no server, no sockets.
 
 use super::core::{Answer, Control, Core};
-use crate::config::Limits;
+use super::fuzz::context;
 use crate::imap::view::View;
-use crate::imap::ImapAccount;
-use crate::pop3::{Pop3Account, Pop3Context};
-use crate::upstream::{UpstreamTarget, UpstreamTls};
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use zeroize::Zeroizing;
-
-/// A context with one mapped login (`alice`, key store locked) and no network.
-pub fn context(tls: Option<tokio_rustls::TlsAcceptor>) -> Arc<Pop3Context> {
-    let mut accounts = HashMap::new();
-    accounts.insert(
-        "alice".to_string(),
-        Arc::new(Pop3Account {
-            imap: Arc::new(ImapAccount {
-                address: "alice@example.test".into(),
-                keys: None,
-                index: None,
-                owned: Default::default(),
-                indexer: Default::default(),
-                device: None,
-            }),
-            sizes: None,
-        }),
-    );
-    Arc::new(Pop3Context {
-        upstream: UpstreamTarget {
-            address: "127.0.0.1:1".into(),
-            tls: UpstreamTls::None,
-            tls_config: Arc::new(crate::imap::fuzz::test_client_config()),
-            timeout: Duration::from_secs(5),
-            hello_name: "localhost".into(),
-        },
-        tls,
-        accounts,
-        limits: Limits {
-            max_message_size: 1 << 20,
-            ..Limits::default()
-        },
-        connections: Arc::new(tokio::sync::Semaphore::new(4)),
-        views: crate::imap::view::ViewCache::new(1 << 20),
-    })
-}
 
 /// A TLS acceptor with a fresh self-signed certificate.
 fn test_acceptor() -> tokio_rustls::TlsAcceptor {
@@ -339,4 +298,13 @@ fn capa_is_offered_as_meshmail_handles_it() {
         client(&mut c),
         "+OK capability list follows\r\nCAPA\r\nTOP\r\nUIDL\r\nSASL PLAIN\r\nUSER\r\n.\r\n"
     );
+}
+
+#[test]
+fn a_sasl_mechanism_whose_login_cannot_be_told_is_refused() {
+    let mut c = core();
+    c.on_client_bytes(b"AUTH CRAM-MD5\r\n");
+    assert!(client(&mut c).starts_with("-ERR [AUTH]"));
+    assert_eq!(upstream(&mut c), "");
+    assert_eq!(c.control, Control::Run);
 }
