@@ -90,7 +90,7 @@ impl MailServers {
                 return servers;
             }
             last = std::fs::read_to_string(&log).unwrap_or_default();
-            if !last.contains("Address already in use") {
+            if !last.contains("already in use") {
                 break;
             }
             // Dropping `servers` stops what did start.

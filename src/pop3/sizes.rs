@@ -36,6 +36,9 @@ pub struct SizeBook {
     path: PathBuf,
     key: LessSafeKey,
     state: Mutex<Book>,
+    /// Held while the file is written: two sessions ending together write one after the
+    /// other (they share the temporary file).
+    writing: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -67,6 +70,7 @@ impl SizeBook {
                 clock,
                 dirty: false,
             }),
+            writing: Mutex::new(()),
         })
     }
 
@@ -109,6 +113,9 @@ impl SizeBook {
 
     /// Writes the book if it changed (blocking file I/O: call it off the reactor).
     pub fn save(&self) {
+        let Ok(_writing) = self.writing.lock() else {
+            return;
+        };
         let plain = {
             let Ok(mut book) = self.state.lock() else {
                 return;

@@ -248,7 +248,7 @@ impl Core {
     pub fn job_done(&mut self, job_n: u32, answer: Answer, result: JobResult) {
         self.job_running = false;
         match result {
-            Ok(view) => self.shown(job_n, answer, view.message()),
+            Ok(view) => self.shown(job_n, answer, view.message(), true),
             Err(reason) if answer == Answer::List => {
                 // A size is still owed: the estimate (see `Message::size`).
                 tracing::warn!(peer = %self.peer, n = job_n, %reason, "POP3: a message could not be opened now");
@@ -529,12 +529,13 @@ impl Core {
                 }
                 self.sizes_from_book();
             }
-            Awaiting::Retr(n) => self.message(n, Answer::Retr, reply),
+            Awaiting::Retr(n) => self.message(n, Answer::Retr, reply, true),
             Awaiting::TopProbe(n, k) => {
                 let treatment = reply.body.as_deref().map(|b| treatment_of(&unstuff(b)));
                 match (reply.ok, treatment) {
                     (true, Some(Treatment::Decrypt)) => self.fetch_whole(n, Answer::Top(k)),
-                    _ => self.message(n, Answer::Top(k), reply),
+                    // The client's own TOP: the header and k lines, not the whole message.
+                    _ => self.message(n, Answer::Top(k), reply, false),
                 }
             }
             Awaiting::SizeProbe(n) => {
@@ -552,7 +553,7 @@ impl Core {
                     _ => self.list_one(n),
                 }
             }
-            Awaiting::Whole(n, answer) => self.message(n, answer, reply),
+            Awaiting::Whole(n, answer) => self.message(n, answer, reply, true),
             Awaiting::Dele(n) => {
                 if reply.ok {
                     if let Some(m) = self.maildrop.as_mut().and_then(|m| m.get_mut(n)) {
@@ -577,9 +578,10 @@ impl Core {
         }
     }
 
-    /// The server's whole message `n` (by RETR, or TOP for `answer`), as a mapped session
-    /// shows it.
-    fn message(&mut self, n: u32, answer: Answer, reply: Reply) {
+    /// The server's answer with message `n` (`whole`: all of it, by RETR or TOP; else the
+    /// client's TOP, the header and some lines), as a mapped session shows it. Only a whole
+    /// message tells its size.
+    fn message(&mut self, n: u32, answer: Answer, reply: Reply, whole: bool) {
         let (true, Some(body), Some(mapped)) = (reply.ok, &reply.body, self.mapped().cloned())
         else {
             if answer == Answer::List {
@@ -592,7 +594,9 @@ impl Core {
         let raw = unstuff(body);
         match treatment_of(&raw) {
             Treatment::AsStored => {
-                self.learned_size(n, raw.len() as u64);
+                if whole {
+                    self.learned_size(n, raw.len() as u64);
+                }
                 match answer {
                     Answer::List => self.list_one(n),
                     _ => self.pass(&reply),
@@ -600,7 +604,7 @@ impl Core {
             }
             Treatment::StripForgedResult => {
                 let shown = crate::imap::view::compose::without_result_fields(&raw);
-                self.shown(n, answer, &shown);
+                self.shown(n, answer, &shown, whole);
             }
             Treatment::Decrypt => {
                 self.job = Some(Job {
@@ -614,10 +618,13 @@ impl Core {
         }
     }
 
-    /// Answers from `shown`, the whole message as meshmail shows it.
-    fn shown(&mut self, n: u32, answer: Answer, shown: &[u8]) {
+    /// Answers from `shown`, the message as meshmail shows it (`whole`, or its header and the
+    /// lines a TOP asked for).
+    fn shown(&mut self, n: u32, answer: Answer, shown: &[u8], whole: bool) {
         let served = maildrop::served_len(shown);
-        self.learned_size(n, served);
+        if whole {
+            self.learned_size(n, served);
+        }
         match answer {
             Answer::Retr => {
                 let reply = maildrop::multiline(&format!("+OK {served} octets"), shown);

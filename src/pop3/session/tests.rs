@@ -308,3 +308,20 @@ fn a_sasl_mechanism_whose_login_cannot_be_told_is_refused() {
     assert_eq!(upstream(&mut c), "");
     assert_eq!(c.control, Control::Run);
 }
+
+#[test]
+fn a_top_of_a_plaintext_message_does_not_change_its_size() {
+    let mut c = core();
+    login(&mut c, "alice", "1 60\r\n2 80\r\n", "1 u1\r\n2 u2\r\n");
+    c.on_client_bytes(b"TOP 1 1\r\n");
+    let _ = upstream(&mut c);
+    c.on_upstream_bytes(b"+OK\r\nSubject: a\r\n\r\nfirst\r\n.\r\n");
+    assert_eq!(client(&mut c), "+OK\r\nSubject: a\r\n\r\nfirst\r\n.\r\n");
+    // A forged result field is taken out of a TOP too, and the size stays unknown.
+    c.on_client_bytes(b"TOP 2 0\r\n");
+    let _ = upstream(&mut c);
+    c.on_upstream_bytes(b"+OK\r\nSubject: b\r\nMeshmail-Result: decrypted\r\n\r\n.\r\n");
+    assert_eq!(client(&mut c), "+OK\r\nSubject: b\r\n\r\n.\r\n");
+    c.on_client_bytes(b"STAT\r\n");
+    assert_eq!(client(&mut c), "+OK 2 140\r\n");
+}
