@@ -105,7 +105,7 @@ impl ReplyFramer {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// A multi-line body as it was meant: one `.` taken off each line that starts with one.

@@ -177,8 +177,14 @@ impl Task {
             }
             if let Some(job) = self.core.job.take() {
                 let (n, answer) = (job.n, job.answer);
+                let key = view_key(&job);
+                // A view in the cache is answered at once: no task, no thread.
+                if let Some(view) = self.core.ctx.views.get(&key) {
+                    self.core.job_done(n, answer, Ok(view));
+                    continue;
+                }
                 let ctx = self.core.ctx.clone();
-                self.job = Some((n, answer, tokio::spawn(build_view(ctx, job))));
+                self.job = Some((n, answer, tokio::spawn(build_view(ctx, job, key))));
             }
             match self.core.control {
                 Control::Run => {}
@@ -272,9 +278,22 @@ async fn wait_job(
     }
 }
 
-/// The view of a message: from the cache when the same ciphertext was opened before (by any
+/// Where the view of a job's message is cached. Keyed by the ciphertext itself: whatever the
+/// server numbers or names it, the same bytes give the same view, and other bytes never get
+/// this one.
+fn view_key(job: &Job) -> ViewKey {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &job.raw);
+    ViewKey {
+        user: job.mapped.user.clone(),
+        mailbox: format!("\0pop3 {}", data_encoding::HEXLOWER.encode(digest.as_ref())),
+        uidvalidity: 0,
+        uid: 0,
+    }
+}
+
+/// The view of a message: the one another task is building for the same ciphertext (any
 /// session of the account), else decrypted in a decryption slot on a blocking thread.
-async fn build_view(ctx: Arc<Pop3Context>, job: Job) -> JobResult {
+async fn build_view(ctx: Arc<Pop3Context>, job: Job, key: ViewKey) -> JobResult {
     if job.mapped.account.imap.device.is_some() {
         // A split account's device opens a message only with its store's partials, which
         // come over IMAP (the configuration refuses this pairing; never a failure view).
@@ -287,15 +306,6 @@ async fn build_view(ctx: Arc<Pop3Context>, job: Job) -> JobResult {
         .keys
         .clone()
         .ok_or_else(|| "the key store is locked".to_owned())?;
-    // Keyed by the ciphertext itself: whatever the server numbers or names it, the same
-    // bytes give the same view, and other bytes never get this one.
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &job.raw);
-    let key = ViewKey {
-        user: job.mapped.user.clone(),
-        mailbox: format!("\0pop3 {}", data_encoding::HEXLOWER.encode(digest.as_ref())),
-        uidvalidity: 0,
-        uid: 0,
-    };
     let building = match ctx.views.claim(&key) {
         Claim::Ready(view) => return Ok(view),
         Claim::Wait(rx) => match crate::imap::view::wait_for(rx).await {
