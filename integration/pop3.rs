@@ -469,3 +469,46 @@ fn a_locked_key_store_gets_a_temporary_error_never_a_failure_view() {
         seen.json
     );
 }
+
+#[test]
+fn a_message_for_another_key_is_served_as_stored_with_the_failure_header() {
+    let d = bobs_maildrop();
+    // Encrypted to Alice, not to Bob: Bob's keys can never open it.
+    let alice = TestAccount::at(
+        d.root
+            .path()
+            .join("alice@example.test".replace('@', "_at_")),
+    );
+    let g = Gpg::with_secret_of(&alice.home, d.root.path().join("gpg-alice-2"));
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(alice.home.join("account.json")).expect("json"))
+            .expect("json");
+    let fpr = info["openpgp_fingerprint"]
+        .as_str()
+        .expect("fpr")
+        .to_owned();
+    let inner = crlf("Content-Type: text/plain\r\nSubject: Not yours\r\n\r\nFor Alice only.\r\n");
+    let armored = gpg_encrypt(&g, d.root.path(), &inner, &["-r", &fpr]);
+    let stored = pgp_mime(
+        "From: Carol <carol@example.test>\r\nTo: bob@example.test\r\nSubject: [...]\r\nMessage-ID: <other@example.test>\r\nMIME-Version: 1.0\r\n",
+        &armored,
+    );
+    append(
+        &d.servers,
+        "bob",
+        "INBOX",
+        d.root.path(),
+        &[stored.as_slice()],
+    );
+    let m = Meshmail::start(&d.servers.meshmail_pop3_config(&d.bob.home, "bob", ""));
+    let seen = Seen::fetch(m.port, "bob", "plain");
+    let text = seen.text(4);
+    assert!(
+        text.contains("Meshmail-Result: failed; reason=\"this account's keys cannot decrypt it\""),
+        "{text}"
+    );
+    // The stored message itself follows, ciphertext and all; nothing of Alice's plaintext.
+    assert!(text.contains("-----BEGIN PGP MESSAGE-----"), "{text}");
+    assert!(!text.contains("For Alice only"), "{text}");
+    assert_eq!(seen.sizes("list_after")["4"], seen.message(4).len() as u64);
+}

@@ -388,9 +388,24 @@ fn load_accounts(
                     crate::policy::store::LocalStore::new(&a.home).certs_matching(&|_| true);
                 index =
                     crate::imap::index::Index::open(&a.home, unlocked.smime_key_pkcs8().expose());
+                let fingerprints = |certs: &[sequoia_openpgp::Cert]| -> Vec<String> {
+                    certs.iter().map(|c| c.fingerprint().to_hex()).collect()
+                };
+                let epoch = crate::pop3::sizes::epoch(
+                    &[
+                        secret.fingerprint().to_hex(),
+                        smime
+                            .as_ref()
+                            .map(|c| data_encoding::HEXLOWER.encode(c.der()))
+                            .unwrap_or_default(),
+                    ],
+                    &fingerprints(&keyring),
+                    config.limits.max_message_size,
+                );
                 pop3_sizes = crate::pop3::sizes::SizeBook::open(
                     &a.home,
                     unlocked.smime_key_pkcs8().expose(),
+                    epoch,
                 )
                 .map(Arc::new);
                 let decryption = DecryptionKeys::new(

@@ -8,8 +8,18 @@ use crate::secret::{Secret, SecretString};
 
 /// The longest command line accepted, CRLF included.
 pub const MAX_LINE: usize = 512;
-/// The longest SASL response line (an AUTH continuation, base64).
+/// The longest SASL line: an AUTH continuation, or an AUTH command with its initial response
+/// (an OAuth token, base64, is often longer than a command line may be).
 pub const MAX_SASL_LINE: usize = 8 * 1024;
+
+/// The longest line accepted where `line` (its start, at least) begins.
+pub fn line_limit(line: &[u8]) -> usize {
+    if line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"AUTH ") {
+        MAX_SASL_LINE
+    } else {
+        MAX_LINE
+    }
+}
 
 /// A client command.
 #[derive(Debug)]
@@ -51,7 +61,7 @@ pub enum CommandError {
 impl Command {
     /// Reads one line (CRLF or LF included or not).
     pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
-        if line.len() > MAX_LINE {
+        if line.len() > line_limit(line) {
             return Err(CommandError::TooLong);
         }
         let line = line
@@ -198,6 +208,16 @@ mod tests {
         );
         assert_eq!(
             Command::parse(&[b'A'; MAX_LINE + 1]).unwrap_err(),
+            CommandError::TooLong
+        );
+        let token = format!("AUTH XOAUTH2 {}\r\n", "A".repeat(2000));
+        assert!(matches!(
+            Command::parse(token.as_bytes()),
+            Ok(Command::Auth { .. })
+        ));
+        assert_eq!(
+            Command::parse(format!("AUTH PLAIN {}\r\n", "A".repeat(MAX_SASL_LINE)).as_bytes())
+                .unwrap_err(),
             CommandError::TooLong
         );
         assert_eq!(

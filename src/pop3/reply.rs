@@ -4,6 +4,9 @@
 //! middle of a multi-line reply gives no reply at all: a truncated message is never taken for a
 //! whole one.
 
+/// A buffer emptied after a reply larger than this is given back.
+const SHRINK_ABOVE: usize = 1 << 20;
+
 /// A reply grew past the limit: the connection cannot go on.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TooLarge;
@@ -94,6 +97,11 @@ impl ReplyFramer {
                     Vec::new()
                 };
                 whole.truncate(line_end);
+                whole.shrink_to_fit();
+                if self.buf.is_empty() && self.buf.capacity() > SHRINK_ABOVE {
+                    // A large message is not kept allocated for the rest of the session.
+                    self.buf = Vec::new();
+                }
                 Some(Ok(Reply {
                     ok,
                     line: whole,

@@ -2,7 +2,9 @@
 //! and `STAT` give the octets `RETR` will serve without decrypting the maildrop.
 //!
 //! Keyed by the server's unique-id (UIDL) together with the server's own size for it: an
-//! entry is only believed while both still match. The file is sealed (AES-256-GCM, key derived
+//! entry is only believed while both still match. A view's size also depends on what built it
+//! (the keys, the keyring that checks signatures, the size limit, meshmail's version): the
+//! book carries a digest of those, its epoch, and a book of another epoch is not read. The file is sealed (AES-256-GCM, key derived
 //! from the account's secret) because sizes say something about content; it is rewritten
 //! whole (write, then rename) at the end of a session that learned something, and bounded to
 //! [`MAX_ENTRIES`].
@@ -13,8 +15,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Entries kept at most; beyond, the oldest are dropped (they only cost a size estimate).
+/// Entries kept at most; beyond, the oldest tenth is dropped (they only cost a size estimate).
 pub const MAX_ENTRIES: usize = 200_000;
+/// The epoch: a SHA-256 digest.
+const EPOCH: usize = 32;
 /// Longest unique-id kept (RFC 1939 §7: 1 to 70 characters).
 const MAX_UIDL: usize = 70;
 const FILE: &str = "pop3-sizes";
@@ -34,6 +38,7 @@ struct Known {
 /// One account's remembered sizes.
 pub struct SizeBook {
     path: PathBuf,
+    epoch: [u8; EPOCH],
     key: LessSafeKey,
     state: Mutex<Book>,
     /// Held while the file is written: two sessions ending together write one after the
@@ -49,9 +54,10 @@ struct Book {
 }
 
 impl SizeBook {
-    /// The book under `home` (empty when there is none or it cannot be opened: a damaged file
-    /// costs estimates, never a wrong size, since nothing in it is believed unverified).
-    pub fn open(home: &Path, secret: &[u8]) -> Option<SizeBook> {
+    /// The book under `home` (empty when there is none, it cannot be opened, or it was written
+    /// in another `epoch`: a damaged or outdated file costs estimates, never a wrong size).
+    /// `epoch` is a digest of what decides the views' bytes (see [`epoch`]).
+    pub fn open(home: &Path, secret: &[u8], epoch: [u8; EPOCH]) -> Option<SizeBook> {
         let prk = Salt::new(HKDF_SHA256, AAD).extract(secret);
         let okm = prk.expand(&[b"sizes key"], &AES_256_GCM).ok()?;
         let key = LessSafeKey::new(UnboundKey::from(okm));
@@ -59,11 +65,15 @@ impl SizeBook {
         let entries = std::fs::read(&path)
             .ok()
             .and_then(|sealed| open_sealed(&key, sealed))
-            .and_then(|plain| decode(&plain))
+            .and_then(|plain| {
+                let body = plain.strip_prefix(epoch.as_slice())?;
+                decode(body)
+            })
             .unwrap_or_default();
         let clock = entries.values().map(|k| k.seen).max().unwrap_or(0);
         Some(SizeBook {
             path,
+            epoch,
             key,
             state: Mutex::new(Book {
                 entries,
@@ -104,9 +114,10 @@ impl SizeBook {
         book.entries.insert(uidl.to_owned(), known);
         book.dirty = true;
         if book.entries.len() > MAX_ENTRIES {
+            // A tenth at once: the sort is paid once per 20,000 new entries, not per entry.
             let mut ages: Vec<u64> = book.entries.values().map(|k| k.seen).collect();
             ages.sort_unstable();
-            let cut = ages[book.entries.len() - MAX_ENTRIES];
+            let cut = ages[MAX_ENTRIES / 10];
             book.entries.retain(|_, k| k.seen >= cut);
         }
     }
@@ -124,7 +135,9 @@ impl SizeBook {
                 return;
             }
             book.dirty = false;
-            encode(&book.entries)
+            let mut plain = self.epoch.to_vec();
+            plain.extend_from_slice(&encode(&book.entries));
+            plain
         };
         if let Err(e) = self.write(plain) {
             tracing::warn!(error = %e, "the POP3 size book could not be written");
@@ -155,6 +168,27 @@ impl SizeBook {
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)
     }
+}
+
+/// The epoch of views built by this meshmail with these keys (`key_ids`: the account's
+/// certificates' fingerprints), this keyring (its certificates' fingerprints) and this size
+/// limit.
+pub fn epoch(key_ids: &[String], keyring: &[String], max_message_size: usize) -> [u8; EPOCH] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(env!("CARGO_PKG_VERSION").as_bytes());
+    ctx.update(&(max_message_size as u64).to_be_bytes());
+    for list in [key_ids, keyring] {
+        let mut sorted = list.to_vec();
+        sorted.sort();
+        ctx.update(&(sorted.len() as u64).to_be_bytes());
+        for id in sorted {
+            ctx.update(&(id.len() as u64).to_be_bytes());
+            ctx.update(id.as_bytes());
+        }
+    }
+    let mut out = [0u8; EPOCH];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 fn open_sealed(key: &LessSafeKey, mut sealed: Vec<u8>) -> Option<Vec<u8>> {
@@ -218,26 +252,32 @@ fn decode(mut bytes: &[u8]) -> Option<HashMap<String, Known>> {
 mod tests {
     use super::*;
 
+    const E: [u8; EPOCH] = [7; EPOCH];
+
     #[test]
     fn sizes_survive_a_restart_and_need_the_same_server_size() {
         let home = tempfile::tempdir().expect("tempdir");
-        let book = SizeBook::open(home.path(), b"secret").expect("book");
+        let book = SizeBook::open(home.path(), b"secret", E).expect("book");
         book.set("00000001abc", 3000, 1800);
         assert_eq!(book.get("00000001abc", 3000), Some(1800));
         book.save();
-        let again = SizeBook::open(home.path(), b"secret").expect("book");
+        let again = SizeBook::open(home.path(), b"secret", E).expect("book");
         assert_eq!(again.get("00000001abc", 3000), Some(1800));
         // The same unique-id with another server size is another message.
         assert_eq!(again.get("00000001abc", 3001), None);
         // Another account's key opens nothing.
-        let other = SizeBook::open(home.path(), b"other").expect("book");
+        let other = SizeBook::open(home.path(), b"other", E).expect("book");
         assert_eq!(other.get("00000001abc", 3000), None);
+        // Views built with another keyring (or keys, limit, version) may differ in size.
+        let later = epoch(&["k".into()], &["a new sender's key".into()], 1 << 20);
+        let outdated = SizeBook::open(home.path(), b"secret", later).expect("book");
+        assert_eq!(outdated.get("00000001abc", 3000), None);
     }
 
     #[test]
     fn a_damaged_file_is_an_empty_book() {
         let home = tempfile::tempdir().expect("tempdir");
-        let book = SizeBook::open(home.path(), b"secret").expect("book");
+        let book = SizeBook::open(home.path(), b"secret", E).expect("book");
         book.set("a", 1, 2);
         book.save();
         let path = home.path().join(FILE);
@@ -245,7 +285,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).expect("write");
-        let again = SizeBook::open(home.path(), b"secret").expect("book");
+        let again = SizeBook::open(home.path(), b"secret", E).expect("book");
         assert_eq!(again.get("a", 1), None);
     }
 

@@ -16,7 +16,7 @@
 use super::maildrop::{self, Maildrop};
 use super::state::{Account, Mapped, PendingLogin, Sasl, State};
 use crate::imap::view::{mime, Treatment};
-use crate::pop3::command::{Command, CommandError, MAX_LINE, MAX_SASL_LINE};
+use crate::pop3::command::{line_limit, Command, CommandError, MAX_SASL_LINE};
 use crate::pop3::reply::{unstuff, Reply, ReplyFramer};
 use crate::pop3::Pop3Context;
 use crate::secret::Secret;
@@ -130,10 +130,13 @@ pub(super) struct Core {
     job_running: bool,
     pub control: Control,
     errors: u32,
+    /// The longest reply read whole (a message is held in memory to be decrypted).
+    max_reply: usize,
 }
 
 impl Core {
     pub fn new(ctx: Arc<Pop3Context>, peer: String, tls: bool, loopback: bool) -> Core {
+        // An armoured message is about 1.37 times its plaintext.
         let max = ctx.limits.max_message_size.saturating_mul(2);
         Core {
             ctx,
@@ -154,6 +157,7 @@ impl Core {
             job_running: false,
             control: Control::Run,
             errors: 0,
+            max_reply: max,
         }
     }
 
@@ -161,6 +165,8 @@ impl Core {
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.control = Control::Run;
+        // RFC 2595 §4: what was said before TLS is forgotten.
+        self.state = State::Authorization { user: None };
     }
 
     /// The driver may read more from the client.
@@ -273,7 +279,7 @@ impl Core {
             let max = if self.sasl_turn.is_some() {
                 MAX_SASL_LINE
             } else {
-                MAX_LINE
+                line_limit(&self.client_in)
             };
             let Some(nl) = self.client_in.iter().position(|&b| b == b'\n') else {
                 if self.client_in.len() > max {
@@ -435,7 +441,7 @@ impl Core {
                     // Not known yet: this one message is looked at (and decrypted when it
                     // is encrypted, which its RETR then finds done), so that the size a
                     // client checks a RETR against is the one RETR serves.
-                    Some(msg) if msg.served.is_none() => {
+                    Some(msg) if msg.served.is_none() && !self.too_large(n) => {
                         self.relay(
                             format!("TOP {n} 0\r\n").into_bytes(),
                             Awaiting::SizeProbe(n),
@@ -459,6 +465,8 @@ impl Core {
                     multiline: n.is_none(),
                 },
             ),
+            // Refused before it is asked for: the session goes on with the other messages.
+            Command::Retr(n) if self.too_large(n) => self.reply_to_client(TOO_LARGE),
             Command::Retr(n) => self.relay(line, Awaiting::Retr(n)),
             Command::Top(n, k) => self.relay(line, Awaiting::TopProbe(n, k)),
             Command::Dele(n) => self.relay(line, Awaiting::Dele(n)),
@@ -531,17 +539,17 @@ impl Core {
             }
             Awaiting::Retr(n) => self.message(n, Answer::Retr, reply, true),
             Awaiting::TopProbe(n, k) => {
-                let treatment = reply.body.as_deref().map(|b| treatment_of(&unstuff(b)));
-                match (reply.ok, treatment) {
-                    (true, Some(Treatment::Decrypt)) => self.fetch_whole(n, Answer::Top(k)),
+                match (reply.ok, reply.body.as_deref().map(probe_treatment)) {
+                    (true, Some(Some(Treatment::Decrypt) | None)) => {
+                        self.fetch_whole(n, Answer::Top(k))
+                    }
                     // The client's own TOP: the header and k lines, not the whole message.
                     _ => self.message(n, Answer::Top(k), reply, false),
                 }
             }
             Awaiting::SizeProbe(n) => {
-                let treatment = reply.body.as_deref().map(|b| treatment_of(&unstuff(b)));
-                match (reply.ok, treatment) {
-                    (true, Some(Treatment::AsStored)) => {
+                match (reply.ok, reply.body.as_deref().map(probe_treatment)) {
+                    (true, Some(Some(Treatment::AsStored))) => {
                         // Served as stored: the server's size is the size.
                         if let Some(m) = self.maildrop.as_ref().and_then(|m| m.get(n)) {
                             let size = m.server_size;
@@ -649,10 +657,25 @@ impl Core {
 
     /// Asks for the whole message `n` without RETR's side effects.
     fn fetch_whole(&mut self, n: u32, answer: Answer) {
+        if self.too_large(n) {
+            match answer {
+                Answer::List => self.list_one(n),
+                _ => self.reply_to_client(TOO_LARGE),
+            }
+            return;
+        }
         self.queued.push_back((
             format!("TOP {n} {WHOLE}\r\n").into_bytes(),
             Awaiting::Whole(n, answer),
         ));
+    }
+
+    /// Message `n` is larger than meshmail reads whole (by the server's scan listing).
+    fn too_large(&self, n: u32) -> bool {
+        self.maildrop
+            .as_ref()
+            .and_then(|m| m.get(n))
+            .is_some_and(|m| m.server_size > self.max_reply as u64)
     }
 
     /// Remembers the served size of message `n` (for LIST and STAT, and in the size book).
@@ -716,6 +739,20 @@ impl Core {
             self.control = Control::Close;
         }
     }
+}
+
+/// `-ERR` for a message too large to read whole: it stays on the server, untouched.
+const TOO_LARGE: &[u8] =
+    b"-ERR [SYS/PERM] This message is larger than meshmail reads ([limits] max_message_size); it stays on the server\r\n";
+
+/// The treatment a TOP answer's header says, when it says it for sure: `None` when the header
+/// does not end in an empty line within the answer (a server may cut a header where meshmail's
+/// parser would not, e.g. at a line starting with CR; then only the whole message can tell).
+fn probe_treatment(body: &[u8]) -> Option<Treatment> {
+    let raw = unstuff(body);
+    let header = mime::header_section(&raw);
+    let ends = header.ends_with(b"\n\r\n") || header.ends_with(b"\n\n") || header == b"\r\n";
+    ends.then(|| treatment_of(&raw))
 }
 
 fn treatment_of(message: &[u8]) -> Treatment {

@@ -325,3 +325,41 @@ fn a_top_of_a_plaintext_message_does_not_change_its_size() {
     c.on_client_bytes(b"STAT\r\n");
     assert_eq!(client(&mut c), "+OK 2 140\r\n");
 }
+
+#[test]
+fn a_header_the_server_cut_short_is_judged_on_the_whole_message() {
+    // A server may end a header at a line starting with CR, where meshmail's parser goes on
+    // (and would find the Content-Type saying encrypted): only the whole message can tell.
+    let mut c = core();
+    login(&mut c, "alice", "1 900\r\n", "1 u1\r\n");
+    c.on_client_bytes(b"LIST 1\r\n");
+    assert_eq!(upstream(&mut c), "TOP 1 0\r\n");
+    c.on_upstream_bytes(b"+OK\r\nFrom: a@example.test\r\n\rX\r\n.\r\n");
+    assert_eq!(upstream(&mut c), "TOP 1 999999999\r\n");
+    c.on_client_bytes(b"TOP 1 0\r\n");
+    c.on_upstream_bytes(format!("+OK\r\n{ENCRYPTED}.\r\n").as_bytes());
+    let job = c.job.take().expect("the whole message is judged encrypted");
+    assert_eq!(job.answer, Answer::List);
+}
+
+#[test]
+fn a_message_too_large_to_read_whole_is_refused_and_the_session_goes_on() {
+    let mut c = core();
+    // The context reads replies up to 2 MiB.
+    login(
+        &mut c,
+        "alice",
+        "1 3000000\r\n2 100\r\n",
+        "1 big\r\n2 small\r\n",
+    );
+    c.on_client_bytes(b"LIST 1\r\nRETR 1\r\nRETR 2\r\n");
+    // LIST 1 gives the server's size without reading the message; RETR 1 is refused
+    // without asking the server; RETR 2 goes on.
+    assert_eq!(upstream(&mut c), "RETR 2\r\n");
+    let shown = client(&mut c);
+    assert!(
+        shown.starts_with("+OK 1 3000000\r\n-ERR [SYS/PERM]"),
+        "{shown}"
+    );
+    assert_eq!(c.control, Control::Run);
+}
