@@ -10,11 +10,13 @@
 mod common;
 
 use common::gpg::Gpg;
-use common::imap::{append, crlf, expected_view, gpg_encrypt, oracle, pgp_mime};
+use common::imap::{
+    append, crlf, expected_view, gpg_encrypt, locked_account_with_a_message, oracle, pgp_mime,
+};
 use common::mail::{MailServers, Meshmail};
 use common::smime;
 use common::*;
-use std::io::{BufRead, Read, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -586,26 +588,6 @@ fn another_login_sees_its_mailbox_untouched() {
     assert!(!contains(&got, "Meshmail-Result"));
 }
 
-/// Reads what the server says until it closes or `wait` passes.
-fn converse(port: u16, send: &[u8], wait: std::time::Duration) -> (String, bool) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(wait)).expect("timeout");
-    let mut greeting = [0u8; 4096];
-    let _ = s.read(&mut greeting);
-    // The server may close before it has read everything (that is what some tests check).
-    let _ = s.write_all(send);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        match s.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break false,
-        }
-    };
-    (String::from_utf8_lossy(&out).into_owned(), closed)
-}
-
 #[test]
 fn capabilities_injection_and_bad_input() {
     let w = world();
@@ -1009,40 +991,12 @@ fn header_sync_after_a_restart_reads_the_index_not_the_ciphertext() {
 fn a_locked_key_store_answers_unavailable_never_a_view_or_plaintext() {
     let root = tempdir();
     let servers = MailServers::start();
-    let home = root.path().join("frank");
-    let pass = root.path().join("pass");
-    std::fs::write(&pass, "correct horse battery staple\n").expect("pass");
-    run(meshmail(&home).arg("--passphrase-file").arg(&pass).args([
-        "init",
-        "--address",
-        "frank@example.test",
-    ]))
-    .ok();
-    let g = Gpg {
-        dir: root.path().join("gpg"),
-    };
-    std::fs::create_dir_all(&g.dir).expect("gpg dir");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&g.dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    }
-    g.import_public(&home);
-    let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(home.join("account.json")).expect("json"))
-            .expect("json");
-    let fpr = info["openpgp_fingerprint"]
-        .as_str()
-        .expect("fpr")
-        .to_owned();
-    let inner = crlf("Content-Type: text/plain\r\n\r\nLocked away: mulberry.\r\n");
-    let armored = gpg_encrypt(&g, root.path(), &inner, &["-r", &fpr]);
-    let stored = pgp_mime(&OUTER.replace("NAME", "f1"), &armored);
-    let uids = append(
+    let (home, _pass, _stored, uid) = locked_account_with_a_message(
+        root.path(),
         &servers,
         "frank",
-        "INBOX",
-        root.path(),
-        &[stored.as_slice()],
+        &OUTER.replace("NAME", "f1"),
+        "Locked away: mulberry.",
     );
     // No passphrase in the configuration: the account is mapped but locked.
     let config = servers.meshmail_config(&home, "frank", None, "");
@@ -1054,7 +1008,7 @@ fn a_locked_key_store_answers_unavailable_never_a_view_or_plaintext() {
             "frank",
             "secret",
             "INBOX",
-            &uids[0],
+            &uid,
             "BODY.PEEK[]",
         ])
         .output()

@@ -7,11 +7,10 @@
 mod common;
 
 use common::gpg::Gpg;
-use common::imap::{append, crlf, gpg_encrypt, pgp_mime};
+use common::imap::{append, crlf, gpg_encrypt, locked_account_with_a_message, pgp_mime};
 use common::mail::{MailServers, Meshmail};
 use common::*;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -205,29 +204,6 @@ fn another_login_is_relayed_untouched() {
     assert_eq!(decryptions(&m), 0, "{}", m.log_text());
 }
 
-/// Bytes sent at once, and everything read back until the server closes or `wait` passes.
-fn converse(port: u16, lines: &[&[u8]], wait: Duration) -> (String, bool) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(wait)).expect("timeout");
-    let mut greeting = [0u8; 512];
-    let n = s.read(&mut greeting).expect("greeting");
-    assert!(greeting[..n].starts_with(b"+OK"));
-    let mut out = Vec::new();
-    for line in lines {
-        s.write_all(line).expect("write");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        match s.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break false,
-        }
-    };
-    (String::from_utf8_lossy(&out).into_owned(), closed)
-}
-
 #[test]
 fn stls_and_implicit_tls_work_and_pipelined_stls_and_long_lines_are_refused() {
     let d = bobs_maildrop();
@@ -254,18 +230,18 @@ fn stls_and_implicit_tls_work_and_pipelined_stls_and_long_lines_are_refused() {
     }
     // A command pipelined behind STLS (it would be read as if it came over TLS): refused,
     // and the connection closed.
-    let (reply, closed) = converse(m.port, &[b"STLS\r\nUSER bob\r\n"], Duration::from_secs(5));
+    let (reply, closed) = converse(m.port, b"STLS\r\nUSER bob\r\n", Duration::from_secs(5));
     assert!(reply.starts_with("-ERR"), "{reply}");
     assert!(!reply.contains("+OK"), "{reply}");
     assert!(closed, "{reply}");
     // A line far over RFC 2449's 255 octets: refused, closed, nothing relayed.
     let long = format!("USER {}\r\n", "a".repeat(600));
-    let (reply, closed) = converse(m.port, &[long.as_bytes()], Duration::from_secs(5));
+    let (reply, closed) = converse(m.port, long.as_bytes(), Duration::from_secs(5));
     assert_eq!(reply, "-ERR Line too long\r\n");
     assert!(closed);
     // A 250-octet one is the server's business (Dovecot answers it).
     let long = format!("USER {}\r\nQUIT\r\n", "a".repeat(240));
-    let (reply, _) = converse(m.port, &[long.as_bytes()], Duration::from_secs(5));
+    let (reply, _) = converse(m.port, long.as_bytes(), Duration::from_secs(5));
     assert!(
         reply.starts_with("+OK") || reply.starts_with("-ERR"),
         "{reply}"
@@ -405,38 +381,12 @@ fn dele_rset_and_quit_work_as_without_meshmail() {
 fn a_locked_key_store_gets_a_temporary_error_never_a_failure_view() {
     let root = tempdir();
     let servers = MailServers::start();
-    let home = root.path().join("frank");
-    let pass = root.path().join("pass");
-    std::fs::write(&pass, "correct horse battery staple\n").expect("pass");
-    run(meshmail(&home).arg("--passphrase-file").arg(&pass).args([
-        "init",
-        "--address",
-        "frank@example.test",
-    ]))
-    .ok();
-    let g = Gpg {
-        dir: root.path().join("gpg"),
-    };
-    std::fs::create_dir_all(&g.dir).expect("gpg dir");
-    std::fs::set_permissions(&g.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .expect("chmod");
-    g.import_public(&home);
-    let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(home.join("account.json")).expect("json"))
-            .expect("json");
-    let fpr = info["openpgp_fingerprint"]
-        .as_str()
-        .expect("fpr")
-        .to_owned();
-    let inner = crlf("Content-Type: text/plain\r\n\r\nLocked away: mulberry.\r\n");
-    let armored = gpg_encrypt(&g, root.path(), &inner, &["-r", &fpr]);
-    let stored = pgp_mime("From: a@example.test\r\nSubject: [...]\r\n", &armored);
-    append(
+    let (home, pass, _, _) = locked_account_with_a_message(
+        root.path(),
         &servers,
         "frank",
-        "INBOX",
-        root.path(),
-        &[stored.as_slice()],
+        "From: a@example.test\r\nSubject: [...]\r\n",
+        "Locked away: mulberry.",
     );
     // No passphrase in the configuration: the account is mapped but locked.
     let m = Meshmail::start(&servers.meshmail_pop3_config(&home, "frank", ""));

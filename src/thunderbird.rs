@@ -78,11 +78,17 @@ pub fn user_js(s: &ProfileSettings) -> String {
     pref("mail.account.account1.server", quote("server1"));
     pref("mail.account.account1.identities", quote("id1"));
     pref("mail.account.account2.server", quote("server2"));
-    if let Some(imap) = s.imap {
-        let host = imap.ip().to_string();
-        pref("mail.server.server1.type", quote("imap"));
+    // The incoming server: IMAP, or POP3 with `--pop3`.
+    let incoming = match (s.imap, s.pop3) {
+        (_, Some(pop3)) => Some(("pop3", pop3, "Mail")),
+        (Some(imap), None) => Some(("imap", imap, "ImapMail")),
+        (None, None) => None,
+    };
+    if let Some((kind, addr, dir)) = incoming {
+        let host = addr.ip().to_string();
+        pref("mail.server.server1.type", quote(kind));
         pref("mail.server.server1.hostname", quote(&host));
-        pref("mail.server.server1.port", imap.port().to_string());
+        pref("mail.server.server1.port", addr.port().to_string());
         pref("mail.server.server1.userName", quote(&s.user));
         pref(
             "mail.server.server1.name",
@@ -92,36 +98,22 @@ pub fn user_js(s: &ProfileSettings) -> String {
         pref("mail.server.server1.authMethod", "3".into());
         pref(
             "mail.server.server1.directory-rel",
-            quote(&format!("[ProfD]ImapMail/{host}")),
+            quote(&format!("[ProfD]{dir}/{host}")),
         );
-        // Decrypted messages stay on this disk for offline use only when asked for.
-        pref(
-            "mail.server.server1.offline_download",
-            s.offline.to_string(),
-        );
-        let folder = |f: &str| format!("imap://{}@{host}/{f}", s.user);
-        pref("mail.identity.id1.fcc_folder", quote(&folder("Sent")));
-        pref("mail.identity.id1.draft_folder", quote(&folder("Drafts")));
-    }
-    if let Some(pop3) = s.pop3 {
-        let host = pop3.ip().to_string();
-        pref("mail.server.server1.type", quote("pop3"));
-        pref("mail.server.server1.hostname", quote(&host));
-        pref("mail.server.server1.port", pop3.port().to_string());
-        pref("mail.server.server1.userName", quote(&s.user));
-        pref(
-            "mail.server.server1.name",
-            quote(&format!("{} (meshmail)", s.address)),
-        );
-        pref("mail.server.server1.socketType", security.into());
-        pref("mail.server.server1.authMethod", "3".into());
-        pref(
-            "mail.server.server1.directory-rel",
-            quote(&format!("[ProfD]Mail/{host}")),
-        );
-        // The server keeps its (encrypted) copy: another device, the IMAP view or a rekey
-        // still finds the message after Thunderbird downloaded it.
-        pref("mail.server.server1.leave_on_server", "true".into());
+        if kind == "imap" {
+            // Decrypted messages stay on this disk for offline use only when asked for.
+            pref(
+                "mail.server.server1.offline_download",
+                s.offline.to_string(),
+            );
+            let folder = |f: &str| format!("imap://{}@{host}/{f}", s.user);
+            pref("mail.identity.id1.fcc_folder", quote(&folder("Sent")));
+            pref("mail.identity.id1.draft_folder", quote(&folder("Drafts")));
+        } else {
+            // The server keeps its (encrypted) copy: another device, the IMAP view or a rekey
+            // still finds the message after Thunderbird downloaded it.
+            pref("mail.server.server1.leave_on_server", "true".into());
+        }
     }
     pref("mail.server.server2.type", quote("none"));
     pref("mail.server.server2.hostname", quote("Local Folders"));

@@ -47,6 +47,22 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, St
     Ok(config)
 }
 
+/// The server side of TLS on an accepted connection, within `limit` (a client that stalls the
+/// handshake is dropped): `None` when it failed or took too long.
+pub async fn accept_within<S>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: S,
+    limit: std::time::Duration,
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::time::timeout(limit, acceptor.accept(stream))
+        .await
+        .ok()?
+        .ok()
+}
+
 /// A server acceptor with the certificate chain and key from PEM files.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
     let (chain, key) = read_identity(cert, key)?;

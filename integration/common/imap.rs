@@ -119,3 +119,49 @@ pub fn expected_view(result: &str, outer: &str, subject: Option<&str>, inner: &[
     v.extend_from_slice(&inner[split + 4..]);
     v
 }
+
+/// An account made with a passphrase (`<root>/<user>`, the passphrase in `<root>/pass`), and
+/// one PGP/MIME message encrypted to it by gpg holding `secret_word`, stored in `user`'s
+/// INBOX: (home, passphrase file, the stored message, its UID).
+pub fn locked_account_with_a_message(
+    root: &Path,
+    servers: &super::mail::MailServers,
+    user: &str,
+    outer: &str,
+    secret_word: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>, String) {
+    let home = root.join(user);
+    let pass = root.join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").expect("pass");
+    super::run(
+        super::meshmail(&home)
+            .arg("--passphrase-file")
+            .arg(&pass)
+            .args(["init", "--address", &format!("{user}@example.test")]),
+    )
+    .ok();
+    let g = Gpg {
+        dir: root.join("gpg"),
+    };
+    std::fs::create_dir_all(&g.dir).expect("gpg dir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&g.dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    g.import_public(&home);
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("account.json")).expect("json"))
+            .expect("json");
+    let fpr = info["openpgp_fingerprint"]
+        .as_str()
+        .expect("fpr")
+        .to_owned();
+    let inner = crlf(&format!(
+        "Content-Type: text/plain\r\n\r\n{secret_word}\r\n"
+    ));
+    let armored = gpg_encrypt(&g, root, &inner, &["-r", &fpr]);
+    let stored = pgp_mime(outer, &armored);
+    let uids = append(servers, user, "INBOX", root, &[stored.as_slice()]);
+    let uid = uids.first().cloned().expect("uid");
+    (home, pass, stored, uid)
+}

@@ -396,6 +396,28 @@ pub mod raw_imap;
 pub mod sidecar;
 pub mod smime;
 
+/// Connects, reads the greeting, sends `send` at once, and reads what the server says until it
+/// closes (true) or `wait` passes (false).
+pub fn converse(port: u16, send: &[u8], wait: std::time::Duration) -> (String, bool) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    let mut greeting = [0u8; 4096];
+    let _ = s.read(&mut greeting);
+    // The server may close before it has read everything (that is what some tests check).
+    let _ = s.write_all(send);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
 /// A log without its ANSI colour sequences (tracing colours its fields).
 pub fn plain(log: &str) -> String {
     let mut out = String::with_capacity(log.len());

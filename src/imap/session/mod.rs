@@ -115,12 +115,12 @@ pub async fn run(
         let Some(acceptor) = ctx.tls.clone() else {
             return;
         };
-        match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
+        match crate::tls::accept_within(&acceptor, tcp, idle).await {
+            Some(tls) => {
                 client_key = crate::tls::client_keys::peer_key(&tls);
                 Box::new(tls)
             }
-            _ => return,
+            None => return,
         }
     } else {
         Box::new(tcp)
@@ -174,8 +174,8 @@ pub async fn run(
                 let Some(acceptor) = task.core.ctx.tls.clone() else {
                     break;
                 };
-                match tokio::time::timeout(idle, acceptor.accept(client)).await {
-                    Ok(Ok(tls)) => {
+                match crate::tls::accept_within(&acceptor, client, idle).await {
+                    Some(tls) => {
                         task.core.client_key = crate::tls::client_keys::peer_key(&tls);
                         client = Box::new(tls);
                     }

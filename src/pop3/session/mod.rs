@@ -48,16 +48,13 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let idle = Duration::from_secs(ctx.limits.idle_timeout_secs);
-    let mut client: Box<dyn Stream> = if implicit_tls {
-        let Some(acceptor) = ctx.tls.clone() else {
-            return;
-        };
-        match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Box::new(tls),
-            _ => return,
-        }
-    } else {
-        Box::new(tcp)
+    let mut client: Box<dyn Stream> = match (implicit_tls, &ctx.tls) {
+        (false, _) => Box::new(tcp),
+        (true, Some(acceptor)) => match crate::tls::accept_within(acceptor, tcp, idle).await {
+            Some(tls) => Box::new(tls),
+            None => return,
+        },
+        (true, None) => return,
     };
     let upstream = match super::upstream::connect(&ctx.upstream).await {
         Ok(u) => u,
@@ -93,9 +90,9 @@ pub async fn run(
                 let Some(acceptor) = task.core.ctx.tls.clone() else {
                     break;
                 };
-                match tokio::time::timeout(idle, acceptor.accept(client)).await {
-                    Ok(Ok(tls)) => client = Box::new(tls),
-                    _ => return,
+                match crate::tls::accept_within(&acceptor, client, idle).await {
+                    Some(tls) => client = Box::new(tls),
+                    None => return,
                 }
                 task.core.tls_started();
             }
