@@ -117,13 +117,19 @@ printf '%s\n' "$MSG" | grep -q "secret subject" && { echo "LEAK: the Subject is 
 echo "  (the Subject and body exist only inside the encrypted part)"
 
 IMAP_PORT=$((BASE + 143))
-step "5. read: Bob's own meshmail in front of his mailbox (IMAP on 127.0.0.1:$IMAP_PORT)"
+POP3_PORT=$((BASE + 110))
+step "5. read: Bob's own meshmail in front of his mailbox (IMAP on 127.0.0.1:$IMAP_PORT, POP3 on 127.0.0.1:$POP3_PORT)"
 cat > "$DIR/bob.toml" <<CONF
 home = "$DIR/bob"
 upstream_user = "bob"
 [imap]
 listen = "127.0.0.1:$IMAP_PORT"
 upstream = "127.0.0.1:$((BASE + 43))"
+upstream_tls = "starttls"
+upstream_ca = "$DIR/servers/tls/ca.pem"
+[pop3]
+listen = "127.0.0.1:$POP3_PORT"
+upstream = "127.0.0.1:$((BASE + 10))"
 upstream_tls = "starttls"
 upstream_ca = "$DIR/servers/tls/ca.pem"
 CONF
@@ -135,9 +141,13 @@ VIEW=$(curl -s "imap://127.0.0.1:$IMAP_PORT/INBOX;UID=1" -u bob:secret)
 echo "What Bob's mail client sees through meshmail:"
 printf '%s\n' "$VIEW" | grep -E '^(Meshmail-Result|Subject):|Only Bob' | sed 's/^/  /'
 printf '%s\n' "$VIEW" | grep -q "secret subject" || { echo "the view is not decrypted"; exit 1; }
+POPPED=$(curl -s "pop3://127.0.0.1:$POP3_PORT/1" -u bob:secret)
+echo "The same message fetched with POP3 through meshmail:"
+printf '%s\n' "$POPPED" | grep -E '^(Meshmail-Result|Subject):' | sed 's/^/  /'
+printf '%s\n' "$POPPED" | grep -q "secret subject" || { echo "the POP3 view is not decrypted"; exit 1; }
 
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
-  step "running: meshmail SMTP 127.0.0.1:$SMTP_PORT (Alice) and IMAP 127.0.0.1:$IMAP_PORT (Bob),"
+  step "running: meshmail SMTP 127.0.0.1:$SMTP_PORT (Alice), IMAP 127.0.0.1:$IMAP_PORT and POP3 127.0.0.1:$POP3_PORT (Bob),"
   echo "   users alice / bob, password secret, no TLS on loopback; Dovecot IMAP 127.0.0.1:$((BASE + 43));"
   echo "   NSD 127.0.0.1:$DNS_PORT. Ctrl-C stops everything."
   wait
