@@ -79,3 +79,40 @@ async fn expect_greeting<S: tokio::io::AsyncRead + Unpin + ?Sized>(
     line.extend_from_slice(b"\r\n");
     Ok(line)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A server that answers STLS with `+OK` and, in the same packet, a line of its own.
+    #[tokio::test]
+    async fn plaintext_injected_after_the_stls_reply_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            s.write_all(b"+OK ready\r\n").await.expect("greeting");
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf).await;
+            s.write_all(b"+OK Begin TLS\r\n+OK injected\r\n")
+                .await
+                .expect("reply");
+            let _ = s.read(&mut buf).await;
+        });
+        let target = UpstreamTarget {
+            address: addr.to_string(),
+            tls: UpstreamTls::Starttls,
+            tls_config: std::sync::Arc::new(crate::imap::fuzz::test_client_config()),
+            timeout: Duration::from_secs(5),
+            hello_name: "localhost".into(),
+        };
+        match connect(&target).await {
+            Err(UpstreamError::Tls(reason)) => assert!(reason.contains("plaintext"), "{reason}"),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("an injected line was accepted"),
+        }
+    }
+}
