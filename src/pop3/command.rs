@@ -26,6 +26,8 @@ pub fn line_limit(line: &[u8]) -> usize {
 pub enum Command {
     User(String),
     Pass(SecretString),
+    /// `AUTH` alone (RFC 1734's way to list the mechanisms, which some clients still use).
+    AuthList,
     /// `AUTH mechanism [initial-response]`.
     Auth {
         mechanism: String,
@@ -113,6 +115,7 @@ impl Command {
             "APOP" if args.len() == 2 => Ok(Command::Apop(args[0].to_owned())),
             "APOP" => Err(CommandError::Arguments("APOP")),
             "AUTH" => match args.as_slice() {
+                [] => Ok(Command::AuthList),
                 [m] => Ok(Command::Auth {
                     mechanism: m.to_ascii_uppercase(),
                     initial: None,
@@ -153,6 +156,7 @@ impl Command {
         matches!(
             self,
             Command::Capa
+                | Command::AuthList
                 | Command::List(None)
                 | Command::Uidl(None)
                 | Command::Retr(_)

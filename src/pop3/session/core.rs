@@ -70,6 +70,8 @@ enum Awaiting {
         multiline: bool,
     },
     Capa,
+    /// `AUTH` alone: the server's mechanisms, as meshmail offers them.
+    AuthList,
     User(String),
     Login(PendingLogin),
     ScanList,
@@ -92,6 +94,7 @@ impl Awaiting {
         match self {
             Awaiting::Relay { multiline } => *multiline,
             Awaiting::Capa
+            | Awaiting::AuthList
             | Awaiting::ScanList
             | Awaiting::ScanUidl
             | Awaiting::Retr(_)
@@ -336,9 +339,14 @@ impl Core {
         let login_allowed = self.tls || self.loopback;
         match command {
             Command::Capa => self.relay(line, Awaiting::Capa),
+            Command::AuthList if login_allowed => self.relay(line, Awaiting::AuthList),
             Command::Stls => self.stls(),
             Command::Quit => self.relay(line, Awaiting::Quit),
-            Command::User(_) | Command::Pass(_) | Command::Apop(_) | Command::Auth { .. }
+            Command::User(_)
+            | Command::Pass(_)
+            | Command::Apop(_)
+            | Command::Auth { .. }
+            | Command::AuthList
                 if !login_allowed =>
             {
                 self.refuse(b"-ERR [AUTH] Log in over TLS: use STLS first\r\n");
@@ -488,6 +496,13 @@ impl Core {
                         && self.ctx.tls.is_some()
                         && matches!(self.state, State::Authorization { .. });
                     let shown = maildrop::capabilities(body, offer, self.tls || self.loopback);
+                    self.reply_to_client(&shown);
+                }
+                _ => self.pass(&reply),
+            },
+            Awaiting::AuthList => match (&reply.body, reply.ok) {
+                (Some(body), true) => {
+                    let shown = maildrop::mechanisms(body);
                     self.reply_to_client(&shown);
                 }
                 _ => self.pass(&reply),

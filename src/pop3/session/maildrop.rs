@@ -234,6 +234,20 @@ pub fn capabilities(server: &[u8], offer_stls: bool, login_allowed: bool) -> Vec
     out
 }
 
+/// The answer to `AUTH` alone: the server's mechanisms whose login meshmail can tell.
+pub fn mechanisms(server: &[u8]) -> Vec<u8> {
+    let mut out = b"+OK\r\n".to_vec();
+    for line in server.split(|&b| b == b'\n') {
+        let name = line.strip_suffix(b"\r").unwrap_or(line);
+        if crate::sasl::can_tell_user(&String::from_utf8_lossy(name)) {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::super::reply::unstuff;

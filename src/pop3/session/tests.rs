@@ -363,3 +363,12 @@ fn a_message_too_large_to_read_whole_is_refused_and_the_session_goes_on() {
     );
     assert_eq!(c.control, Control::Run);
 }
+
+#[test]
+fn auth_alone_lists_the_mechanisms_meshmail_can_map() {
+    let mut c = core();
+    c.on_client_bytes(b"AUTH\r\n");
+    assert_eq!(upstream(&mut c), "AUTH\r\n");
+    c.on_upstream_bytes(b"+OK\r\nPLAIN\r\nCRAM-MD5\r\nLOGIN\r\n.\r\n");
+    assert_eq!(client(&mut c), "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+}
