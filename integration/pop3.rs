@@ -242,7 +242,10 @@ fn stls_and_implicit_tls_work_and_pipelined_stls_and_long_lines_are_refused() {
     // AUTH alone (RFC 1734's mechanism list, as some clients still ask): Dovecot's list, as
     // meshmail offers it.
     let (reply, _) = converse(m.port, b"AUTH\r\nQUIT\r\n", Duration::from_secs(5));
-    assert!(reply.starts_with("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n+OK"), "{reply}");
+    assert!(
+        reply.starts_with("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n+OK"),
+        "{reply}"
+    );
     // A 250-octet one is the server's business (Dovecot answers it).
     let long = format!("USER {}\r\nQUIT\r\n", "a".repeat(240));
     let (reply, _) = converse(m.port, long.as_bytes(), Duration::from_secs(5));
