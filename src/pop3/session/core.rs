@@ -23,6 +23,8 @@ use crate::secret::Secret;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// The longest header a message's treatment is read from.
+const MAX_HEADER: usize = 1024 * 1024;
 /// Client bytes buffered at most before the client is no longer read.
 const MAX_CLIENT_BUFFER: usize = 64 * 1024;
 /// `TOP n` with this many lines is the whole message (RFC 1939 §7), without RETR's side
@@ -765,13 +767,22 @@ const TOO_LARGE: &[u8] =
 /// parser would not, e.g. at a line starting with CR; then only the whole message can tell).
 fn probe_treatment(body: &[u8]) -> Option<Treatment> {
     let raw = unstuff(body);
-    let header = mime::header_section(&raw);
+    let header = header_of(&raw);
     let ends = header.ends_with(b"\n\r\n") || header.ends_with(b"\n\n") || header == b"\r\n";
     ends.then(|| treatment_of(&raw))
 }
 
 fn treatment_of(message: &[u8]) -> Treatment {
-    Treatment::of(&mime::parse(mime::header_section(message)))
+    Treatment::of(&mime::parse(header_of(message)))
+}
+
+/// The header a message's treatment is read from, at most [`MAX_HEADER`] (it is parsed on the
+/// reactor; a sender's header without an end would otherwise be the whole message). A longer
+/// one is judged by its start: its Content-Type, if beyond, is not seen and the message is
+/// shown as stored, never decrypted into something else.
+fn header_of(message: &[u8]) -> &[u8] {
+    let header = mime::header_section(message);
+    &header[..header.len().min(MAX_HEADER)]
 }
 
 /// `+ challenge` (RFC 5034 §4).

@@ -29,6 +29,8 @@ use tokio::task::JoinHandle;
 
 /// Read buffer per direction.
 const CHUNK: usize = 64 * 1024;
+/// Messages up to this size are hashed (for the view cache) on the reactor: about 0.2 ms.
+const INLINE_HASH: usize = 256 * 1024;
 /// RFC 1939 §3: a server's inactivity autologout timer is at least 10 minutes once logged in.
 const TRANSACTION_IDLE: Duration = Duration::from_secs(10 * 60);
 
@@ -174,9 +176,10 @@ impl Task {
             }
             if let Some(job) = self.core.job.take() {
                 let (n, answer) = (job.n, job.answer);
-                let key = view_key(&job);
-                // A view in the cache is answered at once: no task, no thread.
-                if let Some(view) = self.core.ctx.views.get(&key) {
+                // A small message's view in the cache is answered at once: no task, no
+                // thread. A large one is hashed off the reactor, in `build_view`.
+                let key = (job.raw.len() <= INLINE_HASH).then(|| view_key(&job));
+                if let Some(view) = key.as_ref().and_then(|k| self.core.ctx.views.get(k)) {
                     self.core.job_done(n, answer, Ok(view));
                     continue;
                 }
@@ -290,7 +293,7 @@ fn view_key(job: &Job) -> ViewKey {
 
 /// The view of a message: the one another task is building for the same ciphertext (any
 /// session of the account), else decrypted in a decryption slot on a blocking thread.
-async fn build_view(ctx: Arc<Pop3Context>, job: Job, key: ViewKey) -> JobResult {
+async fn build_view(ctx: Arc<Pop3Context>, job: Job, key: Option<ViewKey>) -> JobResult {
     if job.mapped.account.imap.device.is_some() {
         // A split account's device opens a message only with its store's partials, which
         // come over IMAP (the configuration refuses this pairing; never a failure view).
@@ -303,6 +306,12 @@ async fn build_view(ctx: Arc<Pop3Context>, job: Job, key: ViewKey) -> JobResult 
         .keys
         .clone()
         .ok_or_else(|| "the key store is locked".to_owned())?;
+    let (key, job) = match key {
+        Some(key) => (key, job),
+        None => tokio::task::spawn_blocking(move || (view_key(&job), job))
+            .await
+            .map_err(|_| "decryption stopped".to_owned())?,
+    };
     let building = match ctx.views.claim(&key) {
         Claim::Ready(view) => return Ok(view),
         Claim::Wait(rx) => match crate::imap::view::wait_for(rx).await {

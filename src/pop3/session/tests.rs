@@ -372,3 +372,19 @@ fn auth_alone_lists_the_mechanisms_meshmail_can_map() {
     c.on_upstream_bytes(b"+OK\r\nPLAIN\r\nCRAM-MD5\r\nLOGIN\r\n.\r\n");
     assert_eq!(client(&mut c), "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
 }
+
+#[test]
+fn a_header_longer_than_meshmail_reads_is_judged_by_its_start() {
+    // 1.1 MiB of header fields before the Content-Type: parsed no further than 1 MiB (on the
+    // reactor), so the message is shown as stored: no view, no job.
+    let mut c = core();
+    login(&mut c, "alice", "1 1300000\r\n", "1 u1\r\n");
+    c.on_client_bytes(b"RETR 1\r\n");
+    let _ = upstream(&mut c);
+    let filler = "X-Filler: ".to_owned() + &"a".repeat(70) + "\r\n";
+    let head = filler.repeat(1_100_000 / filler.len());
+    let body = ENCRYPTED.replacen("From:", &format!("{head}From:"), 1);
+    c.on_upstream_bytes(format!("+OK\r\n{body}.\r\n").as_bytes());
+    assert!(c.job.is_none());
+    assert!(client(&mut c).ends_with("-----END PGP MESSAGE-----\r\n--b--\r\n.\r\n"));
+}
