@@ -20,6 +20,8 @@ pub(super) struct Message {
     /// view built in this session).
     pub served: Option<u64>,
     pub deleted: bool,
+    /// In the server's listing (false for a gap: a number the server had deleted already).
+    pub listed: bool,
 }
 
 impl Message {
@@ -58,6 +60,7 @@ impl Maildrop {
                     uidl: None,
                     served: None,
                     deleted: true,
+                    listed: false,
                 });
             }
             messages.push(Message {
@@ -65,6 +68,7 @@ impl Maildrop {
                 uidl: None,
                 served: None,
                 deleted: false,
+                listed: true,
             });
         }
         Some(Maildrop { messages })
@@ -134,9 +138,7 @@ impl Maildrop {
     /// deleted them before this session).
     pub fn undelete(&mut self) {
         for m in &mut self.messages {
-            if m.server_size > 0 || m.uidl.is_some() {
-                m.deleted = false;
-            }
+            m.deleted = !m.listed;
         }
     }
 }
@@ -256,18 +258,24 @@ mod tests {
 
     #[test]
     fn listing_with_gaps_and_uidls() {
-        let mut m = Maildrop::from_listing(b"1 100\r\n3 300\r\n").expect("listing");
+        let mut m = Maildrop::from_listing(b"1 100\r\n3 300\r\n4 0\r\n").expect("listing");
         m.add_uidls(b"1 aaa\r\n3 ccc\r\n");
-        assert_eq!(m.messages.len(), 3);
+        assert_eq!(m.messages.len(), 4);
         assert!(m.get(2).is_none());
         assert_eq!(m.get(3).and_then(|m| m.uidl.as_deref()), Some("ccc"));
-        assert_eq!(m.stat(), b"+OK 2 400\r\n");
+        assert_eq!(m.stat(), b"+OK 3 400\r\n");
         m.get_mut(3).expect("3").served = Some(250);
         assert_eq!(m.list_one(3), b"+OK 3 250\r\n");
         m.get_mut(1).expect("1").deleted = true;
+        // An empty message without a unique-id is deleted like any other.
+        m.get_mut(4).expect("4").deleted = true;
         assert_eq!(m.listing(), b"+OK scan listing follows\r\n3 250\r\n.\r\n");
         m.undelete();
-        assert_eq!(m.stat(), b"+OK 2 350\r\n");
+        assert_eq!(m.stat(), b"+OK 3 350\r\n");
+        assert!(
+            m.get(4).is_some() && m.get(2).is_none(),
+            "RSET brings back 4, not the gap"
+        );
         assert!(Maildrop::from_listing(b"2 1\r\n1 1\r\n").is_none());
         assert!(Maildrop::from_listing(b"x\r\n").is_none());
     }
