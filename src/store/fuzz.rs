@@ -31,6 +31,11 @@ pub fn item(data: &[u8]) {
             "stripping never grows a line (nothing but the item and a space changes)"
         );
     }
+    let masked = item::mask(data);
+    assert!(
+        masked.len() == data.len() && !item::mentions(&masked),
+        "a masked line keeps its length and names the item nowhere"
+    );
     let _ = item::parse(&String::from_utf8_lossy(data), "laptop");
     if let Some((public, store)) = share() {
         let _ = item::partials(data, &public.fingerprint(), store);

@@ -49,6 +49,34 @@ impl Answer {
     }
 }
 
+/// The name meshmail writes over the item where a client's command names it but may not ask
+/// for it: the same length, so nothing else in the command moves, and a FETCH naming it fails
+/// at the server as any unknown item would.
+const MASK: &[u8] = b"X-MESH-REFUSED";
+
+/// True when `bytes` name the item anywhere, in any case (whole word or not).
+pub fn mentions(bytes: &[u8]) -> bool {
+    bytes
+        .windows(ITEM.len())
+        .any(|w| w.eq_ignore_ascii_case(ITEM.as_bytes()))
+}
+
+/// `bytes` with every mention of the item (any case) overwritten, so that whatever a client
+/// writes, the item itself never reaches the mail store.
+pub fn mask(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let mut at = 0;
+    while at + ITEM.len() <= out.len() {
+        if out[at..at + ITEM.len()].eq_ignore_ascii_case(ITEM.as_bytes()) {
+            out[at..at + ITEM.len()].copy_from_slice(MASK);
+            at += ITEM.len();
+        } else {
+            at += 1;
+        }
+    }
+    out
+}
+
 /// `line` (one command line, CRLF included) without the item, when it is a FETCH or UID
 /// FETCH whose item list names it; `None` when it does not. A list left empty asks for UID.
 pub fn strip_from_command(line: &[u8]) -> Option<Vec<u8>> {

@@ -88,12 +88,17 @@ impl Core {
             tracing::warn!(peer = %self.peer, "the server answered a command that is not in flight");
             return;
         };
-        let line = match &client_tag {
+        let mut line = match &client_tag {
             Some(client) => super::tags::retag(&message, client),
             None => message.clone(),
         };
         match kind {
-            Kind::Login => self.on_login_answer(ok),
+            Kind::Login => {
+                if let Some(reason) = self.on_login_answer(ok) {
+                    let client = client_tag.as_deref().unwrap_or("*");
+                    line = format!("{client} NO {reason}\r\n").into_bytes();
+                }
+            }
             Kind::Select(mut mailbox) => {
                 if ok && self.state.is_authenticated() {
                     mailbox.read_only |= status(&message).is_some_and(|s| s.read_only);
@@ -155,13 +160,23 @@ impl Core {
         self.pump_client();
     }
 
-    /// The server answered the login in flight: the one place the account is bound.
-    fn on_login_answer(&mut self, ok: bool) {
+    /// The server answered the login in flight: the one place the account is bound. Returns
+    /// meshmail's reason when it cancelled the exchange itself.
+    fn on_login_answer(&mut self, ok: bool) -> Option<&'static str> {
         let state = std::mem::replace(&mut self.state, State::Logout);
         let State::Authenticating(mut login) = state else {
             self.state = state;
-            return;
+            return None;
         };
+        if let Some(reason) = login.sasl.as_ref().and_then(|s| s.refused) {
+            if ok {
+                // The server logged in despite the cancel: nothing in this session is bound.
+                self.push_out(Out::Close(format!("* BYE {reason}\r\n").into_bytes()));
+            } else {
+                self.state = State::NotAuthenticated;
+            }
+            return Some(reason);
+        }
         if let Some(sasl) = login.sasl.take() {
             let user = crate::sasl::authenticated_user(&sasl.mechanism, &sasl.responses);
             login.user = user.unwrap_or_default();
@@ -183,6 +198,7 @@ impl Core {
             let device = self.state.device().map(|d| d.device.as_str());
             tracing::info!(peer = %self.peer, user = %user, mapped, device, "IMAP login");
         }
+        None
     }
 
     /// When the upstream answers a command instead of giving the go-ahead for its literal, the

@@ -84,6 +84,7 @@ impl Core {
 
     /// How the message starting with `line` is handled.
     pub(super) fn classify(&mut self, line: &[u8]) -> Mode {
+        self.mask_item = false;
         if let State::Authenticating(PendingLogin {
             tag, sasl: Some(_), ..
         }) = &self.state
@@ -108,21 +109,30 @@ impl Core {
             self.store_command(&tag, &name, line);
             return Mode::Skip;
         }
-        if let Some(stripped) = crate::store::item::strip_from_command(line) {
-            // The private item never goes upstream; only an enrolled device's session at the
-            // store gets it answered.
-            if self.state.device().is_none() {
-                self.current = None;
-                self.no(
+        self.mask_item = name == "FETCH";
+        if crate::store::item::mentions(line) {
+            // The private item never goes upstream as the client wrote it: only an enrolled
+            // device's session at the store gets it answered, asked for once in a FETCH.
+            self.current = None;
+            let stripped = crate::store::item::strip_from_command(line)
+                .filter(|s| !crate::store::item::mentions(s));
+            match (self.state.device().is_some(), stripped) {
+                (true, Some(stripped)) => {
+                    let own = self.tags.issue(Some(&tag), Kind::Recrypt);
+                    self.recrypt_line = Some(stripped);
+                    self.current = Some((tag, own));
+                    return Mode::Forward;
+                }
+                (true, None) => self.bad(
+                    &tag,
+                    "X-MESH-RECRYPT is asked for once, as an item of a FETCH command",
+                ),
+                (false, _) => self.no(
                     &tag,
                     "[NOPERM] X-MESH-RECRYPT is only for an enrolled device at its store",
-                );
-                return Mode::Skip;
+                ),
             }
-            let own = self.tags.issue(Some(&tag), Kind::Recrypt);
-            self.recrypt_line = Some(stripped);
-            self.current = Some((tag, own));
-            return Mode::Forward;
+            return Mode::Skip;
         }
         let mapped = self.state.mapped().is_some();
         let selected = self.state.mapped_selected().is_some();
@@ -209,27 +219,36 @@ impl Core {
         }
     }
 
-    /// A line relayed as it is: a SASL response, or the end of an IDLE.
-    pub(super) fn raw_line(&mut self, line: &[u8]) {
-        match &mut self.state {
-            State::Authenticating(login) => {
-                if let Some(sasl) = login.sasl.as_mut() {
-                    sasl.challenged = false;
-                    let text = String::from_utf8_lossy(line);
-                    let text = text.trim_end_matches(['\r', '\n']);
-                    if let Ok(decoded) = data_encoding::BASE64.decode(text.as_bytes()) {
-                        sasl.responses.push(Secret::new(decoded));
-                    }
-                }
+    /// A line relayed as it is: a SASL response, or the end of an IDLE. Returns the line to
+    /// send instead, when meshmail cancels a SASL exchange.
+    pub(super) fn raw_line(&mut self, line: &[u8]) -> Option<Vec<u8>> {
+        if let State::Authenticating(login) = &mut self.state {
+            let sasl = login.sasl.as_mut()?;
+            sasl.challenged = false;
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim_end_matches(['\r', '\n']);
+            if let Ok(decoded) = data_encoding::BASE64.decode(text.as_bytes()) {
+                sasl.responses.push(Secret::new(decoded));
             }
-            _ => {
-                if let Some(idle) = self.tags.idle().map(str::to_owned) {
-                    if let Some(kind) = self.tags.kind_mut(&idle) {
-                        *kind = Kind::Relay;
-                    }
-                }
+            let State::Authenticating(login) = &self.state else {
+                return None;
+            };
+            let reason = self.refused_device_login("", login.sasl.as_ref())?;
+            if let State::Authenticating(PendingLogin {
+                sasl: Some(sasl), ..
+            }) = &mut self.state
+            {
+                sasl.refused = Some(reason);
+            }
+            // RFC 9051 6.2.2: "*" cancels the exchange; the server answers BAD.
+            return Some(b"*\r\n".to_vec());
+        }
+        if let Some(idle) = self.tags.idle().map(str::to_owned) {
+            if let Some(kind) = self.tags.kind_mut(&idle) {
+                *kind = Kind::Relay;
             }
         }
+        None
     }
 
     /// A whole client message read in Collect mode.
@@ -277,6 +296,7 @@ impl Core {
                     mechanism,
                     responses,
                     challenged: false,
+                    refused: None,
                 };
                 self.login(&tag, String::new(), None, Some(sasl), bytes);
             }
@@ -432,7 +452,8 @@ impl Core {
         let store = self.ctx.store.as_ref()?;
         self.client_key.as_ref()?;
         let user = match sasl {
-            Some(s) if s.mechanism.eq_ignore_ascii_case("PLAIN") && !s.responses.is_empty() => {
+            // The first response names the user (with an initial response, or later).
+            Some(s) if !s.responses.is_empty() => {
                 match crate::sasl::authenticated_user(&s.mechanism, &s.responses) {
                     Some(u) => u,
                     None => return Some("[AUTHORIZATIONFAILED] A device logs in as itself only"),

@@ -202,6 +202,9 @@ pub(super) struct Core {
     pub client_key: Option<String>,
     /// A device's FETCH line without `X-MESH-RECRYPT`, to send instead of the client's.
     pub recrypt_line: Option<Vec<u8>>,
+    /// The command being forwarded is a FETCH: any later line of it that names the private
+    /// item (after a literal) has the name overwritten (`store::item::mask`).
+    pub mask_item: bool,
 }
 
 impl Core {
@@ -246,6 +249,7 @@ impl Core {
             pinned: Default::default(),
             client_key: None,
             recrypt_line: None,
+            mask_item: false,
         }
     }
 
@@ -442,8 +446,16 @@ impl Core {
                             data = self.tags.cancelupdate(&data);
                         }
                     }
+                    if self.mask_item
+                        && matches!(frag, FragmentInfo::Line { .. })
+                        && crate::store::item::mentions(&data)
+                    {
+                        data = crate::store::item::mask(&data);
+                    }
                     if self.mode == Mode::Raw {
-                        self.raw_line(&data);
+                        if let Some(instead) = self.raw_line(&data) {
+                            data = instead;
+                        }
                     }
                     let own = self.current.as_ref().map(|(_, own)| own.clone());
                     self.push_up(own, data);

@@ -36,6 +36,9 @@ pub(super) struct Sasl {
     pub responses: Vec<crate::secret::SecretBytes>,
     /// The server sent a challenge the client has not answered yet.
     pub challenged: bool,
+    /// meshmail cancelled the exchange (a device's connection at the store naming someone
+    /// else): the client gets this instead of the server's answer.
+    pub refused: Option<&'static str>,
 }
 
 /// Whose session this is.

@@ -139,3 +139,98 @@ fn a_device_connection_refuses_master_user_and_foreign_authzid_logins() {
     plain.on_client_bytes(b"a LOGIN \"alice*admin\" pw\r\n");
     assert!(upstream(&mut plain).ends_with(" LOGIN \"alice*admin\" pw\r\n"));
 }
+
+/// A device's session at the store after SELECT.
+fn selected_device() -> Core {
+    let f = crate::store::role::tests::fixture();
+    let tls = f.tls.clone();
+    let mut c = store_core(f.role, Some(&tls));
+    assert_eq!(login(&mut c, "alice"), "a OK Logged in\r\n");
+    c.on_client_bytes(b"s SELECT INBOX\r\n");
+    let tag = tag_of(&upstream(&mut c));
+    c.on_upstream_bytes(format!("* OK [UIDVALIDITY 5] x\r\n{tag} OK done\r\n").as_bytes());
+    client(&mut c);
+    c
+}
+
+#[test]
+fn the_item_in_any_other_form_never_reaches_the_server() {
+    let disguised: [&[u8]; 6] = [
+        // Asked for twice.
+        b"f UID FETCH 3 (BODY.PEEK[] X-MESH-RECRYPT X-MESH-RECRYPT)\r\n",
+        // A tab where the strip looks for a space.
+        b"f UID FETCH 3 (BODY.PEEK[]\tX-MESH-RECRYPT)\r\n",
+        // Bytes that are not UTF-8 on the same line.
+        b"f UID FETCH 3 (BODY.PEEK[] X-MESH-RECRYPT) \xff\r\n",
+        // Glued to another word.
+        b"f UID FETCH 3 (BODY.PEEK[]X-MESH-RECRYPT)\r\n",
+        // A tab inside the command name: stripped like a FETCH, and the server refuses it.
+        b"f UID\tFETCH 3 (BODY.PEEK[] X-MESH-RECRYPT) x\r\n",
+        // Lower case, inside a header list.
+        b"f UID FETCH 3 (BODY.PEEK[HEADER.FIELDS (x-mesh-recrypt)] X-MESH-RECRYPT)\r\n",
+    ];
+    for line in disguised {
+        let mut c = selected_device();
+        c.on_client_bytes(line);
+        c.on_client_bytes(b"n NOOP\r\n");
+        let up = upstream(&mut c);
+        assert!(
+            !crate::store::item::mentions(up.as_bytes()),
+            "{}: {up}",
+            String::from_utf8_lossy(line)
+        );
+        assert!(up.ends_with(" NOOP\r\n"), "{up}");
+        let answer = client(&mut c);
+        if !line.starts_with(b"f UID\t") {
+            assert!(answer.starts_with("f BAD "), "{answer:?}");
+        }
+    }
+    // After a literal, on a later line of the same FETCH: the name is overwritten.
+    let mut c = selected_device();
+    c.on_client_bytes(b"f UID FETCH 3 (BODY.PEEK[HEADER.FIELDS ({3+}\r\nFOO)] X-MESH-RECRYPT)\r\n");
+    let up = upstream(&mut c);
+    assert!(!crate::store::item::mentions(up.as_bytes()), "{up}");
+    assert!(up.contains("FOO)] X-MESH-REFUSED)\r\n"), "{up}");
+    // An APPEND's literal is the message: it goes as the client wrote it.
+    let mut c = selected_device();
+    c.on_client_bytes(b"p APPEND INBOX {16+}\r\nX-MESH-RECRYPT\r\n\r\n");
+    let up = upstream(&mut c);
+    assert!(up.contains("{16+}\r\nX-MESH-RECRYPT\r\n"), "{up:?}");
+}
+
+#[test]
+fn a_sasl_exchange_without_initial_response_is_cancelled_for_a_foreign_identity() {
+    for (response, refused) in [
+        (&b"alice\0admin\0pw"[..], true),
+        (&b"\0alice*admin\0pw"[..], true),
+        (&b"\0alice\0pw"[..], false),
+    ] {
+        let f = crate::store::role::tests::fixture();
+        let tls = f.tls.clone();
+        let mut c = store_core(f.role, Some(&tls));
+        c.on_client_bytes(b"b AUTHENTICATE PLAIN\r\n");
+        let up = upstream(&mut c);
+        assert!(up.ends_with(" AUTHENTICATE PLAIN\r\n"), "{up}");
+        let tag = tag_of(&up);
+        c.on_upstream_bytes(b"+ \r\n");
+        assert_eq!(client(&mut c), "+ \r\n");
+        let line = format!("{}\r\n", data_encoding::BASE64.encode(response));
+        c.on_client_bytes(line.as_bytes());
+        let sent = upstream(&mut c);
+        if refused {
+            // The response never reaches the server: the exchange is cancelled.
+            assert_eq!(sent, "*\r\n");
+            c.on_upstream_bytes(
+                format!("{tag} BAD Authentication aborted by client\r\n").as_bytes(),
+            );
+            let answer = client(&mut c);
+            assert!(answer.starts_with("b NO [AUTHORIZATIONFAILED]"), "{answer}");
+            assert!(!c.state.is_authenticated());
+        } else {
+            assert_eq!(sent, line);
+            c.on_upstream_bytes(format!("{tag} OK Logged in\r\n").as_bytes());
+            assert_eq!(client(&mut c), "b OK Logged in\r\n");
+            assert_eq!(c.state.device().map(|d| d.device.as_str()), Some("laptop"));
+        }
+    }
+}

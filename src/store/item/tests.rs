@@ -168,3 +168,17 @@ proptest::proptest! {
         let _ = leading_pkesks(&bytes);
     }
 }
+
+#[test]
+fn mentions_and_masks_the_item_in_any_case_anywhere() {
+    let line = b"f FETCH 1 (x-Mesh-Recrypt BODY[]X-MESH-RECRYPTX-MESH-RECRYPT)";
+    assert!(mentions(line));
+    let masked = mask(line);
+    assert_eq!(masked.len(), line.len());
+    assert!(!mentions(&masked), "{}", String::from_utf8_lossy(&masked));
+    assert_eq!(
+        masked,
+        b"f FETCH 1 (X-MESH-REFUSED BODY[]X-MESH-REFUSEDX-MESH-REFUSED)".to_vec()
+    );
+    assert!(!mentions(b"f FETCH 1 (X-MESH-RECRYP)"));
+}
