@@ -628,6 +628,51 @@ fn a_device_signs_as_the_account_with_its_own_subkey_and_revocation_retires_it()
             .contains("Good signature from \"alice@example.test\""),
         "{good:?}"
     );
+
+    // A draft the laptop's mail client APPENDs through the device proxy is stored encrypted
+    // to the account and signed with the laptop's subkey: Alice's GnuPG reads it as hers.
+    w.store_cmd(&["accept", dir.join("reply.record").to_str().unwrap()])
+        .ok();
+    let proxy = w.device_proxy(&home);
+    let draft = dir.join("draft.eml");
+    std::fs::write(
+        &draft,
+        crlf("From: alice@example.test\r\nTo: bob@example.test\r\nSubject: Draft\r\nMessage-ID: <draft@example.test>\r\n\r\nThe draft about quinces.\r\n"),
+    )
+    .unwrap();
+    let uid = run(oracle()
+        .args(["append", "127.0.0.1", &proxy.port.to_string()])
+        .args(["alice", "secret", "Drafts"])
+        .arg(&draft))
+    .ok()
+    .stdout
+    .trim()
+    .to_owned();
+    let stored = run(oracle()
+        .args(["fetch", &w.servers.imap().to_string()])
+        .args(["alice", "secret", "Drafts", &uid, "BODY.PEEK[]"]))
+    .ok()
+    .stdout
+    .clone();
+    assert!(
+        !stored.contains("quinces"),
+        "plaintext on the server: {stored}"
+    );
+    let alice_gpg = Gpg::with_secret_of(&w.alice.home, w.root.path().join("gpg-alice"));
+    alice_gpg.import_public(&w.alice.home);
+    let opened = alice_gpg.decrypt(&common::mail::pgp_part(stored.as_bytes()));
+    assert_eq!(opened.code, 0, "{opened:?}");
+    assert!(
+        opened.stdout.contains("The draft about quinces."),
+        "{opened:?}"
+    );
+    assert!(
+        opened
+            .stderr
+            .contains("Good signature from \"alice@example.test\""),
+        "the device proxy signs its APPENDs with the laptop's subkey: {opened:?}"
+    );
+    drop(proxy);
     // The laptop is revoked: its subkey too, in the certificate Alice publishes again.
     let revoked = run(meshmail(&w.alice.home)
         .args(["device", "revoke", "laptop", "--out"])

@@ -446,6 +446,7 @@ fn load_accounts(
                     owned: Default::default(),
                     indexer: Default::default(),
                     device: None,
+                    device_signer: None,
                 }),
                 pop3_sizes,
                 device: None,

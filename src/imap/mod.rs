@@ -57,6 +57,9 @@ pub struct ImapAccount {
     /// This proxy is a device of a split account (its name): messages open only with the
     /// partials its store gives with each one.
     pub device: Option<String>,
+    /// A split account's device signs what its clients APPEND with its own signing subkey of
+    /// the account (the account's primary key is not on the device).
+    pub device_signer: Option<Arc<sequoia_openpgp::Cert>>,
 }
 
 /// What every IMAP session shares.

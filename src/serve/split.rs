@@ -180,7 +180,7 @@ pub(super) fn load_device(
             keys: Some(SenderKeys {
                 self_openpgp: Some(cert),
                 self_smime: None,
-                signer,
+                signer: signer.clone(),
             }),
         }),
         imap: Arc::new(ImapAccount {
@@ -190,6 +190,7 @@ pub(super) fn load_device(
             owned: Default::default(),
             indexer: Default::default(),
             device: Some(info.name.clone()),
+            device_signer: signer.clone().map(Arc::new),
         }),
         pop3_sizes: None,
         device: Some(LoadedDevice {

@@ -503,6 +503,10 @@ impl Core {
             self.forward_collected(tag, Kind::Relay, bytes);
             return;
         }
+        let signer = self
+            .state
+            .mapped()
+            .and_then(|m| m.account.device_signer.clone());
         let Some(keys) = self.state.mapped().and_then(|m| m.account.keys.clone()) else {
             self.no(
                 tag,
@@ -539,6 +543,7 @@ impl Core {
         });
         self.jobs.push_back(super::core::Job::Seal(SealJob {
             keys,
+            signer,
             message: message.to_vec(),
         }));
     }

@@ -81,6 +81,8 @@ pub(super) struct ViewJob {
 /// An APPEND waiting for its message to be encrypted.
 pub(super) struct SealJob {
     pub keys: Arc<crate::crypto::decrypt::DecryptionKeys>,
+    /// A device's own signing subkey of a split account (whole accounts sign with `keys`).
+    pub signer: Option<Arc<sequoia_openpgp::Cert>>,
     pub message: Vec<u8>,
 }
 

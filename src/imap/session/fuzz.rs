@@ -23,6 +23,7 @@ pub fn context() -> Arc<ImapContext> {
             owned: Default::default(),
             indexer: Default::default(),
             device: None,
+            device_signer: None,
         }),
     );
     let limits = Limits {

@@ -294,9 +294,12 @@ impl Task {
                 Job::Seal(seal) => {
                     // Encrypting takes milliseconds of CPU: off the reactor.
                     self.seal = Some(tokio::task::spawn_blocking(move || {
-                        // A split account's device holds no signing key of the account (yet):
-                        // its APPENDs are encrypted, not signed.
-                        let signer = (!seal.keys.is_split()).then(|| seal.keys.secret_cert());
+                        // A split account's device signs with its own subkey of the account
+                        // (when it was enrolled with one); a whole account with its own key.
+                        let signer = match &seal.signer {
+                            Some(device) => Some(device.as_ref()),
+                            None => (!seal.keys.is_split()).then(|| seal.keys.secret_cert()),
+                        };
                         crate::imap::append::seal_for_store(
                             &seal.message,
                             seal.keys.secret_cert(),

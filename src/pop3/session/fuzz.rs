@@ -24,6 +24,7 @@ pub fn context(tls: Option<tokio_rustls::TlsAcceptor>) -> Arc<Pop3Context> {
                 owned: Default::default(),
                 indexer: Default::default(),
                 device: None,
+                device_signer: None,
             }),
             sizes: None,
         }),
