@@ -16,6 +16,7 @@ use common::gpg::Gpg;
 use common::imap::{append, crlf, gpg_encrypt, oracle, pgp_mime};
 use common::mail::{MailServers, Meshmail};
 use common::{free_port, meshmail, run, TestAccount};
+use sequoia_openpgp::parse::Parse;
 use std::path::{Path, PathBuf};
 
 struct World {
@@ -788,6 +789,34 @@ fn a_rekey_moves_devices_and_stored_mail_to_a_new_subkey_and_the_old_one_is_reti
         .and_then(|r| r.split_whitespace().next())
         .unwrap()
         .to_owned();
+    // A meshmail sender encrypts to the certificate inside Alice's signed policy: the rekey
+    // signed it again, so that certificate names the new subkey (and OpenPGP alone is offered).
+    let account = meshmail::keys::Account::open(&w.alice.home).unwrap();
+    let address = account
+        .strong_address(
+            meshmail::address::Label::Xx,
+            meshmail::address::Form::Suffix,
+            meshmail::address::udf::DEFAULT_BITS,
+        )
+        .unwrap();
+    let policy = meshmail::policy::verify::verify_policy(
+        &account.policy_jws().unwrap(),
+        &address,
+        meshmail::policy::Source::Store,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    assert_eq!(policy.formats(), &[meshmail::policy::Format::PgpMime]);
+    let sent = meshmail::crypto::openpgp::encrypt(&[b"x"], policy.openpgp_certs(), None).unwrap();
+    let recipients: Vec<String> = sequoia_openpgp::PacketPile::from_bytes(&sent)
+        .unwrap()
+        .descendants()
+        .filter_map(|p| match p {
+            sequoia_openpgp::Packet::PKESK(k) => k.recipient().map(|id| id.to_hex()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recipients, vec![new_fpr[new_fpr.len() - 16..].to_owned()]);
     run(meshmail(&laptop)
         .args(["device", "update"])
         .arg(keys.join("laptop.update")))

@@ -395,6 +395,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     })
                     .collect::<Result<_, _>>()?;
                 let account = Account::open(&home)?;
+                let mut formats = formats;
+                if meshmail::keys::device::has_live_devices(&home, None)?
+                    && formats.iter().any(|f| f.is_smime())
+                {
+                    // Devices hold shares of the OpenPGP key; nothing of theirs opens S/MIME.
+                    formats.retain(|f| !f.is_smime());
+                    say!("devices hold shares of the OpenPGP key only: the policy offers OpenPGP alone");
+                    if formats.is_empty() {
+                        formats.push(policy::Format::PgpMime);
+                    }
+                }
                 let unlocked = account.unlock(pass.read_or_prompt(&account)?.as_ref())?;
                 let key = unlocked.policy_signing_key()?;
                 let jws = policy::issue::sign_account_policy_with(

@@ -265,6 +265,12 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
                     fpr,
                 )?;
                 account.replace_openpgp_cert(&revoked)?;
+                // Senders check signatures against the certificate inside the policy.
+                meshmail::policy::issue::refresh_account_policy(
+                    &account,
+                    &unlocked.policy_signing_key()?,
+                    device::has_live_devices(home, Some(&name))?,
+                )?;
                 say!("{name}'s signing subkey is revoked: run `meshmail policy publish` again");
             }
             let text = match device::info(home)? {

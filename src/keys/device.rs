@@ -549,7 +549,7 @@ pub(crate) fn add_share(
 
 mod admin;
 pub(crate) use admin::next_serial;
-pub use admin::{add, enrolled, forget_account_key, mark_revoked, Enrolled};
+pub use admin::{add, enrolled, forget_account_key, has_live_devices, mark_revoked, Enrolled};
 
 #[cfg(test)]
 mod tests;

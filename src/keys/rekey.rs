@@ -119,6 +119,12 @@ pub fn rekey(
     let _ = std::fs::remove_file(account.home().join(super::recovery::RECOVERY_FILE));
 
     let policy_key = rekeyed.policy_signing_key()?;
+    // Senders encrypt to the certificate inside the policy: it must name the new subkey.
+    crate::policy::issue::refresh_account_policy(
+        account,
+        &policy_key,
+        device::has_live_devices(account.home(), None)?,
+    )?;
     let store_public: [u8; 32] = BASE64
         .decode(store.public_key.as_bytes())
         .ok()

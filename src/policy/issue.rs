@@ -43,11 +43,48 @@ pub fn sign_account_policy_with(
         encryption: "required".into(),
         formats: formats.iter().map(|f| f.name().to_owned()).collect(),
         openpgp: Some(BASE64.encode(&crate::crypto::openpgp::public_bytes(&cert))),
-        smime: Some(BASE64.encode(&account.smime_cert_der()?)),
+        // The S/MIME certificate only where senders may use it.
+        smime: match formats.iter().any(|f| f.is_smime()) {
+            true => Some(BASE64.encode(&account.smime_cert_der()?)),
+            false => None,
+        },
         escrow: None,
     };
     let payload = serde_json::to_vec(&doc).map_err(|e| KeyError::Corrupt(e.to_string()))?;
     Ok(jws::sign(&payload, key))
+}
+
+/// Signs the account's policy again after its OpenPGP certificate changed (a device's signing
+/// subkey bound or revoked, a new encryption subkey), so that senders, who encrypt to the
+/// certificate inside the policy, see the change. The expiry and formats stay as they were,
+/// except that a `split` account (devices hold shares of its OpenPGP key, which recryption
+/// covers and S/MIME does not) offers OpenPGP only.
+pub fn refresh_account_policy(
+    account: &Account,
+    key: &Ed25519KeyPair,
+    split: bool,
+) -> Result<(), KeyError> {
+    let jws = account.policy_jws()?;
+    let checked = jws::verify(&jws).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+    let doc: PolicyDocument =
+        serde_json::from_slice(&checked.payload).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+    let left = doc.expires - OffsetDateTime::now_utc();
+    let validity = if left > Duration::days(1) {
+        left
+    } else {
+        DEFAULT_VALIDITY
+    };
+    let mut formats: Vec<Format> = doc
+        .formats
+        .iter()
+        .filter_map(|f| Format::parse(f))
+        .filter(|f| !(split && f.is_smime()))
+        .collect();
+    if formats.is_empty() {
+        formats.push(Format::PgpMime);
+    }
+    let jws = sign_account_policy_with(account, key, validity, &formats)?;
+    account.replace_policy(&jws)
 }
 
 /// When the account's published policy expires, if it can be read.

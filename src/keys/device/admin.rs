@@ -114,6 +114,10 @@ pub fn add(
         cert = bound;
         signing_subkey = Some(fingerprint);
     }
+    // Senders encrypt to the certificate inside the policy, so it is signed again for the
+    // certificate as it is now; and devices hold shares of the OpenPGP key only (recryption
+    // does not cover S/MIME), so the policy offers OpenPGP alone from now on.
+    crate::policy::issue::refresh_account_policy(account, &policy_key, true)?;
     let openpgp =
         String::from_utf8_lossy(&crate::crypto::openpgp::public_armored(&cert)).into_owned();
     let body = ReplyBody {
@@ -202,6 +206,15 @@ pub(crate) fn next_serial(home: &Path) -> Result<u64, KeyError> {
 /// The devices this admin device enrolled.
 pub fn enrolled(home: &Path) -> Result<Vec<Enrolled>, KeyError> {
     Ok(read_devices(home)?.devices)
+}
+
+/// True when a device enrolled by this admin device, other than `except`, is not revoked:
+/// the account's OpenPGP key is split, and its policy offers OpenPGP only.
+pub fn has_live_devices(home: &Path, except: Option<&str>) -> Result<bool, KeyError> {
+    Ok(read_devices(home)?
+        .devices
+        .iter()
+        .any(|d| !d.revoked && Some(d.name.as_str()) != except))
 }
 
 /// Marks `name` revoked in the admin's list (the store's revocation is what stops it).

@@ -81,6 +81,22 @@ fn enrolment_gives_the_device_and_the_store_shares_that_together_decrypt() {
         .unwrap()
         .openpgp_signing
         .is_some());
+    // The policy senders fetch was signed again: OpenPGP only (recryption does not cover
+    // S/MIME), with the certificate as it is now (the device's subkey in it), on both sides.
+    for home in [s.admin.home(), s.device_home.as_path()] {
+        let jws = Account::open(home).unwrap().policy_jws().unwrap();
+        let checked = crate::policy::jws::verify(&jws).unwrap();
+        let doc: crate::policy::PolicyDocument = serde_json::from_slice(&checked.payload).unwrap();
+        assert_eq!(doc.formats, vec!["pgp-mime".to_string()]);
+        assert!(doc.smime.is_none());
+        let inside = <sequoia_openpgp::Cert as sequoia_openpgp::parse::Parse<_>>::from_bytes(
+            &BASE64.decode(doc.openpgp.unwrap().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert!(inside
+            .keys()
+            .any(|k| k.key().fingerprint().to_hex() == subkey));
+    }
     assert_eq!(info.tls_sha256, req.tls_sha256().unwrap());
     assert!(!s.device_home.join(PENDING_FILE).exists());
     let mode = std::fs::metadata(s.device_home.join(DEVICE_SECRETS_FILE))
