@@ -368,3 +368,43 @@ fn the_device_recovery_mailbox_and_store_commands_keep_their_names() {
         }
     }
 }
+
+/// The forms issue 13 writes out parse as written: no flag beyond them is required (the
+/// commands fail later, for want of files, not of arguments).
+#[test]
+fn the_contract_forms_need_no_other_flags() {
+    let dir = common::tempdir();
+    let home = dir.path().join("home");
+    for args in [
+        vec!["device", "add", "REQ", "--name", "laptop", "--out", "REPLY"],
+        vec!["device", "import", "REPLY"],
+        vec!["device", "request", "--out", "REQ"],
+        vec!["mailbox", "encrypt", "--config", "FILE", "--mailbox", "M"],
+        vec!["mailbox", "rekey", "--config", "FILE"],
+        vec![
+            "recovery", "split", "--shares", "3", "--quorum", "2", "--out", "DIR",
+        ],
+        vec!["recovery", "join", "A", "B"],
+        vec![
+            "store",
+            "revoke",
+            "--config",
+            "FILE",
+            "alice@example.test",
+            "laptop",
+        ],
+        vec!["device", "revoke", "laptop"],
+        vec!["device", "list"],
+    ] {
+        let r = run(bin()
+            .arg("--home")
+            .arg(&home)
+            .args(&args)
+            .current_dir(dir.path()));
+        assert!(
+            !r.stderr.contains("required") && !r.stderr.contains("unexpected argument"),
+            "{args:?}: {r:?}"
+        );
+        assert_ne!(r.code, 2, "{args:?} is a usage error: {r:?}");
+    }
+}

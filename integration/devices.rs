@@ -128,11 +128,14 @@ impl World {
         .ok()
         .stdout
         .clone();
+        // The admin device keeps the store's description from its first enrolment.
+        let first = !self.alice.home.join("store.json").exists();
         let reply = run(meshmail(&self.alice.home)
             .args(["device", "add"])
             .arg(dir.join("request"))
-            .args(["--name", name, "--store"])
-            .arg(&store_json)
+            .args(["--name", name])
+            .args(first.then_some("--store"))
+            .args(first.then_some(&store_json))
             .arg("--out")
             .arg(dir.join("reply"))
             .args(["--code", &code_in(&req)])
@@ -773,11 +776,10 @@ fn a_rekey_moves_devices_and_stored_mail_to_a_new_subkey_and_the_old_one_is_reti
     )
     .unwrap();
     let keys = w.root.path().join("rekey");
+    // The store's description is the one `device add` kept.
     let rekey = run(meshmail(&w.alice.home)
         .args(["mailbox", "rekey", "--config"])
         .arg(&admin_config)
-        .arg("--store")
-        .arg(w.store_json())
         .arg("--out")
         .arg(&keys));
     rekey.ok();

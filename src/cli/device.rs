@@ -31,9 +31,10 @@ pub enum DeviceCommand {
         request: Option<PathBuf>,
         #[arg(long)]
         name: String,
-        /// The store's description, from `meshmail store info` on the store host.
+        /// The store's description, from `meshmail store info` on the store host (needed
+        /// once: the admin device keeps it for later enrolments and rekeys).
         #[arg(long)]
-        store: PathBuf,
+        store: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         /// The code the new device showed.
@@ -120,12 +121,8 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: DeviceCommand) -> Resu
             recovery,
             forget_account_key,
         } => {
-            let store: StoreInfo = serde_json::from_str(&read(&store)?).map_err(|e| {
-                Failure::new(
-                    Outcome::BadUsage,
-                    format!("--store: not a store description: {e}"),
-                )
-            })?;
+            let store = StoreInfo::for_admin(home, store.as_deref())
+                .map_err(|e| Failure::new(Outcome::BadUsage, format!("--store: {e}")))?;
             let account = Account::open(home)?;
             let unlocked = if !recovery.is_empty() {
                 meshmail::keys::recovery::join(&recovery)

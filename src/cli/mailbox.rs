@@ -30,11 +30,13 @@ pub enum MailboxCommand {
     Rekey {
         #[arg(long)]
         config: PathBuf,
-        /// The store's description (`meshmail store info`).
-        #[arg(long, required_unless_present = "reencrypt")]
+        /// The store's description (`meshmail store info`; default: the one `device add`
+        /// kept).
+        #[arg(long)]
         store: Option<PathBuf>,
-        /// A new directory for the devices' updates and the store's records.
-        #[arg(long, required_unless_present = "reencrypt")]
+        /// A new directory for the devices' updates and the store's records (default:
+        /// `rekey-<time>` in the home).
+        #[arg(long)]
         out: Option<PathBuf>,
         /// Re-encrypt a mailbox's messages from the revoked subkeys to the live one.
         #[arg(long)]
@@ -61,15 +63,14 @@ pub fn run(home: &Path, pass: &PassphraseSource, command: MailboxCommand) -> Res
             ..
         } => encrypt(home, pass, &config, &mailbox, password_file, Some(())),
         MailboxCommand::Rekey {
-            config,
-            store: Some(store),
-            out: Some(out),
-            ..
-        } => rekey(home, pass, &config, &store, &out),
-        MailboxCommand::Rekey { .. } => Err(Failure::new(
-            Outcome::BadUsage,
-            "give --store and --out, or --reencrypt",
-        )),
+            config, store, out, ..
+        } => {
+            let out = out.unwrap_or_else(|| {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                home.join(format!("rekey-{now}"))
+            });
+            rekey(home, pass, &config, store.as_deref(), &out)
+        }
     }
 }
 
@@ -106,16 +107,13 @@ fn rekey(
     home: &Path,
     pass: &PassphraseSource,
     config: &Path,
-    store: &Path,
+    store: Option<&Path>,
     out: &Path,
 ) -> Result<(), Failure> {
     let config = Config::load(config).map_err(|e| Failure::new(Outcome::Config, e))?;
     let (_, account, passphrase) = account_of(home, pass, &config)?;
-    let store: meshmail::keys::device::StoreInfo = serde_json::from_str(
-        &std::fs::read_to_string(store)
-            .map_err(|e| Failure::new(Outcome::BadUsage, format!("{}: {e}", store.display())))?,
-    )
-    .map_err(|e| Failure::new(Outcome::BadUsage, format!("--store: {e}")))?;
+    let store = meshmail::keys::device::StoreInfo::for_admin(account.home(), store)
+        .map_err(|e| Failure::new(Outcome::BadUsage, format!("--store: {e}")))?;
     if out.exists() {
         return Err(Failure::new(
             Outcome::BadUsage,
@@ -136,6 +134,7 @@ fn rekey(
         rekeyed.new,
         rekeyed.old
     );
+    say!("updates and store records written to {}", out.display());
     for (device, _, _) in &rekeyed.devices {
         say!("{device}: `meshmail device update {device}.update` on it, `meshmail store accept {device}.record` on the store host");
     }

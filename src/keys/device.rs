@@ -43,6 +43,8 @@ pub const DEVICE_CERT_FILE: &str = "device-tls.pem";
 pub const PENDING_FILE: &str = "device-request.json";
 /// On the admin device: the devices enrolled, and the last serial given.
 pub const DEVICES_FILE: &str = "devices.json";
+/// The admin device's copy of its store's description, kept from the first `--store`.
+pub const STORE_INFO_FILE: &str = "store.json";
 
 const REQUEST_TAG: &str = "meshmail-device-request-v1";
 const REPLY_TAG: &str = "meshmail-device-reply-v1";
@@ -180,6 +182,37 @@ pub struct StoreInfo {
     pub public_key: String,
     /// SHA-256 of the store's TLS certificate (DER), upper-case hex: the device pins it.
     pub cert_sha256: String,
+}
+
+impl StoreInfo {
+    /// Parses `meshmail store info`'s output.
+    pub fn parse(text: &str) -> Result<StoreInfo, KeyError> {
+        serde_json::from_str(text)
+            .map_err(|e| KeyError::Corrupt(format!("not a store description: {e}")))
+    }
+
+    /// On the admin device: the store description `given` (a file from `meshmail store
+    /// info`), kept in `home` for the next enrolment or rekey; without one, the kept copy.
+    pub fn for_admin(home: &Path, given: Option<&Path>) -> Result<StoreInfo, KeyError> {
+        let kept = home.join(STORE_INFO_FILE);
+        match given {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| KeyError::io(path, e))?;
+                let info = StoreInfo::parse(&text)?;
+                super::account::replace_file(&kept, text.as_bytes(), 0o644)?;
+                Ok(info)
+            }
+            None => match std::fs::read_to_string(&kept) {
+                Ok(text) => StoreInfo::parse(&text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KeyError::Corrupt(
+                    "no store description yet: give --store FILE once (the output of `meshmail \
+                     store info` on the store host); it is kept for later"
+                        .into(),
+                )),
+                Err(e) => Err(KeyError::io(&kept, e)),
+            },
+        }
+    }
 }
 
 /// The device's public description (`device.json`).
