@@ -9,7 +9,9 @@
 #   D. the same with X-MESH-RECRYPT (the store computes one partial per message).
 # Then the store's peak RSS. Last, one summary line:
 #   store hop_ratio=B/A device_tls_ratio=C/A recrypt_ratio=D/A partials_per_s=P peak_rss_mb=R
-# (partials per second for 1, 10 and 100 devices: recrypt_bench, also in `make bench`).
+# Then 1, 10 and 100 enrolled devices reading at once, one connection each:
+#   store_devices partials_per_s_1=… partials_per_s_10=… partials_per_s_100=… peak_rss_mb=R
+# (the partial's arithmetic alone, per core: recrypt_bench, also in `make bench`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 COUNT="${COUNT:-1000}"
@@ -88,3 +90,52 @@ printf '  D. as a device with X-MESH-RECRYPT        %6.3f s  (%sx), %s partial a
 PPS=$(python3 -c "print(int($COUNT / max($D - $C, 1e-6)))")
 printf '  the store peak RSS                        %6s MB\n' "$RSS"
 echo "store hop_ratio=$(r "$B" "$A") device_tls_ratio=$(r "$C" "$A") recrypt_ratio=$(r "$D" "$A") partials_per_s=$PPS peak_rss_mb=$RSS"
+
+# What the store sustains with 1, 10 and 100 enrolled devices reading at once: each device its
+# own TLS connection and login, the messages split between them by UID, every message with
+# X-MESH-RECRYPT (the store looks the device's share up again for each one). Wall time from
+# the first connection to the last answer, logins included.
+enrolled=1
+enrol_up_to() {
+  while [ "$enrolled" -lt "$1" ]; do
+    enrolled=$((enrolled + 1))
+    local d="$W/dev$enrolled"
+    local rc
+    rc=$("$BIN" --home "$d" device request --out "$d.req" | code)
+    rc=$("$BIN" --home "$W/alice" device add "$d.req" --name "dev$enrolled" \
+      --out "$d.reply" --code "$rc" | code)
+    "$BIN" --home "$d" device import "$d.reply" --code "$rc" >/dev/null
+    "$BIN" store accept --config "$W/store.toml" "$d.record" >/dev/null
+  done
+}
+home_of() { if [ "$1" = 1 ]; then echo "$W/laptop"; else echo "$W/dev$1"; fi; }
+together() { # N ITEMS: prints the wall time and the partial answers counted
+  local n=$1 items=$2 per=$(( (COUNT + $1 - 1) / $1 )) start end i
+  start=$(date +%s.%N)
+  for i in $(seq 1 "$n"); do
+    local lo=$(( (i - 1) * per + 1 )) hi=$(( i * per ))
+    [ "$hi" -gt "$COUNT" ] && hi=$COUNT
+    "$STORE_LOAD" "127.0.0.1:$STLS" "$W/store-certs/cert.pem" "$(home_of "$i")" alice secret Bench \
+      "UID FETCH $lo:$hi ($items)" > "$W/together.$i" &
+  done
+  wait
+  end=$(date +%s.%N)
+  echo "$(python3 -c "print($end - $start)") $(cat "$W"/together.* | awk '{s += $3} END {print s}')"
+  rm -f "$W"/together.*
+}
+SUMMARY="store_devices"
+echo "  devices reading at once (the $COUNT messages split between them):"
+for N in 1 10 100; do
+  enrol_up_to "$N"
+  read -r p1 _ < <(together "$N" "BODY.PEEK[]")
+  read -r p2 _ < <(together "$N" "BODY.PEEK[]")
+  read -r q1 m1 < <(together "$N" "BODY.PEEK[] X-MESH-RECRYPT")
+  read -r q2 m2 < <(together "$N" "BODY.PEEK[] X-MESH-RECRYPT")
+  [ "$m1" = "$COUNT" ] && [ "$m2" = "$COUNT" ] || { echo "expected $COUNT partial answers with $N devices, got $m1/$m2"; exit 1; }
+  P=$(best "$p1" "$p2"); Q=$(best "$q1" "$q2")
+  RATE=$(python3 -c "print(int($COUNT / $Q))")
+  printf '    %3d devices: %6.3f s without the item, %6.3f s with it: %s messages with partials/s\n' "$N" "$P" "$Q" "$RATE"
+  SUMMARY="$SUMMARY partials_per_s_$N=$RATE"
+done
+RSS=$(awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$STORE/status")
+echo "$SUMMARY peak_rss_mb=$RSS"
