@@ -956,3 +956,68 @@ fn a_remaining_device_revokes_the_lost_one_at_the_store_at_once() {
         .unwrap()
         .contains("The secret word is salak."));
 }
+
+#[test]
+fn the_stores_state_sealed_under_a_systemd_credential_opens_only_with_it() {
+    let root = common::tempdir();
+    let alice = common::init_account(root.path(), "alice@example.test");
+    let certs = root.path().join("certs");
+    run(meshmail(&alice.home).arg("certs").arg("--out").arg(&certs)).ok();
+    let public = root.path().join("alice-public");
+    std::fs::create_dir_all(&public).unwrap();
+    for f in ["account.json", "openpgp.asc"] {
+        std::fs::copy(alice.home.join(f), public.join(f)).unwrap();
+    }
+    // What systemd's LoadCredentialEncrypted= hands the service: a directory of credentials.
+    let credentials = root.path().join("credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::write(credentials.join("store-state"), [7u8; 48]).unwrap();
+    let state = root.path().join("state/state.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    let config = root.path().join("store.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = \"{c}/cert.pem\"\nkey = \"{c}/key.pem\"\n[store]\nlisten = \"127.0.0.1:1\"\n\
+             upstream = \"127.0.0.1:2\"\nupstream_tls = \"none\"\nshares_dir = \"{}\"\n\
+             state_file = \"{}\"\nstate_key_credential = \"store-state\"\n\
+             [[store.account]]\nupstream_user = \"alice\"\npublic_home = \"{}\"\n",
+            root.path().join("shares").display(),
+            state.display(),
+            public.display(),
+            c = certs.display(),
+        ),
+    )
+    .unwrap();
+    let store = |creds: Option<&Path>, args: &[&str]| {
+        let mut cmd = meshmail(&alice.home);
+        cmd.arg("store").args(args).arg("--config").arg(&config);
+        cmd.env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = creds {
+            cmd.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        run(&mut cmd)
+    };
+    let info = store(Some(&credentials), &["info"]);
+    info.ok();
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        text.starts_with("{\"sealed\":") && !text.contains("master"),
+        "the state file is sealed: {text}"
+    );
+    // The same again: the store's key is the same (its public key is in the description).
+    assert_eq!(store(Some(&credentials), &["info"]).stdout, info.stdout);
+    // Without the credential, or with another host's, nothing opens.
+    let without = store(None, &["info"]);
+    assert_ne!(without.code, 0);
+    assert!(
+        without.stderr.contains("CREDENTIALS_DIRECTORY"),
+        "{without:?}"
+    );
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("store-state"), [8u8; 48]).unwrap();
+    let other = store(Some(&elsewhere), &["info"]);
+    assert_ne!(other.code, 0);
+    assert!(other.stderr.contains("state key"), "{other:?}");
+}

@@ -25,6 +25,11 @@ pub struct StoreConfig {
     /// The store key, the at-rest key and the tombstones: keep it out of backups (e.g. a
     /// systemd credential). Default: `shares_dir/../store-state.json`.
     pub state_file: Option<PathBuf>,
+    /// The name of a systemd credential (`LoadCredentialEncrypted=NAME:…` in the unit; read
+    /// from `$CREDENTIALS_DIRECTORY/NAME`) that seals the state file: a copy of the file,
+    /// in a backup or anywhere else, then opens only where that credential does (with
+    /// `systemd-creds`, on this host).
+    pub state_key_credential: Option<String>,
     /// The per-device audit log (mailbox, UID, time). Default: `shares_dir/../audit`.
     pub audit_dir: Option<PathBuf>,
     /// Partials one device may ask for in an hour before an ALARM is logged (default 2000).
@@ -59,6 +64,39 @@ impl StoreConfig {
                 .unwrap_or(&self.shares_dir)
                 .join("store-state.json")
         })
+    }
+
+    /// The key that seals the state file, when a credential is named: SHA-256 of the
+    /// credential's bytes (so any length of random bytes will do).
+    pub fn state_key(&self) -> Result<Option<crate::secret::Secret<[u8; 32]>>, String> {
+        let Some(name) = &self.state_key_credential else {
+            return Ok(None);
+        };
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(format!(
+                "state_key_credential {name:?}: a credential name, not a path"
+            ));
+        }
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+            format!(
+                "state_key_credential {name:?}: no $CREDENTIALS_DIRECTORY (run under systemd \
+                 with LoadCredentialEncrypted={name}:…)"
+            )
+        })?;
+        let path = std::path::Path::new(&dir).join(name);
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        if bytes.len() < 32 {
+            return Err(format!(
+                "{}: a state key credential holds at least 32 random bytes",
+                path.display()
+            ));
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        Ok(Some(crate::secret::Secret::new(key)))
     }
 
     pub fn audit_dir(&self) -> PathBuf {

@@ -83,7 +83,8 @@ impl StoreRole {
             );
         }
         let state_file = config.state_file();
-        let shares = ShareStore::open(&state_file, &config.shares_dir, pins)
+        let state_key = config.state_key().map_err(|e| format!("[store] {e}"))?;
+        let shares = ShareStore::open_sealed(&state_file, &config.shares_dir, pins, state_key)
             .map_err(|e| format!("[store] shares: {e}"))?;
         Ok(StoreRole {
             shares,

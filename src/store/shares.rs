@@ -186,7 +186,18 @@ pub struct ShareStore {
     dir: PathBuf,
     /// Pinned Ed25519 policy keys of the accounts this store serves.
     accounts: Vec<(String, [u8; 32])>,
+    /// A key (from a systemd credential) the state file is sealed under, when configured.
+    state_key: Option<Secret<[u8; 32]>>,
 }
+
+/// The state file when a state key seals it: AES-256-GCM, nonce first, base64.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedState {
+    sealed: String,
+}
+
+const STATE_AAD: &[u8] = b"meshmail-store-state-v1";
 
 impl ShareStore {
     /// Opens (or creates) the store: `state_path` holds the keys, generation and tombstones,
@@ -196,11 +207,35 @@ impl ShareStore {
         dir: &Path,
         accounts: Vec<(String, [u8; 32])>,
     ) -> Result<ShareStore, ShareError> {
+        ShareStore::open_sealed(state_path, dir, accounts, None)
+    }
+
+    /// [`ShareStore::open`], with the state file sealed under `state_key`. A state file
+    /// written before the key was configured is sealed now; a sealed one never opens without
+    /// the key.
+    pub fn open_sealed(
+        state_path: &Path,
+        dir: &Path,
+        accounts: Vec<(String, [u8; 32])>,
+        state_key: Option<Secret<[u8; 32]>>,
+    ) -> Result<ShareStore, ShareError> {
         let store = ShareStore {
             state_path: state_path.to_owned(),
             dir: dir.to_owned(),
             accounts,
+            state_key,
         };
+        if store.state_key.is_some() && state_path.exists() {
+            let _lock = store.write_lock()?;
+            let bytes = Zeroizing::new(
+                std::fs::read(state_path)
+                    .map_err(|e| ShareError::Io(format!("{}: {e}", state_path.display())))?,
+            );
+            if let Ok(plain) = serde_json::from_slice::<State>(&bytes) {
+                tracing::warn!(path = %state_path.display(), "sealing the store's state file under its state key");
+                store.write_state(&plain)?;
+            }
+        }
         crate::keys::account::make_private_dir(dir).map_err(|e| ShareError::Io(e.to_string()))?;
         if !state_path.exists() {
             let mut key = Zeroizing::new([0u8; 32]);
@@ -491,18 +526,64 @@ impl ShareStore {
     }
 
     fn read_state(&self) -> Result<State, ShareError> {
+        let path = self.state_path.display();
         let bytes = Zeroizing::new(
-            std::fs::read(&self.state_path)
-                .map_err(|e| ShareError::Io(format!("{}: {e}", self.state_path.display())))?,
+            std::fs::read(&self.state_path).map_err(|e| ShareError::Io(format!("{path}: {e}")))?,
         );
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ShareError::Io(format!("{}: {e}", self.state_path.display())))
+        let Some(key) = &self.state_key else {
+            if serde_json::from_slice::<SealedState>(&bytes).is_ok() {
+                return Err(ShareError::Io(format!(
+                    "{path}: sealed under a state key: set [store] state_key_credential"
+                )));
+            }
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ShareError::Io(format!("{path}: {e}")));
+        };
+        let sealed: SealedState = serde_json::from_slice(&bytes)
+            .map_err(|_| ShareError::Io(format!("{path}: not sealed under the state key")))?;
+        let sealed = BASE64
+            .decode(sealed.sealed.as_bytes())
+            .map_err(|_| ShareError::Io(format!("{path}: not sealed under the state key")))?;
+        if sealed.len() < 12 + 16 {
+            return Err(ShareError::Io(format!("{path}: truncated")));
+        }
+        let (nonce, body) = sealed.split_at(12);
+        let mut body = Zeroizing::new(body.to_vec());
+        let nonce = Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| ShareError::Io(format!("{path}: truncated")))?;
+        let plain = aead_key(key.expose())?
+            .open_in_place(nonce, Aad::from(STATE_AAD), &mut body)
+            .map_err(|_| {
+                ShareError::Io(format!(
+                    "{path}: does not open under the state key (another host's credential?)"
+                ))
+            })?;
+        serde_json::from_slice(plain).map_err(|e| ShareError::Io(format!("{path}: {e}")))
     }
 
     fn write_state(&self, state: &State) -> Result<(), ShareError> {
         let json =
             Zeroizing::new(serde_json::to_vec(state).map_err(|e| ShareError::Io(e.to_string()))?);
-        replace_file(&self.state_path, &json)
+        let Some(key) = &self.state_key else {
+            return replace_file(&self.state_path, &json);
+        };
+        let mut nonce = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ShareError::Io("no randomness".into()))?;
+        let mut body = Zeroizing::new(json.to_vec());
+        aead_key(key.expose())?
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(STATE_AAD),
+                &mut *body,
+            )
+            .map_err(|_| ShareError::Io("sealing".into()))?;
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&body);
+        let file = serde_json::to_vec(&SealedState {
+            sealed: BASE64.encode(&sealed),
+        })
+        .map_err(|e| ShareError::Io(e.to_string()))?;
+        replace_file(&self.state_path, &file)
     }
 }
 
@@ -534,7 +615,11 @@ fn master_key(state: &State) -> Result<LessSafeKey, ShareError> {
             .decode(state.master.as_bytes())
             .map_err(|_| ShareError::Io("state".into()))?,
     );
-    UnboundKey::new(&AES_256_GCM, key.expose())
+    aead_key(key.expose())
+}
+
+fn aead_key(bytes: &[u8]) -> Result<LessSafeKey, ShareError> {
+    UnboundKey::new(&AES_256_GCM, bytes)
         .map(LessSafeKey::new)
         .map_err(|_| ShareError::Io("state".into()))
 }

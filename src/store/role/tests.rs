@@ -24,6 +24,7 @@ fn store_config(shares_dir: std::path::PathBuf, public_home: std::path::PathBuf)
         upstream_fingerprint: None,
         shares_dir,
         state_file: None,
+        state_key_credential: None,
         audit_dir: None,
         alarm_per_hour: None,
         public_address: None,

@@ -289,3 +289,56 @@ fn a_revocation_signed_by_the_account_or_a_remaining_device_is_applied_and_no_ot
     assert_eq!(f.store.revoke_signed(&by_account).unwrap(), "phone");
     assert!(f.store.revoke_signed("not a revocation").is_err());
 }
+
+#[test]
+fn a_state_file_sealed_under_a_state_key_opens_with_that_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = account_key();
+    let state = dir.path().join("state.json");
+    let shares = dir.path().join("shares");
+    let pins = vec![("alice@example.test".to_string(), pin_of(&key))];
+    // A store that ran without a state key: its state file is plain JSON.
+    let plain = ShareStore::open(&state, &shares, pins.clone()).unwrap();
+    let public = plain.public_key().unwrap();
+    let (s1, _) = scalar().split().unwrap();
+    let record = ShareRecord::make(&key, &public, payload("laptop", "AA11", 1), &s1).unwrap();
+    plain.accept(&record).unwrap();
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .contains("\"master\""));
+
+    // Given a state key, the file is sealed at once; the keys and shares are the same.
+    let sealed =
+        ShareStore::open_sealed(&state, &shares, pins.clone(), Some(Secret::new([3u8; 32])))
+            .unwrap();
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        text.starts_with("{\"sealed\":") && !text.contains("master"),
+        "{text}"
+    );
+    assert_eq!(sealed.public_key().unwrap(), public);
+    assert_eq!(
+        sealed
+            .shares_for("alice@example.test", "AA11")
+            .unwrap()
+            .len(),
+        1
+    );
+    // A revocation under the sealed state stays sealed.
+    sealed.revoke("alice@example.test", "laptop").unwrap();
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .starts_with("{\"sealed\":"));
+
+    // Another key, or none, opens nothing (and writes nothing).
+    let other =
+        ShareStore::open_sealed(&state, &shares, pins.clone(), Some(Secret::new([4u8; 32])))
+            .unwrap();
+    assert!(other.public_key().is_err());
+    let none = ShareStore::open(&state, &shares, pins).unwrap();
+    let refused = none.public_key().unwrap_err().to_string();
+    assert!(refused.contains("state_key_credential"), "{refused}");
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .starts_with("{\"sealed\":"));
+}
