@@ -5,6 +5,8 @@
 //!   store_load ADDR STORE_CERT DEVICE_HOME USER PASS MAILBOX COMMAND...
 //!
 //! Prints `seconds bytes items` per command (items: `X-MESH-RECRYPT` answers carrying partials).
+//! With `STORE_LOAD_GO=PATH`, it logs in, writes `PATH.ready.<pid>`, and sends its commands
+//! only once PATH exists: many devices then read at the same moment, their logins not timed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -43,6 +45,15 @@ fn main() {
     reader.read_line(&mut greeting).expect("greeting");
     command(&mut reader, &format!("LOGIN {user} {pass}"));
     command(&mut reader, &format!("EXAMINE {mailbox}"));
+    if let Some(go) = std::env::var_os("STORE_LOAD_GO") {
+        let go = std::path::PathBuf::from(go);
+        let mut ready = go.clone().into_os_string();
+        ready.push(format!(".ready.{}", std::process::id()));
+        std::fs::write(&ready, b"").expect("ready file");
+        while !go.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
     for c in &args[7..] {
         let start = Instant::now();
         let (bytes, items) = command(&mut reader, c);
