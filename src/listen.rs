@@ -1,5 +1,6 @@
-//! The accept loop every listener (SMTP, IMAP, the filter) shares: a connection permit taken before
-//! accept (a flood waits in the kernel's backlog), one task per client, and on shutdown: stop
+//! The accept loop every listener (SMTP, IMAP, the filter) shares: a connection permit for each
+//! client accepted (at the limit, one accepted client waits for a permit and a flood waits in the
+//! kernel's backlog), one task per client, and on shutdown: stop
 //! accepting, let the sessions finish what they are doing (each sees the same shutdown signal
 //! and says goodbye at its next quiet moment), and cut what is left after the grace period.
 
@@ -71,11 +72,6 @@ pub async fn accept_loop<L, F, Fut>(
     let loopback = listener.is_local();
     let mut sessions = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
-        };
         let (tcp, peer) = loop {
             tokio::select! {
                 r = listener.accept() => match r {
@@ -89,13 +85,25 @@ pub async fn accept_loop<L, F, Fut>(
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             }
         };
+        // The permit is taken once a client is there, not while waiting for one: listeners
+        // that share a limit (STARTTLS and implicit TLS) would otherwise each hold a permit
+        // idle, and the busy one serve fewer clients than the limit.
+        let permit = loop {
+            tokio::select! {
+                p = connections.clone().acquire_owned() => match p {
+                    Ok(p) => break p,
+                    Err(_) => return drain(sessions, grace).await,
+                },
+                _ = shutdown.changed() => return drain(sessions, grace).await,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
+        };
         let served = session(tcp, peer, loopback, shutdown.clone());
         sessions.spawn(async move {
             let _permit = permit;
             served.await;
         });
     }
-    drain(sessions, grace).await
 }
 
 /// Waits up to `grace` for the sessions to end, then cuts the rest.
@@ -111,5 +119,67 @@ async fn drain(mut sessions: JoinSet<()>, grace: Duration) {
             "sessions still busy after the shutdown grace period; closed"
         );
         sessions.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves a listener: each client is greeted, then held until it closes.
+    fn serve(
+        listener: TcpListener,
+        connections: Arc<Semaphore>,
+        shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(accept_loop(
+            listener,
+            connections,
+            shutdown,
+            Duration::from_secs(1),
+            |mut tcp: TcpStream, _, _, _| async move {
+                let _ = tcp.write_all(b"hello\n").await;
+                let mut rest = Vec::new();
+                let _ = tcp.read_to_end(&mut rest).await;
+            },
+        ))
+    }
+
+    async fn greeted(addr: SocketAddr) -> Option<TcpStream> {
+        let mut tcp = TcpStream::connect(addr).await.ok()?;
+        let mut greeting = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(2), tcp.read_exact(&mut greeting))
+            .await
+            .ok()?
+            .ok()?;
+        Some(tcp)
+    }
+
+    #[tokio::test]
+    async fn two_listeners_sharing_a_limit_serve_that_many_clients_on_either() {
+        let connections = Arc::new(Semaphore::new(3));
+        let (_tx, rx) = watch::channel(false);
+        let busy = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let idle = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let busy_addr = busy.local_addr().unwrap();
+        let idle_addr = idle.local_addr().unwrap();
+        serve(busy, connections.clone(), rx.clone());
+        serve(idle, connections.clone(), rx);
+        // The idle listener holds no permit: all three are served on the busy one.
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(greeted(busy_addr).await.expect("served"));
+        }
+        // A fourth waits, on either listener, until one of them leaves.
+        assert!(greeted(idle_addr).await.is_none());
+        let waiting = tokio::spawn(greeted(busy_addr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(clients.pop());
+        let late = tokio::time::timeout(Duration::from_secs(3), waiting)
+            .await
+            .expect("served once a permit is free")
+            .unwrap();
+        assert!(late.is_some());
     }
 }
