@@ -52,7 +52,7 @@ alarm_per_hour = 1000000
 upstream_user = "alice"
 public_home = "$W/store/alice-public"
 [limits]
-# 100 devices at once, and the connections of the run before still closing.
+# 100 devices at once, with room to spare.
 max_connections = 400
 TOML
 "$BIN" serve --config "$W/store.toml" >/dev/null 2>"$W/store.log" & STORE=$!
