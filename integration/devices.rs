@@ -208,6 +208,11 @@ impl World {
 
 /// FETCH through `port` (imaplib): the bytes, or the error imaplib raised.
 fn fetch(port: u16, uid: &str) -> Result<String, String> {
+    fetch_item(port, uid, "BODY.PEEK[]")
+}
+
+/// FETCH of `item` through `port` (imaplib).
+fn fetch_item(port: u16, uid: &str, item: &str) -> Result<String, String> {
     let out = oracle()
         .args([
             "fetch",
@@ -216,7 +221,7 @@ fn fetch(port: u16, uid: &str) -> Result<String, String> {
             "secret",
             "INBOX",
             uid,
-            "BODY.PEEK[]",
+            item,
         ])
         .output()
         .expect("python");
@@ -745,6 +750,59 @@ fn a_device_indexes_new_mail_with_its_stores_partials_before_the_client_asks() {
         before,
         "the client's FETCH decrypted again"
     );
+}
+
+/// The device's session decryption lines, by where the store's partials came from: with the
+/// client's FETCH (`fetch`), or asked for on meshmail's own connection (`own`).
+fn split_decryptions(log: &str, from: &str) -> usize {
+    common::plain(log)
+        .lines()
+        .filter(|l| l.contains(" decrypted") && l.contains(&format!("partials_from=\"{from}\"")))
+        .count()
+}
+
+#[test]
+fn a_devices_fetch_of_whole_messages_brings_their_partials_with_the_ciphertext() {
+    let w = world();
+    let laptop = w.enrol("laptop");
+    let uids: Vec<String> = ["mulberry", "tamarind"]
+        .iter()
+        .map(|word| w.deliver(word, &["-r", "alice@example.test"]))
+        .collect();
+    // No indexer: the client's FETCH is the first to read these messages.
+    let proxy = Meshmail::start(&format!("{}indexer = false\n", w.device_config(&laptop)));
+    for (uid, word) in uids.iter().zip(["mulberry", "tamarind"]) {
+        let view = fetch(proxy.port, uid).unwrap();
+        assert!(
+            view.contains(&format!("The secret word is {word}.")),
+            "{view}\n{}",
+            proxy.log_text()
+        );
+    }
+    // Each message came once, its partials with it: none was fetched again for them.
+    let log = proxy.log_text();
+    assert_eq!(split_decryptions(&log, "fetch"), 2, "{log}");
+    assert_eq!(split_decryptions(&log, "own"), 0, "{log}");
+    // Part of a message brings no partials: meshmail's own connection asks for them.
+    let third = w.deliver("soursop", &["-r", "alice@example.test"]);
+    let part = fetch_item(proxy.port, &third, "BODY.PEEK[]<0.20000>").unwrap();
+    assert!(part.contains("The secret word is soursop."), "{part}");
+    assert_eq!(split_decryptions(&proxy.log_text(), "own"), 1);
+    // The store audited one answer per message.
+    let audit = std::fs::read_to_string(
+        w.shares_dir
+            .parent()
+            .unwrap()
+            .join("audit/alice@example.test/laptop.log"),
+    )
+    .unwrap();
+    for uid in uids.iter().chain([&third]) {
+        assert_eq!(
+            audit.matches(&format!("uid={uid} ")).count(),
+            1,
+            "uid {uid}: {audit}"
+        );
+    }
 }
 
 /// The key IDs of the PKESKs of the PGP/MIME message `message` (GnuPG's `--list-packets`).

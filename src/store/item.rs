@@ -5,7 +5,7 @@
 //!
 //! Neither imap-codec (the session cores) nor imap-proto (async-imap) parses this item, so it
 //! is handled here on raw bytes: [`strip_from_command`] before the command is parsed,
-//! [`format`] to append to the response, [`parse`] on the device side.
+//! [`format`] to append to the response, [`add_to_fetch`] and [`parse`] on the device side.
 //!
 //! [`partials`] reads the PKESKs from the bytes the mail store returned (never from bytes a
 //! client supplied): the first ASCII-armored OpenPGP message of the message, at most
@@ -103,6 +103,40 @@ pub fn strip_from_command(line: &[u8]) -> Option<Vec<u8>> {
         // After another item: the space before it goes.
         (Some(' '), _) => format!("{}{after}", &before[..before.len() - 1]),
         _ => return None,
+    };
+    Some(out.into_bytes())
+}
+
+/// `line` (a FETCH or UID FETCH command line as meshmail encoded it, CRLF included) asking
+/// for the item as well: a device's own FETCH of whole messages, so the partials come with
+/// the ciphertext in one answer. `None` when the line is not of that simple shape (a literal,
+/// a single item with modifiers): the device then asks for the partials on its own
+/// connection instead.
+pub fn add_to_fetch(line: &[u8]) -> Option<Vec<u8>> {
+    if mentions(line) {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let body = text.strip_suffix("\r\n")?;
+    if body.contains(['\r', '\n', '{']) {
+        return None;
+    }
+    // Tag, [UID], FETCH and the sequence set: the items start after them.
+    let uid = body.split(' ').nth(1)?.eq_ignore_ascii_case("UID");
+    let before = if uid { 4 } else { 3 };
+    let words: Vec<&str> = body.splitn(before + 1, ' ').collect();
+    if words.len() != before + 1 || !words[before - 2].eq_ignore_ascii_case("FETCH") {
+        return None;
+    }
+    let at: usize = words[..before].iter().map(|w| w.len() + 1).sum();
+    let (head, items) = body.split_at(at);
+    let out = if let Some(list) = items.strip_prefix('(') {
+        format!("{head}({ITEM} {list}\r\n")
+    } else if !items.is_empty() && !items.contains([' ', '(', ')', '"']) {
+        // One bare item and no modifiers (`BODY.PEEK[]`): made a list of two.
+        format!("{head}({items} {ITEM})\r\n")
+    } else {
+        return None;
     };
     Some(out.into_bytes())
 }

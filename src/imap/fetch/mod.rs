@@ -59,6 +59,9 @@ pub struct FetchPlan {
     /// UID and the probe were added for classification and are removed from answers.
     pub added_uid: bool,
     pub added_probe: bool,
+    /// A device's FETCH of whole messages that also asks its store for the partials
+    /// (`X-MESH-RECRYPT`, added to the encoded command and removed from the answers).
+    pub with_partials: bool,
     /// The command to send upstream instead.
     pub upstream: Command<'static>,
 }
@@ -139,11 +142,27 @@ pub fn plan(command: &Command<'_>) -> Option<FetchPlan> {
         requested,
         added_uid,
         added_probe,
+        with_partials: false,
         upstream,
     })
 }
 
 impl FetchPlan {
+    /// True when the client asked for whole messages as `BODY[]` (the item the store answers
+    /// the partials beside).
+    pub fn fetches_whole_body(&self) -> bool {
+        self.requested.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::BodyExt {
+                    section: None,
+                    partial: None,
+                    ..
+                }
+            )
+        })
+    }
+
     /// A UID FETCH.
     pub fn is_uid(&self) -> bool {
         matches!(self.upstream.body, CommandBody::Fetch { uid: true, .. })
@@ -230,6 +249,8 @@ pub struct UpstreamFetch {
     /// The response as the client must see it when meshmail does not change the message:
     /// the server's bytes without the items meshmail added (`None`: nothing left to show).
     pub as_sent: Option<Vec<u8>>,
+    /// The store's `X-MESH-RECRYPT` item (name and value) when the plan asked for it.
+    pub recrypt: Option<String>,
 }
 
 /// Reads an untagged FETCH response; `None` when its framing cannot be read (the caller then
@@ -273,6 +294,14 @@ pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
     if plan.added_probe {
         added.push(PROBE_NAME);
     }
+    let recrypt = if plan.with_partials {
+        added.push(crate::store::item::ITEM);
+        r.item(crate::store::item::ITEM)
+            .and_then(|i| std::str::from_utf8(&raw[i.span.clone()]).ok())
+            .map(str::to_owned)
+    } else {
+        None
+    };
     Some(UpstreamFetch {
         seq: r.seq,
         uid: r.uid(raw),
@@ -282,6 +311,7 @@ pub fn read_response(raw: &[u8], plan: &FetchPlan) -> Option<UpstreamFetch> {
         passthrough,
         flags_only: r.flags_only(),
         as_sent: r.without(raw, &added),
+        recrypt,
     })
 }
 

@@ -125,6 +125,13 @@ impl Core {
             }
             Kind::Logout => self.state = State::Logout,
             Kind::Fetch => {
+                // The store's refusal of the partials is answered before anything is fetched.
+                let refused = !ok && crate::store::item::mentions(&message);
+                if let (true, Some(client)) = (refused, client_tag.as_deref()) {
+                    if self.fetch_again_without_partials(client) {
+                        return;
+                    }
+                }
                 self.push_out(Out::FetchDone(line));
                 return;
             }
@@ -330,6 +337,7 @@ impl Core {
             uid,
             forged: parsed.forged,
             ciphertext: parsed.full_message,
+            recrypt: parsed.recrypt,
             seq: parsed.seq,
             passthrough: parsed.passthrough,
             plan,

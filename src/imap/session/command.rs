@@ -481,10 +481,11 @@ impl Core {
         let own = self.tags.issue(Some(tag), Kind::Fetch);
         let mut upstream = plan.upstream.clone();
         upstream.tag = imap_codec::imap_types::core::Tag::unvalidated(own.clone());
-        let encoded = CommandCodec::default().encode(&upstream);
-        self.push_encoded(&own, encoded);
+        let mut plan = plan;
+        self.push_fetch(&own, &upstream, &mut plan);
         self.fetch = Some(ActiveFetch {
             client_tag: tag.to_owned(),
+            with_partials: plan.with_partials.then_some(upstream),
             plan: Arc::new(plan),
             known: Default::default(),
             rest_sent: true,
@@ -574,7 +575,56 @@ impl Core {
 
     /// Sends a command meshmail encoded, waiting for the upstream's go-ahead before each
     /// synchronizing literal.
-    pub(super) fn push_encoded(&mut self, own: &str, encoded: imap_codec::encode::Encoded) {
+    /// meshmail's FETCH `upstream` for `plan`, under its tag `own`. A device's FETCH of whole
+    /// messages asks its store for the partials in the same command, so each message is
+    /// fetched once (not again on meshmail's own connection to get its partials).
+    pub(super) fn push_fetch(
+        &mut self,
+        own: &str,
+        upstream: &Command<'_>,
+        plan: &mut fetch::FetchPlan,
+    ) {
+        let fragments: Vec<Fragment> = CommandCodec::default().encode(upstream).collect();
+        let device = self
+            .state
+            .mapped_selected()
+            .is_some_and(|(m, _)| m.account.device.is_some());
+        if device && !self.partials_refused && plan.fetches_whole_body() {
+            if let [Fragment::Line { data }] = fragments.as_slice() {
+                if let Some(line) = crate::store::item::add_to_fetch(data) {
+                    plan.with_partials = true;
+                    self.push_up(Some(own.to_owned()), line);
+                    return;
+                }
+            }
+        }
+        self.push_encoded(own, fragments);
+    }
+
+    /// The store refused the partials asked with the running FETCH (it takes this device's
+    /// key no more: revoked, or enrolled again elsewhere): the same FETCH again without them,
+    /// and none asked for the rest of the session. Plaintext is then shown as it is, and an
+    /// encrypted message's view asks on meshmail's own connection, where the store's refusal
+    /// becomes `NO [UNAVAILABLE]` for the client. False when the FETCH asked for none.
+    pub(super) fn fetch_again_without_partials(&mut self, client_tag: &str) -> bool {
+        self.partials_refused = true;
+        let Some(active) = self.fetch.as_mut() else {
+            return false;
+        };
+        let Some(mut command) = active.with_partials.take() else {
+            return false;
+        };
+        let mut plan = fetch::FetchPlan::clone(&active.plan);
+        plan.with_partials = false;
+        active.plan = Arc::new(plan);
+        let own = self.tags.issue(Some(client_tag), Kind::Fetch);
+        command.tag = imap_codec::imap_types::core::Tag::unvalidated(own.clone());
+        let fragments: Vec<Fragment> = CommandCodec::default().encode(&command).collect();
+        self.push_encoded(&own, fragments);
+        true
+    }
+
+    pub(super) fn push_encoded(&mut self, own: &str, encoded: impl IntoIterator<Item = Fragment>) {
         for fragment in encoded {
             match fragment {
                 Fragment::Line { data } => self.push_up(Some(own.to_owned()), data),

@@ -73,6 +73,8 @@ pub(super) struct ViewJob {
     /// A plaintext message with a result header of its own (shown without it).
     pub forged: bool,
     pub ciphertext: Option<Vec<u8>>,
+    /// The store's `X-MESH-RECRYPT` item that came with the ciphertext (a device's FETCH).
+    pub recrypt: Option<String>,
     pub seq: u32,
     pub passthrough: Passthrough,
     pub plan: Arc<FetchPlan>,
@@ -139,6 +141,9 @@ pub(super) struct ActiveFetch {
     pub rest_sent: bool,
     /// Known UIDs answered so far (each is answered once).
     pub answered: BTreeSet<u32>,
+    /// The command as sent when it asked the store for partials (sent again without them if
+    /// the store refuses).
+    pub with_partials: Option<imap_codec::imap_types::command::Command<'static>>,
 }
 
 /// The running SEARCH of a mapped session.
@@ -204,6 +209,9 @@ pub(super) struct Core {
     pub client_key: Option<String>,
     /// A device's FETCH line without `X-MESH-RECRYPT`, to send instead of the client's.
     pub recrypt_line: Option<Vec<u8>>,
+    /// At a device: the store refused the partials asked with a FETCH, so none are asked
+    /// with the session's later FETCHes.
+    pub partials_refused: bool,
     /// The command being forwarded is a FETCH: any later line of it that names the private
     /// item (after a literal) has the name overwritten (`store::item::mask`).
     pub mask_item: bool,
@@ -251,6 +259,7 @@ impl Core {
             pinned: Default::default(),
             client_key: None,
             recrypt_line: None,
+            partials_refused: false,
             mask_item: false,
         }
     }

@@ -9,12 +9,10 @@
 use super::core::{ActiveFetch, Core, Out};
 use super::tags::Kind;
 use crate::imap::fetch::FetchPlan;
-use imap_codec::encode::Encoder;
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::Vec1;
 use imap_codec::imap_types::fetch::MessageDataItemName;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
-use imap_codec::CommandCodec;
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -112,7 +110,7 @@ impl Core {
         &mut self,
         tag: &str,
         command: &Command<'_>,
-        plan: FetchPlan,
+        mut plan: FetchPlan,
     ) -> bool {
         let CommandBody::Fetch {
             sequence_set,
@@ -183,6 +181,7 @@ impl Core {
             format!("{t} UID FETCH {sets} ({})\r\n", items.join(" ")).into_bytes(),
         );
         let rest = to_set(&subtract(&wanted, &known));
+        let mut with_partials = None;
         let rest_sent = match rest {
             Some(set) => {
                 let own = self.tags.issue(Some(tag), Kind::Fetch);
@@ -193,8 +192,8 @@ impl Core {
                 if let Ok(t) = imap_codec::imap_types::core::Tag::try_from(own.clone()) {
                     upstream.tag = t;
                 }
-                let encoded = CommandCodec::default().encode(&upstream);
-                self.push_encoded(&own, encoded);
+                self.push_fetch(&own, &upstream, &mut plan);
+                with_partials = plan.with_partials.then_some(upstream);
                 true
             }
             None => false,
@@ -205,6 +204,7 @@ impl Core {
             known,
             rest_sent,
             answered: BTreeSet::new(),
+            with_partials,
         });
         true
     }

@@ -25,7 +25,7 @@ mod store_tests;
 mod tests;
 
 use self::core::{Core, Job, Out};
-use self::open::OpenFailure;
+use self::open::{Brought, OpenFailure};
 use super::owned::{Credentials, OwnedConnection};
 use super::ImapContext;
 use crate::smtp::session::io::Stream;
@@ -355,7 +355,10 @@ impl Task {
                             .open(
                                 owned.as_ref(),
                                 job.uid,
-                                job.ciphertext,
+                                Brought {
+                                    ciphertext: job.ciphertext,
+                                    recrypt: job.recrypt,
+                                },
                                 complete,
                                 job.forged,
                                 job.plan.warm(),

@@ -11,6 +11,14 @@ use crate::imap::owned::{Credentials, FetchError, OwnedConnection};
 use crate::imap::view::{wait_for, Claim, View, ViewCache, ViewKey};
 use std::sync::Arc;
 
+/// What the client's FETCH brought of a message: its ciphertext (a FETCH of whole messages)
+/// and, at a device, the store's `X-MESH-RECRYPT` item that came with it.
+#[derive(Default)]
+pub(super) struct Brought {
+    pub ciphertext: Option<Vec<u8>>,
+    pub recrypt: Option<String>,
+}
+
 /// The session's last complete view.
 pub(super) type Pinned = Arc<std::sync::Mutex<Option<(ViewKey, Arc<View>)>>>;
 
@@ -59,7 +67,7 @@ impl ViewSource {
         &self,
         owned: Option<&OwnedConnection>,
         uid: u32,
-        ciphertext: Option<Vec<u8>>,
+        brought: Brought,
         complete: bool,
         forged: bool,
         warm: Warm,
@@ -103,7 +111,7 @@ impl ViewSource {
         } else {
             None
         };
-        let view = self.build(owned, uid, ciphertext, forged, warm).await?;
+        let view = self.build(owned, uid, brought, forged, warm).await?;
         if let Some(b) = building {
             self.keep(key, &view);
             b.finish(view.clone());
@@ -116,7 +124,7 @@ impl ViewSource {
         &self,
         owned: Option<&OwnedConnection>,
         uid: u32,
-        ciphertext: Option<Vec<u8>>,
+        brought: Brought,
         forged: bool,
         warm: Warm,
     ) -> Result<Arc<View>, OpenFailure> {
@@ -126,10 +134,12 @@ impl ViewSource {
             .ok_or(OpenFailure::Temporary("the key store is locked".into()))?;
         if let Some(device) = &self.device {
             if !forged {
-                return self.build_split(owned, uid, keys, device, warm).await;
+                return self
+                    .build_split(owned, uid, keys, device, warm, brought)
+                    .await;
             }
         }
-        let raw = match ciphertext {
+        let raw = match brought.ciphertext {
             Some(c) => c,
             None => {
                 let owned = owned.ok_or(OpenFailure::Temporary(
@@ -170,9 +180,10 @@ impl ViewSource {
         .map_err(|_| OpenFailure::Temporary("decryption stopped".into()))
     }
 
-    /// A split account's device: the message and the store's partials for it, fetched
-    /// together (partials are computed from the bytes the store sent with them). Anything but
-    /// partials is temporary for the client: never a failure view it would keep.
+    /// A split account's device: the message and the store's partials for it, as the
+    /// client's FETCH brought them, else fetched together on meshmail's own connection
+    /// (either way the store computed the partials from the bytes it sent with them).
+    /// Anything but partials is temporary for the client: never a failure view it would keep.
     async fn build_split(
         &self,
         owned: Option<&OwnedConnection>,
@@ -180,18 +191,33 @@ impl ViewSource {
         keys: Arc<DecryptionKeys>,
         device: &str,
         warm: Warm,
+        brought: Brought,
     ) -> Result<Arc<View>, OpenFailure> {
         use crate::store::item::Answer;
-        let owned = owned.ok_or(OpenFailure::Temporary(
-            "meshmail cannot log in again with this login method".into(),
-        ))?;
-        let (raw, answer) = match owned
-            .fetch_recrypt(&self.selected.name, self.selected.uidvalidity, uid, device)
-            .await
-        {
-            Ok(found) => found,
-            Err(FetchError::Gone(_)) => return Err(OpenFailure::Gone),
-            Err(e) => return Err(OpenFailure::Temporary(e.to_string())),
+        let given = match brought {
+            Brought {
+                ciphertext: Some(raw),
+                recrypt: Some(item),
+            } => crate::store::item::parse(&item, device).map(|answer| (raw, answer)),
+            _ => None,
+        };
+        // Tests tell the two apart by this word in the decryption line.
+        let partials_from = if given.is_some() { "fetch" } else { "own" };
+        let (raw, answer) = match given {
+            Some(found) => found,
+            None => {
+                let owned = owned.ok_or(OpenFailure::Temporary(
+                    "meshmail cannot log in again with this login method".into(),
+                ))?;
+                match owned
+                    .fetch_recrypt(&self.selected.name, self.selected.uidvalidity, uid, device)
+                    .await
+                {
+                    Ok(found) => found,
+                    Err(FetchError::Gone(_)) => return Err(OpenFailure::Gone),
+                    Err(e) => return Err(OpenFailure::Temporary(e.to_string())),
+                }
+            }
         };
         let partials = match answer {
             Answer::Partials(p) if !p.is_empty() => p,
@@ -229,7 +255,14 @@ impl ViewSource {
             let view = Arc::new(View::build_with(&raw, &keys, Some(&partials), max));
             view.warm(warm.structure, warm.sections);
             drop(slot);
-            tracing::debug!(mailbox = %mailbox, uid, by = "session", split = true, "decrypted");
+            tracing::debug!(
+                mailbox = %mailbox,
+                uid,
+                by = "session",
+                split = true,
+                partials_from,
+                "decrypted"
+            );
             if let (Some(index), Some(validity)) = (index, validity) {
                 let v = view.clone();
                 index.insert_later(&mailbox, validity, uid, v.size(), move || v.index_entry());

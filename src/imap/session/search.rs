@@ -71,7 +71,14 @@ pub(super) async fn search_local(
         let query = query.clone();
         async move {
             let view = match source
-                .open(Some(&owned), l.uid, None, false, false, Default::default())
+                .open(
+                    Some(&owned),
+                    l.uid,
+                    Default::default(),
+                    false,
+                    false,
+                    Default::default(),
+                )
                 .await
             {
                 Ok(v) => v,

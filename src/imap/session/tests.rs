@@ -344,6 +344,126 @@ fn a_deep_structure_the_client_asked_for_is_relayed_as_the_server_sent_it() {
     );
 }
 
+/// A session core whose mapped account `alice` is a split account's device ("laptop").
+fn device_core() -> Core {
+    let mut ctx = context();
+    let ctx_mut = std::sync::Arc::get_mut(&mut ctx).expect("a fresh context");
+    let alice = ctx_mut.accounts.get_mut("alice").expect("alice");
+    std::sync::Arc::get_mut(alice)
+        .expect("a fresh account")
+        .device = Some("laptop".into());
+    let caps = ["IMAP4rev1", "AUTH=PLAIN"].map(String::from).to_vec();
+    Core::new(ctx, "test".into(), caps, false, true)
+}
+
+#[test]
+fn a_device_asks_its_store_for_the_partials_with_the_messages_it_fetches_whole() {
+    let mut c = device_core();
+    login(&mut c, "alice");
+    select(&mut c, "INBOX", 7);
+    c.on_client_bytes(b"f UID FETCH 10:11 (BODY.PEEK[])\r\n");
+    let up = upstream(&mut c);
+    assert!(
+        up.ends_with(" UID FETCH 10:11 (BODY.PEEK[] X-MESH-RECRYPT)\r\n"),
+        "{up}"
+    );
+    let tag = tag_of(&up);
+    let enc = "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=x\r\n\r\nabc";
+    let plain = "Content-Type: text/plain\r\n\r\nxyz";
+    let item = "X-MESH-RECRYPT ((\"laptop\" 0 \"AAAA\"))";
+    c.on_upstream_bytes(
+        format!(
+            "* 1 FETCH (UID 10 BODY[] {{{}}}\r\n{enc} {item})\r\n* 2 FETCH (UID 11 BODY[] {{{}}}\r\n{plain} X-MESH-RECRYPT NIL)\r\n{tag} OK done\r\n",
+            enc.len(),
+            plain.len()
+        )
+        .as_bytes(),
+    );
+    // The encrypted message goes to its view with the ciphertext and the store's item.
+    match c.out.pop_front() {
+        Some(Out::View(job)) => {
+            assert_eq!(job.uid, 10);
+            assert_eq!(job.ciphertext.as_deref(), Some(enc.as_bytes()));
+            assert_eq!(job.recrypt.as_deref(), Some(item));
+        }
+        _ => panic!("the encrypted message is opened through a view"),
+    }
+    // The plaintext one is answered as the store sent it, without the item.
+    assert_eq!(
+        client(&mut c),
+        format!(
+            "* 2 FETCH (UID 11 BODY[] {{{}}}\r\n{plain})\r\nf OK done\r\n",
+            plain.len()
+        )
+    );
+    // A header sync fetches no whole message: no partials are asked with it (the view is
+    // opened on meshmail's own connection, which asks for them).
+    c.fetch_delivered();
+    c.on_client_bytes(b"g UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER])\r\n");
+    let up = upstream(&mut c);
+    assert!(
+        up.contains("UID FETCH 1:*") && !up.contains("X-MESH-RECRYPT"),
+        "{up}"
+    );
+}
+
+#[test]
+fn a_device_the_store_no_longer_takes_fetches_again_without_the_partials() {
+    let mut c = device_core();
+    login(&mut c, "alice");
+    select(&mut c, "INBOX", 7);
+    c.on_client_bytes(b"f UID FETCH 10 (FLAGS BODY.PEEK[])\r\n");
+    let up = upstream(&mut c);
+    assert!(up.contains("X-MESH-RECRYPT"), "{up}");
+    // Revoked: the store's session is not a device's, and it refuses the item.
+    c.on_upstream_bytes(
+        format!(
+            "{} NO [NOPERM] X-MESH-RECRYPT is only for an enrolled device at its store\r\n",
+            tag_of(&up)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(client(&mut c), "", "the client waits for the FETCH again");
+    let again = upstream(&mut c);
+    assert!(
+        again.ends_with(" UID FETCH 10 (FLAGS BODY.PEEK[])\r\n"),
+        "{again}"
+    );
+    assert_ne!(tag_of(&again), tag_of(&up));
+    // A plaintext message is shown; the FETCH ends with the server's own answer.
+    let plain = "Content-Type: text/plain\r\n\r\nxyz";
+    c.on_upstream_bytes(
+        format!(
+            "* 1 FETCH (UID 10 FLAGS () BODY[] {{{}}}\r\n{plain})\r\n{} OK done\r\n",
+            plain.len(),
+            tag_of(&again)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        client(&mut c),
+        format!(
+            "* 1 FETCH (UID 10 FLAGS () BODY[] {{{}}}\r\n{plain})\r\nf OK done\r\n",
+            plain.len()
+        )
+    );
+    // The session asks for no partials any more.
+    c.fetch_delivered();
+    c.on_client_bytes(b"g UID FETCH 11 (BODY.PEEK[])\r\n");
+    let up = upstream(&mut c);
+    assert!(up.ends_with(" UID FETCH 11 BODY.PEEK[]\r\n"), "{up}");
+}
+
+#[test]
+fn a_session_that_is_not_a_device_never_asks_for_the_partials() {
+    let mut c = core();
+    login(&mut c, "alice");
+    select(&mut c, "INBOX", 7);
+    c.on_client_bytes(b"f UID FETCH 10:11 (BODY.PEEK[])\r\n");
+    let up = upstream(&mut c);
+    assert!(up.ends_with(" UID FETCH 10:11 BODY.PEEK[]\r\n"), "{up}");
+}
+
 #[test]
 fn an_encrypted_message_is_answered_from_its_view_and_a_plain_one_as_sent() {
     let mut c = core();

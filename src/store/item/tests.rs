@@ -45,6 +45,47 @@ fn the_item_is_stripped_from_fetch_commands_only() {
 }
 
 #[test]
+fn a_device_adds_the_item_to_its_fetch_and_the_store_takes_it_out_again() {
+    let cases: [(&[u8], Option<&[u8]>); 8] = [
+        (
+            b"m1 UID FETCH 5 (BODY.PEEK[] FLAGS)\r\n",
+            Some(b"m1 UID FETCH 5 (X-MESH-RECRYPT BODY.PEEK[] FLAGS)\r\n"),
+        ),
+        (
+            b"m2 FETCH 1:* (UID BODY.PEEK[]) (CHANGEDSINCE 7)\r\n",
+            Some(b"m2 FETCH 1:* (X-MESH-RECRYPT UID BODY.PEEK[]) (CHANGEDSINCE 7)\r\n"),
+        ),
+        (
+            b"m3 UID FETCH 1:* BODY.PEEK[]\r\n",
+            Some(b"m3 UID FETCH 1:* (BODY.PEEK[] X-MESH-RECRYPT)\r\n"),
+        ),
+        // A single item with modifiers, a literal, something else: left alone.
+        (b"m4 UID FETCH 1 BODY.PEEK[] (CHANGEDSINCE 7)\r\n", None),
+        (b"m5 FETCH 1 (BODY.PEEK[HEADER.FIELDS {3}\r\n", None),
+        (b"m6 SEARCH ALL\r\n", None),
+        (b"m7 UID FETCH 1 (X-MESH-RECRYPT)\r\n", None),
+        (b"m8 UID STORE 1 (FLAGS)\r\n", None),
+    ];
+    for (line, want) in cases {
+        let added = add_to_fetch(line);
+        assert_eq!(added.as_deref(), want, "{}", String::from_utf8_lossy(line));
+        if let Some(added) = added {
+            assert!(mentions(&added));
+            // What the store sends on asks for what the device's client asked for.
+            let stripped = strip_from_command(&added).expect("the store strips it");
+            let words = |b: &[u8]| -> Vec<String> {
+                String::from_utf8_lossy(b)
+                    .replace(['(', ')'], " ")
+                    .split_ascii_whitespace()
+                    .map(str::to_owned)
+                    .collect()
+            };
+            assert_eq!(words(&stripped), words(line));
+        }
+    }
+}
+
+#[test]
 fn answers_round_trip_and_other_devices_partials_are_not_taken() {
     let p = Partial([7u8; 32]);
     let q = Partial([9u8; 32]);
