@@ -31,6 +31,16 @@ pub fn item(data: &[u8]) {
             "stripping never grows a line (nothing but the item and a space changes)"
         );
     }
+    if let Some(added) = item::add_to_fetch(data) {
+        // What a device adds, its store takes out again: the same line, item and one space
+        // aside (a list made of a bare item keeps its parentheses).
+        let stripped = item::strip_from_command(&added);
+        assert!(
+            stripped.is_some_and(|s| s == data
+                || s.len() == data.len() + 2 && !item::mentions(&s)),
+            "the store takes out exactly what a device added"
+        );
+    }
     let masked = item::mask(data);
     assert!(
         masked.len() == data.len() && !item::mentions(&masked),
