@@ -702,11 +702,13 @@ fn a_device_signs_as_the_account_with_its_own_subkey_and_revocation_retires_it()
     assert!(after.stderr.contains("revoked"), "{after:?}");
 }
 
-/// Decryption lines in a meshmail log by whom (`session`, `indexer`).
-fn decryptions(log: &str, by: &str) -> usize {
+/// Decryption lines in a meshmail log whose `field` is `value`: by whom (`by`: `session`,
+/// `indexer`), or where a device's session had the store's partials from (`partials_from`:
+/// `fetch`, with the client's FETCH; `own`, asked on meshmail's own connection).
+fn decryptions(log: &str, field: &str, value: &str) -> usize {
     common::plain(log)
         .lines()
-        .filter(|l| l.contains(" decrypted") && l.contains(&format!("by=\"{by}\"")))
+        .filter(|l| l.contains(" decrypted") && l.contains(&format!("{field}=\"{value}\"")))
         .count()
 }
 
@@ -725,7 +727,7 @@ fn a_device_indexes_new_mail_with_its_stores_partials_before_the_client_asks() {
         .map(|word| w.deliver(word, &["-r", "alice@example.test"]))
         .collect();
     let started = std::time::Instant::now();
-    while decryptions(&proxy.log_text(), "indexer") < 3 {
+    while decryptions(&proxy.log_text(), "by", "indexer") < 3 {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(60),
             "the indexer did not decrypt: {}",
@@ -734,7 +736,7 @@ fn a_device_indexes_new_mail_with_its_stores_partials_before_the_client_asks() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     client.command("n", "NOOP");
-    let before = decryptions(&proxy.log_text(), "session");
+    let before = decryptions(&proxy.log_text(), "by", "session");
     let answer = String::from_utf8_lossy(
         &client.command("c", &format!("UID FETCH {} (BODY.PEEK[])", uids.join(","))),
     )
@@ -746,19 +748,10 @@ fn a_device_indexes_new_mail_with_its_stores_partials_before_the_client_asks() {
         );
     }
     assert_eq!(
-        decryptions(&proxy.log_text(), "session"),
+        decryptions(&proxy.log_text(), "by", "session"),
         before,
         "the client's FETCH decrypted again"
     );
-}
-
-/// The device's session decryption lines, by where the store's partials came from: with the
-/// client's FETCH (`fetch`), or asked for on meshmail's own connection (`own`).
-fn split_decryptions(log: &str, from: &str) -> usize {
-    common::plain(log)
-        .lines()
-        .filter(|l| l.contains(" decrypted") && l.contains(&format!("partials_from=\"{from}\"")))
-        .count()
 }
 
 #[test]
@@ -781,13 +774,13 @@ fn a_devices_fetch_of_whole_messages_brings_their_partials_with_the_ciphertext()
     }
     // Each message came once, its partials with it: none was fetched again for them.
     let log = proxy.log_text();
-    assert_eq!(split_decryptions(&log, "fetch"), 2, "{log}");
-    assert_eq!(split_decryptions(&log, "own"), 0, "{log}");
+    assert_eq!(decryptions(&log, "partials_from", "fetch"), 2, "{log}");
+    assert_eq!(decryptions(&log, "partials_from", "own"), 0, "{log}");
     // Part of a message brings no partials: meshmail's own connection asks for them.
     let third = w.deliver("soursop", &["-r", "alice@example.test"]);
     let part = fetch_item(proxy.port, &third, "BODY.PEEK[]<0.20000>").unwrap();
     assert!(part.contains("The secret word is soursop."), "{part}");
-    assert_eq!(split_decryptions(&proxy.log_text(), "own"), 1);
+    assert_eq!(decryptions(&proxy.log_text(), "partials_from", "own"), 1);
     // The store audited one answer per message.
     let audit = std::fs::read_to_string(
         w.shares_dir

@@ -36,8 +36,7 @@ pub fn item(data: &[u8]) {
         // aside (a list made of a bare item keeps its parentheses).
         let stripped = item::strip_from_command(&added);
         assert!(
-            stripped.is_some_and(|s| s == data
-                || s.len() == data.len() + 2 && !item::mentions(&s)),
+            stripped.is_some_and(|s| s == data || s.len() == data.len() + 2 && !item::mentions(&s)),
             "the store takes out exactly what a device added"
         );
     }

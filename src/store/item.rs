@@ -118,7 +118,9 @@ pub fn add_to_fetch(line: &[u8]) -> Option<Vec<u8>> {
     }
     let text = std::str::from_utf8(line).ok()?;
     let body = text.strip_suffix("\r\n")?;
-    if body.contains(['\r', '\n', '{']) {
+    // Words apart by single spaces only, as meshmail's encoder writes them (the store reads
+    // any whitespace as a separator: a tab would make the two read the line differently).
+    if body.contains('{') || body.bytes().any(|b| b.is_ascii_control()) {
         return None;
     }
     // Tag, [UID], FETCH and the sequence set: the items start after them.
