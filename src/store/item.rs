@@ -127,7 +127,8 @@ pub fn add_to_fetch(line: &[u8]) -> Option<Vec<u8>> {
     let uid = body.split(' ').nth(1)?.eq_ignore_ascii_case("UID");
     let before = if uid { 4 } else { 3 };
     let words: Vec<&str> = body.splitn(before + 1, ' ').collect();
-    if words.len() != before + 1 || !words[before - 2].eq_ignore_ascii_case("FETCH") {
+    let fetch = words.len() == before + 1 && words[before - 2].eq_ignore_ascii_case("FETCH");
+    if !fetch || words[..before].iter().any(|w| w.is_empty()) {
         return None;
     }
     let at: usize = words[..before].iter().map(|w| w.len() + 1).sum();

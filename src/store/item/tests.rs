@@ -46,7 +46,7 @@ fn the_item_is_stripped_from_fetch_commands_only() {
 
 #[test]
 fn a_device_adds_the_item_to_its_fetch_and_the_store_takes_it_out_again() {
-    let cases: [(&[u8], Option<&[u8]>); 9] = [
+    let cases: [(&[u8], Option<&[u8]>); 10] = [
         (
             b"m1 UID FETCH 5 (BODY.PEEK[] FLAGS)\r\n",
             Some(b"m1 UID FETCH 5 (X-MESH-RECRYPT BODY.PEEK[] FLAGS)\r\n"),
@@ -68,6 +68,7 @@ fn a_device_adds_the_item_to_its_fetch_and_the_store_takes_it_out_again() {
         // Found by the fuzzer: the store reads a tab as a separator, so it would not take
         // out what was added after one.
         (b"a\t1 UID FETCH 5 (FLAGS\r\n", None),
+        (b" FETCH 2 BODY[]\r\n", None),
     ];
     for (line, want) in cases {
         let added = add_to_fetch(line);
