@@ -431,3 +431,60 @@ fn a_30_mb_message_read_in_64_kib_partials_is_decrypted_once() {
     let built = mm.log_text().matches("view built").count();
     assert_eq!(built, 1, "decrypted {built} times for {k} partials");
 }
+
+#[test]
+fn another_login_reads_a_message_larger_than_meshmail_holds_as_it_arrives() {
+    let s = setup();
+    // Bob's plaintext message of 12 MB; meshmail holds responses up to 2 MB
+    // (twice max_message_size) when it reads them.
+    let mut message =
+        b"From: Carol <carol@example.test>\r\nTo: bob@example.test\r\nSubject: big\r\n\r\n"
+            .to_vec();
+    let mut n = 0u64;
+    while message.len() < 12 << 20 {
+        message.extend_from_slice(format!("line {n:08} {{5}} ) BODY[] \r\n").as_bytes());
+        n += 1;
+    }
+    append(&s.servers, "bob", "INBOX", s.root.path(), &[&message]);
+    let mm = s.meshmail("[limits]\nmax_message_size = 1048576\n");
+    let hwm = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", mm.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    let mut c = RawImap::connect(mm.port);
+    assert!(text(&c.command("a", "LOGIN bob secret")).contains("a OK"));
+    c.command("b", "SELECT INBOX");
+    let before = hwm();
+    let got = c.command("f", "UID FETCH 1 (UID BODY.PEEK[])");
+    let r = responses(&got);
+    let fetch = &r[0];
+    let open = fetch.iter().position(|&b| b == b'{').expect("literal");
+    let close = open
+        + fetch[open..]
+            .iter()
+            .position(|&b| b == b'}')
+            .expect("close");
+    let len: usize = text(&fetch[open + 1..close]).parse().expect("length");
+    assert_eq!(len, message.len(), "{}", text(&fetch[..close + 1]));
+    assert!(
+        fetch[close + 3..close + 3 + len] == message[..],
+        "the message arrived changed"
+    );
+    assert!(
+        text(&got).contains("f OK"),
+        "{}",
+        text(&got[got.len() - 200..])
+    );
+    // The session goes on.
+    assert!(text(&c.command("n", "NOOP")).contains("n OK"));
+    // meshmail held a bounded part of it, not the whole message (was: BYE, too large).
+    let grew = hwm().saturating_sub(before);
+    assert!(
+        grew < 6 << 10,
+        "peak RSS grew by {grew} kB for a 12 MB message"
+    );
+}

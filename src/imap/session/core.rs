@@ -15,7 +15,7 @@ use super::open::ViewSource;
 use super::seqmap::SeqMap;
 use super::state::{Mailbox, State};
 use super::tags::Tags;
-use crate::imap::frame::{ResponseFramer, TooLarge};
+use crate::imap::frame::{Piece, ResponseFramer, TooLarge};
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -525,9 +525,16 @@ impl Core {
     /// Feeds upstream bytes. A BYE to close with is queued as [`Out::Close`].
     pub fn on_upstream_bytes(&mut self, bytes: &[u8]) {
         self.ufrag.push(bytes);
-        while let Some(response) = self.ufrag.next_response() {
-            match response {
-                Ok(message) => self.on_upstream_message(message),
+        loop {
+            // A session meshmail passes on unread (another login, or a device's session at
+            // the store with no partials to add) gets a large message as it arrives.
+            let relay = self.state.mapped().is_none() && !self.tags.recrypting();
+            let Some(piece) = self.ufrag.next_piece(relay) else {
+                break;
+            };
+            match piece {
+                Ok(Piece::Whole(message)) => self.on_upstream_message(message),
+                Ok(Piece::Part { bytes, .. }) => self.push_out(Out::Bytes(bytes)),
                 Err(TooLarge) => {
                     self.push_out(Out::Close(
                         b"* BYE [UNAVAILABLE] A server response was too large\r\n".to_vec(),
