@@ -42,6 +42,11 @@ fn code_in(stdout: &str) -> String {
 }
 
 fn world() -> World {
+    world_with("")
+}
+
+/// A world whose store's configuration ends with `store_extra`.
+fn world_with(store_extra: &str) -> World {
     let root = common::tempdir();
     let servers = MailServers::start();
     let (alice, _bob, gpg) = common::gpg::alice_and_bob(root.path());
@@ -60,7 +65,7 @@ fn world() -> World {
          [store]\nlisten = \"127.0.0.1:{{port}}\"\nlisten_implicit_tls = \"127.0.0.1:{store_tls_port}\"\n\
          upstream = \"127.0.0.1:{}\"\nupstream_tls = \"starttls\"\nupstream_ca = \"{}\"\n\
          shares_dir = \"{}\"\nalarm_per_hour = 50\n\
-         [[store.account]]\nupstream_user = \"alice\"\npublic_home = \"{}\"\n",
+         [[store.account]]\nupstream_user = \"alice\"\npublic_home = \"{}\"\n{store_extra}",
         servers.imap(),
         servers.ca_pem().display(),
         shares_dir.display(),
@@ -183,8 +188,25 @@ impl World {
 
     /// A message GnuPG encrypted with `args`, delivered to Alice's INBOX in Dovecot: its UID.
     fn deliver(&self, word: &str, args: &[&str]) -> String {
+        self.deliver_padded(word, 0, args)
+    }
+
+    /// As `deliver`, with `padding` bytes of text that do not compress after the word.
+    fn deliver_padded(&self, word: &str, padding: usize, args: &[&str]) -> String {
+        let mut text = format!("The secret word is {word}.\r\n");
+        let mut n: u64 = 1;
+        while text.len() < padding {
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.push_str(&format!(
+                "{n:016x}{:016x}{:016x}\r\n",
+                n.rotate_left(17),
+                !n
+            ));
+        }
         let inner = crlf(&format!(
-            "Content-Type: text/plain; charset=utf-8\r\n\r\nThe secret word is {word}.\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n{text}"
         ));
         let armored = gpg_encrypt(&self.gpg, self.root.path(), &inner, args);
         let message = pgp_mime(
@@ -796,6 +818,34 @@ fn a_devices_fetch_of_whole_messages_brings_their_partials_with_the_ciphertext()
             "uid {uid}: {audit}"
         );
     }
+}
+
+#[test]
+fn a_device_reads_a_message_larger_than_the_store_holds_as_it_streams_through() {
+    // The store holds responses of up to 2 MB (twice max_message_size); the message is 8 MB.
+    let w = world_with("[limits]\nmax_message_size = 1048576\n");
+    let laptop = w.enrol("laptop");
+    let uid = w.deliver_padded("jabuticaba", 6 << 20, &["-r", "alice@example.test"]);
+    let proxy = Meshmail::start(&format!("{}indexer = false\n", w.device_config(&laptop)));
+    let before = common::peak_rss_kb(w.store.pid());
+    let view = fetch(proxy.port, &uid).unwrap();
+    assert!(
+        view.contains("The secret word is jabuticaba."),
+        "{}\n{}",
+        &view[..view.len().min(500)],
+        w.store.log_text()
+    );
+    assert!(view.len() > 6 << 20, "{}", view.len());
+    // Its partials came with it, computed by the store from the message's first bytes.
+    assert_eq!(
+        decryptions(&proxy.log_text(), "partials_from", "fetch"),
+        1,
+        "{}",
+        proxy.log_text()
+    );
+    // The store held a part of the message at a time, not the whole of it.
+    let grew = common::peak_rss_kb(w.store.pid()).saturating_sub(before);
+    assert!(grew < 5 << 10, "the store's peak RSS grew by {grew} kB");
 }
 
 /// The key IDs of the PKESKs of the PGP/MIME message `message` (GnuPG's `--list-packets`).

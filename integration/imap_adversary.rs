@@ -447,14 +447,7 @@ fn another_login_reads_a_message_larger_than_meshmail_holds_as_it_arrives() {
     }
     append(&s.servers, "bob", "INBOX", s.root.path(), &[&message]);
     let mm = s.meshmail("[limits]\nmax_message_size = 1048576\n");
-    let hwm = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", mm.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap()
-    };
+    let hwm = || peak_rss_kb(mm.pid());
     let mut c = RawImap::connect(mm.port);
     assert!(text(&c.command("a", "LOGIN bob secret")).contains("a OK"));
     c.command("b", "SELECT INBOX");

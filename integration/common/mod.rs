@@ -435,3 +435,14 @@ pub fn plain(log: &str) -> String {
     }
     out
 }
+
+/// The peak RSS of process `pid` so far, in kB (`VmHWM`).
+#[allow(dead_code)]
+pub fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}

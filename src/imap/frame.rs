@@ -173,7 +173,7 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 
 /// The length a line (LF included) announces: it ends in `{n}` or `{n+}` before its CRLF or
 /// LF.
-fn announced(line: &[u8]) -> Option<u32> {
+pub fn announced(line: &[u8]) -> Option<u32> {
     let line = line.strip_suffix(b"\n")?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = line.strip_suffix(b"}")?;

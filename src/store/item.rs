@@ -23,6 +23,11 @@ pub const MAX_PKESKS: usize = 16;
 pub const ARMOR_PREFIX: usize = 16 * 1024;
 /// Where the armour may start in the message.
 const SEARCH: usize = 256 * 1024;
+/// The first bytes of a message that [`partials`] needs (the armour's start within
+/// [`SEARCH`], then its header lines and [`ARMOR_PREFIX`] of base64 with their line ends,
+/// unless the header lines alone run longer): a store that passes a large message on as it
+/// arrives computes the partials from this much.
+pub const PREFIX: usize = SEARCH + 2 * ARMOR_PREFIX;
 
 /// What the store answers for one message and one device.
 #[derive(Debug, Clone, PartialEq, Eq)]

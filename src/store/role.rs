@@ -171,11 +171,25 @@ impl StoreRole {
             return response;
         };
         let uid = scanned.uid(&response);
+        let item = self.item_for(binding, mailbox, uid, &response[range.clone()]);
+        insert_item(response, &item)
+    }
+
+    /// The item (` X-MESH-RECRYPT ...`) for `binding`'s device and a message as the mail
+    /// store sent it: the whole message, or at least its first [`item::PREFIX`] bytes (all
+    /// the partials are computed from). Audited as `uid` of `mailbox`.
+    pub fn item_for(
+        &self,
+        binding: &DeviceBinding,
+        mailbox: &str,
+        uid: Option<u32>,
+        message: &[u8],
+    ) -> String {
         let found = self.lookup(&binding.account, &binding.tls_sha256);
         let answer = if found.is_empty() {
             Answer::Revoked
         } else {
-            self.partials(&binding.user, &found, &response[range.clone()])
+            self.partials(&binding.user, &found, message)
         };
         self.audit.record(
             &binding.account,
@@ -186,7 +200,7 @@ impl StoreRole {
         );
         // Never the partials themselves in the service log.
         tracing::debug!(device = %binding.device, uid, answer = answer.kind(), "recrypt");
-        insert_item(response, &item::format(&binding.device, &answer))
+        item::format(&binding.device, &answer)
     }
 }
 
@@ -265,7 +279,9 @@ impl StoreRole {
 }
 
 /// `response` with `item` (` X-MESH-RECRYPT …`) before its closing parenthesis.
-fn insert_item(mut response: Vec<u8>, item: &str) -> Vec<u8> {
+/// `response` (a whole FETCH response, or the last part of one) with `item` before its
+/// closing parenthesis.
+pub fn insert_item(mut response: Vec<u8>, item: &str) -> Vec<u8> {
     let Some(close) = response.iter().rposition(|&b| b == b')') else {
         return response;
     };

@@ -7,7 +7,9 @@
 //! flight that asked for the change; the response codes it relies on (`UIDVALIDITY`,
 //! `READ-ONLY`) are parsed by imap-codec, never searched for in text.
 
-use super::core::{Core, Out, RecryptJob, SearchDone, UpItem, ViewJob};
+use super::core::{
+    Core, Out, RecryptJob, SearchDone, StreamedFetch, StreamedStart, UpItem, ViewJob,
+};
 use super::state::{renamed, State};
 use super::tags::{Inflight, Kind};
 use crate::imap::fetch;
@@ -256,6 +258,7 @@ impl Core {
                     device: device.clone(),
                     mailbox: self.state.selected_name().unwrap_or_default().to_owned(),
                     response: message,
+                    streamed: None,
                 })));
                 return;
             }
@@ -284,6 +287,89 @@ impl Core {
             }
         }
         self.push_capability_aware(message);
+    }
+
+    /// A part of a FETCH response whose large literal is passed on as it arrives (see
+    /// `imap::frame::Piece`). In a device's FETCH with partials at the store, the response's
+    /// start and the message's first [`item::PREFIX`] bytes are held until the partials can be
+    /// computed from them; the item then goes before the last part's closing parenthesis.
+    pub(super) fn on_upstream_part(&mut self, bytes: Vec<u8>, last: bool) {
+        use crate::store::item;
+        let recrypt = self.tags.recrypting() || self.streamed.is_some();
+        let (Some(device), Some(role), true) = (
+            self.state.device().cloned(),
+            self.ctx.store.clone(),
+            recrypt,
+        ) else {
+            self.push_out(Out::Bytes(bytes));
+            return;
+        };
+        let (head, literal, bytes) = match self.streamed.take() {
+            None => {
+                // The response up to its literal: `... BODY[] {n}` CRLF.
+                let literal = crate::imap::frame::announced(&bytes).unwrap_or(0) as usize;
+                if !literal_is_the_message(&bytes) {
+                    self.streamed = (!last).then_some(StreamedFetch::Forwarding(None));
+                    self.push_out(Out::Bytes(bytes));
+                    return;
+                }
+                (bytes.len(), literal, bytes)
+            }
+            Some(StreamedFetch::Collecting {
+                head,
+                literal,
+                bytes: mut held,
+            }) => {
+                held.extend_from_slice(&bytes);
+                (head, literal, held)
+            }
+            Some(StreamedFetch::Forwarding(item)) => {
+                match (last, item) {
+                    (true, Some(item)) => self.push_out(Out::RecryptTail(bytes, item)),
+                    (true, None) => self.push_out(Out::Bytes(bytes)),
+                    (false, item) => {
+                        self.streamed = Some(StreamedFetch::Forwarding(item));
+                        self.push_out(Out::Bytes(bytes));
+                    }
+                }
+                return;
+            }
+        };
+        let mailbox = self.state.selected_name().unwrap_or_default().to_owned();
+        if last {
+            // Whole after all: answered as a whole response is.
+            self.push_out(Out::Recrypt(Box::new(RecryptJob {
+                role,
+                device,
+                mailbox,
+                response: bytes,
+                streamed: None,
+            })));
+            return;
+        }
+        let want = literal.min(item::PREFIX);
+        if bytes.len() - head < want {
+            self.streamed = Some(StreamedFetch::Collecting {
+                head,
+                literal,
+                bytes,
+            });
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = StreamedStart {
+            uid: uid_in(&bytes[..head]),
+            prefix: bytes[head..head + want].to_vec(),
+            item: tx,
+        };
+        self.streamed = Some(StreamedFetch::Forwarding(Some(rx)));
+        self.push_out(Out::Recrypt(Box::new(RecryptJob {
+            role,
+            device,
+            mailbox,
+            response: bytes,
+            streamed: Some(start),
+        })));
     }
 
     fn push_capability_aware(&mut self, message: Vec<u8>) {
@@ -370,9 +456,56 @@ impl Core {
     }
 }
 
+/// True when the literal a streamed response's first part announces is the message itself
+/// (`BODY[] {n}`), the one the store computes partials for.
+fn literal_is_the_message(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    let Some(open) = text.rfind('{') else {
+        return false;
+    };
+    text[..open]
+        .trim_end()
+        .to_ascii_uppercase()
+        .ends_with(" BODY[]")
+}
+
+/// The UID a FETCH response's start names (`UID <n>`), if it does before the literal.
+fn uid_in(head: &[u8]) -> Option<u32> {
+    let text = String::from_utf8_lossy(head);
+    let mut words = text.split(|c: char| c.is_ascii_whitespace() || c == '(');
+    while let Some(word) = words.next() {
+        if word.eq_ignore_ascii_case("UID") {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streamed_responses_start_names_its_literal_and_uid() {
+        assert!(literal_is_the_message(
+            b"* 1 FETCH (UID 3 BODY[] {300000}\r\n"
+        ));
+        assert!(literal_is_the_message(
+            b"* 1 FETCH (FLAGS () body[] {300000}\r\n"
+        ));
+        assert!(!literal_is_the_message(
+            b"* 1 FETCH (UID 3 BODY[1] {300000}\r\n"
+        ));
+        assert!(!literal_is_the_message(
+            b"* 1 FETCH (UID 3 BODY[]<0> {300000}\r\n"
+        ));
+        assert_eq!(uid_in(b"* 1 FETCH (UID 3 BODY[] {300000}\r\n"), Some(3));
+        assert_eq!(
+            uid_in(b"* 1 FETCH (FLAGS (\\Seen) UID 42 BODY[] {9}\r\n"),
+            Some(42)
+        );
+        assert_eq!(uid_in(b"* 1 FETCH (BODY[] {9}\r\n"), None);
+    }
 
     #[test]
     fn response_codes_come_from_the_codec_not_from_text() {

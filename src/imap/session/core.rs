@@ -48,6 +48,9 @@ pub(super) enum Out {
     Close(Vec<u8>),
     /// At the store: a FETCH response to complete with the device's partials.
     Recrypt(Box<RecryptJob>),
+    /// At the store: the last part of a streamed FETCH response, written with the item its
+    /// first part's job computed.
+    RecryptTail(Vec<u8>, tokio::sync::oneshot::Receiver<String>),
 }
 
 /// A FETCH response of a device's session at the store, with what answers it.
@@ -55,7 +58,32 @@ pub(super) struct RecryptJob {
     pub role: Arc<crate::store::role::StoreRole>,
     pub device: Arc<crate::store::role::DeviceBinding>,
     pub mailbox: String,
+    /// The whole response; or, when `streamed`, its start (written as it is).
     pub response: Vec<u8>,
+    pub streamed: Option<StreamedStart>,
+}
+
+/// The start of a FETCH response whose message goes on arriving: the partials come from the
+/// message's first bytes, and the item goes to the response's last part.
+pub(super) struct StreamedStart {
+    pub uid: Option<u32>,
+    /// The message's first [`crate::store::item::PREFIX`] bytes (or all of it).
+    pub prefix: Vec<u8>,
+    pub item: tokio::sync::oneshot::Sender<String>,
+}
+
+/// At the store, a device's FETCH response whose large literal is passed on as it arrives.
+pub(super) enum StreamedFetch {
+    /// The response up to its literal (`head` bytes) and the literal's first bytes, until
+    /// there are enough to compute the partials from.
+    Collecting {
+        head: usize,
+        literal: usize,
+        bytes: Vec<u8>,
+    },
+    /// The rest is written as it comes; the last part gets the item (none: the literal was
+    /// not the message, `BODY[]`).
+    Forwarding(Option<tokio::sync::oneshot::Receiver<String>>),
 }
 
 /// A job for the task that is not a write to the client.
@@ -212,6 +240,8 @@ pub(super) struct Core {
     /// At a device: the store refused the partials asked with a FETCH, so none are asked
     /// with the session's later FETCHes.
     pub partials_refused: bool,
+    /// At the store: a device's FETCH response being streamed.
+    pub streamed: Option<StreamedFetch>,
     /// The command being forwarded is a FETCH: any later line of it that names the private
     /// item (after a literal) has the name overwritten (`store::item::mask`).
     pub mask_item: bool,
@@ -260,6 +290,7 @@ impl Core {
             client_key: None,
             recrypt_line: None,
             partials_refused: false,
+            streamed: None,
             mask_item: false,
         }
     }
@@ -528,13 +559,15 @@ impl Core {
         loop {
             // A session meshmail passes on unread (another login, or a device's session at
             // the store with no partials to add) gets a large message as it arrives.
-            let relay = self.state.mapped().is_none() && !self.tags.recrypting();
+            // (A device's FETCH with partials at the store too: the partials come from the
+            // message's first bytes.)
+            let relay = self.state.mapped().is_none();
             let Some(piece) = self.ufrag.next_piece(relay) else {
                 break;
             };
             match piece {
                 Ok(Piece::Whole(message)) => self.on_upstream_message(message),
-                Ok(Piece::Part { bytes, .. }) => self.push_out(Out::Bytes(bytes)),
+                Ok(Piece::Part { bytes, last }) => self.on_upstream_part(bytes, last),
                 Err(TooLarge) => {
                     self.push_out(Out::Close(
                         b"* BYE [UNAVAILABLE] A server response was too large\r\n".to_vec(),

@@ -320,6 +320,7 @@ impl Task {
                 Out::View(job) => job.ciphertext.as_ref().map_or(UNKNOWN_SIZE, Vec::len),
                 Out::SearchDone(_) => UNKNOWN_SIZE,
                 Out::Recrypt(job) => job.response.len(),
+                Out::RecryptTail(b, _) => b.len(),
                 Out::ViewFailed(_) | Out::StartTls(_) => 0,
             };
             self.ready_bytes += weight;
@@ -330,9 +331,31 @@ impl Task {
                 Out::FetchDone(l) => ready(Ready::FetchDone(l)),
                 Out::StartTls(t) => ready(Ready::StartTls(t)),
                 Out::Close(b) => ready(Ready::Close(b)),
+                Out::RecryptTail(bytes, item) => Box::pin(async move {
+                    // The item the response's first part computed (none if that job failed:
+                    // the device then asks on its own connection).
+                    let item = item.await.unwrap_or_default();
+                    (
+                        weight,
+                        Ready::Write(crate::store::role::insert_item(bytes, &item)),
+                    )
+                }),
                 Out::Recrypt(job) => Box::pin(async move {
                     let response = tokio::task::spawn_blocking(move || {
-                        job.role.answer(&job.device, &job.mailbox, job.response)
+                        let job = *job;
+                        match job.streamed {
+                            Some(start) => {
+                                let item = job.role.item_for(
+                                    &job.device,
+                                    &job.mailbox,
+                                    start.uid,
+                                    &start.prefix,
+                                );
+                                let _ = start.item.send(item);
+                                job.response
+                            }
+                            None => job.role.answer(&job.device, &job.mailbox, job.response),
+                        }
                     })
                     .await;
                     match response {

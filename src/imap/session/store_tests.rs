@@ -31,7 +31,22 @@ fn client(core: &mut Core) -> String {
             }
             Out::Recrypt(job) => {
                 // What the task does on a blocking thread.
-                let answered = job.role.answer(&job.device, &job.mailbox, job.response);
+                let job = *job;
+                let answered = match job.streamed {
+                    Some(start) => {
+                        let item =
+                            job.role
+                                .item_for(&job.device, &job.mailbox, start.uid, &start.prefix);
+                        start.item.send(item).unwrap();
+                        job.response
+                    }
+                    None => job.role.answer(&job.device, &job.mailbox, job.response),
+                };
+                out.push_str(&String::from_utf8_lossy(&answered));
+            }
+            Out::RecryptTail(bytes, mut item) => {
+                let item = item.try_recv().expect("the start's item first");
+                let answered = crate::store::role::insert_item(bytes, &item);
                 out.push_str(&String::from_utf8_lossy(&answered));
             }
             _ => out.push_str("<other>"),
@@ -98,6 +113,66 @@ fn an_enrolled_device_gets_partials_and_the_item_never_goes_upstream() {
     assert_eq!(
         client(&mut c),
         "* 1 FETCH (UID 3 FLAGS (\\Seen))\r\ng OK done\r\n"
+    );
+}
+
+#[test]
+fn a_large_message_streams_through_the_store_with_the_same_partials() {
+    let f = crate::store::role::tests::fixture();
+    let tls = f.tls.clone();
+    let cert = f.admin.openpgp_cert().unwrap();
+    let mut c = store_core(f.role, Some(&tls));
+    login(&mut c, "alice");
+    c.on_client_bytes(b"s SELECT INBOX\r\n");
+    let tag = tag_of(&upstream(&mut c));
+    c.on_upstream_bytes(format!("{tag} OK done\r\n").as_bytes());
+    client(&mut c);
+    c.on_client_bytes(b"f UID FETCH 3 (BODY.PEEK[] X-MESH-RECRYPT)\r\n");
+    let up = upstream(&mut c);
+    // A message of 1 MiB: its armour first, then a large epilogue.
+    let mut armored = Vec::new();
+    crate::crypto::openpgp::encrypt_armored_into(&[b"x"], &[cert], None, &mut armored).unwrap();
+    let mut message = b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+    message.extend_from_slice(&armored);
+    message.extend_from_slice(b"\r\n--b--\r\n");
+    while message.len() < 1 << 20 {
+        message.extend_from_slice(b"epilogue {5}\r\n) BODY[] X-MESH-RECRYPT\r\n");
+    }
+    let mut response = format!("* 1 FETCH (UID 3 BODY[] {{{}}}\r\n", message.len()).into_bytes();
+    response.extend_from_slice(&message);
+    response.extend_from_slice(b" FLAGS ())\r\n");
+    // Answered whole, as a small message is: what the streamed answer must equal.
+    let whole = {
+        let role = c.ctx.store.clone().unwrap();
+        let binding = c.state.device().cloned().unwrap();
+        let r = role.answer(&binding, "INBOX", response.clone());
+        String::from_utf8_lossy(&r).into_owned()
+    };
+    assert!(
+        whole.contains(" FLAGS () X-MESH-RECRYPT ((\"laptop\" 0 \""),
+        "{}",
+        &whole[whole.len() - 300..]
+    );
+    let mut streamed = String::new();
+    let mut written_before_the_end = 0;
+    for (i, chunk) in response.chunks(64 * 1024).enumerate() {
+        c.on_upstream_bytes(chunk);
+        streamed.push_str(&client(&mut c));
+        if i == 8 {
+            written_before_the_end = streamed.len();
+        }
+    }
+    // Past the partials' prefix, the message goes on to the client before it has all come.
+    assert!(
+        written_before_the_end > crate::store::item::PREFIX,
+        "{written_before_the_end}"
+    );
+    c.on_upstream_bytes(format!("{} OK done\r\n", tag_of(&up)).as_bytes());
+    streamed.push_str(&client(&mut c));
+    // Byte for byte what the whole answer is, partials included.
+    assert!(
+        streamed == format!("{whole}f OK done\r\n"),
+        "the streamed answer differs"
     );
 }
 

@@ -54,6 +54,7 @@ fn client(core: &mut Core) -> String {
                 "<recrypt {}>",
                 String::from_utf8_lossy(&job.response).trim_end()
             )),
+            Out::RecryptTail(b, _) => out.push_str(&String::from_utf8_lossy(&b)),
         }
     }
     out
