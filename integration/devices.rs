@@ -93,6 +93,16 @@ fn world_with(store_extra: &str) -> World {
 }
 
 impl World {
+    /// The store's audit log of Alice's device `device`.
+    fn audit(&self, device: &str) -> String {
+        let dir = self
+            .shares_dir
+            .parent()
+            .unwrap()
+            .join("audit/alice@example.test");
+        std::fs::read_to_string(dir.join(format!("{device}.log"))).unwrap()
+    }
+
     fn store_json(&self) -> PathBuf {
         let path = self.root.path().join("store.json");
         if !path.exists() {
@@ -296,13 +306,7 @@ fn two_devices_read_gnupg_mail_through_the_store_and_a_revoked_one_reads_nothing
         assert!(!direct.contains("The secret word"));
     }
     // The store's audit log names each message the laptop asked for.
-    let audit = std::fs::read_to_string(
-        w.shares_dir
-            .parent()
-            .unwrap()
-            .join("audit/alice@example.test/laptop.log"),
-    )
-    .unwrap();
+    let audit = w.audit("laptop");
     assert!(audit.contains(&format!("uid={one} ")), "{audit}");
     // Neither log holds a partial or the plaintext.
     for log in [w.store.log_text(), laptop_proxy.log_text()] {
@@ -804,13 +808,7 @@ fn a_devices_fetch_of_whole_messages_brings_their_partials_with_the_ciphertext()
     assert!(part.contains("The secret word is soursop."), "{part}");
     assert_eq!(decryptions(&proxy.log_text(), "partials_from", "own"), 1);
     // The store audited one answer per message.
-    let audit = std::fs::read_to_string(
-        w.shares_dir
-            .parent()
-            .unwrap()
-            .join("audit/alice@example.test/laptop.log"),
-    )
-    .unwrap();
+    let audit = w.audit("laptop");
     for uid in uids.iter().chain([&third]) {
         assert_eq!(
             audit.matches(&format!("uid={uid} ")).count(),

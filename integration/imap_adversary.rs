@@ -85,6 +85,18 @@ fn plain_log(mm: &Meshmail) -> String {
     out
 }
 
+/// The data of a FETCH response's first literal (`{n}` CRLF, then n bytes).
+fn first_literal(fetch: &[u8]) -> &[u8] {
+    let open = fetch.iter().position(|&b| b == b'{').expect("literal");
+    let close = open
+        + fetch[open..]
+            .iter()
+            .position(|&b| b == b'}')
+            .expect("close");
+    let len: usize = text(&fetch[open + 1..close]).parse().expect("length");
+    &fetch[close + 3..close + 3 + len]
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -413,16 +425,7 @@ fn a_30_mb_message_read_in_64_kib_partials_is_decrypted_once() {
         k += 1;
         let tag = format!("p{k}");
         let got = c.command(&tag, &format!("UID FETCH 1 (BODY.PEEK[]<{offset}.65536>)"));
-        let r = responses(&got);
-        let fetch = &r[0];
-        let open = fetch.iter().position(|&b| b == b'{').expect("literal");
-        let close = open
-            + fetch[open..]
-                .iter()
-                .position(|&b| b == b'}')
-                .expect("close");
-        let len: usize = text(&fetch[open + 1..close]).parse().expect("length");
-        read.extend_from_slice(&fetch[close + 3..close + 3 + len]);
+        read.extend_from_slice(first_literal(&responses(&got)[0]));
         offset += 65536;
     }
     assert!(k > 400, "{k} partials");
@@ -454,19 +457,9 @@ fn another_login_reads_a_message_larger_than_meshmail_holds_as_it_arrives() {
     let before = hwm();
     let got = c.command("f", "UID FETCH 1 (UID BODY.PEEK[])");
     let r = responses(&got);
-    let fetch = &r[0];
-    let open = fetch.iter().position(|&b| b == b'{').expect("literal");
-    let close = open
-        + fetch[open..]
-            .iter()
-            .position(|&b| b == b'}')
-            .expect("close");
-    let len: usize = text(&fetch[open + 1..close]).parse().expect("length");
-    assert_eq!(len, message.len(), "{}", text(&fetch[..close + 1]));
-    assert!(
-        fetch[close + 3..close + 3 + len] == message[..],
-        "the message arrived changed"
-    );
+    let literal = first_literal(&r[0]);
+    assert_eq!(literal.len(), message.len());
+    assert!(literal == &message[..], "the message arrived changed");
     assert!(
         text(&got).contains("f OK"),
         "{}",

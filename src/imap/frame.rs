@@ -248,16 +248,7 @@ mod tests {
             pieces in proptest::collection::vec(piece(), 0..40),
             cuts in proptest::collection::vec(1usize..17, 1..20),
         ) {
-            let stream: Vec<u8> = pieces.concat();
-            let mut chunks = Vec::new();
-            let mut at = 0;
-            let mut i = 0;
-            while at < stream.len() {
-                let n = cuts[i % cuts.len()].min(stream.len() - at);
-                chunks.push(stream[at..at + n].to_vec());
-                at += n;
-                i += 1;
-            }
+            let chunks = cut(&pieces.concat(), &cuts);
             prop_assert_eq!(ours(&chunks), reference(&chunks));
         }
     }
