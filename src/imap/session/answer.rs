@@ -293,36 +293,12 @@ impl Core {
     /// `imap::frame::Piece`). In a device's FETCH with partials at the store, the response's
     /// start and the message's first [`item::PREFIX`] bytes are held until the partials can be
     /// computed from them; the item then goes before the last part's closing parenthesis.
+    /// What a response gets is decided by its first part: a FETCH with the item sent while
+    /// another response streams does not make the rest of that one a message to answer.
     pub(super) fn on_upstream_part(&mut self, bytes: Vec<u8>, last: bool) {
         use crate::store::item;
-        let recrypt = self.tags.recrypting() || self.streamed.is_some();
-        let (Some(device), Some(role), true) = (
-            self.state.device().cloned(),
-            self.ctx.store.clone(),
-            recrypt,
-        ) else {
-            self.push_out(Out::Bytes(bytes));
-            return;
-        };
+        let binding = self.state.device().cloned().zip(self.ctx.store.clone());
         let (head, literal, bytes) = match self.streamed.take() {
-            None => {
-                // The response up to its literal: `... BODY[] {n}` CRLF.
-                let literal = crate::imap::frame::announced(&bytes).unwrap_or(0) as usize;
-                if !literal_is_the_message(&bytes) {
-                    self.streamed = (!last).then_some(StreamedFetch::Forwarding(None));
-                    self.push_out(Out::Bytes(bytes));
-                    return;
-                }
-                (bytes.len(), literal, bytes)
-            }
-            Some(StreamedFetch::Collecting {
-                head,
-                literal,
-                bytes: mut held,
-            }) => {
-                held.extend_from_slice(&bytes);
-                (head, literal, held)
-            }
             Some(StreamedFetch::Forwarding(item)) => {
                 match (last, item) {
                     (true, Some(item)) => self.push_out(Out::RecryptTail(bytes, item)),
@@ -334,6 +310,30 @@ impl Core {
                 }
                 return;
             }
+            Some(StreamedFetch::Collecting {
+                head,
+                literal,
+                bytes: mut held,
+            }) => {
+                held.extend_from_slice(&bytes);
+                (head, literal, held)
+            }
+            None => {
+                // The response up to its literal: `... BODY[] {n}` CRLF.
+                let answered = binding.is_some() && self.tags.recrypting();
+                if !answered || !literal_is_the_message(&bytes) {
+                    self.streamed = (!last).then_some(StreamedFetch::Forwarding(None));
+                    self.push_out(Out::Bytes(bytes));
+                    return;
+                }
+                let literal = crate::imap::frame::announced(&bytes).unwrap_or(0) as usize;
+                (bytes.len(), literal, bytes)
+            }
+        };
+        // Only a device's session at the store ever collects.
+        let Some((device, role)) = binding else {
+            self.push_out(Out::Bytes(bytes));
+            return;
         };
         let mailbox = self.state.selected_name().unwrap_or_default().to_owned();
         if last {

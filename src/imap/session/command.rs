@@ -573,8 +573,6 @@ impl Core {
         self.pump_client();
     }
 
-    /// Sends a command meshmail encoded, waiting for the upstream's go-ahead before each
-    /// synchronizing literal.
     /// meshmail's FETCH `upstream` for `plan`, under its tag `own`. A device's FETCH of whole
     /// messages asks its store for the partials in the same command, so each message is
     /// fetched once (not again on meshmail's own connection to get its partials).
@@ -624,6 +622,8 @@ impl Core {
         true
     }
 
+    /// Sends a command meshmail encoded, waiting for the upstream's go-ahead before each
+    /// synchronizing literal.
     pub(super) fn push_encoded(&mut self, own: &str, encoded: impl IntoIterator<Item = Fragment>) {
         for fragment in encoded {
             match fragment {

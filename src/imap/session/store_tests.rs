@@ -64,6 +64,30 @@ fn login(core: &mut Core, user: &str) -> String {
     client(core)
 }
 
+/// A PGP/MIME message (one text part) encrypted to `cert`.
+fn pgp_mime_to(cert: sequoia_openpgp::Cert) -> Vec<u8> {
+    let mut armored = Vec::new();
+    crate::crypto::openpgp::encrypt_armored_into(&[b"x"], &[cert], None, &mut armored).unwrap();
+    let mut message = b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+    message.extend_from_slice(&armored);
+    message.extend_from_slice(b"\r\n--b--\r\n");
+    message
+}
+
+/// The laptop's session at the store, logged in as alice with INBOX selected; Alice's
+/// certificate; and the store's directory (the shares live there: keep it).
+fn device_in_inbox() -> (Core, sequoia_openpgp::Cert, tempfile::TempDir) {
+    let f = crate::store::role::tests::fixture();
+    let cert = f.admin.openpgp_cert().unwrap();
+    let mut c = store_core(f.role, Some(&f.tls));
+    assert_eq!(login(&mut c, "alice"), "a OK Logged in\r\n");
+    c.on_client_bytes(b"s SELECT INBOX\r\n");
+    let tag = tag_of(&upstream(&mut c));
+    c.on_upstream_bytes(format!("* OK [UIDVALIDITY 5] x\r\n{tag} OK done\r\n").as_bytes());
+    client(&mut c);
+    (c, cert, f._dir)
+}
+
 #[test]
 fn an_enrolled_device_gets_partials_and_the_item_never_goes_upstream() {
     let f = crate::store::role::tests::fixture();
@@ -85,11 +109,7 @@ fn an_enrolled_device_gets_partials_and_the_item_never_goes_upstream() {
     c.on_client_bytes(b"f UID FETCH 3 (BODY.PEEK[] X-MESH-RECRYPT)\r\n");
     let up = upstream(&mut c);
     assert!(up.ends_with(" UID FETCH 3 (BODY.PEEK[])\r\n"), "{up}");
-    let mut armored = Vec::new();
-    crate::crypto::openpgp::encrypt_armored_into(&[b"x"], &[cert], None, &mut armored).unwrap();
-    let mut message = b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
-    message.extend_from_slice(&armored);
-    message.extend_from_slice(b"\r\n--b--\r\n");
+    let message = pgp_mime_to(cert);
     let mut response = format!("* 1 FETCH (UID 3 BODY[] {{{}}}\r\n", message.len()).into_bytes();
     response.extend_from_slice(&message);
     response.extend_from_slice(format!(")\r\n{} OK done\r\n", tag_of(&up)).as_bytes());
@@ -118,23 +138,11 @@ fn an_enrolled_device_gets_partials_and_the_item_never_goes_upstream() {
 
 #[test]
 fn a_large_message_streams_through_the_store_with_the_same_partials() {
-    let f = crate::store::role::tests::fixture();
-    let tls = f.tls.clone();
-    let cert = f.admin.openpgp_cert().unwrap();
-    let mut c = store_core(f.role, Some(&tls));
-    login(&mut c, "alice");
-    c.on_client_bytes(b"s SELECT INBOX\r\n");
-    let tag = tag_of(&upstream(&mut c));
-    c.on_upstream_bytes(format!("{tag} OK done\r\n").as_bytes());
-    client(&mut c);
+    let (mut c, cert, _store) = device_in_inbox();
     c.on_client_bytes(b"f UID FETCH 3 (BODY.PEEK[] X-MESH-RECRYPT)\r\n");
     let up = upstream(&mut c);
     // A message of 1 MiB: its armour first, then a large epilogue.
-    let mut armored = Vec::new();
-    crate::crypto::openpgp::encrypt_armored_into(&[b"x"], &[cert], None, &mut armored).unwrap();
-    let mut message = b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
-    message.extend_from_slice(&armored);
-    message.extend_from_slice(b"\r\n--b--\r\n");
+    let mut message = pgp_mime_to(cert);
     while message.len() < 1 << 20 {
         message.extend_from_slice(b"epilogue {5}\r\n) BODY[] X-MESH-RECRYPT\r\n");
     }
@@ -174,6 +182,47 @@ fn a_large_message_streams_through_the_store_with_the_same_partials() {
         streamed == format!("{whole}f OK done\r\n"),
         "the streamed answer differs"
     );
+}
+
+#[test]
+fn a_fetch_with_the_item_sent_while_another_message_streams_leaves_that_message_alone() {
+    let (mut c, _, _store) = device_in_inbox();
+    c.on_client_bytes(b"g UID FETCH 4 (BODY.PEEK[])\r\n");
+    let g = tag_of(&upstream(&mut c));
+    // A sender's message whose bytes, cut where the network cuts them, end like the start of
+    // a FETCH response with a message literal.
+    let mut message = b"Subject: bait\r\n\r\n".to_vec();
+    message.resize(100_000, b'x');
+    let flip = message.len();
+    message.resize(200_000, b'x');
+    message.extend_from_slice(b" BODY[] {300000}\r\n");
+    let bait = message.len();
+    message.resize(500_000, b'y');
+    let mut response = format!("* 2 FETCH (UID 4 BODY[] {{{}}}\r\n", message.len()).into_bytes();
+    let head = response.len();
+    response.extend_from_slice(&message);
+    response.extend_from_slice(format!(")\r\n{g} OK done\r\n").as_bytes());
+    c.on_upstream_bytes(&response[..head + flip]);
+    // The device asks for a message with its partials meanwhile.
+    c.on_client_bytes(b"f UID FETCH 3 (BODY.PEEK[] X-MESH-RECRYPT)\r\n");
+    assert!(upstream(&mut c).contains("UID FETCH 3"));
+    assert!(c.tags.recrypting());
+    c.on_upstream_bytes(&response[head + flip..head + bait]);
+    c.on_upstream_bytes(&response[head + bait..]);
+    let mut written = Vec::new();
+    while let Some(out) = c.out.pop_front() {
+        match out {
+            Out::Bytes(b) | Out::FetchDone(b) => written.extend_from_slice(&b),
+            _ => panic!("the streamed message was taken for one to answer"),
+        }
+    }
+    // The server's bytes as they came, the tagged line under the client's tag.
+    let fetch_end = response.len() - format!("{g} OK done\r\n").len();
+    assert!(
+        written[..fetch_end] == response[..fetch_end],
+        "the message arrived changed"
+    );
+    assert_eq!(&written[fetch_end..], b"g OK done\r\n");
 }
 
 #[test]
