@@ -278,9 +278,8 @@ impl StoreRole {
     }
 }
 
-/// `response` with `item` (` X-MESH-RECRYPT …`) before its closing parenthesis.
-/// `response` (a whole FETCH response, or the last part of one) with `item` before its
-/// closing parenthesis.
+/// `response` (a whole FETCH response, or the last part of one) with `item`
+/// (` X-MESH-RECRYPT …`) before its closing parenthesis.
 pub fn insert_item(mut response: Vec<u8>, item: &str) -> Vec<u8> {
     let Some(close) = response.iter().rposition(|&b| b == b')') else {
         return response;
